@@ -1,0 +1,134 @@
+"""Array-namespace helpers shared by every module.
+
+Every public function is written once against the Python array API standard, through
+`array-api-compat`, so the same code runs on NumPy, PyTorch, JAX and CuPy arrays and returns
+the kind of array it was given. This module holds the small pieces that standard leaves out:
+picking the namespace from several arguments, choosing the dtype arithmetic happens in,
+``0 * log 0 = 0`` products, and reading a data-dependent condition on the host only when the
+array library allows it (a JAX tracer under ``jit`` does not).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "as_namespace_array",
+    "compute_dtype",
+    "concrete_bool",
+    "get_namespace",
+    "is_integer",
+    "is_real_floating",
+    "log_base_divisor",
+    "onehot_mask",
+    "take_last",
+    "xlogy",
+    "xmul",
+]
+
+
+def _is_array(x: Any) -> bool:
+    return array_api_compat.is_array_api_obj(x) and not isinstance(x, (bool, int, float, complex))
+
+
+def get_namespace(*arrays: Any) -> Any:
+    """Return the array namespace of the first array among ``arrays``.
+
+    Arguments that are ``None`` are skipped. Python scalars and lists do not choose the
+    namespace; when no argument is an array, NumPy is used.
+    """
+    for x in arrays:
+        if x is not None and _is_array(x):
+            return array_api_compat.array_namespace(x)
+    return array_api_compat.array_namespace(np.empty(0))
+
+
+def as_namespace_array(x: Any, xp: Any, *, like: Any = None) -> Any:
+    """Convert ``x`` (array of any library, list or scalar) to an array of namespace ``xp``.
+
+    ``like`` gives the device to place it on. Arrays already in ``xp`` are returned as they are,
+    so autograd history and memory are kept.
+    """
+    if _is_array(x) and array_api_compat.array_namespace(x) is xp:
+        return x
+    device = array_api_compat.device(like) if like is not None else None
+    if array_api_compat.is_torch_array(x) and not array_api_compat.is_torch_namespace(xp):
+        # A torch tensor given beside arrays of another library: go through NumPy on the host.
+        x = x.detach().cpu()
+        x = x.float().numpy() if x.dtype.is_floating_point and x.element_size() < 4 else x.numpy()
+    return xp.asarray(x, device=device)
+
+
+def is_real_floating(xp: Any, x: Any) -> bool:
+    return xp.isdtype(x.dtype, "real floating")
+
+
+def is_integer(xp: Any, x: Any) -> bool:
+    return xp.isdtype(x.dtype, "integral")
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype arithmetic is carried out in: float32 at least, float64 for float64 input.
+
+    Half precision (float16, bfloat16) is stored as given but accumulated in float32.
+    """
+    if dtype == xp.float64:
+        return xp.float64
+    return xp.float32
+
+
+def concrete_bool(condition: Any) -> bool | None:
+    """``bool(condition)`` for a 0-d array, or ``None`` when its value is not known yet.
+
+    Under JAX's ``jit`` (and other lazy libraries) values are traced, not computed; checks that
+    depend on data are then skipped rather than breaking the trace.
+    """
+    if array_api_compat.is_lazy_array(condition):
+        return None
+    try:
+        return bool(condition)
+    except Exception:  # a tracer that refuses conversion
+        return None
+
+
+def xmul(x: Any, y: Any, xp: Any) -> Any:
+    """``x * y`` with the convention ``0 * inf = 0``: zero wherever ``x == 0``.
+
+    The double ``where`` keeps autograd from propagating ``0 * inf = nan`` into gradients.
+    """
+    zero = x == 0
+    product = x * xp.where(zero, xp.ones_like(y), y)
+    return xp.where(zero, xp.zeros_like(product), product)
+
+
+def xlogy(x: Any, y: Any, xp: Any) -> Any:
+    """``x * log(y)`` with ``0 * log(y) = 0`` for any ``y`` (also ``y = 0``), as ``scipy.special.xlogy``."""
+    zero = x == 0
+    product = x * xp.log(xp.where(zero, xp.ones_like(y), y))
+    return xp.where(zero, xp.zeros_like(product), product)
+
+
+def take_last(x: Any, indices: Any, xp: Any) -> Any:
+    """``x[..., indices]`` elementwise: pick one entry per row along the last axis.
+
+    ``indices`` has the shape of ``x`` without its last axis.
+    """
+    return xp.take_along_axis(x, xp.expand_dims(indices, axis=-1), axis=-1)[..., 0]
+
+
+def onehot_mask(indices: Any, num_classes: int, xp: Any, *, like: Any) -> Any:
+    """Boolean array of shape ``indices.shape + (num_classes,)``, true at each index."""
+    classes = xp.arange(num_classes, dtype=indices.dtype, device=array_api_compat.device(like))
+    return xp.expand_dims(indices, axis=-1) == classes
+
+
+def log_base_divisor(base: float | None) -> float:
+    """``ln(base)``: divide a quantity in nats by it to express it in ``base`` units.
+
+    ``base=None`` means nats (divisor 1). The caller validates ``base`` first.
+    """
+    return 1.0 if base is None else math.log(base)

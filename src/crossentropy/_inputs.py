@@ -1,0 +1,261 @@
+"""Preparation of (logits, targets) pairs shared by every classification loss.
+
+One place turns what a user passes into what the loss formulas need: the namespace, the
+logits with the class axis moved last in their compute dtype, the targets as either safe
+class indices with a validity mask or as a probability array, per-sample weights, and the
+reduction with its documented denominators. Losses in :mod:`crossentropy.losses` and
+:mod:`crossentropy.robust` build on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from ._array import as_namespace_array, compute_dtype, concrete_bool, get_namespace, is_integer, xmul
+from ._validation import (
+    check_axis,
+    check_class_indices,
+    check_floating,
+    check_in_unit_interval,
+    check_ndim,
+    check_nonnegative,
+    check_not_empty,
+    check_reduction,
+    check_shape,
+)
+
+
+class ProbabilitiesAsLogitsWarning(UserWarning):
+    """Issued when a loss that expects logits receives rows that look like probabilities.
+
+    Softmax of probabilities is nearly uniform, so the loss barely moves and training stalls:
+    a classic silent bug. The check reads a few rows only. Silence it with
+    ``warnings.filterwarnings("ignore", category=ProbabilitiesAsLogitsWarning)``.
+    """
+
+
+# Rows inspected by the probabilities-as-logits check: a few, so it costs nothing measurable.
+_ROWS_CHECKED = 8
+
+
+@dataclass(frozen=True)
+class ClassInputs:
+    """Logits and targets of a multi-class loss, normalized.
+
+    Attributes
+    ----------
+    xp : namespace
+    logits : array (*batch, n_classes), compute dtype, class axis last
+    out_dtype : dtype of the caller's logits, the dtype results are returned in
+    axis : the caller's class axis, normalized (to move gradients back)
+    indices : int array (*batch), or None for probability targets; ignored entries replaced by 0
+    valid : bool array (*batch) or None; False where the target equals ``ignore_index``
+    probs : array (*batch, n_classes) in compute dtype, or None for index targets
+    sample_weight : array (*batch) in compute dtype, or None
+    """
+
+    xp: Any
+    logits: Any
+    out_dtype: Any
+    axis: int
+    indices: Any
+    valid: Any
+    probs: Any
+    sample_weight: Any
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[-1])
+
+    @property
+    def is_index(self) -> bool:
+        return self.indices is not None
+
+    def row_weight(self) -> Any:
+        """Per-sample factor ``s_n * [target_n != ignore_index]``, or None if all ones."""
+        xp, weight = self.xp, self.sample_weight
+        if self.valid is None:
+            return weight
+        valid = xp.astype(self.valid, self.logits.dtype)
+        return valid if weight is None else weight * valid
+
+    def to_caller(self, dlogits: Any) -> Any:
+        """Gradient with respect to the caller's logits: dtype and axis restored."""
+        xp = self.xp
+        out = xp.astype(dlogits, self.out_dtype, copy=False)
+        return xp.moveaxis(out, -1, self.axis) if self.axis != out.ndim - 1 else out
+
+
+def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
+    """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1."""
+    if x.shape[-1] < 2:
+        return
+    rows = x[(0,) * (x.ndim - 2) + (slice(0, _ROWS_CHECKED),)] if x.ndim > 1 else x
+    looks_like = xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=-1) - 1) <= 1e-3)
+    if concrete_bool(looks_like):
+        warnings.warn(
+            f"`{name}` look like probabilities (non-negative rows summing to 1), but this loss "
+            "expects unnormalized logits and applies a softmax itself; pass logits, or use a "
+            "loss on probabilities (nll_loss on log-probabilities, binary_cross_entropy).",
+            ProbabilitiesAsLogitsWarning,
+            stacklevel=3,
+        )
+
+
+def prepare_logits(logits: Any, *, axis: int, name: str = "logits", xp: Any = None) -> tuple[Any, Any, Any, int]:
+    """Validate floating logits; return ``(xp, logits in compute dtype with axis last, dtype, axis)``."""
+    xp = xp or get_namespace(logits)
+    logits = as_namespace_array(logits, xp)
+    check_floating(name, logits, xp)
+    check_ndim(name, logits, at_least=1)
+    check_not_empty(name, logits)
+    axis = check_axis("axis", axis, logits.ndim)
+    out_dtype = logits.dtype
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, axis, -1)
+    return xp, x, out_dtype, axis
+
+
+def prepare_sample_weight(sample_weight: Any, xp: Any, *, like: Any, batch_shape: tuple[int, ...]) -> Any:
+    """Validated per-sample weights of shape ``batch_shape`` in the dtype of ``like``, or None."""
+    if sample_weight is None:
+        return None
+    sample_weight = as_namespace_array(sample_weight, xp, like=like)
+    check_shape("sample_weight", sample_weight, batch_shape, rule="one weight per sample")
+    if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
+    sample_weight = xp.astype(sample_weight, like.dtype)
+    check_nonnegative("sample_weight", sample_weight, xp)
+    return sample_weight
+
+
+def prepare_class_weight(weight: Any, inputs: ClassInputs, *, name: str = "weight") -> Any:
+    """Validated per-class weights of shape ``(n_classes,)`` in the compute dtype, or None."""
+    if weight is None:
+        return None
+    xp = inputs.xp
+    weight = as_namespace_array(weight, xp, like=inputs.logits)
+    check_shape(name, weight, (inputs.num_classes,), rule="one weight per class")
+    if not xp.isdtype(weight.dtype, ("real floating", "integral")):
+        raise TypeError(f"`{name}` must be real numbers; got dtype {weight.dtype}")
+    weight = xp.astype(weight, inputs.logits.dtype)
+    check_nonnegative(name, weight, xp)
+    return weight
+
+
+def prepare_class_inputs(
+    logits: Any,
+    targets: Any,
+    *,
+    axis: int,
+    ignore_index: int | None,
+    sample_weight: Any,
+    logits_name: str = "logits",
+    allow_probs: bool = True,
+    warn_probabilities: bool = True,
+) -> ClassInputs:
+    """Validate a (logits, targets) pair of a multi-class loss and normalize it.
+
+    Integer ``targets`` are class indices of shape ``logits.shape`` without ``axis``; floating
+    ``targets`` (when ``allow_probs``) are probabilities of the logits' shape.
+    """
+    xp = get_namespace(logits, targets)
+    logits = as_namespace_array(logits, xp)
+    caller_shape = tuple(logits.shape)
+    xp, x, out_dtype, axis = prepare_logits(logits, axis=axis, name=logits_name, xp=xp)
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"`ignore_index` must be an integer; got {ignore_index!r}")
+    targets = as_namespace_array(targets, xp, like=x)
+    num_classes = int(x.shape[-1])
+    batch_shape = tuple(x.shape[:-1])
+
+    indices = valid = probs = None
+    if is_integer(xp, targets):
+        rule = f"class indices: the logits' shape {caller_shape} without the class axis"
+        check_shape("targets", targets, batch_shape, rule=rule)
+        check_class_indices("targets", targets, xp, num_classes, ignore_index)
+        indices = targets
+        if ignore_index is not None:
+            # ignore_index may also name a real class (say 0 for padding): those samples drop out.
+            valid = targets != ignore_index
+            indices = xp.where(valid, targets, xp.zeros_like(targets))
+    elif xp.isdtype(targets.dtype, "real floating"):
+        if not allow_probs:
+            raise TypeError(f"`targets` must be integer class indices; got dtype {targets.dtype}")
+        check_shape("targets", targets, caller_shape, rule="class probabilities: the logits' shape")
+        probs = xp.astype(targets, x.dtype)
+        if axis != x.ndim - 1:
+            probs = xp.moveaxis(probs, axis, -1)
+        check_in_unit_interval("targets", probs, xp)
+    else:
+        expected = "integer class indices" + (" or floating-point class probabilities" if allow_probs else "")
+        raise TypeError(f"`targets` must be {expected}; got dtype {targets.dtype}")
+
+    if warn_probabilities:
+        warn_if_probabilities(x, xp, name=logits_name)
+    weights = prepare_sample_weight(sample_weight, xp, like=x, batch_shape=batch_shape)
+    return ClassInputs(xp, x, out_dtype, axis, indices, valid, probs, weights)
+
+
+def weighted_rows(loss: Any, row_weight: Any, xp: Any) -> Any:
+    """``row_weight * loss`` with ``0 * inf = 0``: ignored or zero-weight rows contribute 0."""
+    return loss if row_weight is None else xmul(row_weight, loss, xp)
+
+
+def total(x: Any, xp: Any) -> Any:
+    """Sum over every axis (a 0-d array)."""
+    return xp.sum(xp.reshape(x, (-1,)))
+
+
+def reduce_loss(loss: Any, denominator: Any, reduction: str, xp: Any, out_dtype: Any) -> Any:
+    """Apply ``reduction`` to per-sample ``loss`` (already weighted).
+
+    ``mean`` divides the sum by ``denominator`` (a 0-d array or a number); an empty
+    denominator gives 0, not NaN, and a zero gradient.
+    """
+    if reduction == "none":
+        return xp.astype(loss, out_dtype, copy=False)
+    summed = total(loss, xp)
+    if reduction == "mean":
+        summed = safe_divide(summed, denominator, xp)
+    return xp.astype(summed, out_dtype, copy=False)
+
+
+def safe_divide(numerator: Any, denominator: Any, xp: Any) -> Any:
+    """``numerator / denominator``, and 0 where the denominator is 0."""
+    if isinstance(denominator, (int, float)):
+        denominator = xp.asarray(denominator, dtype=numerator.dtype, device=array_api_compat.device(numerator))
+    else:
+        denominator = xp.astype(denominator, numerator.dtype, copy=False)
+    empty = denominator == 0
+    ratio = numerator / xp.where(empty, xp.ones_like(denominator), denominator)
+    return xp.where(empty, xp.zeros_like(ratio), ratio)
+
+
+def mean_scale(denominator: Any, reduction: str, xp: Any, like: Any) -> Any:
+    """Factor the gradient of the per-sample losses is multiplied by: ``1/denominator`` for
+    ``mean`` (0 for an empty denominator), 1 otherwise (the gradient of the sum)."""
+    one = xp.ones((), dtype=like.dtype, device=array_api_compat.device(like))
+    return safe_divide(one, denominator, xp) if reduction == "mean" else one
+
+
+__all__ = [
+    "ClassInputs",
+    "ProbabilitiesAsLogitsWarning",
+    "check_reduction",
+    "mean_scale",
+    "prepare_class_inputs",
+    "prepare_class_weight",
+    "prepare_logits",
+    "prepare_sample_weight",
+    "reduce_loss",
+    "safe_divide",
+    "total",
+    "warn_if_probabilities",
+    "weighted_rows",
+]

@@ -1,0 +1,167 @@
+"""Argument checks shared by every public function.
+
+Every message names the parameter in backticks, states the rule and echoes the value::
+
+    `label_smoothing` must be in [0, 1]; got 1.5
+
+Checks that need the data (ranges, sums) read one boolean back to the host; under a lazy
+array library (a JAX tracer inside ``jit``) they are skipped, since the values do not exist yet.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+from ._array import concrete_bool, is_integer, is_real_floating
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def check_reduction(reduction: Any) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of 'mean', 'sum', 'none'; got {_fmt(reduction)}")
+    return reduction
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number in the given interval; return it as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {_fmt(value)} of type {type(value).__name__}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else _fmt(low)
+        hi = "inf" if high is None else _fmt(high)
+        rule = f"must be {'>' if low_open else '>='} {lo}" if high is None else f"must be in {left}{lo}, {hi}{right}"
+        raise ValueError(f"`{name}` {rule}; got {_fmt(value)}")
+    return value
+
+
+def check_integer_option(name: str, value: Any, *, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer; got {_fmt(value)} of type {type(value).__name__}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"`{name}` must be >= {low}; got {value}")
+    return value
+
+
+def check_base(base: Any) -> float | None:
+    """``None`` (nats) or a positive number other than 1."""
+    if base is None:
+        return None
+    value = check_number("base", base, low=0.0, low_open=True)
+    if value == 1.0:
+        raise ValueError("`base` must be positive and not 1 (None means nats, 2 bits); got 1.0")
+    return value
+
+
+def check_axis(name: str, axis: Any, ndim: int) -> int:
+    """Normalize ``axis`` to a non-negative index into an array of ``ndim`` dimensions."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer; got {_fmt(axis)}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"`{name}` must be in [{-ndim}, {ndim}) for an array of {ndim} dimensions; got {axis}")
+    return int(axis) % ndim
+
+
+def check_floating(name: str, x: Any, xp: Any) -> None:
+    if not is_real_floating(xp, x):
+        raise TypeError(f"`{name}` must be a real floating-point array; got dtype {x.dtype}")
+
+
+def check_ndim(name: str, x: Any, *, at_least: int) -> None:
+    if x.ndim < at_least:
+        raise ValueError(f"`{name}` must have at least {at_least} dimension(s); got shape {tuple(x.shape)}")
+
+
+def check_not_empty(name: str, x: Any) -> None:
+    if any(n == 0 for n in x.shape):
+        raise ValueError(f"`{name}` must not be empty; got shape {tuple(x.shape)}")
+
+
+def check_shape(name: str, x: Any, expected: tuple[int, ...], *, rule: str) -> None:
+    """Raise unless ``x.shape == expected``; ``rule`` says what the shape must match."""
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"`{name}` must have shape {tuple(expected)} ({rule}); got shape {tuple(x.shape)}")
+
+
+def _first_index(mask: Any, xp: Any) -> tuple[int, ...]:
+    hits = xp.nonzero(mask)
+    return tuple(int(h[0]) for h in hits)
+
+
+def _value_at(x: Any, index: tuple[int, ...]) -> str:
+    value = x[index] if index else x
+    return _fmt(float(value)) if not hasattr(value, "dtype") or "int" not in str(value.dtype) else str(int(value))
+
+
+def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
+    index = _first_index(bad, xp)
+    where = f" at index {index}" if x.ndim else ""
+    count = int(xp.sum(xp.astype(bad, xp.int64)))
+    more = f" ({count} such entries)" if count > 1 else ""
+    raise ValueError(f"`{name}` {rule}; got {_value_at(x, index)}{where}{more}")
+
+
+def check_in_unit_interval(name: str, x: Any, xp: Any) -> None:
+    """Every entry in [0, 1] (NaN fails)."""
+    bad = ~((x >= 0) & (x <= 1))
+    if concrete_bool(xp.any(bad)):
+        _raise_at(name, "must contain probabilities in [0, 1]", x, bad, xp)
+
+
+def check_nonnegative(name: str, x: Any, xp: Any) -> None:
+    """Every entry finite and >= 0 (weights)."""
+    bad = ~((x >= 0) & (x < math.inf))
+    if concrete_bool(xp.any(bad)):
+        _raise_at(name, "must be finite and non-negative", x, bad, xp)
+
+
+def sum_tolerance(xp: Any, dtype: Any) -> float:
+    """Tolerance for "sums to 1": sqrt(machine epsilon) of ``dtype``, as scikit-learn uses."""
+    return math.sqrt(xp.finfo(dtype).eps)
+
+
+def check_rows_sum_to_one(name: str, x: Any, xp: Any, *, axis: int = -1, what: str = "rows") -> None:
+    """Each slice along ``axis`` sums to 1 within :func:`sum_tolerance`."""
+    sums = xp.sum(x, axis=axis)
+    bad = ~(xp.abs(sums - 1) <= sum_tolerance(xp, x.dtype))
+    if concrete_bool(xp.any(bad)):
+        index = _first_index(bad, xp)
+        where = f" at {index}" if sums.ndim else ""
+        raise ValueError(f"`{name}` must have {what} summing to 1; got a sum of {_value_at(sums, index)}{where}")
+
+
+def check_class_indices(name: str, targets: Any, xp: Any, num_classes: int, ignore_index: int | None) -> None:
+    """Integer targets in ``[0, num_classes)``, or equal to ``ignore_index``."""
+    if not is_integer(xp, targets):
+        kind = "boolean" if targets.dtype == xp.bool else f"dtype {targets.dtype}"
+        raise TypeError(f"`{name}` must be integer class indices; got {kind}")
+    bad = (targets < 0) | (targets >= num_classes)
+    if ignore_index is not None:
+        bad = bad & (targets != ignore_index)
+    if concrete_bool(xp.any(bad)):
+        ignore = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        _raise_at(name, f"must be class indices in [0, {num_classes}){ignore}", targets, bad, xp)

@@ -1,0 +1,868 @@
+r"""Classification losses on logits and on probabilities, and their analytic gradients.
+
+Every loss here takes logits (or probabilities, or log-probabilities, as its name says) first
+and targets second, works on NumPy, PyTorch, JAX and CuPy arrays, and returns the kind of array
+it was given. On PyTorch tensors autograd flows through the plain functions; the
+``*_with_grad`` twins return ``(loss, dlogits)`` from closed-form gradients, the seam where the
+fused kernels plug in.
+
+Conventions shared by every loss (each docstring restates what applies):
+
+* The class axis is ``axis=-1``; integer targets are class indices (``ignore_index=-100``
+  drops a sample), floating targets are probabilities of the logits' shape.
+* ``reduction="mean"`` divides by the total weight of the samples that count: with index
+  targets :math:`\sum_n s_n w_{y_n}` over non-ignored samples (PyTorch's weighted mean, with
+  ``s`` the ``sample_weight`` and ``w`` the class ``weight``), with probability targets
+  :math:`\sum_n s_n` (that is ``N``). When that total is zero (every target ignored) the loss
+  is 0 with a zero gradient, not NaN: a deliberate difference from PyTorch.
+* ``reduction="none"`` returns one loss per sample; the ``*_with_grad`` gradient is then the
+  gradient of their sum.
+* Half precision is accumulated in float32; results come back in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._array import (
+    as_namespace_array,
+    compute_dtype,
+    concrete_bool,
+    get_namespace,
+    onehot_mask,
+    take_last,
+    xmul,
+)
+from ._inputs import (
+    ClassInputs,
+    mean_scale,
+    prepare_class_inputs,
+    prepare_class_weight,
+    reduce_loss,
+    total,
+    weighted_rows,
+)
+from ._validation import (
+    check_floating,
+    check_in_unit_interval,
+    check_nonnegative,
+    check_not_empty,
+    check_number,
+    check_reduction,
+    check_shape,
+)
+from .special import stable_log_sigmoid, stable_logsumexp
+
+__all__ = [
+    "binary_cross_entropy",
+    "nll_loss",
+    "poly1_cross_entropy",
+    "sigmoid_cross_entropy",
+    "sigmoid_cross_entropy_with_grad",
+    "sigmoid_focal_loss",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_grad",
+    "softmax_focal_loss",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax cross-entropy: shared pieces
+# --------------------------------------------------------------------------------------------
+
+
+class _Capped(NamedTuple):
+    """Logits after the optional soft-cap, with their log-sum-exp and log-softmax."""
+
+    lse: Any  # (*batch,)
+    log_probs: Any  # (*batch, C)
+    tanh: Any  # (*batch, C) tanh(x / c) when soft-capped (for the chain rule), else None
+
+
+def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
+    tanh = None
+    if softcap is not None:
+        tanh = xp.tanh(x / softcap)
+        x = softcap * tanh
+    lse = stable_logsumexp(x, xp, axis=-1)
+    return _Capped(lse, x - xp.expand_dims(lse, axis=-1), tanh)
+
+
+def _gather_class_weight(weight: Any, indices: Any, xp: Any) -> Any:
+    """``weight[indices]`` for any shape of ``indices``."""
+    flat = xp.take(weight, xp.reshape(indices, (-1,)), axis=0)
+    return xp.reshape(flat, indices.shape)
+
+
+def _check_softmax_options(label_smoothing: Any, z_loss: Any, softcap: Any, reduction: Any) -> tuple:
+    smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    z = check_number("z_loss", z_loss, low=0.0)
+    cap = None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True)
+    return smoothing, z, cap, check_reduction(reduction)
+
+
+class _PerSample(NamedTuple):
+    """Per-sample losses before sample weights and reduction, and what the mean divides by."""
+
+    loss: Any  # (*batch,), zero contribution from ignored samples not yet applied
+    class_factor: Any  # (*batch,) w_{y_n} for index targets with class weights, else None
+    target_weights: Any  # (*batch, C) a_{n,c}: the loss is -sum_c a_{n,c} log p_{n,c}; None if not built
+
+
+def _denominator(row_weight: Any, class_factor: Any, count: int, xp: Any) -> Any:
+    """Total weight the mean divides by: the sum of s_n * w_{y_n} (ones where absent)."""
+    if row_weight is None and class_factor is None:
+        return count
+    if row_weight is None:
+        return total(class_factor, xp)
+    if class_factor is None:
+        return total(row_weight, xp)
+    return total(row_weight * class_factor, xp)
+
+
+def _cross_entropy_terms(
+    log_probs: Any, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
+) -> _PerSample:
+    r"""Per-sample :math:`-\sum_c a_{n,c} \log p_{n,c}` with PyTorch's weight and smoothing rules.
+
+    Index targets: :math:`a_{n,c} = (1-\varepsilon) w_{y_n} [c = y_n] + \frac{\varepsilon}{C} w_c`.
+    Probability targets: :math:`a_{n,c} = w_c \left((1-\varepsilon) t_{n,c} + \frac{\varepsilon}{C}\right)`.
+    Products use ``0 * (-inf) = 0``, so a ``-inf`` logit with no target mass is harmless.
+    """
+    xp, num_classes = inputs.xp, inputs.num_classes
+    if inputs.is_index:
+        target_log_prob = take_last(log_probs, inputs.indices, xp)
+        class_factor = None if weight is None else _gather_class_weight(weight, inputs.indices, xp)
+        loss = xp.zeros_like(target_log_prob)
+        if smoothing < 1.0:
+            nll = -target_log_prob if class_factor is None else -xmul(class_factor, target_log_prob, xp)
+            loss = loss + (1.0 - smoothing) * nll
+        if smoothing > 0.0:
+            per_class = log_probs if weight is None else xmul(weight, log_probs, xp)
+            loss = loss - (smoothing / num_classes) * xp.sum(per_class, axis=-1)
+        target_weights = None
+        if need_target_weights:
+            onehot = xp.astype(onehot_mask(inputs.indices, num_classes, xp, like=log_probs), log_probs.dtype)
+            peak = (1.0 - smoothing) if class_factor is None else (1.0 - smoothing) * xp.expand_dims(class_factor, -1)
+            floor = smoothing / num_classes if weight is None else (smoothing / num_classes) * weight
+            target_weights = peak * onehot + floor
+        return _PerSample(loss, class_factor, target_weights)
+
+    targets = inputs.probs
+    if smoothing > 0.0:
+        targets = (1.0 - smoothing) * targets + smoothing / num_classes
+    target_weights = targets if weight is None else targets * weight
+    loss = -xp.sum(xmul(target_weights, log_probs, xp), axis=-1)
+    return _PerSample(loss, None, target_weights)
+
+
+def _softmax_cross_entropy(
+    logits: Any,
+    targets: Any,
+    *,
+    axis: int,
+    weight: Any,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    sample_weight: Any,
+    reduction: str,
+    with_grad: bool,
+) -> Any:
+    smoothing, z, cap, reduction = _check_softmax_options(label_smoothing, z_loss, softcap, reduction)
+    inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
+    xp = inputs.xp
+    weight = prepare_class_weight(weight, inputs)
+    capped = _cap_and_normalize(inputs.logits, cap, xp)
+    terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
+
+    per_sample = terms.loss
+    if z > 0.0:
+        z_term = z * capped.lse**2
+        per_sample = per_sample + (z_term if terms.class_factor is None else terms.class_factor * z_term)
+    row_weight = inputs.row_weight()
+    denominator = _denominator(row_weight, terms.class_factor, int(np.prod(per_sample.shape)), xp)
+    loss = reduce_loss(weighted_rows(per_sample, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
+    if not with_grad:
+        return loss
+
+    # d/dx [-sum_c a_c log p_c + z w lse^2] = (sum_c a_c + 2 z w lse) p - a, then the soft-cap chain rule.
+    probs = xp.exp(capped.log_probs)
+    coefficient = xp.sum(terms.target_weights, axis=-1)
+    if z > 0.0:
+        lse_term = 2.0 * z * capped.lse
+        coefficient = coefficient + (lse_term if terms.class_factor is None else terms.class_factor * lse_term)
+    grad = xp.expand_dims(coefficient, -1) * probs - terms.target_weights
+    scale = mean_scale(denominator, reduction, xp, grad)
+    if row_weight is not None:
+        scale = xp.expand_dims(row_weight, -1) * scale
+    grad = xmul(scale, grad, xp) if row_weight is not None else grad * scale
+    if capped.tanh is not None:
+        grad = grad * (1.0 - capped.tanh**2)
+    return loss, inputs.to_caller(grad)
+
+
+_SOFTMAX_PARAMETERS = """
+    Parameters
+    ----------
+    logits : array of shape (n_samples, n_classes) or (..., n_classes, ...)
+        Unnormalized scores; the class axis is ``axis``. ``-inf`` marks an impossible class.
+    targets : int array of shape (n_samples,) or float array of the logits' shape
+        Class indices (``ignore_index`` drops a sample), or class probabilities (soft labels).
+    axis : int, default -1
+        The class axis (use ``axis=1`` for PyTorch's ``(N, C, d1, ...)`` layout).
+    weight : array of shape (n_classes,), optional
+        Class weights :math:`w_c \\ge 0`, as PyTorch's ``weight``.
+    ignore_index : int or None, default -100
+        Index targets equal to it contribute nothing, to the loss nor to the mean's denominator.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\\varepsilon`: the target becomes :math:`(1-\\varepsilon)\\,\\mathrm{onehot}(y) + \\varepsilon/C`.
+    z_loss : float >= 0, default 0
+        :math:`z`: adds :math:`z \\operatorname{LSE}(x)^2` per sample (PaLM), weighted like the sample.
+    softcap : float > 0, optional
+        :math:`c`: logits become :math:`c \\tanh(x / c)` before everything else (Gemma 2).
+    sample_weight : array of the batch shape, optional
+        Per-sample weights :math:`s_n \\ge 0` multiplying each sample's loss.
+    reduction : {"mean", "sum", "none"}, default "mean"
+"""
+
+
+def softmax_cross_entropy(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Softmax cross-entropy on logits: PyTorch's ``F.cross_entropy`` and its extras.
+
+    With :math:`\log p = \log\operatorname{softmax}(x)` and target weights
+    :math:`a_{n,c} = (1-\varepsilon)\,w_{y_n}[c = y_n] + \tfrac{\varepsilon}{C} w_c` for index
+    targets, :math:`a_{n,c} = w_c\big((1-\varepsilon)\,t_{n,c} + \tfrac{\varepsilon}{C}\big)` for
+    probability targets, the loss of sample :math:`n` is
+
+    .. math::
+
+        \ell_n = s_n \Big( -\sum_c a_{n,c} \log p_{n,c} + z\, \omega_n \operatorname{LSE}(x_n)^2 \Big)
+
+    where :math:`\omega_n = w_{y_n}` for index targets and 1 for probability targets. The mean is
+
+    .. math::
+
+        \frac{\sum_n \ell_n}{\sum_n s_n \omega_n}
+
+    over non-ignored samples: PyTorch's weighted mean for index targets, :math:`N` for
+    probability targets (with unit ``sample_weight``). An all-ignored batch gives 0, not NaN.
+    {parameters}
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the batch shape for ``"none"``; the logits' dtype.
+
+    Warns
+    -----
+    ProbabilitiesAsLogitsWarning
+        When the first few rows of ``logits`` are non-negative and sum to 1.
+
+    Examples
+    --------
+    The surprise of the true class: ``-ln 0.001`` and ``-ln 0.92``.
+
+    >>> import numpy as np
+    >>> logits = np.log(np.array([[0.001, 0.999], [0.92, 0.08]]))
+    >>> softmax_cross_entropy(logits, np.array([0, 0]), reduction="none").round(4).tolist()
+    [6.9078, 0.0834]
+    >>> float(softmax_cross_entropy(logits, np.array([0, -100])))  # second sample ignored
+    6.907755278982136
+    """
+    return _softmax_cross_entropy(
+        logits, targets, axis=axis, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, sample_weight=sample_weight, reduction=reduction, with_grad=False,
+    )
+
+
+def softmax_cross_entropy_with_grad(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> tuple[Any, Any]:
+    r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
+
+    Same loss and options as :func:`softmax_cross_entropy`. The gradient is
+
+    .. math::
+
+        \frac{\partial L}{\partial x_{n,c}} = \frac{s_n}{D}\Big(
+            \big(A_n + 2 z\, \omega_n \operatorname{LSE}(x_n)\big)\, p_{n,c} - a_{n,c} \Big),
+        \qquad A_n = \sum_c a_{n,c},
+
+    with :math:`D` the mean's denominator (1 for ``"sum"`` and ``"none"``), times
+    :math:`1 - \tanh^2(x/c)` when soft-capped. Without weights or smoothing this is the familiar
+    :math:`(p - y)/N`. For ``reduction="none"`` it is the gradient of the sum of the losses.
+    The input is never written to.
+    {parameters}
+    Returns
+    -------
+    loss : array
+        As :func:`softmax_cross_entropy`.
+    dlogits : array of the logits' shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> loss, dlogits = softmax_cross_entropy_with_grad(np.array([[0.0, 0.0]]), np.array([1]))
+    >>> float(loss), dlogits.tolist()
+    (0.6931471805599453, [[0.5, -0.5]])
+    """
+    return _softmax_cross_entropy(
+        logits, targets, axis=axis, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, sample_weight=sample_weight, reduction=reduction, with_grad=True,
+    )
+
+
+softmax_cross_entropy.__doc__ = softmax_cross_entropy.__doc__.replace("{parameters}", _SOFTMAX_PARAMETERS)
+softmax_cross_entropy_with_grad.__doc__ = softmax_cross_entropy_with_grad.__doc__.replace(
+    "{parameters}", _SOFTMAX_PARAMETERS
+)
+
+
+def nll_loss(
+    log_probs: Any,
+    targets: Any,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Negative log-likelihood of class indices given log-probabilities: PyTorch's ``F.nll_loss``.
+
+    .. math::
+
+        \ell_n = -s_n\, w_{y_n} \log p_{n, y_n}, \qquad
+        \text{mean} = \frac{\sum_n \ell_n}{\sum_n s_n w_{y_n}}
+
+    over non-ignored samples (0 when all are ignored). ``log_probs`` are used as given (no
+    softmax); ``softmax_cross_entropy(x, y)`` equals ``nll_loss(log_softmax(x), y)``.
+
+    Parameters
+    ----------
+    log_probs : array of shape (n_samples, n_classes) or (..., n_classes, ...)
+        Log-probabilities, class axis ``axis``.
+    targets : int array of the log_probs' shape without ``axis``
+        Class indices.
+    axis, weight, ignore_index, sample_weight, reduction
+        As in :func:`softmax_cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(nll_loss(np.log(np.array([[0.92, 0.08]])), np.array([0])))
+    0.08338160893905101
+    """
+    reduction = check_reduction(reduction)
+    inputs = prepare_class_inputs(
+        log_probs, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight,
+        logits_name="log_probs", allow_probs=False, warn_probabilities=False,
+    )
+    xp = inputs.xp
+    weight = prepare_class_weight(weight, inputs)
+    terms = _cross_entropy_terms(inputs.logits, inputs, weight, 0.0, need_target_weights=False)
+    row_weight = inputs.row_weight()
+    denominator = _denominator(row_weight, terms.class_factor, int(np.prod(terms.loss.shape)), xp)
+    return reduce_loss(weighted_rows(terms.loss, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
+
+
+def _check_alpha(alpha: Any, inputs_xp: Any, like: Any, num_classes: int, *, at_most_one: bool) -> Any:
+    """``alpha`` as None, a float, or a validated per-class array of length ``num_classes``."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        return check_number("alpha", alpha, low=0.0, high=1.0 if at_most_one else None)
+    alpha = as_namespace_array(alpha, inputs_xp, like=like)
+    check_shape("alpha", alpha, (num_classes,), rule="a number or one value per class")
+    alpha = inputs_xp.astype(alpha, like.dtype)
+    if at_most_one:
+        check_in_unit_interval("alpha", alpha, inputs_xp)
+    else:
+        check_nonnegative("alpha", alpha, inputs_xp)
+    return alpha
+
+
+def softmax_focal_loss(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    gamma: float = 2.0,
+    alpha: Any = None,
+    axis: int = -1,
+    ignore_index: int | None = -100,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Multi-class focal loss (Lin et al. 2017), computed per sample from log-probabilities.
+
+    .. math::
+
+        \ell_n = -s_n\, \alpha_{y_n} (1 - p_{n,y_n})^{\gamma} \log p_{n,y_n}
+        \quad\text{or, for probability targets,}\quad
+        \ell_n = -s_n \sum_c t_{n,c}\, \alpha_c (1 - p_{n,c})^{\gamma} \log p_{n,c}
+
+    :math:`1 - p` is computed as ``-expm1(log p)``, exact for confident predictions. The mean
+    divides by :math:`\sum_n s_n` over non-ignored samples; ``alpha`` is a loss factor, not part
+    of the denominator. ``gamma=0`` with ``alpha=None`` is the plain cross-entropy.
+
+    Parameters
+    ----------
+    logits, targets, axis, ignore_index, sample_weight, reduction
+        As in :func:`softmax_cross_entropy`.
+    gamma : float >= 0, default 2
+        Focusing parameter: down-weights well-classified samples.
+    alpha : None, float >= 0 or array of shape (n_classes,)
+        Class balancing factor; None means 1.
+
+    References
+    ----------
+    T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár. Focal Loss for Dense Object Detection. ICCV 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.log(np.array([[0.9, 0.1], [0.3, 0.7]]))
+    >>> softmax_focal_loss(logits, np.array([0, 0]), gamma=2.0, reduction="none").round(5).tolist()
+    [0.00105, 0.58995]
+    """
+    gamma = check_number("gamma", gamma, low=0.0)
+    reduction = check_reduction(reduction)
+    inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
+    xp = inputs.xp
+    alpha = _check_alpha(alpha, xp, inputs.logits, inputs.num_classes, at_most_one=False)
+    log_probs = _cap_and_normalize(inputs.logits, None, xp).log_probs
+
+    def focal(log_p: Any) -> Any:
+        loss = -log_p
+        return loss if gamma == 0.0 else xmul((-xp.expm1(log_p)) ** gamma, loss, xp)
+
+    if inputs.is_index:
+        per_sample = focal(take_last(log_probs, inputs.indices, xp))
+        if isinstance(alpha, float):
+            per_sample = alpha * per_sample
+        elif alpha is not None:
+            per_sample = _gather_class_weight(alpha, inputs.indices, xp) * per_sample
+    else:
+        per_class = focal(log_probs)
+        if alpha is not None:
+            per_class = alpha * per_class
+        per_sample = xp.sum(xmul(inputs.probs, per_class, xp), axis=-1)
+    row_weight = inputs.row_weight()
+    denominator = _denominator(row_weight, None, int(np.prod(per_sample.shape)), xp)
+    return reduce_loss(weighted_rows(per_sample, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
+
+
+def poly1_cross_entropy(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    epsilon: float = 1.0,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Poly-1 loss (Leng et al. 2022): cross-entropy plus :math:`\epsilon (1 - p_t)`.
+
+    .. math::
+
+        \ell_n = s_n\Big(\mathrm{CE}_n + \epsilon\, \omega_n \sum_c t_{n,c} (1 - p_{n,c})\Big)
+
+    where :math:`t_n` is the (smoothed) target distribution, so :math:`\sum_c t_{n,c}(1-p_{n,c})
+    = 1 - p_t`, as optax's ``poly_loss_cross_entropy``; :math:`\mathrm{CE}_n` and the weight
+    :math:`\omega_n` (:math:`w_{y_n}` for index targets with class weights, else 1) and the mean's
+    denominator are those of :func:`softmax_cross_entropy`.
+
+    Parameters
+    ----------
+    logits, targets, axis, weight, ignore_index, label_smoothing, sample_weight, reduction
+        As in :func:`softmax_cross_entropy`.
+    epsilon : float >= -1, default 1
+        Weight of the first polynomial term; the paper's default 1 (optax defaults to 2).
+        ``epsilon >= -1`` keeps the loss non-negative.
+
+    References
+    ----------
+    Z. Leng et al. PolyLoss: A Polynomial Expansion Perspective of Classification Loss Functions. ICLR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.log(np.array([[0.92, 0.08]]))
+    >>> round(float(poly1_cross_entropy(logits, np.array([0]))), 4)  # -ln 0.92 + (1 - 0.92)
+    0.1634
+    """
+    epsilon = check_number("epsilon", epsilon, low=-1.0)
+    smoothing, _, _, reduction = _check_softmax_options(label_smoothing, 0.0, None, reduction)
+    inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
+    xp = inputs.xp
+    weight = prepare_class_weight(weight, inputs)
+    log_probs = _cap_and_normalize(inputs.logits, None, xp).log_probs
+    terms = _cross_entropy_terms(log_probs, inputs, weight, smoothing, need_target_weights=False)
+
+    one_minus_p = -xp.expm1(log_probs)
+    num_classes = inputs.num_classes
+    if inputs.is_index:
+        one_minus_pt = (1.0 - smoothing) * take_last(one_minus_p, inputs.indices, xp)
+        if smoothing > 0.0:
+            one_minus_pt = one_minus_pt + (smoothing / num_classes) * xp.sum(one_minus_p, axis=-1)
+    else:
+        smoothed = inputs.probs if smoothing == 0.0 else (1.0 - smoothing) * inputs.probs + smoothing / num_classes
+        one_minus_pt = xp.sum(smoothed * one_minus_p, axis=-1)
+    poly = epsilon * one_minus_pt
+    per_sample = terms.loss + (poly if terms.class_factor is None else terms.class_factor * poly)
+    row_weight = inputs.row_weight()
+    denominator = _denominator(row_weight, terms.class_factor, int(np.prod(per_sample.shape)), xp)
+    return reduce_loss(weighted_rows(per_sample, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Binary and multi-label losses (elementwise)
+# --------------------------------------------------------------------------------------------
+
+
+class _Elementwise(NamedTuple):
+    """Inputs of an elementwise binary loss, validated, in their compute dtype."""
+
+    xp: Any
+    values: Any  # logits or probabilities
+    targets: Any  # floating, in [0, 1]
+    weight: Any  # broadcastable to values, or None
+    sample_weight: Any  # shape values.shape[:k] + (1,) * (ndim - k), or None
+    out_dtype: Any
+
+
+def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rule: str) -> Any:
+    """A non-negative array broadcastable to ``like`` (NumPy rules, trailing axes aligned)."""
+    if value is None:
+        return None
+    value = as_namespace_array(value, xp, like=like)
+    if not xp.isdtype(value.dtype, ("real floating", "integral")):
+        raise TypeError(f"`{name}` must be real numbers; got dtype {value.dtype}")
+    try:
+        broadcast = np.broadcast_shapes(tuple(value.shape), tuple(like.shape))
+    except ValueError:
+        broadcast = None
+    if broadcast != tuple(like.shape):
+        raise ValueError(f"`{name}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
+                         f"got shape {tuple(value.shape)}")
+    value = xp.astype(value, like.dtype)
+    check_nonnegative(name, value, xp)
+    return value
+
+
+def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, sample_weight: Any) -> _Elementwise:
+    xp = get_namespace(values, targets)
+    values = as_namespace_array(values, xp)
+    check_floating(name, values, xp)
+    check_not_empty(name, values)
+    out_dtype = values.dtype
+    x = xp.astype(values, compute_dtype(xp, values.dtype), copy=False)
+    targets = as_namespace_array(targets, xp, like=x)
+    check_shape("targets", targets, tuple(x.shape), rule=f"the shape of `{name}`")
+    if xp.isdtype(targets.dtype, "integral"):
+        _check_binary_labels(targets, xp)
+    if xp.isdtype(targets.dtype, ("bool", "integral")):
+        targets = xp.astype(targets, x.dtype)
+    elif xp.isdtype(targets.dtype, "real floating"):
+        targets = xp.astype(targets, x.dtype)
+        check_in_unit_interval("targets", targets, xp)
+    else:
+        raise TypeError(f"`targets` must be probabilities in [0, 1] or 0/1 labels; got dtype {targets.dtype}")
+    weight = _broadcast_option("weight", weight, xp, x, trailing_rule="as PyTorch's `weight`")
+    if sample_weight is not None:
+        sample_weight = as_namespace_array(sample_weight, xp, like=x)
+        k = sample_weight.ndim
+        check_shape("sample_weight", sample_weight, tuple(x.shape[:k]),
+                    rule=f"one weight per sample: the leading axes of `{name}`")
+        if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
+            raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
+        sample_weight = xp.astype(sample_weight, x.dtype)
+        check_nonnegative("sample_weight", sample_weight, xp)
+        sample_weight = xp.reshape(sample_weight, tuple(sample_weight.shape) + (1,) * (x.ndim - k))
+    return _Elementwise(xp, x, targets, weight, sample_weight, out_dtype)
+
+
+def _check_binary_labels(targets: Any, xp: Any) -> None:
+    bad = (targets != 0) & (targets != 1)
+    if concrete_bool(xp.any(bad)):
+        index = tuple(int(h[0]) for h in xp.nonzero(bad))
+        raise ValueError(f"`targets` given as integers must be 0/1 labels; got {int(targets[index])} at index {index}")
+
+
+def _reduce_elementwise(loss: Any, inputs: _Elementwise, reduction: str) -> tuple[Any, Any]:
+    """Weight by ``weight`` and ``sample_weight``, then reduce; also return the mean's denominator.
+
+    The mean divides by the total sample weight broadcast over the elements (the number of
+    elements without ``sample_weight``, as PyTorch); ``weight`` is a loss factor only.
+    """
+    xp = inputs.xp
+    if inputs.weight is not None:
+        loss = xmul(inputs.weight, loss, xp)
+    if inputs.sample_weight is None:
+        denominator = int(np.prod(loss.shape))
+    else:
+        loss = xmul(inputs.sample_weight, loss, xp)
+        per_sample_elements = int(np.prod(loss.shape)) // max(int(np.prod(inputs.sample_weight.shape)), 1)
+        denominator = per_sample_elements * total(inputs.sample_weight, xp)
+    return reduce_loss(loss, denominator, reduction, xp, inputs.out_dtype), denominator
+
+
+def _check_sigmoid_options(label_smoothing: Any, reduction: Any) -> tuple[float, str]:
+    return check_number("label_smoothing", label_smoothing, low=0.0, high=1.0), check_reduction(reduction)
+
+
+def _sigmoid_cross_entropy(logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction,
+                           with_grad):
+    smoothing, reduction = _check_sigmoid_options(label_smoothing, reduction)
+    inputs = _prepare_elementwise(logits, targets, name="logits", weight=weight, sample_weight=sample_weight)
+    xp, x = inputs.xp, inputs.values
+    pos_weight = _broadcast_option("pos_weight", pos_weight, xp, x, trailing_rule="one weight per class, last axis")
+    y = inputs.targets if smoothing == 0.0 else (1.0 - smoothing) * inputs.targets + 0.5 * smoothing
+    positive = y if pos_weight is None else pos_weight * y
+    loss = -(xmul(positive, stable_log_sigmoid(x, xp), xp) + xmul(1.0 - y, stable_log_sigmoid(-x, xp), xp))
+    loss, denominator = _reduce_elementwise(loss, inputs, reduction)
+    if not with_grad:
+        return loss
+    # d/dx of -(q y log s(x) + (1 - y) log s(-x)) = s(x) (q y + 1 - y) - q y
+    sigmoid = xp.exp(stable_log_sigmoid(x, xp))
+    grad = sigmoid * (positive + 1.0 - y) - positive
+    for factor in (inputs.weight, inputs.sample_weight):
+        if factor is not None:
+            grad = xmul(factor, grad, xp)
+    grad = grad * mean_scale(denominator, reduction, xp, grad)
+    return loss, xp.astype(grad, inputs.out_dtype, copy=False)
+
+
+_SIGMOID_PARAMETERS = """
+    Parameters
+    ----------
+    logits : array of any shape, e.g. (n_samples,) or (n_samples, n_labels)
+        Unnormalized log-odds.
+    targets : array of the logits' shape
+        Probabilities in [0, 1], or 0/1 integer or boolean labels.
+    weight : array broadcastable to the logits' shape, optional
+        Elementwise rescaling :math:`w`, as PyTorch's ``weight``.
+    pos_weight : array broadcastable to the logits' shape (typically (n_labels,)), optional
+        :math:`q`: weight of the positive term, as PyTorch's ``pos_weight``.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\\varepsilon`: targets become :math:`y(1-\\varepsilon) + \\varepsilon/2` (Keras, optax).
+    sample_weight : array of the leading axes of the logits' shape, optional
+        One weight :math:`s_n \\ge 0` per sample, e.g. shape (n_samples,) for (n_samples, n_labels) logits.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides by the number of elements (as PyTorch), or by the total sample weight
+        spread over the elements when ``sample_weight`` is given.
+"""
+
+
+def sigmoid_cross_entropy(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary and multi-label cross-entropy on logits: PyTorch's ``F.binary_cross_entropy_with_logits``.
+
+    .. math::
+
+        \ell = -s\, w \big( q\, y \log \sigma(x) + (1 - y) \log \sigma(-x) \big)
+
+    elementwise, with :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})` exact for any
+    :math:`x`. Independent sigmoids: each label is its own binary problem.
+    {parameters}
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(sigmoid_cross_entropy(np.array([0.0]), np.array([1.0])))  # ln 2
+    0.6931471805599453
+    >>> sigmoid_cross_entropy(np.array([-1e4, 1e4]), np.array([1, 1]), reduction="none").tolist()
+    [10000.0, 0.0]
+    """
+    return _sigmoid_cross_entropy(logits, targets, weight=weight, pos_weight=pos_weight,
+                                  label_smoothing=label_smoothing, sample_weight=sample_weight,
+                                  reduction=reduction, with_grad=False)
+
+
+def sigmoid_cross_entropy_with_grad(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    weight: Any = None,
+    pos_weight: Any = None,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> tuple[Any, Any]:
+    r"""Sigmoid cross-entropy and its gradient with respect to the logits, in closed form.
+
+    Same loss and options as :func:`sigmoid_cross_entropy`. Elementwise,
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{s\, w}{D} \big( \sigma(x)(q y + 1 - y) - q y \big),
+
+    :math:`\sigma(x) - y` without weights, with :math:`D` the mean's denominator (1 for
+    ``"sum"`` and ``"none"``: then it is the gradient of the summed losses).
+    {parameters}
+    Returns
+    -------
+    loss : array
+    dlogits : array of the logits' shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> loss, dlogits = sigmoid_cross_entropy_with_grad(np.array([0.0, 0.0]), np.array([1.0, 0.0]))
+    >>> dlogits.tolist()
+    [-0.25, 0.25]
+    """
+    return _sigmoid_cross_entropy(logits, targets, weight=weight, pos_weight=pos_weight,
+                                  label_smoothing=label_smoothing, sample_weight=sample_weight,
+                                  reduction=reduction, with_grad=True)
+
+
+sigmoid_cross_entropy.__doc__ = sigmoid_cross_entropy.__doc__.replace("{parameters}", _SIGMOID_PARAMETERS)
+sigmoid_cross_entropy_with_grad.__doc__ = sigmoid_cross_entropy_with_grad.__doc__.replace(
+    "{parameters}", _SIGMOID_PARAMETERS
+)
+
+# PyTorch clamps log-probabilities at -100 in binary_cross_entropy, so p = 0 or 1 stays finite.
+_LOG_CLAMP = -100.0
+
+
+def _clamped_log(p: Any, xp: Any) -> Any:
+    """``max(log p, -100)`` with a finite (zero) gradient at ``p = 0``."""
+    positive = p > 0
+    logs = xp.log(xp.where(positive, p, xp.ones_like(p)))
+    floor = xp.full_like(logs, _LOG_CLAMP)
+    return xp.where(positive, xp.maximum(logs, floor), floor)
+
+
+def binary_cross_entropy(
+    probs: Any,
+    targets: Any,
+    /,
+    *,
+    weight: Any = None,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary cross-entropy on probabilities: PyTorch's ``F.binary_cross_entropy``.
+
+    .. math::
+
+        \ell = -s\, w \big( y \max(\log p, -100) + (1 - y) \max(\log(1 - p), -100) \big)
+
+    The logarithms are clamped at -100 as PyTorch does, so :math:`p = 0` or 1 gives a finite
+    loss. Prefer :func:`sigmoid_cross_entropy` on logits: it is exact where this one clamps.
+
+    Parameters
+    ----------
+    probs : array of any shape
+        Predicted probabilities in [0, 1] (checked: logits passed here are an error).
+    targets : array of the probs' shape
+        Probabilities in [0, 1], or 0/1 integer or boolean labels.
+    weight, sample_weight, reduction
+        As in :func:`sigmoid_cross_entropy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> binary_cross_entropy(np.array([0.9, 0.0]), np.array([1.0, 1.0]), reduction="none").round(4).tolist()
+    [0.1054, 100.0]
+    """
+    reduction = check_reduction(reduction)
+    inputs = _prepare_elementwise(probs, targets, name="probs", weight=weight, sample_weight=sample_weight)
+    xp, p, y = inputs.xp, inputs.values, inputs.targets
+    check_in_unit_interval("probs", p, xp)
+    loss = -(y * _clamped_log(p, xp) + (1.0 - y) * _clamped_log(1.0 - p, xp))
+    return _reduce_elementwise(loss, inputs, reduction)[0]
+
+
+def sigmoid_focal_loss(
+    logits: Any,
+    targets: Any,
+    /,
+    *,
+    gamma: float = 2.0,
+    alpha: Any = 0.25,
+    sample_weight: Any = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary and multi-label focal loss on logits (Lin et al. 2017), as torchvision's.
+
+    .. math::
+
+        \ell = -s\, \alpha_t (1 - p_t)^{\gamma} \big( y \log \sigma(x) + (1-y) \log \sigma(-x) \big),
+        \quad 1 - p_t = y\,\sigma(-x) + (1 - y)\,\sigma(x),
+        \quad \alpha_t = \alpha y + (1 - \alpha)(1 - y)
+
+    :math:`1 - p_t` is computed from sigmoids of the logits, exact for confident predictions.
+    ``alpha=None`` disables the balancing factor. Mean over elements, as torchvision (whose
+    default reduction is ``"none"``; here it is ``"mean"`` like every loss of this library).
+
+    Parameters
+    ----------
+    logits, targets, sample_weight, reduction
+        As in :func:`sigmoid_cross_entropy`.
+    gamma : float >= 0, default 2
+    alpha : None, float in [0, 1] or array of shape (n_labels,), default 0.25
+        Weight of the positive class (per label when an array), torchvision's default 0.25.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sigmoid_focal_loss(np.array([2.0, -2.0]), np.array([1, 1]), reduction="none").round(5).tolist()
+    [0.00045, 0.41252]
+    """
+    gamma = check_number("gamma", gamma, low=0.0)
+    reduction = check_reduction(reduction)
+    inputs = _prepare_elementwise(logits, targets, name="logits", weight=None, sample_weight=sample_weight)
+    xp, x, y = inputs.xp, inputs.values, inputs.targets
+    alpha = _check_alpha(alpha, xp, x, int(x.shape[-1]) if x.ndim else 1, at_most_one=True)
+    log_s, log_not_s = stable_log_sigmoid(x, xp), stable_log_sigmoid(-x, xp)
+    loss = -(xmul(y, log_s, xp) + xmul(1.0 - y, log_not_s, xp))
+    if gamma != 0.0:
+        one_minus_pt = y * xp.exp(log_not_s) + (1.0 - y) * xp.exp(log_s)
+        loss = xmul(one_minus_pt**gamma, loss, xp)
+    if alpha is not None:
+        loss = (alpha * y + (1.0 - alpha) * (1.0 - y)) * loss
+    return _reduce_elementwise(loss, inputs, reduction)[0]

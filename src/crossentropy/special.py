@@ -1,0 +1,136 @@
+"""Numerically stable primitives: log-sum-exp, (log-)softmax and log-sigmoid.
+
+These are the building blocks of every loss. Each is exact for logits of any magnitude
+(±1e4 and beyond) and for ``-inf`` entries, and accumulates half precision in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._array import as_namespace_array, compute_dtype, get_namespace, is_real_floating
+from ._validation import check_axis, check_not_empty
+
+__all__ = ["log_sigmoid", "log_softmax", "logsumexp", "softmax"]
+
+
+def _prepare(x: Any, axis: int | None) -> tuple[Any, Any, Any, int | None]:
+    """Return ``(xp, x in its compute dtype, dtype to return, normalized axis)``."""
+    xp = get_namespace(x)
+    x = as_namespace_array(x, xp)
+    if not is_real_floating(xp, x):
+        x = xp.astype(x, xp.__array_namespace_info__().default_dtypes()["real floating"])
+    out_dtype = x.dtype
+    x = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
+    if axis is not None:
+        check_not_empty("x", x)
+        axis = check_axis("axis", axis, x.ndim)
+    return xp, x, out_dtype, axis
+
+
+def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
+    """Log-sum-exp of an array already in its compute dtype (internal building block).
+
+    Subtracts the row maximum first, so no exponential overflows. A row whose maximum is
+    ``-inf`` (all entries ``-inf``) gives ``-inf``, not NaN; a row holding ``+inf`` gives
+    ``+inf``.
+    """
+    row_max = xp.max(x, axis=axis, keepdims=True)
+    shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    total = xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)
+    out = xp.log(total) + shift
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def stable_log_sigmoid(x: Any, xp: Any) -> Any:
+    """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, exact for large ``|x|``."""
+    return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def logsumexp(x: Any, /, *, axis: int = -1, keepdims: bool = False) -> Any:
+    r"""Log of the sum of exponentials along ``axis``, computed without overflow.
+
+    .. math::
+
+        \operatorname{LSE}(x) = m + \log \sum_i e^{x_i - m}, \qquad m = \max_i x_i
+
+    Parameters
+    ----------
+    x : array of shape (..., n_classes)
+        Real values (logits). ``-inf`` entries contribute nothing.
+    axis : int, default -1
+        Axis to reduce.
+    keepdims : bool, default False
+        Keep the reduced axis with length 1.
+
+    Returns
+    -------
+    array
+        The input's array type and floating dtype (half precision is accumulated in float32).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(logsumexp(np.array([1000.0, 1000.0])))  # 1000 + ln 2, no overflow
+    1000.6931471805599
+    """
+    xp, x, out_dtype, axis = _prepare(x, axis)
+    return xp.astype(stable_logsumexp(x, xp, axis=axis, keepdims=keepdims), out_dtype, copy=False)
+
+
+def log_softmax(x: Any, /, *, axis: int = -1) -> Any:
+    r"""Logarithm of the softmax along ``axis``.
+
+    .. math::
+
+        \log \operatorname{softmax}(x)_i = x_i - \operatorname{LSE}(x)
+
+    Computed as a difference, never as ``log(softmax)``, so very negative values stay exact
+    instead of underflowing to ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> log_softmax(np.array([0.0, 0.0])).tolist()
+    [-0.6931471805599453, -0.6931471805599453]
+    """
+    xp, x, out_dtype, axis = _prepare(x, axis)
+    out = x - stable_logsumexp(x, xp, axis=axis, keepdims=True)
+    return xp.astype(out, out_dtype, copy=False)
+
+
+def softmax(x: Any, /, *, axis: int = -1) -> Any:
+    r"""Softmax along ``axis``: non-negative values that sum to 1.
+
+    .. math::
+
+        \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> softmax(np.array([1e4, 0.0])).tolist()
+    [1.0, 0.0]
+    """
+    xp, x, out_dtype, axis = _prepare(x, axis)
+    out = xp.exp(x - stable_logsumexp(x, xp, axis=axis, keepdims=True))
+    return xp.astype(out, out_dtype, copy=False)
+
+
+def log_sigmoid(x: Any, /) -> Any:
+    r"""Elementwise logarithm of the logistic sigmoid.
+
+    .. math::
+
+        \log \sigma(x) = \min(x, 0) - \log\left(1 + e^{-|x|}\right)
+
+    Exact for large ``|x|``: ``log_sigmoid(-1e4) = -1e4`` rather than ``-inf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> log_sigmoid(np.array([-1e4, 0.0])).tolist()
+    [-10000.0, -0.6931471805599453]
+    """
+    xp, x, out_dtype, _ = _prepare(x, None)
+    return xp.astype(stable_log_sigmoid(x, xp), out_dtype, copy=False)
