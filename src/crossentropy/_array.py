@@ -18,9 +18,11 @@ import numpy as np
 
 __all__ = [
     "as_namespace_array",
+    "as_result_array",
     "compute_dtype",
     "concrete_bool",
     "get_namespace",
+    "host_float",
     "is_integer",
     "is_real_floating",
     "log_base_divisor",
@@ -61,6 +63,24 @@ def as_namespace_array(x: Any, xp: Any, *, like: Any = None) -> Any:
         x = x.detach().cpu()
         x = x.float().numpy() if x.dtype.is_floating_point and x.element_size() < 4 else x.numpy()
     return xp.asarray(x, device=device)
+
+
+def as_result_array(x: Any, xp: Any) -> Any:
+    """``x`` as an array of ``xp``: NumPy reductions give scalars (``np.float64``), made 0-d arrays here.
+
+    Arrays of other libraries are returned as they are (autograd history kept).
+    """
+    if array_api_compat.is_numpy_namespace(xp) and not isinstance(x, np.ndarray):
+        return np.asarray(x)
+    return x
+
+
+def host_float(x: Any) -> float:
+    """``float(x)`` for a 0-d array, for messages: detaches a PyTorch tensor first, so reading a
+    value that carries autograd history raises no warning."""
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()
+    return float(x)
 
 
 def is_real_floating(xp: Any, x: Any) -> bool:
