@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._array import as_namespace_array, take_last, xlogy, xmul
+from ._array import as_namespace_array, concrete_bool, take_last, xmul
 from ._inputs import ClassInputs, prepare_class_inputs, reduce_loss, total, weighted_rows
 from ._validation import (
     check_floating,
@@ -121,7 +121,7 @@ def generalized_cross_entropy(
     >>> generalized_cross_entropy(logits, np.array([1, 0]), q=1.0, reduction="none")  # 1 - p_y
     array([0.25, 0.5 ])
     >>> float(generalized_cross_entropy(logits, np.array([1, 0]), q=0.5))
-    0.3169872981077807
+    0.4268678150290139
     """
     q = check_number("q", q, low=0.0, high=1.0, low_open=True)
     reduction = check_reduction(reduction)
@@ -355,9 +355,11 @@ def backward_corrected_cross_entropy(
 
     :math:`T^{-1}` has negative entries, so **the loss can be negative** (unbounded below as
     a prediction grows confident), a known property of backward correction. With
-    :math:`T = I` it is the plain cross-entropy. A ``-inf`` logit makes the loss infinite
-    wherever the matching entry of :math:`T^{-1}` is non-zero (the definition, not a numerical
-    failure); zero entries contribute exactly 0.
+    :math:`T = I` it is the plain cross-entropy. A ``-inf`` logit gives
+    :math:`-\log p_j = \infty`: the loss is then not finite (``inf``, or NaN for
+    :math:`\infty - \infty` when entries of both signs meet infinite terms) wherever the matching
+    entry of :math:`T^{-1}` is non-zero; that is the definition, not a numerical failure. Zero
+    entries of :math:`T^{-1}` contribute exactly 0, and logits of any finite size are exact.
 
     Parameters
     ----------
@@ -395,7 +397,7 @@ def backward_corrected_cross_entropy(
     >>> logits = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
     >>> T = np.array([[0.8, 0.2], [0.2, 0.8]])
     >>> backward_corrected_cross_entropy(logits, np.array([0, 0]), T, reduction="none")
-    array([ 0.69314718, -0.87011376])
+    array([ 0.69314718, -0.62704768])
     """
     reduction = check_reduction(reduction)
     inputs = prepare_class_inputs(
@@ -406,7 +408,7 @@ def backward_corrected_cross_entropy(
     singular = xp.linalg.svdvals(transition)  # descending
     limit = 1.0 / math.sqrt(xp.finfo(transition.dtype).eps)
     ill = ~(singular[0] <= limit * singular[-1])
-    if xp.any(ill) if False else bool_or_none(ill):
+    if concrete_bool(ill):
         s_max, s_min = float(singular[0]), float(singular[-1])
         cond = s_max / s_min if s_min > 0 else math.inf
         raise ValueError(
