@@ -53,7 +53,7 @@ from ._validation import (
     check_reduction,
     check_shape,
 )
-from .special import stable_log_sigmoid, stable_logsumexp
+from .special import stable_log_sigmoid, stable_log_softmax
 
 __all__ = [
     "binary_cross_entropy",
@@ -86,8 +86,8 @@ def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
     if softcap is not None:
         tanh = xp.tanh(x / softcap)
         x = softcap * tanh
-    lse = stable_logsumexp(x, xp, axis=-1)
-    return _Capped(lse, x - xp.expand_dims(lse, axis=-1), tanh)
+    log_probs, lse = stable_log_softmax(x, xp, axis=-1)
+    return _Capped(xp.squeeze(lse, axis=-1), log_probs, tanh)
 
 
 def _gather_class_weight(weight: Any, indices: Any, xp: Any) -> Any:
@@ -286,8 +286,17 @@ def softmax_cross_entropy(
     6.907755278982136
     """
     return _softmax_cross_entropy(
-        logits, targets, axis=axis, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, sample_weight=sample_weight, reduction=reduction, with_grad=False,
+        logits,
+        targets,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        sample_weight=sample_weight,
+        reduction=reduction,
+        with_grad=False,
     )
 
 
@@ -334,8 +343,17 @@ def softmax_cross_entropy_with_grad(
     (0.6931471805599453, [[0.5, -0.5]])
     """
     return _softmax_cross_entropy(
-        logits, targets, axis=axis, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-        z_loss=z_loss, softcap=softcap, sample_weight=sample_weight, reduction=reduction, with_grad=True,
+        logits,
+        targets,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        sample_weight=sample_weight,
+        reduction=reduction,
+        with_grad=True,
     )
 
 
@@ -383,8 +401,14 @@ def nll_loss(
     """
     reduction = check_reduction(reduction)
     inputs = prepare_class_inputs(
-        log_probs, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight,
-        logits_name="log_probs", allow_probs=False, warn_probabilities=False,
+        log_probs,
+        targets,
+        axis=axis,
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        logits_name="log_probs",
+        allow_probs=False,
+        warn_probabilities=False,
     )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
@@ -576,8 +600,10 @@ def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rul
     except ValueError:
         broadcast = None
     if broadcast != tuple(like.shape):
-        raise ValueError(f"`{name}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
-                         f"got shape {tuple(value.shape)}")
+        raise ValueError(
+            f"`{name}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
+            f"got shape {tuple(value.shape)}"
+        )
     value = xp.astype(value, like.dtype)
     check_nonnegative(name, value, xp)
     return value
@@ -605,8 +631,12 @@ def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, s
     if sample_weight is not None:
         sample_weight = as_namespace_array(sample_weight, xp, like=x)
         k = sample_weight.ndim
-        check_shape("sample_weight", sample_weight, tuple(x.shape[:k]),
-                    rule=f"one weight per sample: the leading axes of `{name}`")
+        check_shape(
+            "sample_weight",
+            sample_weight,
+            tuple(x.shape[:k]),
+            rule=f"one weight per sample: the leading axes of `{name}`",
+        )
         if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
             raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
         sample_weight = xp.astype(sample_weight, x.dtype)
@@ -644,8 +674,9 @@ def _check_sigmoid_options(label_smoothing: Any, reduction: Any) -> tuple[float,
     return check_number("label_smoothing", label_smoothing, low=0.0, high=1.0), check_reduction(reduction)
 
 
-def _sigmoid_cross_entropy(logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction,
-                           with_grad):
+def _sigmoid_cross_entropy(
+    logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction, with_grad
+):
     smoothing, reduction = _check_sigmoid_options(label_smoothing, reduction)
     inputs = _prepare_elementwise(logits, targets, name="logits", weight=weight, sample_weight=sample_weight)
     xp, x = inputs.xp, inputs.values
@@ -715,9 +746,16 @@ def sigmoid_cross_entropy(
     >>> sigmoid_cross_entropy(np.array([-1e4, 1e4]), np.array([1, 1]), reduction="none").tolist()
     [10000.0, 0.0]
     """
-    return _sigmoid_cross_entropy(logits, targets, weight=weight, pos_weight=pos_weight,
-                                  label_smoothing=label_smoothing, sample_weight=sample_weight,
-                                  reduction=reduction, with_grad=False)
+    return _sigmoid_cross_entropy(
+        logits,
+        targets,
+        weight=weight,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        sample_weight=sample_weight,
+        reduction=reduction,
+        with_grad=False,
+    )
 
 
 def sigmoid_cross_entropy_with_grad(
@@ -754,9 +792,16 @@ def sigmoid_cross_entropy_with_grad(
     >>> dlogits.tolist()
     [-0.25, 0.25]
     """
-    return _sigmoid_cross_entropy(logits, targets, weight=weight, pos_weight=pos_weight,
-                                  label_smoothing=label_smoothing, sample_weight=sample_weight,
-                                  reduction=reduction, with_grad=True)
+    return _sigmoid_cross_entropy(
+        logits,
+        targets,
+        weight=weight,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        sample_weight=sample_weight,
+        reduction=reduction,
+        with_grad=True,
+    )
 
 
 sigmoid_cross_entropy.__doc__ = sigmoid_cross_entropy.__doc__.replace("{parameters}", _SIGMOID_PARAMETERS)

@@ -44,7 +44,7 @@ from ._validation import (
     check_not_empty,
     check_shape,
 )
-from .special import stable_logsumexp
+from .special import stable_log_softmax
 
 __all__ = [
     "ReliabilityCurve",
@@ -477,7 +477,7 @@ def perplexity(
         logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight, allow_probs=False
     )
     xp, x = inputs.xp, inputs.logits
-    loss = stable_logsumexp(x, xp, axis=-1) - take_last(x, inputs.indices, xp)
+    loss = -take_last(stable_log_softmax(x, xp, axis=-1)[0], inputs.indices, xp)
     row_weight = inputs.row_weight()
     numerator = total(weighted_rows(loss, row_weight, xp), xp)
     denominator = math.prod(x.shape[:-1]) if row_weight is None else total(row_weight, xp)

@@ -34,7 +34,7 @@ from ._validation import (
     check_rows_sum_to_one,
     check_shape,
 )
-from .special import stable_logsumexp
+from .special import stable_log_softmax, stable_logsumexp
 
 __all__ = [
     "backward_corrected_cross_entropy",
@@ -45,8 +45,7 @@ __all__ = [
 
 
 def _log_softmax(inputs: ClassInputs) -> Any:
-    x = inputs.logits
-    return x - stable_logsumexp(x, inputs.xp, axis=-1, keepdims=True)
+    return stable_log_softmax(inputs.logits, inputs.xp, axis=-1)[0]
 
 
 def _finish(loss: Any, inputs: ClassInputs, reduction: str) -> Any:

@@ -6,6 +6,7 @@ These are the building blocks of every loss. Each is exact for logits of any mag
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._array import as_namespace_array, compute_dtype, get_namespace, is_real_floating
@@ -28,6 +29,13 @@ def _prepare(x: Any, axis: int | None) -> tuple[Any, Any, Any, int | None]:
     return xp, x, out_dtype, axis
 
 
+def _log_of_sum(total: Any, xp: Any) -> Any:
+    """``log(total)`` with ``log(0) = -inf`` and no divide-by-zero warning (an all ``-inf`` row)."""
+    positive = total > 0
+    safe = xp.where(positive, total, xp.ones_like(total))
+    return xp.where(positive, xp.log(safe), xp.full_like(total, -math.inf))
+
+
 def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
     """Log-sum-exp of an array already in its compute dtype (internal building block).
 
@@ -37,9 +45,22 @@ def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False)
     """
     row_max = xp.max(x, axis=axis, keepdims=True)
     shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
-    total = xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)
-    out = xp.log(total) + shift
+    out = _log_of_sum(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True), xp) + shift
     return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def stable_log_softmax(x: Any, xp: Any, *, axis: int = -1) -> tuple[Any, Any]:
+    """``(log_softmax(x), logsumexp(x, keepdims=True))`` of an array in its compute dtype.
+
+    The log-softmax is formed as ``(x - m) - log(sum exp(x - m))`` rather than ``x - lse``:
+    when the logits carry a large common offset (``1e4 + small``), ``x - lse`` subtracts two
+    large numbers and loses the small differences in float32, while ``x - m`` is exact.
+    """
+    row_max = xp.max(x, axis=axis, keepdims=True)
+    shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    shifted = x - shift
+    log_total = _log_of_sum(xp.sum(xp.exp(shifted), axis=axis, keepdims=True), xp)
+    return shifted - log_total, log_total + shift
 
 
 def stable_log_sigmoid(x: Any, xp: Any) -> Any:
@@ -95,7 +116,7 @@ def log_softmax(x: Any, /, *, axis: int = -1) -> Any:
     [-0.6931471805599453, -0.6931471805599453]
     """
     xp, x, out_dtype, axis = _prepare(x, axis)
-    out = x - stable_logsumexp(x, xp, axis=axis, keepdims=True)
+    out, _ = stable_log_softmax(x, xp, axis=axis)
     return xp.astype(out, out_dtype, copy=False)
 
 
@@ -113,7 +134,7 @@ def softmax(x: Any, /, *, axis: int = -1) -> Any:
     [1.0, 0.0]
     """
     xp, x, out_dtype, axis = _prepare(x, axis)
-    out = xp.exp(x - stable_logsumexp(x, xp, axis=axis, keepdims=True))
+    out = xp.exp(stable_log_softmax(x, xp, axis=axis)[0])
     return xp.astype(out, out_dtype, copy=False)
 
 
