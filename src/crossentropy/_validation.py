@@ -14,7 +14,9 @@ import math
 import numbers
 from typing import Any
 
-from ._array import concrete_bool, is_integer, is_real_floating
+import array_api_compat
+
+from ._array import concrete_bool, host_float, is_integer, is_real_floating
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -108,13 +110,22 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...], *, rule: str) -> N
 
 
 def _first_index(mask: Any, xp: Any) -> tuple[int, ...]:
+    """Index of the first true entry of ``mask`` (``()`` for a 0-d mask)."""
+    if mask.ndim == 0:
+        return ()
     hits = xp.nonzero(mask)
     return tuple(int(h[0]) for h in hits)
 
 
 def _value_at(x: Any, index: tuple[int, ...]) -> str:
     value = x[index] if index else x
-    return _fmt(float(value)) if not hasattr(value, "dtype") or "int" not in str(value.dtype) else str(int(value))
+    xp = array_api_compat.array_namespace(value)
+    if is_integer(xp, value):
+        return str(int(value))
+    number = host_float(value)
+    if math.isfinite(number) and xp.finfo(value.dtype).bits < 64:
+        return f"{number:.8g}"  # shortest readable form of a float32/float16 value, not its float64 expansion
+    return _fmt(number)
 
 
 def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
