@@ -15,6 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+# The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
+# oversubscription costs that dominate at this size (it does not change any result checked here).
+torch.set_num_threads(1)
+
 # (rtol, atol) per dtype name.
 _TOLERANCES = {
     "float64": (1e-10, 1e-12),
