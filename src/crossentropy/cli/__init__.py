@@ -1,0 +1,66 @@
+"""The ``crossentropy`` command.
+
+Every sub-command prints a readable table (or JSON with ``--json``), exits 0 on success and 2
+on bad input with a one-line message and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .demo import run_demo
+
+__all__ = ["main"]
+
+_EXAMPLES = """\
+examples:
+  crossentropy demo           walk through the numbers of cross-entropy on a coin and a classifier
+  crossentropy demo --json    the same figures as JSON, for machines
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="crossentropy",
+        description="Cross-entropy, KL divergence and classification losses, computed stably.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"crossentropy {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="the numbers of cross-entropy, computed by the library",
+        description="Surprise, entropy, cross-entropy and KL on the biased coin, and the softmax "
+        "cross-entropy gradient (p - y) on a small classifier, all computed by the library.",
+        epilog="example:\n  crossentropy demo --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "demo":
+        report = run_demo()
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2))
+        else:
+            print(report.as_text())
+        return 0
+    parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
