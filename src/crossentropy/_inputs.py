@@ -94,7 +94,7 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1."""
     if x.shape[-1] < 2:
         return
-    rows = x[(0,) * (x.ndim - 2) + (slice(0, _ROWS_CHECKED),)] if x.ndim > 1 else x
+    rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
     looks_like = xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=-1) - 1) <= 1e-3)
     if concrete_bool(looks_like):
         warnings.warn(
