@@ -24,9 +24,23 @@ from ._validation import (
     check_ndim,
     check_nonnegative,
     check_not_empty,
-    check_reduction,
     check_shape,
 )
+
+__all__ = [
+    "ClassInputs",
+    "ProbabilitiesAsLogitsWarning",
+    "mean_scale",
+    "prepare_class_inputs",
+    "prepare_class_weight",
+    "prepare_logits",
+    "prepare_sample_weight",
+    "reduce_loss",
+    "safe_divide",
+    "total",
+    "warn_if_probabilities",
+    "weighted_rows",
+]
 
 
 class ProbabilitiesAsLogitsWarning(UserWarning):
@@ -242,20 +256,3 @@ def mean_scale(denominator: Any, reduction: str, xp: Any, like: Any) -> Any:
     ``mean`` (0 for an empty denominator), 1 otherwise (the gradient of the sum)."""
     one = xp.ones((), dtype=like.dtype, device=array_api_compat.device(like))
     return safe_divide(one, denominator, xp) if reduction == "mean" else one
-
-
-__all__ = [
-    "ClassInputs",
-    "ProbabilitiesAsLogitsWarning",
-    "check_reduction",
-    "mean_scale",
-    "prepare_class_inputs",
-    "prepare_class_weight",
-    "prepare_logits",
-    "prepare_sample_weight",
-    "reduce_loss",
-    "safe_divide",
-    "total",
-    "warn_if_probabilities",
-    "weighted_rows",
-]

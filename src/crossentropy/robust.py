@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._array import as_namespace_array, concrete_bool, take_last, xmul
+from ._array import as_namespace_array, concrete_bool, host_float, take_last, xmul
 from ._inputs import ClassInputs, prepare_class_inputs, reduce_loss, total, weighted_rows
 from ._validation import (
     check_floating,
@@ -408,7 +408,7 @@ def backward_corrected_cross_entropy(
     limit = 1.0 / math.sqrt(xp.finfo(transition.dtype).eps)
     ill = ~(singular[0] <= limit * singular[-1])
     if concrete_bool(ill):
-        s_max, s_min = float(singular[0]), float(singular[-1])
+        s_max, s_min = host_float(singular[0]), host_float(singular[-1])
         cond = s_max / s_min if s_min > 0 else math.inf
         raise ValueError(
             "`transition` must be invertible and well conditioned (condition number at most "
