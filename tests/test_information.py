@@ -496,7 +496,7 @@ def test_bad_axis_and_base(func) -> None:
         func(*args, axis=1.0)
     with pytest.raises(ValueError, match=r"`base` must be positive and not 1 \(None means nats, 2 bits\); got 1.0"):
         func(*args, base=1)
-    with pytest.raises(ValueError, match=r"`base` must be > 0.0; got -2.0"):
+    with pytest.raises(ValueError, match=r"`base` must be > 0; got -2.0"):
         func(*args, base=-2)
     with pytest.raises(TypeError, match=r"`base` must be a real number; got '2'"):
         func(*args, base="2")

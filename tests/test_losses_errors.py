@@ -322,3 +322,18 @@ def test_nll_loss_rejects_probability_targets():
     """nll_loss takes class indices only."""
     with pytest.raises((TypeError, ValueError), match="`targets`"):
         nll_loss(LOG_PROBS, P_TARGETS)
+
+
+def test_message_has_the_design_style_exactly():
+    """DESIGN.md's own example message, to the letter."""
+    with pytest.raises(ValueError, match=re.escape("`label_smoothing` must be in [0, 1]; got 1.5")):
+        softmax_cross_entropy(X, Y, label_smoothing=1.5)
+
+
+@pytest.mark.parametrize(
+    "fn", [softmax_cross_entropy, softmax_cross_entropy_with_grad, poly1_cross_entropy], ids=lambda f: f.__name__
+)
+def test_class_indices_stored_as_floats_are_a_type_error(fn):
+    """Float targets of the index shape: a dtype mistake, said as one (not as a shape mismatch)."""
+    with pytest.raises(TypeError, match=r"`targets` must be integer class indices for shape \(4,\).*got dtype float64"):
+        fn(X, Y.astype(np.float64))

@@ -131,7 +131,7 @@ def test_class_weights_bad_input():
         class_weights(np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="`scheme` must be one of 'balanced', 'inverse_frequency', 'effective_number'"):
         class_weights(np.array([0, 1]), scheme="sqrt")
-    with pytest.raises(ValueError, match=r"`beta` must be in \[0.0, 1.0\); got 1.0"):
+    with pytest.raises(ValueError, match=r"`beta` must be in \[0, 1\); got 1.0"):
         class_weights(np.array([0, 1]), scheme="effective_number", beta=1.0)
     with pytest.raises(ValueError, match="`num_classes` must be >= 1; got 0"):
         class_weights(np.array([0, 1]), num_classes=0)
@@ -250,7 +250,7 @@ def test_smooth_labels_half_and_autograd():
 def test_smooth_labels_bad_input():
     with pytest.raises(ValueError, match="`num_classes` must be given for integer targets"):
         smooth_labels(np.array([0, 1]))
-    with pytest.raises(ValueError, match=r"`smoothing` must be in \[0.0, 1.0\]; got 1.5"):
+    with pytest.raises(ValueError, match=r"`smoothing` must be in \[0, 1\]; got 1.5"):
         smooth_labels(np.array([0, 1]), num_classes=2, smoothing=1.5)
     with pytest.raises(ValueError, match=r"`targets` must be class indices in \[0, 2\); got 2"):
         smooth_labels(np.array([0, 2]), num_classes=2)

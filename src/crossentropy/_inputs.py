@@ -201,6 +201,13 @@ def prepare_class_inputs(
     elif xp.isdtype(targets.dtype, "real floating"):
         if not allow_probs:
             raise TypeError(f"`targets` must be integer class indices; got dtype {targets.dtype}")
+        if tuple(targets.shape) == batch_shape:
+            # The shape of class indices with a floating dtype: indices stored as floats, most likely.
+            raise TypeError(
+                f"`targets` must be integer class indices for shape {batch_shape} (cast them, e.g. "
+                f"`targets.astype(int)`), or class probabilities of the logits' shape {caller_shape}; "
+                f"got dtype {targets.dtype}"
+            )
         check_shape("targets", targets, caller_shape, rule="class probabilities: the logits' shape")
         probs = xp.astype(targets, x.dtype)
         if axis != x.ndim - 1:

@@ -29,6 +29,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _fmt_bound(bound: float) -> str:
+    """An interval end as a reader writes it: ``1`` rather than ``1.0``."""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
 def check_reduction(reduction: Any) -> str:
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'mean', 'sum', 'none'; got {_fmt(reduction)}")
@@ -53,8 +58,8 @@ def check_number(
     if not math.isfinite(value) or too_low or too_high:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
-        lo = "-inf" if low is None else _fmt(low)
-        hi = "inf" if high is None else _fmt(high)
+        lo = "-inf" if low is None else _fmt_bound(low)
+        hi = "inf" if high is None else _fmt_bound(high)
         rule = f"must be {'>' if low_open else '>='} {lo}" if high is None else f"must be in {left}{lo}, {hi}{right}"
         raise ValueError(f"`{name}` {rule}; got {_fmt(value)}")
     return value
