@@ -1,85 +1,26 @@
-"""Shared tolerances and array helpers for the loss tests.
+"""Test-session settings and the ``tol`` fixture.
 
-Tolerances follow the dtype of the computation under test (see ``docs``/DESIGN: "tolerances
-follow the dtype"): float64 ~1e-10 relative, float32 ~1e-5 relative, and the half dtypes their
-own machine epsilon. They are exposed as plain functions through the session-scoped ``tol``
-fixture so that hypothesis tests can use them too (function-scoped fixtures do not mix with
-``@given``).
+The helpers themselves live in ``_support.py``; the session-scoped ``tol`` fixture hands them to
+tests that prefer a fixture (it works inside hypothesis tests, where function-scoped fixtures
+do not).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
+from _support import assert_close, assert_same_kind, result_dtype_name, to_numpy, tolerance
 
 # The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
 # oversubscription costs that dominate at this size (it does not change any result checked here).
 torch.set_num_threads(1)
 
-# (rtol, atol) per dtype name.
-_TOLERANCES = {
-    "float64": (1e-10, 1e-12),
-    "float32": (1e-5, 1e-6),
-    # Half dtypes: a couple of units in the last place of the result.
-    "float16": (2 * 2.0**-10, 1e-3),
-    "bfloat16": (2 * 2.0**-7, 1e-2),
-}
-
-
-def _dtype_name(dtype) -> str:
-    if isinstance(dtype, torch.dtype):
-        return str(dtype).removeprefix("torch.")
-    return np.dtype(dtype).name
-
-
-def tolerance(dtype) -> dict[str, float]:
-    """``dict(rtol=..., atol=...)`` for results computed in ``dtype``."""
-    rtol, atol = _TOLERANCES[_dtype_name(dtype)]
-    return {"rtol": rtol, "atol": atol}
-
-
-def to_numpy(x) -> np.ndarray:
-    """Any array (NumPy, torch, Python scalar) as a float64 or integer NumPy array."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        return x.cpu().numpy()
-    return np.asarray(x)
-
-
-def assert_close(actual, expected, dtype, *, err_msg: str = "") -> None:
-    """Compare two arrays (any kind) with the tolerance of ``dtype``."""
-    a = to_numpy(actual).astype(np.float64)
-    e = to_numpy(expected).astype(np.float64)
-    assert a.shape == e.shape, f"shape {a.shape} != expected {e.shape} {err_msg}"
-    np.testing.assert_allclose(a, e, **tolerance(dtype), err_msg=err_msg)
-
-
-def result_dtype_name(x) -> str:
-    """dtype name of a result that may be a NumPy scalar, NumPy array or torch tensor."""
-    if isinstance(x, torch.Tensor):
-        return _dtype_name(x.dtype)
-    return np.asarray(x).dtype.name
-
-
-def assert_same_kind(result, like) -> None:
-    """A result is the same kind of array as the input ``like`` (torch in, torch out; NumPy in, NumPy out)."""
-    if isinstance(like, torch.Tensor):
-        assert isinstance(result, torch.Tensor), f"torch input gave {type(result).__name__}"
-    else:
-        assert isinstance(result, np.ndarray | np.generic), f"NumPy input gave {type(result).__name__}"
-    assert result_dtype_name(result) == result_dtype_name(like), (
-        f"result dtype {result_dtype_name(result)} != input dtype {result_dtype_name(like)}"
-    )
-
 
 @pytest.fixture(scope="session")
 def tol():
-    """Namespace of the helpers above (usable from hypothesis tests)."""
+    """Namespace of the helpers of ``_support`` (usable from hypothesis tests)."""
     return SimpleNamespace(
         tolerance=tolerance,
         to_numpy=to_numpy,

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _support import assert_close, to_backend, to_numpy, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -22,26 +23,6 @@ from crossentropy.penalties import demographic_parity_gap, neighbor_js_penalty, 
 
 DTYPES = [np.float32, np.float64]
 BACKENDS = ["numpy", "torch"]
-
-
-def tolerances(dtype) -> dict:
-    if "float64" in str(dtype):
-        return {"rtol": 1e-11, "atol": 1e-12}
-    return {"rtol": 2e-5, "atol": 2e-6}
-
-
-def to_backend(a, backend: str):
-    return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
-
-
-def to_numpy(a) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def assert_close(actual, expected, dtype) -> None:
-    np.testing.assert_allclose(
-        to_numpy(actual).astype(np.float64), np.asarray(expected, np.float64), **tolerances(dtype)
-    )
 
 
 def random_distributions(rng, shape, dtype=np.float64):
@@ -62,9 +43,9 @@ def test_z_loss_vs_torch_logsumexp(dtype):
     expected = torch.logsumexp(x.double(), dim=-1) ** 2
     out = z_loss(x, reduction="none")
     assert out.dtype == dtype
-    torch.testing.assert_close(out.double(), expected, **tolerances(dtype))
-    torch.testing.assert_close(z_loss(x).double(), expected.mean(), **tolerances(dtype))
-    torch.testing.assert_close(z_loss(x, reduction="sum").double(), expected.sum(), **tolerances(dtype))
+    torch.testing.assert_close(out.double(), expected, **tolerance(dtype))
+    torch.testing.assert_close(z_loss(x).double(), expected.mean(), **tolerance(dtype))
+    torch.testing.assert_close(z_loss(x, reduction="sum").double(), expected.sum(), **tolerance(dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -96,7 +77,7 @@ def test_z_loss_gradient_extreme_logits(dtype):
     xd = x.detach().double()
     lse = torch.logsumexp(xd, dim=-1, keepdim=True)
     expected = 2 * lse * torch.softmax(xd, dim=-1) / 2
-    torch.testing.assert_close(grad.double(), expected, **tolerances(dtype))
+    torch.testing.assert_close(grad.double(), expected, **tolerance(dtype))
 
 
 def test_z_loss_gradcheck():
@@ -203,9 +184,7 @@ def test_neighbor_js_gradient_finite_with_zeros(dtype):
     out = neighbor_js_penalty(p)
     (grad,) = torch.autograd.grad(out, p)
     assert torch.isfinite(grad).all()
-    torch.testing.assert_close(
-        out.double(), torch.tensor(2 * math.log(2) / 3, dtype=torch.float64), **tolerances(dtype)
-    )
+    torch.testing.assert_close(out.double(), torch.tensor(2 * math.log(2) / 3, dtype=torch.float64), **tolerance(dtype))
 
 
 def test_neighbor_js_gradcheck():

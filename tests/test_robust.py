@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _support import assert_close, to_backend, to_numpy, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax as np_log_softmax
@@ -29,28 +30,6 @@ from crossentropy.robust import (
 
 DTYPES = [np.float32, np.float64]
 BACKENDS = ["numpy", "torch"]
-
-
-def tolerances(dtype) -> dict:
-    """rtol/atol for results computed in ``dtype`` (NumPy or torch dtype)."""
-    name = str(dtype)
-    if "float64" in name:
-        return {"rtol": 1e-11, "atol": 1e-12}
-    return {"rtol": 2e-5, "atol": 2e-6}
-
-
-def to_backend(a, backend: str):
-    return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
-
-
-def to_numpy(a) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-
-
-def assert_close(actual, expected, dtype) -> None:
-    np.testing.assert_allclose(
-        to_numpy(actual).astype(np.float64), np.asarray(expected, np.float64), **tolerances(dtype)
-    )
 
 
 def random_case(rng, n=7, c=4, dtype=np.float64):
@@ -197,7 +176,7 @@ def test_gce_extreme_logits_finite(dtype):
     out = generalized_cross_entropy(x, y, q=0.7, reduction="none")
     # p_y = 1, 0 (exp(-2e4) underflows), 1/2.
     expected = torch.tensor([0.0, 1 / 0.7, (1 - 0.5**0.7) / 0.7], dtype=torch.float64)
-    torch.testing.assert_close(out.double(), expected, **tolerances(dtype))
+    torch.testing.assert_close(out.double(), expected, **tolerance(dtype))
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(grad).all()
     # Soft targets with a zero on the -inf class are finite too.
@@ -356,7 +335,7 @@ def test_sce_extreme_logits_finite(dtype):
     out = symmetric_cross_entropy(x, y, reduction="none")
     # Row 1: p_y = 1 -> 0. Row 2: CE = 2e4, p_y = 0 -> RCE = 4.
     torch.testing.assert_close(
-        out.double(), torch.tensor([0.0, 0.1 * 2e4 + 4.0], dtype=torch.float64), **tolerances(dtype)
+        out.double(), torch.tensor([0.0, 0.1 * 2e4 + 4.0], dtype=torch.float64), **tolerance(dtype)
     )
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(grad).all()
@@ -460,7 +439,7 @@ def test_forward_extreme_logits_and_zeros_in_transition(dtype):
     # row 3: p = e_1 -> -ln T[1,0].
     e2 = math.exp(2.0)
     expected = torch.tensor([-math.log(0.2), -math.log(0.7 * e2 / (1 + e2)), -math.log(0.1)], dtype=torch.float64)
-    torch.testing.assert_close(out.double(), expected, **tolerances(dtype))
+    torch.testing.assert_close(out.double(), expected, **tolerance(dtype))
     gx, gT = torch.autograd.grad(out.sum(), (x, T))
     assert torch.isfinite(gx).all()
     assert torch.isfinite(gT).all()
@@ -522,7 +501,7 @@ def test_backward_extreme_logits(dtype):
     inv = torch.linalg.inv(T[:2, :2].double())
     ell = -torch.log_softmax(x[:, :2].double(), dim=-1)
     expected = torch.stack([inv[0] @ ell[0], inv[1] @ ell[1]])
-    torch.testing.assert_close(out.double(), expected, **tolerances(dtype))
+    torch.testing.assert_close(out.double(), expected, **tolerance(dtype))
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(grad).all()
 

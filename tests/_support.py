@@ -1,0 +1,72 @@
+"""Tolerances and array helpers shared by the test modules (imported by ``conftest.py`` too).
+
+Tolerances follow the dtype of the computation under test: float64 ~1e-10 relative, float32
+~1e-5 relative, and the half dtypes a couple of units in their last place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# (rtol, atol) per dtype name.
+_TOLERANCES = {
+    "float64": (1e-10, 1e-12),
+    "float32": (1e-5, 1e-6),
+    # Half dtypes: a couple of units in the last place of the result.
+    "float16": (2 * 2.0**-10, 1e-3),
+    "bfloat16": (2 * 2.0**-7, 1e-2),
+}
+
+
+def _dtype_name(dtype) -> str:
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    return np.dtype(dtype).name
+
+
+def tolerance(dtype) -> dict[str, float]:
+    """``dict(rtol=..., atol=...)`` for results computed in ``dtype``."""
+    rtol, atol = _TOLERANCES[_dtype_name(dtype)]
+    return {"rtol": rtol, "atol": atol}
+
+
+def to_numpy(x) -> np.ndarray:
+    """Any array (NumPy, torch, Python scalar) as a float64 or integer NumPy array."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        return x.cpu().numpy()
+    return np.asarray(x)
+
+
+def assert_close(actual, expected, dtype, *, err_msg: str = "") -> None:
+    """Compare two arrays (any kind) with the tolerance of ``dtype``."""
+    a = to_numpy(actual).astype(np.float64)
+    e = to_numpy(expected).astype(np.float64)
+    assert a.shape == e.shape, f"shape {a.shape} != expected {e.shape} {err_msg}"
+    np.testing.assert_allclose(a, e, **tolerance(dtype), err_msg=err_msg)
+
+
+def result_dtype_name(x) -> str:
+    """dtype name of a result that may be a NumPy scalar, NumPy array or torch tensor."""
+    if isinstance(x, torch.Tensor):
+        return _dtype_name(x.dtype)
+    return np.asarray(x).dtype.name
+
+
+def assert_same_kind(result, like) -> None:
+    """A result is the same kind of array as the input ``like`` (torch in, torch out; NumPy in, NumPy out)."""
+    if isinstance(like, torch.Tensor):
+        assert isinstance(result, torch.Tensor), f"torch input gave {type(result).__name__}"
+    else:
+        assert isinstance(result, np.ndarray | np.generic), f"NumPy input gave {type(result).__name__}"
+    assert result_dtype_name(result) == result_dtype_name(like), (
+        f"result dtype {result_dtype_name(result)} != input dtype {result_dtype_name(like)}"
+    )
+
+
+def to_backend(a, backend: str):
+    """A NumPy array as given (``"numpy"``) or as a torch tensor sharing its memory (``"torch"``)."""
+    return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
