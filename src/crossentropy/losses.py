@@ -22,10 +22,12 @@ Conventions shared by every loss (each docstring restates what applies):
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import kernels
 from ._array import (
     as_namespace_array,
     compute_dtype,
@@ -176,6 +178,8 @@ def _softmax_cross_entropy(
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
+    if kernels.accepts(xp, inputs.logits):
+        return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
     terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
 
@@ -203,6 +207,30 @@ def _softmax_cross_entropy(
     if capped.tanh is not None:
         grad = grad * (1.0 - capped.tanh**2)
     return loss, inputs.to_caller(grad)
+
+
+def _fused_softmax_cross_entropy(
+    inputs: ClassInputs, weight: Any, smoothing: float, z: float, cap: float | None, reduction: str, *, with_grad: bool
+) -> Any:
+    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy float32/float64, validated input)."""
+    xp, x = inputs.xp, inputs.logits
+    batch_shape = tuple(x.shape[:-1])
+    row_weight = inputs.row_weight()
+    class_factor = None if weight is None or not inputs.is_index else _gather_class_weight(weight, inputs.indices, xp)
+    denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
+    rows = xp.ones(batch_shape, dtype=x.dtype) if row_weight is None else row_weight
+    losses, grad = kernels.softmax_cross_entropy_rows(
+        x,
+        inputs.indices if inputs.is_index else inputs.probs,
+        weight=weight,
+        row_weight=rows,
+        grad_factor=rows * mean_scale(denominator, reduction, xp, x) if with_grad else None,
+        smoothing=smoothing,
+        z=z,
+        cap=cap,
+    )
+    loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
+    return (loss, inputs.to_caller(grad)) if with_grad else loss
 
 
 _SOFTMAX_PARAMETERS = """
