@@ -7,7 +7,8 @@ the generic array-API code, which stays the reference the kernels are tested aga
 
 The first call in a process compiles the kernels it needs (a few seconds) and stores them in
 Numba's on-disk cache, next to this package or in ``NUMBA_CACHE_DIR``; later processes load
-them in a fraction of a second.
+them in a fraction of a second. (Numba checks only the file of the kernel itself for changes:
+after editing ``_math.py``, delete ``kernels/__pycache__`` to recompile.)
 
 >>> import numpy as np
 >>> import crossentropy as ce

@@ -32,7 +32,9 @@ from numba.extending import intrinsic, overload
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 # error_model="numpy": a float division by zero gives inf/NaN instead of raising, which removes the
 # branch that would otherwise stop every loop with a division from vectorizing.
-JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy", "cache": True}
+# The kernels' own row-level arithmetic is not fast-math: reassociation could turn
+# (m - u_y) + log s back into (m + log s) - u_y, which loses float32 digits for large logits.
+JIT_OPTIONS = {"error_model": "numpy", "cache": True}
 # Helpers called from the kernels' loops.
 INLINE_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
 

@@ -54,7 +54,10 @@ def _block_max(block):
 
 @njit(**INLINE_OPTIONS)
 def _exp_block(block, out, m, cap, store):
-    """Sum of ``exp(u - m)`` and of ``u`` over one block; the exponentials go to ``out`` if ``store``."""
+    """Sums of ``exp(u - m)`` and of ``u - m`` over one block; the exponentials go to ``out`` if ``store``.
+
+    Sums relative to ``m`` keep float32 exact for logits with a large common offset (``1e4 + x``).
+    """
     s = block.dtype.type(0)
     su = block.dtype.type(0)
     if cap > 0:
@@ -64,25 +67,25 @@ def _exp_block(block, out, m, cap, store):
             if store:
                 out[j] = e
             s += e
-            su += u
+            su += u - m
     elif store:
         for j in range(block.shape[0]):
             u = block[j]
             e = exp_nonpositive(u - m)
             out[j] = e
             s += e
-            su += u
+            su += u - m
     else:
         for j in range(block.shape[0]):
             u = block[j]
             s += exp_nonpositive(u - m)
-            su += u
+            su += u - m
     return s, su
 
 
 @njit(**INLINE_OPTIONS)
 def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, store):
-    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c u_c` (``0·(-inf) = 0``).
+    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m)` (``0·(-inf) = 0``).
 
     :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent.
     """
@@ -104,7 +107,8 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
             a = a * weight[j]
         s += e
         total_a += a
-        total_au += a * u if a != zero else zero
+        relative = u - m if live else u  # while m is -inf, u is -inf too: a u is the term
+        total_au += a * relative if a != zero else zero
     return s, total_a, total_au
 
 
@@ -122,6 +126,8 @@ def _online_row(row, out, block_ref, cap, store):
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
+            if start > 0:  # re-reference the sum of u - m to the new maximum
+                su += row.dtype.type(start) * (m - block_m)
             m = block_m
         if store:
             block_ref[k] = m
@@ -151,6 +157,8 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
+            if total_a != zero:  # re-reference the sum of a (u - m) to the new maximum
+                total_au += total_a * (m - block_m)
             m = block_m
         if store:
             block_ref[k] = m
@@ -232,12 +240,12 @@ def _finish_gradient_soft(row, target, weight, out, block_ref, m, s, coefficient
 
 
 @njit(**INLINE_OPTIONS)
-def _weighted_sum(row, weight, cap):
-    """:math:`\\sum_c w_c u_c` with ``0·(-inf) = 0`` (label smoothing with class weights)."""
+def _weighted_sum(row, weight, m, cap):
+    """:math:`\\sum_c w_c (u_c - m)` with ``0·(-inf) = 0`` (label smoothing with class weights)."""
     total = row.dtype.type(0)
     for j in range(row.shape[0]):
         w = weight[j]
-        total += w * _capped(row[j], cap) if w != 0 else row.dtype.type(0)
+        total += w * (_capped(row[j], cap) - m) if w != 0 else row.dtype.type(0)
     return total
 
 
@@ -280,14 +288,16 @@ def softmax_cross_entropy_index(
         out = grad[n] if store else grad[0]
         refs = block_ref[n] if store else block_ref[0]
         m, s, su = _online_row(row, out, refs, cap, store)
-        lse = m + dtype(math.log(s))
+        log_s = dtype(math.log(s))
+        lse = m + log_s
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
-            loss += keep * target_weight * (lse - _capped(row[y], cap))
+            # lse - u_y as (m - u_y) + log s: exact in float32 even for logits like 1e4 + x.
+            loss += keep * target_weight * ((m - _capped(row[y], cap)) + log_s)
         if smoothing > 0:
-            smoothed_sum = _weighted_sum(row, weight, cap) if weighted else su
-            loss += floor * (total_weight * lse - smoothed_sum)
+            relative_sum = _weighted_sum(row, weight, m, cap) if weighted else su
+            loss += floor * (total_weight * log_s - relative_sum)
         if z > 0:
             loss += z * target_weight * lse * lse
         losses[n] = row_weight[n] * loss
@@ -317,8 +327,9 @@ def softmax_cross_entropy_soft(
         out = grad[n] if store else grad[0]
         refs = block_ref[n] if store else block_ref[0]
         m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
-        lse = m + dtype(math.log(s))
-        loss = total_a * lse - total_au
+        log_s = dtype(math.log(s))
+        lse = m + log_s
+        loss = total_a * log_s - total_au
         if z > 0:
             loss += z * lse * lse
         losses[n] = row_weight[n] * loss
