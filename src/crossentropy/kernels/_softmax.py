@@ -114,7 +114,7 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
 
 @njit(**INLINE_OPTIONS)
 def _online_row(row, out, block_ref, cap, store):
-    """Max, sum of exponentials and sum of ``u`` of a row, block by block (see the module docstring)."""
+    """Max, sum of exponentials and sum of ``u - m`` of a row, block by block (see the module docstring)."""
     n_classes = row.shape[0]
     m = row.dtype.type(-np.inf)
     s = row.dtype.type(0)
@@ -144,6 +144,7 @@ def _online_row(row, out, block_ref, cap, store):
 
 @njit(**INLINE_OPTIONS)
 def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store):
+    """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m)`, block by block."""
     n_classes = row.shape[0]
     zero = row.dtype.type(0)
     m = row.dtype.type(-np.inf)
