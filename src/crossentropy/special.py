@@ -36,6 +36,14 @@ def _log_of_sum(total: Any, xp: Any) -> Any:
     return xp.where(positive, xp.log(safe), xp.full_like(total, -math.inf))
 
 
+def _shift_and_log_total(x: Any, xp: Any, axis: int) -> tuple[Any, Any, Any]:
+    """``(m, x - m, log sum exp(x - m))`` along ``axis`` (kept); ``m`` is the row maximum, or 0 where infinite."""
+    row_max = xp.max(x, axis=axis, keepdims=True)
+    shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    shifted = x - shift
+    return shift, shifted, _log_of_sum(xp.sum(xp.exp(shifted), axis=axis, keepdims=True), xp)
+
+
 def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
     """Log-sum-exp of an array already in its compute dtype (internal building block).
 
@@ -43,9 +51,8 @@ def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False)
     ``-inf`` (all entries ``-inf``) gives ``-inf``, not NaN; a row holding ``+inf`` gives
     ``+inf``.
     """
-    row_max = xp.max(x, axis=axis, keepdims=True)
-    shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
-    out = _log_of_sum(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True), xp) + shift
+    shift, _, log_total = _shift_and_log_total(x, xp, axis)
+    out = log_total + shift
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
@@ -56,10 +63,7 @@ def stable_log_softmax(x: Any, xp: Any, *, axis: int = -1) -> tuple[Any, Any]:
     when the logits carry a large common offset (``1e4 + small``), ``x - lse`` subtracts two
     large numbers and loses the small differences in float32, while ``x - m`` is exact.
     """
-    row_max = xp.max(x, axis=axis, keepdims=True)
-    shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
-    shifted = x - shift
-    log_total = _log_of_sum(xp.sum(xp.exp(shifted), axis=axis, keepdims=True), xp)
+    shift, shifted, log_total = _shift_and_log_total(x, xp, axis)
     return shifted - log_total, log_total + shift
 
 
