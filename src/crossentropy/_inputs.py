@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import array_api_compat
@@ -63,8 +64,8 @@ class ClassInputs:
     Attributes
     ----------
     xp : namespace
-    logits : array (*batch, n_classes), compute dtype, class axis last
-    out_dtype : dtype of the caller's logits, the dtype results are returned in
+    stored : array (*batch, n_classes), the caller's logits and dtype, class axis last (a view)
+    dtype : the compute dtype (float32 at least, float64 for float64 logits)
     axis : the caller's class axis, normalized (to move gradients back)
     indices : int array (*batch), or None for probability targets; ignored entries replaced by 0
     valid : bool array (*batch) or None; False where the target equals ``ignore_index``
@@ -73,17 +74,28 @@ class ClassInputs:
     """
 
     xp: Any
-    logits: Any
-    out_dtype: Any
+    stored: Any
+    dtype: Any
     axis: int
     indices: Any
     valid: Any
     probs: Any
     sample_weight: Any
 
+    @cached_property
+    def logits(self) -> Any:
+        """The logits in the compute dtype, class axis last (converted on first use: the fused
+        kernels read half precision as stored and never ask for it)."""
+        return self.xp.astype(self.stored, self.dtype, copy=False)
+
+    @property
+    def out_dtype(self) -> Any:
+        """The caller's dtype, the dtype results are returned in."""
+        return self.stored.dtype
+
     @property
     def num_classes(self) -> int:
-        return int(self.logits.shape[-1])
+        return int(self.stored.shape[-1])
 
     @property
     def is_index(self) -> bool:
@@ -94,7 +106,7 @@ class ClassInputs:
         xp, weight = self.xp, self.sample_weight
         if self.valid is None:
             return weight
-        valid = xp.astype(self.valid, self.logits.dtype)
+        valid = xp.astype(self.valid, self.dtype)
         return valid if weight is None else weight * valid
 
     def to_caller(self, dlogits: Any) -> Any:
@@ -109,6 +121,7 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     if x.shape[-1] < 2:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
+    rows = xp.astype(rows, compute_dtype(xp, rows.dtype), copy=False)  # half precision sums in float32
     looks_like = xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=-1) - 1) <= 1e-3)
     if concrete_bool(looks_like):
         warnings.warn(
@@ -122,28 +135,34 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
 
 def prepare_logits(logits: Any, *, axis: int, name: str = "logits", xp: Any = None) -> tuple[Any, Any, Any, int]:
     """Validate floating logits; return ``(xp, logits in compute dtype with axis last, dtype, axis)``."""
+    xp, stored, axis = _validated_logits(logits, axis=axis, name=name, xp=xp)
+    return xp, xp.astype(stored, compute_dtype(xp, stored.dtype), copy=False), stored.dtype, axis
+
+
+def _validated_logits(logits: Any, *, axis: int, name: str, xp: Any) -> tuple[Any, Any, int]:
+    """Validate floating logits; return ``(xp, logits with the class axis last, axis)``, dtype unchanged."""
     xp = xp or get_namespace(logits)
     logits = as_namespace_array(logits, xp)
     check_floating(name, logits, xp)
     check_ndim(name, logits, at_least=1)
     check_not_empty(name, logits)
     axis = check_axis("axis", axis, logits.ndim)
-    out_dtype = logits.dtype
-    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
-    if axis != x.ndim - 1:
-        x = xp.moveaxis(x, axis, -1)
-    return xp, x, out_dtype, axis
+    if axis != logits.ndim - 1:
+        logits = xp.moveaxis(logits, axis, -1)
+    return xp, logits, axis
 
 
-def prepare_sample_weight(sample_weight: Any, xp: Any, *, like: Any, batch_shape: tuple[int, ...]) -> Any:
-    """Validated per-sample weights of shape ``batch_shape`` in the dtype of ``like``, or None."""
+def prepare_sample_weight(
+    sample_weight: Any, xp: Any, *, like: Any, batch_shape: tuple[int, ...], dtype: Any = None
+) -> Any:
+    """Validated per-sample weights of shape ``batch_shape`` in ``dtype`` (default: that of ``like``), or None."""
     if sample_weight is None:
         return None
     sample_weight = as_namespace_array(sample_weight, xp, like=like)
     check_shape("sample_weight", sample_weight, batch_shape, rule="one weight per sample")
     if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
-    sample_weight = xp.astype(sample_weight, like.dtype)
+    sample_weight = xp.astype(sample_weight, like.dtype if dtype is None else dtype)
     check_nonnegative("sample_weight", sample_weight, xp)
     return sample_weight
 
@@ -153,11 +172,11 @@ def prepare_class_weight(weight: Any, inputs: ClassInputs, *, name: str = "weigh
     if weight is None:
         return None
     xp = inputs.xp
-    weight = as_namespace_array(weight, xp, like=inputs.logits)
+    weight = as_namespace_array(weight, xp, like=inputs.stored)
     check_shape(name, weight, (inputs.num_classes,), rule="one weight per class")
     if not xp.isdtype(weight.dtype, ("real floating", "integral")):
         raise TypeError(f"`{name}` must be real numbers; got dtype {weight.dtype}")
-    weight = xp.astype(weight, inputs.logits.dtype)
+    weight = xp.astype(weight, inputs.dtype)
     check_nonnegative(name, weight, xp)
     return weight
 
@@ -181,12 +200,13 @@ def prepare_class_inputs(
     xp = get_namespace(logits, targets)
     logits = as_namespace_array(logits, xp)
     caller_shape = tuple(logits.shape)
-    xp, x, out_dtype, axis = prepare_logits(logits, axis=axis, name=logits_name, xp=xp)
+    xp, stored, axis = _validated_logits(logits, axis=axis, name=logits_name, xp=xp)
+    dtype = compute_dtype(xp, stored.dtype)
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
         raise TypeError(f"`ignore_index` must be an integer; got {ignore_index!r}")
-    targets = as_namespace_array(targets, xp, like=x)
-    num_classes = int(x.shape[-1])
-    batch_shape = tuple(x.shape[:-1])
+    targets = as_namespace_array(targets, xp, like=stored)
+    num_classes = int(stored.shape[-1])
+    batch_shape = tuple(stored.shape[:-1])
 
     indices = valid = probs = None
     if is_integer(xp, targets):
@@ -209,8 +229,8 @@ def prepare_class_inputs(
                 f"got dtype {targets.dtype}"
             )
         check_shape("targets", targets, caller_shape, rule="class probabilities: the logits' shape")
-        probs = xp.astype(targets, x.dtype)
-        if axis != x.ndim - 1:
+        probs = xp.astype(targets, dtype)
+        if axis != stored.ndim - 1:
             probs = xp.moveaxis(probs, axis, -1)
         check_in_unit_interval("targets", probs, xp)
     else:
@@ -218,9 +238,9 @@ def prepare_class_inputs(
         raise TypeError(f"`targets` must be {expected}; got dtype {targets.dtype}")
 
     if warn_probabilities:
-        warn_if_probabilities(x, xp, name=logits_name)
-    weights = prepare_sample_weight(sample_weight, xp, like=x, batch_shape=batch_shape)
-    return ClassInputs(xp, x, out_dtype, axis, indices, valid, probs, weights)
+        warn_if_probabilities(stored, xp, name=logits_name)
+    weights = prepare_sample_weight(sample_weight, xp, like=stored, dtype=dtype, batch_shape=batch_shape)
+    return ClassInputs(xp, stored, dtype, axis, indices, valid, probs, weights)
 
 
 def weighted_rows(loss: Any, row_weight: Any, xp: Any) -> Any:

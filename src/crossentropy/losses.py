@@ -178,7 +178,7 @@ def _softmax_cross_entropy(
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    if kernels.accepts(xp, inputs.logits):
+    if kernels.accepts(xp, inputs.stored):
         return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
     terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
@@ -213,18 +213,18 @@ def _fused_softmax_cross_entropy(
     inputs: ClassInputs, weight: Any, smoothing: float, z: float, cap: float | None, reduction: str, *, with_grad: bool
 ) -> Any:
     """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy float32/float64, validated input)."""
-    xp, x = inputs.xp, inputs.logits
+    xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
     row_weight = inputs.row_weight()
     class_factor = None if weight is None or not inputs.is_index else _gather_class_weight(weight, inputs.indices, xp)
     denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
-    rows = xp.ones(batch_shape, dtype=x.dtype) if row_weight is None else row_weight
+    rows = xp.ones(batch_shape, dtype=inputs.dtype) if row_weight is None else row_weight
     losses, grad = kernels.softmax_cross_entropy_rows(
         x,
         inputs.indices if inputs.is_index else inputs.probs,
         weight=weight,
         row_weight=rows,
-        grad_factor=rows * mean_scale(denominator, reduction, xp, x) if with_grad else None,
+        grad_factor=rows * mean_scale(denominator, reduction, xp, rows) if with_grad else None,
         smoothing=smoothing,
         z=z,
         cap=cap,

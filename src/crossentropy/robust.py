@@ -227,14 +227,14 @@ def symmetric_cross_entropy(
 def _prepare_transition(transition: Any, inputs: ClassInputs) -> Any:
     """Validated transition matrix of shape (n_classes, n_classes) in the compute dtype."""
     xp = inputs.xp
-    transition = as_namespace_array(transition, xp, like=inputs.logits)
+    transition = as_namespace_array(transition, xp, like=inputs.stored)
     check_floating("transition", transition, xp)
     c = inputs.num_classes
     check_shape("transition", transition, (c, c), rule="(n_classes, n_classes)")
     # Checked in the caller's precision, so the sum tolerance is that of the given dtype.
     check_in_unit_interval("transition", transition, xp)
     check_rows_sum_to_one("transition", transition, xp, what="rows (row-stochastic: P(noisy | clean))")
-    return xp.astype(transition, inputs.logits.dtype)
+    return xp.astype(transition, inputs.dtype)
 
 
 def _rows(matrix: Any, indices: Any, xp: Any) -> Any:

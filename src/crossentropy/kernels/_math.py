@@ -1,21 +1,28 @@
 """Scalar math for the kernels, written so that LLVM vectorizes the loops that call it.
 
-Numba calls the C library for ``math.exp`` and ``math.tanh`` one element at a time (this
-machine's llvmlite has no SVML), which caps a softmax at a third of the memory bandwidth. The
-float32 versions here are branch-free polynomials with bit manipulation, which the loop
-vectorizer turns into SIMD code; float64 keeps the C library, since float64 is the accuracy
-path, not the speed path.
+Numba calls the C library for ``math.exp``, ``math.tanh`` and ``math.log1p`` one element at a
+time (this machine's llvmlite has no SVML), which caps a softmax at a third of the memory
+bandwidth. The float32 versions here are branch-free polynomials with bit manipulation, which
+the loop vectorizer turns into SIMD code; float64 keeps the C library, since float64 is the
+accuracy path, not the speed path.
 
 - :func:`exp_nonpositive`: :math:`e^t` for :math:`t \\le 0` (arguments are always
-  ``logit - row max``), relative error below 3 float32 ulps, exactly 0 below ``-87`` and for
-  ``-inf``.
+  ``logit - row max``), within 1.1 float32 ulps, exactly 0 below ``-87`` and for ``-inf``.
 - :func:`tanh`: odd polynomial near 0, :math:`(1 - e^{-2|y|}) / (1 + e^{-2|y|})` elsewhere.
+- :func:`log1p_unit`: :math:`\\ln(1 + e)` for :math:`e \\in [0, 1]` (the ``log1p(exp(-|x|))``
+  of a softplus), through :math:`2 \\operatorname{artanh}(e / (2 + e))`.
 - :func:`maxnum`: LLVM's ``maxnum`` (the larger operand, NaN ignored), which, unlike Python's
   ``max``, the vectorizer accepts in a reduction; :func:`select` and :func:`copysign`, LLVM's
   branch-free choices.
+- :func:`widen` and :func:`narrow`: half-precision storage. The kernels receive float16 data as
+  its ``int16`` bit patterns and bfloat16 data as ``uint16`` bit patterns (Numba has no half
+  type on the CPU); :func:`widen` turns a stored element into float32, :func:`narrow` rounds a
+  float32 to the storage format (to nearest, ties to even), :func:`accumulator` is the scalar
+  type arithmetic on an array's elements is carried out in.
 
-The scalar functions are inlined into the loops at the Numba IR level and contain no branch
-(every choice is a ``select``), which is what lets the loops vectorize.
+The scalar functions contain no branch (every choice is a ``select``), which is what lets the
+loops that call them vectorize. They are compiled without the ``reassoc`` flag, which would
+let LLVM undo the rounding tricks they rely on; the loops around them keep it, for their sums.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 # Every flag but "no NaNs" and "no infinities": -inf logits and NaN propagation must stay exact.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
@@ -37,11 +45,16 @@ FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 JIT_OPTIONS = {"error_model": "numpy", "cache": True}
 # Helpers called from the kernels' loops.
 INLINE_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
+# The scalar functions below: fused multiply-adds allowed, nothing reassociated.
+_SCALAR_OPTIONS = {"fastmath": {"contract"}, "error_model": "numpy"}
 
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)  # ln 2 split in two (Cody-Waite): k * _LN2_HI is exact
 _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_FLOOR = np.float32(-87.0)  # e^-87 = 1.6e-38: below it the result is flushed to 0
+# Adding 1.5 * 2^23 to a float32 of magnitude below 2^22 rounds it to an integer (to nearest,
+# ties to even) and leaves that integer in the low bits of the sum's bit pattern.
+_ROUNDING_SHIFTER = np.float32(12582912.0)
 
 
 def _binary_float_intrinsic(name):
@@ -91,11 +104,18 @@ def tanh(y):  # pragma: no cover - replaced by the overload inside jitted code
     raise NotImplementedError
 
 
+def log1p_unit(e):  # pragma: no cover - replaced by the overload inside jitted code
+    """``log1p(e)`` for ``0 <= e <= 1`` (see the module docstring)."""
+    raise NotImplementedError
+
+
 def _exp_nonpositive_f32(t):
     # e^t = 2^k e^r with k = round(t / ln 2) and |r| <= ln2 / 2; e^r by the Cephes expf polynomial.
-    clamped = maxnum(t, _EXP_FLOOR)
-    k = np.float32(math.floor(clamped * _LOG2E + np.float32(0.5)))
-    r = clamped - k * _LN2_HI - k * _LN2_LO
+    # The shifted sum carries k in its low bits: k as a float by subtracting the shifter again,
+    # and 2^k by adding k to the exponent field of e^r, with no float-to-int conversion.
+    shifted = t * _LOG2E + _ROUNDING_SHIFTER
+    k_float = shifted - _ROUNDING_SHIFTER  # exact; not folded away, as nothing here may reassociate
+    r = t - k_float * _LN2_HI - k_float * _LN2_LO
     p = np.float32(1.9875691500e-4)
     p = p * r + np.float32(1.3981999507e-3)
     p = p * r + np.float32(8.3334519073e-3)
@@ -103,17 +123,19 @@ def _exp_nonpositive_f32(t):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    # Multiply by 2^k by adding k to the exponent field: k >= -126, so the result stays normal.
-    bits = np.int32(np.float32(p).view(np.int32) + (np.int32(k) << np.int32(23)))
+    # For t >= -87, k >= -126 and e^r > 1 when k = -126, so the result stays a normal number.
+    # Below -87 (and for -inf) k is meaningless and the result is replaced by 0.
+    # k << 23 from the shifted sum's bits: the shifter's own bits (0x4B400000) shift out of 32.
+    bits = np.int32(np.float32(p).view(np.int32) + (np.float32(shifted).view(np.int32) << np.int32(23)))
     value = select(t < _EXP_FLOOR, np.float32(0.0), np.int32(bits).view(np.float32))
-    return select(t != t, t, value)  # NaN in, NaN out (the clamp above would hide it)
+    return select(t != t, t, value)  # NaN in, NaN out, whatever its payload bits
 
 
 def _exp_f64(t):
     return math.exp(t)
 
 
-@overload(exp_nonpositive, inline="always")
+@overload(exp_nonpositive, jit_options=_SCALAR_OPTIONS)
 def _exp_nonpositive_overload(t):
     if t == types.float32:
         return _exp_nonpositive_f32
@@ -144,10 +166,127 @@ def _tanh_f64(y):
     return math.tanh(y)
 
 
-@overload(tanh, inline="always")
+@overload(tanh, jit_options=_SCALAR_OPTIONS)
 def _tanh_overload(y):
     if y == types.float32:
         return _tanh_f32
     if y == types.float64:
         return _tanh_f64
     return None
+
+
+def _log1p_unit_f32(e):
+    # ln(1 + e) = 2 artanh(s), s = e / (2 + e) in [0, 1/3]: the odd series in s converges by a
+    # factor s^2 <= 1/9 a term, so seven terms reach float32 precision, and for small e the
+    # result is s (2 + ...) with no cancellation.
+    s = e / (np.float32(2.0) + e)
+    z = s * s
+    series = np.float32(2.0 / 13.0)
+    series = series * z + np.float32(2.0 / 11.0)
+    series = series * z + np.float32(2.0 / 9.0)
+    series = series * z + np.float32(2.0 / 7.0)
+    series = series * z + np.float32(2.0 / 5.0)
+    series = series * z + np.float32(2.0 / 3.0)
+    return (series * z) * s + np.float32(2.0) * s
+
+
+def _log1p_f64(e):
+    return math.log1p(e)
+
+
+@overload(log1p_unit, jit_options=_SCALAR_OPTIONS)
+def _log1p_unit_overload(e):
+    if e == types.float32:
+        return _log1p_unit_f32
+    if e == types.float64:
+        return _log1p_f64
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Half-precision storage: float16 as int16 bit patterns, bfloat16 as uint16 bit patterns.
+
+FLOAT16_BITS = np.dtype(np.int16)
+BFLOAT16_BITS = np.dtype(np.uint16)
+
+
+def widen(value):  # pragma: no cover - replaced by the overload inside jitted code
+    """A stored element as the type arithmetic runs in (see the module docstring)."""
+    raise NotImplementedError
+
+
+def narrow(value, stored):  # pragma: no cover - replaced by the overload inside jitted code
+    """``value`` (float32 for half storage) rounded to the type of the array ``stored``."""
+    raise NotImplementedError
+
+
+def accumulator(array):  # pragma: no cover - replaced by the overload inside jitted code
+    """The scalar type (``np.float32`` or ``np.float64``) arithmetic on ``array`` (or a float) runs in."""
+    raise NotImplementedError
+
+
+@intrinsic
+def _half_bits_to_float(typingctx, bits):
+    if bits != types.int16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.int16), codegen
+
+
+@intrinsic
+def _float_to_half_bits(typingctx, value):
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.int16(types.float32), codegen
+
+
+def _bfloat16_to_float(bits):
+    return np.uint32(np.uint32(bits) << np.uint32(16)).view(np.float32)
+
+
+def _float_to_bfloat16(value):
+    bits = np.float32(value).view(np.uint32)
+    # Round to nearest, ties to even; a NaN keeps its sign and stays a (quiet) NaN.
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    quiet_nan = (bits >> np.uint32(16)) | np.uint32(0x40)
+    return np.uint16(select(value != value, quiet_nan, rounded))
+
+
+@overload(widen, jit_options=_SCALAR_OPTIONS)
+def _widen_overload(value):
+    if value in (types.float32, types.float64):
+        return lambda value: value
+    if value == types.int16:
+        return lambda value: _half_bits_to_float(value)
+    if value == types.uint16:
+        return _bfloat16_to_float
+    return None
+
+
+@overload(narrow, jit_options=_SCALAR_OPTIONS)
+def _narrow_overload(value, stored):
+    dtype = stored.dtype
+    if dtype in (types.float32, types.float64):
+        return lambda value, stored: value
+    if dtype == types.int16 and value == types.float32:
+        return lambda value, stored: _float_to_half_bits(value)
+    if dtype == types.uint16 and value == types.float32:
+        return lambda value, stored: _float_to_bfloat16(value)
+    return None
+
+
+@overload(accumulator)
+def _accumulator_overload(array):
+    if isinstance(array, types.Float):
+        scalar_type = as_dtype(array).type
+        return lambda array: scalar_type
+    if array.dtype in (types.int16, types.uint16):
+        return lambda array: np.float32
+    return lambda array: array.dtype.type

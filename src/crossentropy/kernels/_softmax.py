@@ -3,9 +3,9 @@ r"""Numba kernels of softmax cross-entropy: one read of the logits, one write of
 Each row is processed in blocks of :data:`BLOCK` elements (16 KB of float32, resident in the L1
 cache). For every block: its maximum, read from memory; the running maximum :math:`m` and the
 running sum :math:`s = \sum e^{u - m}`, rescaled when :math:`m` grows (the "online softmax");
-and, while the block is still in cache, the exponentials :math:`e^{u - m_k}` written into the
-gradient buffer, with :math:`m_k` the running maximum when block :math:`k` was done. A last
-pass turns them into the gradient in place:
+and, while the block is still in cache, the exponentials :math:`e^{u - m_k}` written into a row
+buffer, with :math:`m_k` the running maximum when block :math:`k` was done. A last pass turns
+them into the gradient:
 
 .. math::
 
@@ -13,29 +13,85 @@ pass turns them into the gradient in place:
 
 with :math:`a_{n,c}` the target weights, :math:`\kappa_n = \sum_c a_{n,c} + 2 z \omega_n
 \operatorname{LSE}` and :math:`\rho_n` the row's share of the reduction (sample weight over
-the mean's denominator). For rows that fit in the L2 cache that last pass never touches
-memory, so the logits are read once and the gradient written once; longer rows (up to
-millions of classes) stay exact and pay one more pass over the gradient.
+the mean's denominator). For float32 and float64 the row buffer is the gradient's own row,
+finished in place; for half-precision storage it is a float32 row per thread, and the last pass
+rounds into the half-precision gradient. For rows that fit in the L2 cache that last pass never
+touches memory but for its writes, so the logits are read once and the gradient written once;
+longer rows (up to millions of classes) stay exact and pay one more pass over the buffer.
 
 ``u = c \tanh(x / c)`` with a soft-cap, else ``u = x``. The row maximum of ``u`` is the cap
 of the maximum of ``x`` (``tanh`` is increasing), so the cap costs one ``tanh`` per element
 and nothing else.
 
 The kernels take arrays already validated and laid out by :mod:`crossentropy.kernels`: 2-d
-C-contiguous logits, targets made safe (ignored rows have a row weight of 0 and are skipped,
-with a zero gradient), and per-row factors computed there.
+C-contiguous logits (float32, float64, or half-precision bit patterns, see
+:mod:`crossentropy.kernels._math`), targets and options in the accumulation dtype, ignored
+rows marked by a row weight of 0 (skipped, with a zero gradient), and per-row factors computed
+there.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
+from numba.core import types
+from numba.extending import overload
 
-from ._math import INLINE_OPTIONS, JIT_OPTIONS, exp_nonpositive, maxnum, tanh
+from ._cache import refresh
+from ._math import INLINE_OPTIONS, JIT_OPTIONS, accumulator, exp_nonpositive, maxnum, narrow, tanh, widen
 
 BLOCK = 4096  # elements per block: 16 KB of float32
+
+
+def _row_buffers(grad, scratch, n):  # pragma: no cover - replaced by the overload inside jitted code
+    """``(buffer, dest)`` for row ``n``: where its exponentials go, and where its gradient goes.
+
+    float32/float64: ``(grad[n], None)``, the gradient finished in place; half precision: this
+    thread's float32 scratch row and ``grad[n]``.
+    """
+    raise NotImplementedError
+
+
+@overload(_row_buffers)
+def _row_buffers_overload(grad, scratch, n):
+    if grad.dtype in (types.float32, types.float64):
+        return lambda grad, scratch, n: (grad[n], None)
+    return lambda grad, scratch, n: (scratch[numba.get_thread_id()], grad[n])
+
+
+def _part(dest, start, stop):  # pragma: no cover - replaced by the overload inside jitted code
+    """``dest[start:stop]``, or None when ``dest`` is None."""
+    raise NotImplementedError
+
+
+@overload(_part)
+def _part_overload(dest, start, stop):
+    if isinstance(dest, types.NoneType):
+        return lambda dest, start, stop: None
+    return lambda dest, start, stop: dest[start:stop]
+
+
+def _store(buffer, dest, index, value):  # pragma: no cover - replaced by the overload inside jitted code
+    """``dest[index] = value`` rounded to ``dest``'s storage, or ``buffer[index] = value`` when ``dest`` is None."""
+    raise NotImplementedError
+
+
+@overload(_store)
+def _store_overload(buffer, dest, index, value):
+    if isinstance(dest, types.NoneType):
+
+        def store_in_place(buffer, dest, index, value):
+            buffer[index] = value
+
+        return store_in_place
+
+    def store_rounded(buffer, dest, index, value):
+        dest[index] = narrow(value, dest)
+
+    return store_rounded
 
 
 @njit(**INLINE_OPTIONS)
@@ -46,40 +102,49 @@ def _capped(value, cap):
 
 @njit(**INLINE_OPTIONS)
 def _block_max(block):
-    m = block[0]
+    m = widen(block[0])
     for j in range(block.shape[0]):
-        m = maxnum(m, block[j])
+        m = maxnum(m, widen(block[j]))
     return m
 
 
 @njit(**INLINE_OPTIONS)
-def _exp_block(block, out, m, cap, store):
-    """Sums of ``exp(u - m)`` and of ``u - m`` over one block; the exponentials go to ``out`` if ``store``.
+def _exp_block(block, out, m, cap, store, relative):
+    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``u - m``.
 
-    Sums relative to ``m`` keep float32 exact for logits with a large common offset (``1e4 + x``).
+    The exponentials go to ``out`` if ``store``. Sums relative to ``m`` keep float32 exact for
+    logits with a large common offset (``1e4 + x``).
     """
-    s = block.dtype.type(0)
-    su = block.dtype.type(0)
+    s = accumulator(m)(0)
+    su = accumulator(m)(0)
     if cap > 0:
         for j in range(block.shape[0]):
-            u = cap * tanh(block[j] / cap)
+            u = cap * tanh(widen(block[j]) / cap)
             e = exp_nonpositive(u - m)
             if store:
                 out[j] = e
             s += e
             su += u - m
-    elif store:
+    elif store and relative:
         for j in range(block.shape[0]):
-            u = block[j]
+            u = widen(block[j])
             e = exp_nonpositive(u - m)
             out[j] = e
             s += e
             su += u - m
-    else:
+    elif store:
         for j in range(block.shape[0]):
-            u = block[j]
+            e = exp_nonpositive(widen(block[j]) - m)
+            out[j] = e
+            s += e
+    elif relative:
+        for j in range(block.shape[0]):
+            u = widen(block[j])
             s += exp_nonpositive(u - m)
             su += u - m
+    else:
+        for j in range(block.shape[0]):
+            s += exp_nonpositive(widen(block[j]) - m)
     return s, su
 
 
@@ -89,16 +154,17 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
 
     :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent.
     """
-    zero = block.dtype.type(0)
+    dtype = accumulator(m)
+    zero = dtype(0)
     s = zero
     total_a = zero
     total_au = zero
-    keep = block.dtype.type(1) - smoothing
-    floor = smoothing / block.dtype.type(n_classes)
+    keep = dtype(1) - smoothing
+    floor = smoothing / dtype(n_classes)
     weighted = weight.shape[0] > 0
     live = m > -np.inf  # False while every logit so far is -inf: their exponentials are 0
     for j in range(block.shape[0]):
-        u = _capped(block[j], cap)
+        u = _capped(widen(block[j]), cap)
         e = exp_nonpositive(u - m) if live else zero
         if store:
             out[j] = e
@@ -113,12 +179,13 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row(row, out, block_ref, cap, store):
-    """Max, sum of exponentials and sum of ``u - m`` of a row, block by block (see the module docstring)."""
+def _online_row(row, out, block_ref, cap, store, relative):
+    """Max, sum of exponentials and (if ``relative``) sum of ``u - m`` of a row, block by block."""
     n_classes = row.shape[0]
-    m = row.dtype.type(-np.inf)
-    s = row.dtype.type(0)
-    su = row.dtype.type(0)
+    dtype = accumulator(row)
+    m = dtype(-np.inf)
+    s = dtype(0)
+    su = dtype(0)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
@@ -127,16 +194,16 @@ def _online_row(row, out, block_ref, cap, store):
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
             if start > 0:  # re-reference the sum of u - m to the new maximum
-                su += row.dtype.type(start) * (m - block_m)
+                su += dtype(start) * (m - block_m)
             m = block_m
         if store:
             block_ref[k] = m
         if m == -np.inf:  # every logit so far is -inf: their exponentials are 0
             if store:
                 out[start:stop] = 0
-            su = row.dtype.type(-np.inf)
+            su = dtype(-np.inf)
             continue
-        block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store)
+        block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
         s += block_s
         su += block_su
     return m, s, su
@@ -146,8 +213,9 @@ def _online_row(row, out, block_ref, cap, store):
 def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store):
     """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m)`, block by block."""
     n_classes = row.shape[0]
-    zero = row.dtype.type(0)
-    m = row.dtype.type(-np.inf)
+    dtype = accumulator(row)
+    zero = dtype(0)
+    m = dtype(-np.inf)
     s = zero
     total_a = zero
     total_au = zero
@@ -181,95 +249,174 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
 
 
 @njit(**INLINE_OPTIONS)
-def _cap_chain_rule(block, out, cap):
-    """``out *= 1 - tanh(x / c)^2``: the derivative of the soft-cap ``c tanh(x / c)``."""
-    one = block.dtype.type(1)
-    for j in range(block.shape[0]):
-        t = tanh(block[j] / cap)
-        out[j] *= one - t * t
+def _cap_derivative(x, cap):
+    """:math:`1 - \\tanh^2(x / c)`: the derivative of the soft-cap ``c tanh(x / c)``."""
+    t = tanh(x / cap)
+    return accumulator(x)(1) - t * t
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_gradient(row, out, block_ref, m, s, coefficient, floor, weight, target, peak, factor, cap):
-    """``out[c] = factor * (coefficient * p_c - floor * w_c - peak [c = target])``, then the cap's chain rule.
+def _finish_gradient(row, buffer, dest, block_ref, m, s, coefficient, floor, weight, target, peak, factor, cap):
+    """``dest[c] = factor * (coefficient * p_c - floor * w_c - peak [c = target])``, times the cap's derivative.
 
-    Computed from the stored exponentials; ``weight`` is empty when absent (``w_c = 1``).
+    ``p_c`` comes from the exponentials in ``buffer``; ``dest`` is None (finish in place) or,
+    for half-precision storage, the gradient row. ``weight`` is empty when absent (``w_c = 1``).
     """
     n_classes = row.shape[0]
     weighted = weight.shape[0] > 0
     shift = factor * floor
+    one = accumulator(row)(1)
+    # The target's entry, from its exponential before the loop below may overwrite it.
+    target_scale = factor * coefficient * exp_nonpositive(block_ref[target // BLOCK] - m) / s
+    target_value = target_scale * buffer[target] - shift * (weight[target] if weighted else one) - factor * peak
+    if cap > 0:
+        target_value *= _cap_derivative(widen(row[target]), cap)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
         scale = factor * coefficient * exp_nonpositive(block_ref[k] - m) / s
-        block_out = out[start:stop]
-        if weighted:
-            block_weight = weight[start:stop]
-            for j in range(block_out.shape[0]):
-                block_out[j] = scale * block_out[j] - shift * block_weight[j]
-        else:
-            for j in range(block_out.shape[0]):
-                block_out[j] = scale * block_out[j] - shift
-        if start <= target < stop:
-            out[target] -= factor * peak
-        if cap > 0:
-            _cap_chain_rule(row[start:stop], block_out, cap)
+        _finish_block(
+            row[start:stop],
+            buffer[start:stop],
+            _part(dest, start, stop),
+            weight[start:stop] if weighted else weight,
+            scale,
+            shift,
+            cap,
+        )
+    _store(buffer, dest, target, target_value)
+
+
+def _finish_block(row, buffer, dest, weight, scale, shift, cap):  # pragma: no cover - the overload runs
+    """``dest[j] = (scale * buffer[j] - shift * w_j) * cap'(x_j)`` over one block; in place when ``dest`` is None."""
+    raise NotImplementedError
+
+
+def _finish_block_in_place(row, buffer, dest, weight, scale, shift, cap):
+    # One array read and written: LLVM sees no aliasing and vectorizes.
+    weighted = weight.shape[0] > 0
+    if cap > 0:
+        for j in range(buffer.shape[0]):
+            g = scale * buffer[j] - shift * (weight[j] if weighted else buffer.dtype.type(1))
+            buffer[j] = g * _cap_derivative(widen(row[j]), cap)
+    elif weighted:
+        for j in range(buffer.shape[0]):
+            buffer[j] = scale * buffer[j] - shift * weight[j]
+    else:
+        for j in range(buffer.shape[0]):
+            buffer[j] = scale * buffer[j] - shift
+
+
+def _finish_block_rounded(row, buffer, dest, weight, scale, shift, cap):
+    weighted = weight.shape[0] > 0
+    if cap > 0:
+        for j in range(buffer.shape[0]):
+            g = scale * buffer[j] - shift * (weight[j] if weighted else buffer.dtype.type(1))
+            dest[j] = narrow(g * _cap_derivative(widen(row[j]), cap), dest)
+    elif weighted:
+        for j in range(buffer.shape[0]):
+            dest[j] = narrow(scale * buffer[j] - shift * weight[j], dest)
+    else:
+        for j in range(buffer.shape[0]):
+            dest[j] = narrow(scale * buffer[j] - shift, dest)
+
+
+@overload(_finish_block, jit_options=INLINE_OPTIONS)
+def _finish_block_overload(row, buffer, dest, weight, scale, shift, cap):
+    return _finish_block_in_place if isinstance(dest, types.NoneType) else _finish_block_rounded
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_gradient_soft(row, target, weight, out, block_ref, m, s, coefficient, smoothing, factor, cap):
-    """``out[c] = factor * (coefficient * p_c - a_c)`` for probability targets, then the cap's chain rule."""
+def _finish_gradient_soft(row, target, weight, buffer, dest, block_ref, m, s, coefficient, smoothing, factor, cap):
+    """``dest[c] = factor * (coefficient * p_c - a_c)`` for probability targets, times the cap's derivative.
+
+    As :func:`_finish_gradient`: in place in ``buffer`` when ``dest`` is None.
+    """
     n_classes = row.shape[0]
-    weighted = weight.shape[0] > 0
-    keep = factor * (row.dtype.type(1) - smoothing)
-    floor = factor * smoothing / row.dtype.type(n_classes)
+    dtype = accumulator(row)
+    keep = factor * (dtype(1) - smoothing)
+    floor = factor * smoothing / dtype(n_classes)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
-        scale = factor * coefficient * exp_nonpositive(block_ref[k] - m) / s
-        block_out = out[start:stop]
-        block_target = target[start:stop]
-        if weighted:
-            block_weight = weight[start:stop]
-            for j in range(block_out.shape[0]):
-                block_out[j] = scale * block_out[j] - (keep * block_target[j] + floor) * block_weight[j]
-        else:
-            for j in range(block_out.shape[0]):
-                block_out[j] = scale * block_out[j] - (keep * block_target[j] + floor)
-        if cap > 0:
-            _cap_chain_rule(row[start:stop], block_out, cap)
+        _finish_block_soft(
+            row[start:stop],
+            target[start:stop],
+            weight[start:stop] if weight.shape[0] > 0 else weight,
+            buffer[start:stop],
+            _part(dest, start, stop),
+            factor * coefficient * exp_nonpositive(block_ref[k] - m) / s,
+            keep,
+            floor,
+            cap,
+        )
+
+
+@njit(**INLINE_OPTIONS)
+def _soft_gradient(x, target, weight, j, e, scale, keep, floor, cap):
+    """One entry of the probability-target gradient from its exponential ``e``."""
+    a = keep * target[j] + floor
+    if weight.shape[0] > 0:
+        a = a * weight[j]
+    g = scale * e - a
+    return g * _cap_derivative(x, cap) if cap > 0 else g
+
+
+def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, cap):  # pragma: no cover
+    """:func:`_finish_gradient_soft` over one block (the overload runs)."""
+    raise NotImplementedError
+
+
+def _finish_block_soft_in_place(row, target, weight, buffer, dest, scale, keep, floor, cap):
+    for j in range(buffer.shape[0]):
+        buffer[j] = _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap)
+
+
+def _finish_block_soft_rounded(row, target, weight, buffer, dest, scale, keep, floor, cap):
+    for j in range(buffer.shape[0]):
+        g = _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap)
+        dest[j] = narrow(g, dest)
+
+
+@overload(_finish_block_soft, jit_options=INLINE_OPTIONS)
+def _finish_block_soft_overload(row, target, weight, buffer, dest, scale, keep, floor, cap):
+    return _finish_block_soft_in_place if isinstance(dest, types.NoneType) else _finish_block_soft_rounded
 
 
 @njit(**INLINE_OPTIONS)
 def _weighted_sum(row, weight, m, cap):
     """:math:`\\sum_c w_c (u_c - m)` with ``0·(-inf) = 0`` (label smoothing with class weights)."""
-    total = row.dtype.type(0)
+    zero = accumulator(row)(0)
+    total = zero
     for j in range(row.shape[0]):
         w = weight[j]
-        total += w * (_capped(row[j], cap) - m) if w != 0 else row.dtype.type(0)
+        total += w * (_capped(widen(row[j]), cap) - m) if w != 0 else zero
     return total
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_cross_entropy_index(
-    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, block_ref, store
+    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, scratch, block_ref, store
 ):
     r"""Per-row weighted losses :math:`\rho_n \ell_n` (into ``losses``) and, if ``store``, the gradient.
 
     Parameters (all validated by the caller)
     ----------
-    logits : (N, C) C-contiguous float32/float64
+    logits : (N, C) C-contiguous float32/float64, or half-precision bit patterns
     targets : (N,) int64, every entry in [0, C) (ignored rows have ``row_weight`` 0)
     weight : (C,) class weights, or an empty array
     row_weight : (N,) :math:`r_n`: sample weight times "not ignored"
     grad_factor : (N,) :math:`r_n` times the reduction's scale (1 / denominator for the mean)
     smoothing, z, cap : label smoothing, z-loss coefficient, soft-cap (0: none)
     losses : (N,) output
-    grad : (N, C) output when ``store``
+    grad : (N, C) output of the logits' type when ``store``, else (1, 1)
+    scratch : (threads, C) float32 row buffers when ``store`` with half-precision logits, else (threads, 1)
     block_ref : (N, number of blocks) scratch when ``store``
+
+    Everything but ``logits``, ``targets`` and ``grad`` is in the accumulation dtype.
     """
     n_rows, n_classes = logits.shape
-    dtype = logits.dtype.type
+    dtype = accumulator(logits)
     weighted = weight.shape[0] > 0
     total_weight = dtype(n_classes)
     if weighted:
@@ -278,6 +425,7 @@ def softmax_cross_entropy_index(
             total_weight += weight[c]
     keep = dtype(1) - smoothing
     floor = smoothing / dtype(n_classes)
+    relative = smoothing > 0 and not weighted  # the smoothing term needs sum(u - m)
     for n in prange(n_rows):
         if row_weight[n] == 0:
             losses[n] = 0
@@ -286,16 +434,16 @@ def softmax_cross_entropy_index(
             continue
         row = logits[n]
         y = targets[n]
-        out = grad[n] if store else grad[0]
+        out, dest = _row_buffers(grad, scratch, np.int64(n) if store else np.int64(0))  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, su = _online_row(row, out, refs, cap, store)
+        m, s, su = _online_row(row, out, refs, cap, store, relative)
         log_s = dtype(math.log(s))
         lse = m + log_s
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
             # lse - u_y as (m - u_y) + log s: exact in float32 even for logits like 1e4 + x.
-            loss += keep * target_weight * ((m - _capped(row[y], cap)) + log_s)
+            loss += keep * target_weight * ((m - _capped(widen(row[y]), cap)) + log_s)
         if smoothing > 0:
             relative_sum = _weighted_sum(row, weight, m, cap) if weighted else su
             loss += floor * (total_weight * log_s - relative_sum)
@@ -303,20 +451,20 @@ def softmax_cross_entropy_index(
             loss += z * target_weight * lse * lse
         losses[n] = row_weight[n] * loss
         if store and grad_factor[n] == 0:  # the mean of an all-zero-weight batch: no gradient
-            out[:] = 0
+            grad[n, :] = 0
         elif store:
             coefficient = keep * target_weight + floor * total_weight + dtype(2) * z * target_weight * lse
             peak = keep * target_weight
-            _finish_gradient(row, out, refs, m, s, coefficient, floor, weight, y, peak, grad_factor[n], cap)
+            _finish_gradient(row, out, dest, refs, m, s, coefficient, floor, weight, y, peak, grad_factor[n], cap)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_cross_entropy_soft(
-    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, block_ref, store
+    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, scratch, block_ref, store
 ):
     """Probability targets: as :func:`softmax_cross_entropy_index`, ``targets`` of the logits' shape."""
     n_rows = logits.shape[0]
-    dtype = logits.dtype.type
+    dtype = accumulator(logits)
     for n in prange(n_rows):
         if row_weight[n] == 0:
             losses[n] = 0
@@ -325,7 +473,7 @@ def softmax_cross_entropy_soft(
             continue
         row = logits[n]
         target = targets[n]
-        out = grad[n] if store else grad[0]
+        out, dest = _row_buffers(grad, scratch, np.int64(n) if store else np.int64(0))  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
         m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
         log_s = dtype(math.log(s))
@@ -335,7 +483,12 @@ def softmax_cross_entropy_soft(
             loss += z * lse * lse
         losses[n] = row_weight[n] * loss
         if store and grad_factor[n] == 0:
-            out[:] = 0
+            grad[n, :] = 0
         elif store:
             coefficient = total_a + dtype(2) * z * lse
-            _finish_gradient_soft(row, target, weight, out, refs, m, s, coefficient, smoothing, grad_factor[n], cap)
+            _finish_gradient_soft(
+                row, target, weight, out, dest, refs, m, s, coefficient, smoothing, grad_factor[n], cap
+            )
+
+
+refresh(softmax_cross_entropy_index, softmax_cross_entropy_soft)
