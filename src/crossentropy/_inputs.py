@@ -121,8 +121,9 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     if x.shape[-1] < 2:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
-    rows = xp.astype(rows, compute_dtype(xp, rows.dtype), copy=False)  # half precision sums in float32
-    looks_like = xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=-1) - 1) <= 1e-3)
+    # Reductions only (no temporary of the rows' size); half precision sums in float32.
+    sums = xp.sum(rows, axis=-1, dtype=compute_dtype(xp, rows.dtype))
+    looks_like = (xp.min(rows) >= 0) & xp.all(xp.abs(sums - 1) <= 1e-3)
     if concrete_bool(looks_like):
         warnings.warn(
             f"`{name}` look like probabilities (non-negative rows summing to 1), but this loss "
@@ -229,7 +230,7 @@ def prepare_class_inputs(
                 f"got dtype {targets.dtype}"
             )
         check_shape("targets", targets, caller_shape, rule="class probabilities: the logits' shape")
-        probs = xp.astype(targets, dtype)
+        probs = xp.astype(targets, dtype, copy=False)
         if axis != stored.ndim - 1:
             probs = xp.moveaxis(probs, axis, -1)
         check_in_unit_interval("targets", probs, xp)

@@ -23,6 +23,8 @@ Conventions shared by every loss (each docstring restates what applies):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -605,19 +607,30 @@ def poly1_cross_entropy(
 # --------------------------------------------------------------------------------------------
 
 
-class _Elementwise(NamedTuple):
-    """Inputs of an elementwise binary loss, validated, in their compute dtype."""
+@dataclass(frozen=True)
+class _Elementwise:
+    """Inputs of an elementwise binary loss, validated; everything but ``stored`` in the compute dtype."""
 
     xp: Any
-    values: Any  # logits or probabilities
+    stored: Any  # logits or probabilities as the caller gave them
+    dtype: Any  # the compute dtype
     targets: Any  # floating, in [0, 1]
     weight: Any  # broadcastable to values, or None
     sample_weight: Any  # shape values.shape[:k] + (1,) * (ndim - k), or None
-    out_dtype: Any
+
+    @cached_property
+    def values(self) -> Any:
+        """The logits or probabilities in the compute dtype (converted on first use)."""
+        return self.xp.astype(self.stored, self.dtype, copy=False)
+
+    @property
+    def out_dtype(self) -> Any:
+        return self.stored.dtype
 
 
-def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rule: str) -> Any:
-    """A non-negative array broadcastable to ``like`` (NumPy rules, trailing axes aligned)."""
+def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rule: str, dtype: Any = None) -> Any:
+    """A non-negative array broadcastable to ``like`` (NumPy rules, trailing axes aligned), in ``dtype``
+    (default: that of ``like``)."""
     if value is None:
         return None
     value = as_namespace_array(value, xp, like=like)
@@ -632,7 +645,7 @@ def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rul
             f"`{name}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
             f"got shape {tuple(value.shape)}"
         )
-    value = xp.astype(value, like.dtype)
+    value = xp.astype(value, like.dtype if dtype is None else dtype)
     check_nonnegative(name, value, xp)
     return value
 
@@ -642,35 +655,34 @@ def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, s
     values = as_namespace_array(values, xp)
     check_floating(name, values, xp)
     check_not_empty(name, values)
-    out_dtype = values.dtype
-    x = xp.astype(values, compute_dtype(xp, values.dtype), copy=False)
-    targets = as_namespace_array(targets, xp, like=x)
-    check_shape("targets", targets, tuple(x.shape), rule=f"the shape of `{name}`")
+    dtype = compute_dtype(xp, values.dtype)
+    targets = as_namespace_array(targets, xp, like=values)
+    check_shape("targets", targets, tuple(values.shape), rule=f"the shape of `{name}`")
     if xp.isdtype(targets.dtype, "integral"):
         _check_binary_labels(targets, xp)
     if xp.isdtype(targets.dtype, ("bool", "integral")):
-        targets = xp.astype(targets, x.dtype)
+        targets = xp.astype(targets, dtype, copy=False)
     elif xp.isdtype(targets.dtype, "real floating"):
-        targets = xp.astype(targets, x.dtype)
+        targets = xp.astype(targets, dtype, copy=False)
         check_in_unit_interval("targets", targets, xp)
     else:
         raise TypeError(f"`targets` must be probabilities in [0, 1] or 0/1 labels; got dtype {targets.dtype}")
-    weight = _broadcast_option("weight", weight, xp, x, trailing_rule="as PyTorch's `weight`")
+    weight = _broadcast_option("weight", weight, xp, values, trailing_rule="as PyTorch's `weight`", dtype=dtype)
     if sample_weight is not None:
-        sample_weight = as_namespace_array(sample_weight, xp, like=x)
+        sample_weight = as_namespace_array(sample_weight, xp, like=values)
         k = sample_weight.ndim
         check_shape(
             "sample_weight",
             sample_weight,
-            tuple(x.shape[:k]),
+            tuple(values.shape[:k]),
             rule=f"one weight per sample: the leading axes of `{name}`",
         )
         if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
             raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
-        sample_weight = xp.astype(sample_weight, x.dtype)
+        sample_weight = xp.astype(sample_weight, dtype)
         check_nonnegative("sample_weight", sample_weight, xp)
-        sample_weight = xp.reshape(sample_weight, tuple(sample_weight.shape) + (1,) * (x.ndim - k))
-    return _Elementwise(xp, x, targets, weight, sample_weight, out_dtype)
+        sample_weight = xp.reshape(sample_weight, tuple(sample_weight.shape) + (1,) * (values.ndim - k))
+    return _Elementwise(xp, values, dtype, targets, weight, sample_weight)
 
 
 def _check_binary_labels(targets: Any, xp: Any) -> None:
@@ -689,13 +701,19 @@ def _reduce_elementwise(loss: Any, inputs: _Elementwise, reduction: str) -> tupl
     xp = inputs.xp
     if inputs.weight is not None:
         loss = xmul(inputs.weight, loss, xp)
-    if inputs.sample_weight is None:
-        denominator = int(np.prod(loss.shape))
-    else:
+    if inputs.sample_weight is not None:
         loss = xmul(inputs.sample_weight, loss, xp)
-        per_sample_elements = int(np.prod(loss.shape)) // max(int(np.prod(inputs.sample_weight.shape)), 1)
-        denominator = per_sample_elements * total(inputs.sample_weight, xp)
+    denominator = _elementwise_denominator(inputs)
     return reduce_loss(loss, denominator, reduction, xp, inputs.out_dtype), denominator
+
+
+def _elementwise_denominator(inputs: _Elementwise) -> Any:
+    """What the mean divides by: the number of elements, or the total sample weight spread over them."""
+    size = math.prod(inputs.stored.shape)
+    if inputs.sample_weight is None:
+        return size
+    per_sample_elements = size // max(math.prod(inputs.sample_weight.shape), 1)
+    return per_sample_elements * total(inputs.sample_weight, inputs.xp)
 
 
 def _check_sigmoid_options(label_smoothing: Any, reduction: Any) -> tuple[float, str]:
@@ -707,8 +725,13 @@ def _sigmoid_cross_entropy(
 ):
     smoothing, reduction = _check_sigmoid_options(label_smoothing, reduction)
     inputs = _prepare_elementwise(logits, targets, name="logits", weight=weight, sample_weight=sample_weight)
-    xp, x = inputs.xp, inputs.values
-    pos_weight = _broadcast_option("pos_weight", pos_weight, xp, x, trailing_rule="one weight per class, last axis")
+    xp = inputs.xp
+    pos_weight = _broadcast_option(
+        "pos_weight", pos_weight, xp, inputs.stored, trailing_rule="one weight per class, last axis", dtype=inputs.dtype
+    )
+    if kernels.accepts(xp, inputs.stored):
+        return _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad)
+    x = inputs.values
     y = inputs.targets if smoothing == 0.0 else (1.0 - smoothing) * inputs.targets + 0.5 * smoothing
     positive = y if pos_weight is None else pos_weight * y
     loss = -(xmul(positive, stable_log_sigmoid(x, xp), xp) + xmul(1.0 - y, stable_log_sigmoid(-x, xp), xp))
@@ -723,6 +746,27 @@ def _sigmoid_cross_entropy(
             grad = xmul(factor, grad, xp)
     grad = grad * mean_scale(denominator, reduction, xp, grad)
     return loss, xp.astype(grad, inputs.out_dtype, copy=False)
+
+
+def _fused_sigmoid_cross_entropy(
+    inputs: _Elementwise, pos_weight: Any, smoothing: float, reduction: str, *, with_grad: bool
+) -> Any:
+    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy float16/32/64, validated input)."""
+    xp = inputs.xp
+    denominator = _elementwise_denominator(inputs)
+    scale = mean_scale(denominator, reduction, xp, xp.ones((), dtype=inputs.dtype))
+    losses, grad = kernels.sigmoid_cross_entropy_elements(
+        inputs.stored,
+        inputs.targets,
+        weight=inputs.weight,
+        pos_weight=pos_weight,
+        sample_weight=inputs.sample_weight,
+        smoothing=smoothing,
+        grad_scale=float(scale) if with_grad else None,
+        per_element=reduction == "none",
+    )
+    loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
+    return (loss, grad) if with_grad else loss
 
 
 _SIGMOID_PARAMETERS = """

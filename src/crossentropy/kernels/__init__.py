@@ -33,9 +33,11 @@ import numpy as np
 
 from ._math import BFLOAT16_BITS, FLOAT16_BITS
 
-__all__ = ["disabled", "enabled", "softmax_cross_entropy_rows"]
+__all__ = ["disabled", "enabled", "sigmoid_cross_entropy_elements", "softmax_cross_entropy_rows"]
 
 _ENABLED = contextvars.ContextVar("crossentropy_kernels_enabled", default=True)
+# Elements a row of the sigmoid kernel covers when no option ties rows to the class axis.
+_SIGMOID_ROW = 8192
 # NumPy dtypes the kernels read as stored; half precision accumulates in float32.
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -89,6 +91,7 @@ def softmax_cross_entropy_rows(
     z: float,
     cap: float | None,
     storage: str | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     r"""Per-row weighted losses :math:`r_n \ell_n` and, when ``grad_factor`` is given, the gradient.
 
@@ -115,12 +118,16 @@ def softmax_cross_entropy_rows(
         Soft-cap.
     storage : {None, "bfloat16"}
         How to read uint16 ``logits``.
+    out : ndarray of the logits' shape and dtype, C-contiguous, optional
+        Where to write the gradient (a buffer reused across steps saves the allocation and the
+        page faults of a fresh one). It must not overlap ``logits``.
 
     Returns
     -------
     (losses, grad)
         ``losses`` of the batch shape in the accumulation dtype (float32 for half precision);
-        ``grad`` of the logits' shape and dtype (uint16 bit patterns for bfloat16), or None.
+        ``grad`` of the logits' shape and dtype (uint16 bit patterns for bfloat16), or None;
+        ``out`` itself when given.
     """
     from ._softmax import BLOCK, softmax_cross_entropy_index, softmax_cross_entropy_soft
 
@@ -140,7 +147,7 @@ def softmax_cross_entropy_rows(
     scratch = np.empty((numba.get_num_threads(), 1), dtype)
     if store:
         factor = np.ascontiguousarray(grad_factor.reshape(-1), dtype=dtype)
-        grad = np.empty((n_rows, n_classes), x.dtype)
+        grad = np.empty((n_rows, n_classes), x.dtype) if out is None else _gradient_buffer(out, logits, x.dtype)
         if half:  # exponentials are kept in float32 rows, one per thread
             scratch = np.empty((numba.get_num_threads(), n_classes), dtype)
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
@@ -150,9 +157,140 @@ def softmax_cross_entropy_rows(
     batch_shape = logits.shape[:-1]
     if not store:
         return losses.reshape(batch_shape), None
-    return losses.reshape(batch_shape), grad.view(logits.dtype).reshape(logits.shape)
+    return losses.reshape(batch_shape), (grad.view(logits.dtype).reshape(logits.shape) if out is None else out)
+
+
+def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype) -> np.ndarray:
+    """``out`` checked and viewed as the (rows, classes) array the kernels write."""
+    if not isinstance(out, np.ndarray) or out.shape != logits.shape or out.dtype != logits.dtype:
+        got = f"{type(out).__name__} of shape {getattr(out, 'shape', None)} and dtype {getattr(out, 'dtype', None)}"
+        rule = f"an array of the logits' shape {logits.shape} and dtype {logits.dtype}"
+        raise ValueError(f"`out` must be {rule}; got {got}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("`out` must be a writeable C-contiguous array")
+    if np.may_share_memory(out, logits):
+        raise ValueError("`out` must not overlap `logits`")
+    return out.view(kernel_dtype).reshape(-1, logits.shape[-1])
 
 
 def _rows(x: np.ndarray, dtype: Any) -> np.ndarray:
     """``x`` as C-contiguous (rows, classes) of ``dtype`` (a view when it already is)."""
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=dtype)
+
+
+def sigmoid_cross_entropy_elements(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    *,
+    weight: np.ndarray | None,
+    pos_weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    smoothing: float,
+    grad_scale: float | None,
+    per_element: bool,
+    storage: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""Weighted sigmoid cross-entropy losses and, when ``grad_scale`` is given, the gradient.
+
+    Parameters
+    ----------
+    logits : ndarray of any shape
+        float16, float32 or float64, or bfloat16 bit patterns as uint16 with ``storage="bfloat16"``.
+    targets : ndarray of the logits' shape
+        Probabilities in [0, 1], in the accumulation dtype.
+    weight, pos_weight : ndarray broadcastable to the logits' shape, or None
+        Validated, in the accumulation dtype.
+    sample_weight : ndarray or None
+        The leading axes' sample weights with trailing axes of length 1 (broadcastable).
+    smoothing : float
+        Label smoothing :math:`\varepsilon` (targets become :math:`(1-\varepsilon) t + \varepsilon/2`).
+    grad_scale : float or None
+        The reduction's factor of the gradient; None computes the losses only.
+    per_element : bool
+        Return every element's loss (``reduction="none"``) instead of their sum.
+    storage : {None, "bfloat16"}
+        How to read uint16 ``logits``.
+
+    Returns
+    -------
+    (losses, grad)
+        ``losses`` of the logits' shape, or their sum as a 0-d array, in the accumulation
+        dtype; ``grad`` of the logits' shape and dtype, or None.
+    """
+    from ._sigmoid import sigmoid_cross_entropy_flat
+
+    stored, dtype = _storage(logits, storage)
+    shape = logits.shape
+    size = int(np.prod(shape))
+    n_classes = shape[-1] if len(shape) else 1
+    layout = _SigmoidLayout(shape, dtype, weight, pos_weight, sample_weight)
+    x = np.ascontiguousarray(stored).reshape(-1)
+    t = np.ascontiguousarray(targets, dtype=dtype).reshape(-1)
+    width = layout.width(n_classes, size)
+    n_rows = -(-size // width)
+    w_vector, w_full = layout.option(layout.weight, width)
+    q_vector, q_full = layout.option(layout.pos_weight, width)
+    row_factor = layout.row_factor(n_rows)
+    losses = np.empty(size if per_element else n_rows, dtype)
+    store = grad_scale is not None
+    grad = np.empty(size if store else 1, x.dtype)
+    scale = dtype.type(grad_scale if store else 0.0)
+    sigmoid_cross_entropy_flat(
+        x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
+    )
+    loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
+    return loss, (grad.view(logits.dtype).reshape(shape) if store else None)
+
+
+class _SigmoidLayout:
+    """How the options of the sigmoid kernel map onto rows of the flat input.
+
+    Each option becomes a vector repeated along every row (a scalar, or one entry per class when
+    rows are whole multiples of the class axis) or an array of the whole input; sample weights
+    become one factor a row when rows follow the class axis, else part of the weight.
+    """
+
+    def __init__(self, shape, dtype, weight, pos_weight, sample_weight):
+        self.shape, self.dtype = shape, dtype
+        self.row_weight = None  # one sample weight per row of the class axis
+        if sample_weight is not None and len(shape) >= 2 and sample_weight.shape[-1] == 1:
+            self.row_weight = np.broadcast_to(sample_weight[..., 0], shape[:-1]).reshape(-1)
+        elif sample_weight is not None:  # one weight per element: part of the elementwise weight
+            weight = sample_weight if weight is None else weight * sample_weight
+        self.weight, self.pos_weight = self._kind(weight), self._kind(pos_weight)
+
+    def _kind(self, option):
+        """``("ones" | "scalar" | "class" | "full", values)`` for an option broadcastable to the shape."""
+        if option is None:
+            return "ones", None
+        if option.size == 1:
+            return "scalar", option.reshape(-1)
+        leading = option.shape[:-1]
+        if len(self.shape) and option.shape[-1] == self.shape[-1] and all(n == 1 for n in leading):
+            return "class", option.reshape(-1)
+        return "full", np.broadcast_to(option, self.shape)
+
+    def width(self, n_classes: int, size: int) -> int:
+        """Elements a row: the class axis (or a multiple of it) when an option or a sample weight follows it."""
+        if self.row_weight is not None:
+            return n_classes
+        if "class" in (self.weight[0], self.pos_weight[0]):
+            return n_classes * max(1, _SIGMOID_ROW // n_classes)
+        return max(1, min(size, _SIGMOID_ROW))
+
+    def option(self, option, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(vector of width entries, full flat array or empty)`` for the kernel."""
+        kind, values = option
+        empty = np.empty(0, self.dtype)
+        if kind == "ones":
+            return np.ones(width, self.dtype), empty
+        if kind == "scalar":
+            return np.full(width, values[0], self.dtype), empty
+        if kind == "class":
+            return np.ascontiguousarray(np.tile(values, width // values.shape[0]), dtype=self.dtype), empty
+        return np.ones(width, self.dtype), np.ascontiguousarray(values, dtype=self.dtype).reshape(-1)
+
+    def row_factor(self, n_rows: int) -> np.ndarray:
+        if self.row_weight is None:
+            return np.ones(n_rows, self.dtype)
+        return np.ascontiguousarray(self.row_weight, dtype=self.dtype)

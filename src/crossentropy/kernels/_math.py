@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
@@ -247,10 +247,11 @@ def _float_to_half_bits(typingctx, value):
     return types.int16(types.float32), codegen
 
 
-def _bfloat16_to_float(bits):
-    return np.uint32(np.uint32(bits) << np.uint32(16)).view(np.float32)
+def _bfloat16_to_float(value):
+    return np.uint32(np.uint32(value) << np.uint32(16)).view(np.float32)
 
 
+@njit(**_SCALAR_OPTIONS)
 def _float_to_bfloat16(value):
     bits = np.float32(value).view(np.uint32)
     # Round to nearest, ties to even; a NaN keeps its sign and stays a (quiet) NaN.
