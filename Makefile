@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The speed benchmark against PyTorch (several minutes); results in benchmarks/results/.
+bench: $(STAMP)
+	$(PY) benchmarks/softmax_cross_entropy.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -135,11 +135,19 @@ def test_k_dimensional_input_and_class_axis():
     _assert_matches(kernel, reference, np.float32, "K-dimensional")
 
 
-def test_half_precision_input_runs_on_the_kernel_and_returns_half():
-    logits = RNG.standard_normal((4, 10)).astype(np.float16)
-    targets = np.array([0, 3, 9, 2])
-    kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, logits, targets)
-    _assert_matches(kernel, reference, np.float16, "float16")
+@pytest.mark.parametrize("targets_kind", ["index", "probs"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(o) or "plain")
+def test_half_precision_input_runs_on_the_kernel_and_returns_half(targets_kind, options):
+    """float16 read as stored, accumulated in float32, the gradient rounded once to float16."""
+    n_rows, n_classes = 5, 2 * BLOCK + 17
+    logits = (RNG.standard_normal((n_rows, n_classes)) * 3).astype(np.float16)
+    if targets_kind == "index":
+        targets = RNG.integers(0, n_classes, n_rows)
+    else:
+        targets = ce.softmax(RNG.standard_normal((n_rows, n_classes))).astype(np.float32)
+    resolved = _resolve(options, n_rows, n_classes, np.float32)
+    kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, **resolved)
+    _assert_matches(kernel, reference, np.float16, f"float16 {targets_kind} {options}")
 
 
 def test_long_rows_stay_exact():

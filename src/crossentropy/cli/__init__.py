@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import bench
 from .demo import run_demo
 
 __all__ = ["main"]
@@ -19,6 +20,8 @@ _EXAMPLES = """\
 examples:
   crossentropy demo           walk through the numbers of cross-entropy on a coin and a classifier
   crossentropy demo --json    the same figures as JSON, for machines
+  crossentropy bench --quick  the speed benchmark against PyTorch on tiny shapes (seconds)
+  crossentropy bench          the full benchmark on this machine (several minutes)
 """
 
 
@@ -42,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench_parser = commands.add_parser(
+        "bench",
+        help="softmax cross-entropy speed against PyTorch and the memory-bandwidth floor",
+        description="Time softmax cross-entropy (forward, forward+gradient) on this machine: the fused kernels, "
+        "the generic array-API path and PyTorch, next to NumPy's memory bandwidth on the same array; also the "
+        "forward pass's peak memory and the kernels' compilation time. Writes a CSV, a PNG chart and a markdown "
+        "summary into --out.",
+        epilog=bench.EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_arguments(bench_parser)
     return parser
 
 
@@ -58,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(report.as_text())
         return 0
+    if args.command == "bench":
+        return bench.command(args)
     parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2
     return 2
 

@@ -1,14 +1,26 @@
 """Fused CPU kernels (Numba) behind the core losses, for NumPy arrays.
 
-:func:`crossentropy.softmax_cross_entropy` and :func:`crossentropy.softmax_cross_entropy_with_grad`
-(and their sigmoid twins) validate their input once, then hand NumPy float32/float64 arrays to
-the kernels here; every other array library, and NumPy when the kernels are switched off, runs
-the generic array-API code, which stays the reference the kernels are tested against.
+:func:`crossentropy.softmax_cross_entropy`, :func:`crossentropy.softmax_cross_entropy_with_grad`
+and their sigmoid twins validate their input once, then hand NumPy float16, float32 and
+float64 arrays to the kernels here; every other array library, and NumPy when the kernels are
+switched off (:func:`disabled`), runs the generic array-API code, which stays the reference the
+kernels are tested against.
 
-The first call in a process compiles the kernels it needs (a few seconds) and stores them in
-Numba's on-disk cache, next to this package or in ``NUMBA_CACHE_DIR``; later processes load
-them in a fraction of a second. (Numba checks only the file of the kernel itself for changes:
-after editing ``_math.py``, delete ``kernels/__pycache__`` to recompile.)
+- :func:`softmax_cross_entropy_rows`: one read of the logits and, for the gradient, one write,
+  with every option of the core API (class weights, ignored rows, label smoothing, z-loss,
+  soft-cap, sample weights); index or probability targets; forward-only calls allocate O(N).
+- :func:`sigmoid_cross_entropy_elements`: the elementwise binary and multi-label loss, with
+  weights, positive weights, label smoothing and sample weights in any broadcast layout.
+
+Half precision is read as stored and accumulated in float32, the gradient rounded once: float16
+from NumPy, and bfloat16 as its uint16 bit patterns (``storage="bfloat16"``: how PyTorch's
+bfloat16 reaches NumPy without a copy). Rows run in parallel on Numba's threads
+(``NUMBA_NUM_THREADS``); indices are 64-bit, so inputs of more than 2^31 elements are fine.
+
+The first call in a process compiles the kernels it needs (seconds) and stores them in Numba's
+on-disk cache, next to this package or in ``NUMBA_CACHE_DIR``; later processes load them in a
+fraction of that. The cache is cleared when any source file of this package changes (Numba
+itself watches only the file of the kernel).
 
 >>> import numpy as np
 >>> import crossentropy as ce
