@@ -422,3 +422,17 @@ def test_the_numba_cache_is_cleared_when_a_kernel_source_changes(tmp_path):
     fresh.write_bytes(b"compiled again")
     _cache.refresh(dispatcher)  # same sources: nothing to clear
     assert fresh.exists()
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0,)], ids=str)
+def test_empty_input_is_refused_before_either_path(shape):
+    """Empty logits are an error on both paths, with the same message (the check precedes dispatch)."""
+    logits = np.zeros(shape, np.float32)
+    targets = np.zeros(shape[:-1], np.int64)
+    with pytest.raises(ValueError, match="`logits` must not be empty") as on_kernels:
+        ce.softmax_cross_entropy_with_grad(logits, targets)
+    with kernels.disabled(), pytest.raises(ValueError, match="`logits` must not be empty") as on_generic:
+        ce.softmax_cross_entropy_with_grad(logits, targets)
+    assert str(on_kernels.value) == str(on_generic.value)
+    with pytest.raises(ValueError, match="`logits` must not be empty"):
+        ce.sigmoid_cross_entropy(logits, np.zeros(shape, np.float32))
