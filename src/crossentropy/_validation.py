@@ -141,13 +141,23 @@ def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
     raise ValueError(f"`{name}` {rule}; got {_value_at(x, index)}{where}{more}")
 
 
+def _within(x: Any, xp: Any, *, high: float, high_open: bool) -> bool:
+    """True unless the minimum and maximum of ``x`` show an entry outside ``[0, high]`` (or ``[0, high)``).
+
+    Two fast reductions answer for valid input (a NaN makes them NaN, hence False); the
+    elementwise mask that finds the first bad entry is built only when this returns False.
+    Values that are not known yet (a lazy array) count as within.
+    """
+    if math.prod(x.shape) == 0:
+        return True
+    top = xp.max(x)
+    within = (xp.min(x) >= 0) & ((top < high) if high_open else (top <= high))
+    return concrete_bool(within) is not False
+
+
 def check_in_unit_interval(name: str, x: Any, xp: Any) -> None:
     """Every entry in [0, 1] (NaN fails)."""
-    # The minimum and the maximum answer for valid input in two fast reductions (a NaN makes them
-    # NaN); the elementwise mask, which finds the first bad entry, is built only on failure.
-    if math.prod(x.shape) == 0:
-        return
-    if concrete_bool((xp.min(x) >= 0) & (xp.max(x) <= 1)) is not False:
+    if _within(x, xp, high=1.0, high_open=False):
         return
     bad = ~((x >= 0) & (x <= 1))
     if concrete_bool(xp.any(bad)):
@@ -156,6 +166,8 @@ def check_in_unit_interval(name: str, x: Any, xp: Any) -> None:
 
 def check_nonnegative(name: str, x: Any, xp: Any) -> None:
     """Every entry finite and >= 0 (weights)."""
+    if _within(x, xp, high=math.inf, high_open=True):
+        return
     bad = ~((x >= 0) & (x < math.inf))
     if concrete_bool(xp.any(bad)):
         _raise_at(name, "must be finite and non-negative", x, bad, xp)

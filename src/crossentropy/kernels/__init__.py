@@ -277,6 +277,8 @@ class _SigmoidLayout:
             return "ones", None
         if option.size == 1:
             return "scalar", option.reshape(-1)
+        if option.shape == self.shape:  # one value per element (also a 1-D input's "per class")
+            return "full", option
         leading = option.shape[:-1]
         if len(self.shape) and option.shape[-1] == self.shape[-1] and all(n == 1 for n in leading):
             return "class", option.reshape(-1)
