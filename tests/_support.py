@@ -70,3 +70,23 @@ def assert_same_kind(result, like) -> None:
 def to_backend(a, backend: str):
     """A NumPy array as given (``"numpy"``) or as a torch tensor sharing its memory (``"torch"``)."""
     return torch.from_numpy(np.ascontiguousarray(a)) if backend == "torch" else a
+
+
+def both_paths(function, *args, **options):
+    """``function(*args, **options)`` on the fused kernels, and on the generic path (the reference)."""
+    from crossentropy import kernels
+
+    with kernels.disabled():
+        reference = function(*args, **options)
+    return function(*args, **options), reference
+
+
+def assert_matches(actual, expected, dtype, what: str) -> None:
+    """NumPy results (a tuple or one array) equal in kind, dtype and shape, and close for ``dtype``."""
+    actual = actual if isinstance(actual, tuple) else (actual,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for got, want in zip(actual, expected, strict=True):
+        assert isinstance(got, np.ndarray | np.generic), what
+        assert got.dtype == want.dtype, what
+        assert got.shape == want.shape, what
+        np.testing.assert_allclose(got, want, **tolerance(dtype), err_msg=what)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from _support import tolerance
+from _support import assert_matches, both_paths, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
@@ -44,22 +44,6 @@ def _resolve(options: dict, n_rows: int, n_classes: int, dtype) -> dict:
     return resolved
 
 
-def _both_paths(function, *args, **options):
-    with kernels.disabled():
-        reference = function(*args, **options)
-    return function(*args, **options), reference
-
-
-def _assert_matches(actual, expected, dtype, what: str) -> None:
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(actual, expected, strict=True):
-        assert isinstance(got, np.ndarray | np.generic)
-        assert got.dtype == want.dtype, what
-        assert got.shape == want.shape, what
-        np.testing.assert_allclose(got, want, **tolerance(dtype), err_msg=what)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n_classes", WIDTHS)
 @pytest.mark.parametrize("targets_kind", ["index", "probs"])
@@ -76,10 +60,10 @@ def test_kernel_matches_reference(dtype, n_classes, targets_kind, options):
     for reduction in ("mean", "sum", "none"):
         what = f"{targets_kind} {options} {reduction}"
         args = (logits, targets)
-        kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, *args, reduction=reduction, **resolved)
-        _assert_matches(kernel, reference, dtype, what)
-        forward, _ = _both_paths(ce.softmax_cross_entropy, *args, reduction=reduction, **resolved)
-        _assert_matches(forward, reference[0], dtype, what + " (forward only)")
+        kernel, reference = both_paths(ce.softmax_cross_entropy_with_grad, *args, reduction=reduction, **resolved)
+        assert_matches(kernel, reference, dtype, what)
+        forward, _ = both_paths(ce.softmax_cross_entropy, *args, reduction=reduction, **resolved)
+        assert_matches(forward, reference[0], dtype, what + " (forward only)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -96,11 +80,9 @@ def test_extreme_and_infinite_logits(dtype):
     targets = np.array([1, 3, 0, 0])
     weight = np.array([1.0, 0.5, 0.0, 2.0], dtype)
     for options in ({}, {"z_loss": 1e-4}, {"weight": weight}, {"label_smoothing": 0.1, "weight": weight}):
-        kernel, reference = _both_paths(
-            ce.softmax_cross_entropy_with_grad, logits, targets, reduction="none", **options
-        )
+        kernel, reference = both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, reduction="none", **options)
         assert np.all(np.isfinite(kernel[1]))
-        _assert_matches(kernel, reference, dtype, f"extreme {options}")
+        assert_matches(kernel, reference, dtype, f"extreme {options}")
         if "label_smoothing" not in options:  # smoothing puts target mass on the -inf classes: infinite loss
             assert np.all(np.isfinite(kernel[0]))
             assert np.all(kernel[1][1, [0, 2]] == 0), "a -inf logit gets exactly zero gradient"
@@ -129,10 +111,10 @@ def test_k_dimensional_input_and_class_axis():
     logits = RNG.standard_normal((2, 5, 3, 4)).astype(np.float32)  # (N, C, d1, d2): class axis 1
     targets = RNG.integers(0, 5, (2, 3, 4))
     targets[0, 1, 2] = -100
-    kernel, reference = _both_paths(
+    kernel, reference = both_paths(
         ce.softmax_cross_entropy_with_grad, logits, targets, axis=1, label_smoothing=0.1, reduction="none"
     )
-    _assert_matches(kernel, reference, np.float32, "K-dimensional")
+    assert_matches(kernel, reference, np.float32, "K-dimensional")
 
 
 @pytest.mark.parametrize("targets_kind", ["index", "probs"])
@@ -146,8 +128,8 @@ def test_half_precision_input_runs_on_the_kernel_and_returns_half(targets_kind, 
     else:
         targets = ce.softmax(RNG.standard_normal((n_rows, n_classes))).astype(np.float32)
     resolved = _resolve(options, n_rows, n_classes, np.float32)
-    kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, **resolved)
-    _assert_matches(kernel, reference, np.float16, f"float16 {targets_kind} {options}")
+    kernel, reference = both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, **resolved)
+    assert_matches(kernel, reference, np.float16, f"float16 {targets_kind} {options}")
 
 
 def test_long_rows_stay_exact():
@@ -157,8 +139,8 @@ def test_long_rows_stay_exact():
     logits[0, -3] = 25.0  # the maximum in the last block
     logits[1, 5] = 25.0  # the maximum in the first block
     targets = np.array([n_classes - 3, 7])
-    kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, reduction="sum")
-    _assert_matches(kernel, reference, np.float32, "long rows")
+    kernel, reference = both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, reduction="sum")
+    assert_matches(kernel, reference, np.float32, "long rows")
     # An independent float64 oracle for the loss.
     x = logits.astype(np.float64)
     m = x.max(axis=1)
@@ -238,8 +220,8 @@ def test_every_option_combination_compiles_once_per_dtype():
     flags = itertools.product([None, np.ones(5, np.float32)], [0.0, 0.1], [0.0, 1e-3], [None, 2.0])
     for weight, smoothing, z, cap in flags:
         options = {"weight": weight, "label_smoothing": smoothing, "z_loss": z, "softcap": cap}
-        kernel, reference = _both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, **options)
-        _assert_matches(kernel, reference, np.float32, str(options))
+        kernel, reference = both_paths(ce.softmax_cross_entropy_with_grad, logits, targets, **options)
+        assert_matches(kernel, reference, np.float32, str(options))
 
 
 # --------------------------------------------------------------------------------------------

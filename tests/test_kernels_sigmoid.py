@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _support import tolerance
+from _support import assert_matches, both_paths, tolerance
 
 import crossentropy as ce
-from crossentropy import kernels
 from crossentropy.kernels._math import log1p_unit
 
 RNG = np.random.default_rng(47)
@@ -57,22 +56,6 @@ def _resolve(options: dict, shape: tuple[int, ...], dtype) -> dict:
     return resolved
 
 
-def _both_paths(function, *args, **options):
-    with kernels.disabled():
-        reference = function(*args, **options)
-    return function(*args, **options), reference
-
-
-def _assert_matches(actual, expected, dtype, what: str) -> None:
-    actual = actual if isinstance(actual, tuple) else (actual,)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(actual, expected, strict=True):
-        assert isinstance(got, np.ndarray | np.generic), what
-        assert got.dtype == want.dtype, what
-        assert got.shape == want.shape, what
-        np.testing.assert_allclose(got, want, **tolerance(dtype), err_msg=what)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(f"{k}={v}" for k, v in o.items()) or "plain")
@@ -82,20 +65,20 @@ def test_kernel_matches_reference(dtype, shape, options):
     resolved = _resolve(options, shape, dtype)
     for reduction in ("mean", "sum", "none"):
         what = f"{shape} {options} {reduction}"
-        kernel, reference = _both_paths(
+        kernel, reference = both_paths(
             ce.sigmoid_cross_entropy_with_grad, logits, targets, reduction=reduction, **resolved
         )
-        _assert_matches(kernel, reference, dtype, what)
-        forward, _ = _both_paths(ce.sigmoid_cross_entropy, logits, targets, reduction=reduction, **resolved)
-        _assert_matches(forward, reference[0], dtype, what + " (forward only)")
+        assert_matches(kernel, reference, dtype, what)
+        forward, _ = both_paths(ce.sigmoid_cross_entropy, logits, targets, reduction=reduction, **resolved)
+        assert_matches(forward, reference[0], dtype, what + " (forward only)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_extreme_and_infinite_logits(dtype):
     logits = np.array([1e4, -1e4, np.inf, -np.inf, np.inf, -np.inf, 0.0, 88.0, -104.0], dtype=dtype)
     targets = np.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.5, 0.0, 1.0], dtype=dtype)
-    kernel, reference = _both_paths(ce.sigmoid_cross_entropy_with_grad, logits, targets, reduction="none")
-    _assert_matches(kernel, reference, dtype, "extreme")
+    kernel, reference = both_paths(ce.sigmoid_cross_entropy_with_grad, logits, targets, reduction="none")
+    assert_matches(kernel, reference, dtype, "extreme")
     loss, grad = kernel
     # Confident and right costs nothing; confident and wrong costs |x|, or infinity at infinite logits.
     assert loss[[0, 1, 2, 3]].tolist() == [0.0, 0.0, 0.0, 0.0]
@@ -129,8 +112,8 @@ def test_half_precision_input_runs_on_the_kernel_and_returns_half():
     logits = (RNG.standard_normal((5, 7)) * 3).astype(np.float16)
     targets = RNG.uniform(0, 1, (5, 7)).astype(np.float16)
     pos_weight = RNG.uniform(0.5, 2, 7).astype(np.float16)
-    kernel, reference = _both_paths(ce.sigmoid_cross_entropy_with_grad, logits, targets, pos_weight=pos_weight)
-    _assert_matches(kernel, reference, np.float16, "float16")
+    kernel, reference = both_paths(ce.sigmoid_cross_entropy_with_grad, logits, targets, pos_weight=pos_weight)
+    assert_matches(kernel, reference, np.float16, "float16")
 
 
 def test_matches_torch_on_a_large_multilabel_batch():

@@ -94,28 +94,28 @@ def select(typingctx, condition, if_true, if_false):
     return if_true(condition, if_true, if_false), codegen
 
 
-def exp_nonpositive(t):  # pragma: no cover - replaced by the overload inside jitted code
-    """``exp(t)`` for ``t <= 0`` (see the module docstring)."""
+def exp_nonpositive(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``exp(x)`` for ``x <= 0`` (see the module docstring)."""
     raise NotImplementedError
 
 
-def tanh(y):  # pragma: no cover - replaced by the overload inside jitted code
-    """``tanh(y)`` (see the module docstring)."""
+def tanh(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``tanh(x)`` (see the module docstring)."""
     raise NotImplementedError
 
 
-def log1p_unit(e):  # pragma: no cover - replaced by the overload inside jitted code
-    """``log1p(e)`` for ``0 <= e <= 1`` (see the module docstring)."""
+def log1p_unit(x):  # pragma: no cover - replaced by the overload inside jitted code
+    """``log1p(x)`` for ``0 <= x <= 1`` (see the module docstring)."""
     raise NotImplementedError
 
 
-def _exp_nonpositive_f32(t):
-    # e^t = 2^k e^r with k = round(t / ln 2) and |r| <= ln2 / 2.
+def _exp_nonpositive_f32(x):
+    # e^x = 2^k e^r with k = round(x / ln 2) and |r| <= ln2 / 2.
     # The shifted sum carries k in its low bits: k as a float by subtracting the shifter again,
     # and 2^k by adding k to the exponent field of e^r, with no float-to-int conversion.
-    shifted = t * _LOG2E + _ROUNDING_SHIFTER
+    shifted = x * _LOG2E + _ROUNDING_SHIFTER
     k_float = shifted - _ROUNDING_SHIFTER  # exact; not folded away, as nothing here may reassociate
-    r = t - k_float * _LN2_HI - k_float * _LN2_LO
+    r = x - k_float * _LN2_HI - k_float * _LN2_LO
     # e^r = 1 + r + r^2 p(r), p of degree 4 fitted for the least maximum relative error on
     # |r| <= ln2 / 2 (3e-9 before rounding: a twentieth of a float32 ulp).
     p = np.float32(1.381461275741458e-3)
@@ -124,30 +124,17 @@ def _exp_nonpositive_f32(t):
     p = p * r + np.float32(1.666652113199234e-1)
     p = p * r + np.float32(4.999999403953552e-1)
     p = p * r * r + r + np.float32(1.0)
-    # For t >= -87, k >= -126 and e^r > 1 when k = -126, so the result stays a normal number.
+    # For x >= -87, k >= -126 and e^r > 1 when k = -126, so the result stays a normal number.
     # Below -87 (and for -inf) k is meaningless and the result is replaced by 0.
     # k << 23 from the shifted sum's bits: the shifter's own bits (0x4B400000) shift out of 32.
     bits = np.int32(np.float32(p).view(np.int32) + (np.float32(shifted).view(np.int32) << np.int32(23)))
-    value = select(t < _EXP_FLOOR, np.float32(0.0), np.int32(bits).view(np.float32))
-    return select(t != t, t, value)  # NaN in, NaN out, whatever its payload bits
+    value = select(x < _EXP_FLOOR, np.float32(0.0), np.int32(bits).view(np.float32))
+    return select(x != x, x, value)  # NaN in, NaN out, whatever its payload bits
 
 
-def _exp_f64(t):
-    return math.exp(t)
-
-
-@overload(exp_nonpositive, jit_options=_SCALAR_OPTIONS)
-def _exp_nonpositive_overload(t):
-    if t == types.float32:
-        return _exp_nonpositive_f32
-    if t == types.float64:
-        return _exp_f64
-    return None
-
-
-def _tanh_f32(y):
-    a = math.fabs(y)
-    # |y| < 0.625: Cephes tanhf odd polynomial; otherwise through e^{-2|y|} in (0, 0.29].
+def _tanh_f32(x):
+    a = math.fabs(x)
+    # |x| < 0.625: Cephes tanhf odd polynomial; otherwise through e^{-2|x|} in (0, 0.29].
     z = a * a
     small = (
         (
@@ -160,27 +147,14 @@ def _tanh_f32(y):
     e = exp_nonpositive(np.float32(-2.0) * a)
     large = (np.float32(1.0) - e) / (np.float32(1.0) + e)
     magnitude = select(a < np.float32(0.625), small, large)
-    return select(y != y, y, copysign(magnitude, y))
+    return select(x != x, x, copysign(magnitude, x))
 
 
-def _tanh_f64(y):
-    return math.tanh(y)
-
-
-@overload(tanh, jit_options=_SCALAR_OPTIONS)
-def _tanh_overload(y):
-    if y == types.float32:
-        return _tanh_f32
-    if y == types.float64:
-        return _tanh_f64
-    return None
-
-
-def _log1p_unit_f32(e):
-    # ln(1 + e) = 2 artanh(s), s = e / (2 + e) in [0, 1/3]: the odd series in s converges by a
-    # factor s^2 <= 1/9 a term, so seven terms reach float32 precision, and for small e the
+def _log1p_unit_f32(x):
+    # ln(1 + x) = 2 artanh(s), s = x / (2 + x) in [0, 1/3]: the odd series in s converges by a
+    # factor s^2 <= 1/9 a term, so seven terms reach float32 precision, and for small x the
     # result is s (2 + ...) with no cancellation.
-    s = e / (np.float32(2.0) + e)
+    s = x / (np.float32(2.0) + x)
     z = s * s
     series = np.float32(2.0 / 13.0)
     series = series * z + np.float32(2.0 / 11.0)
@@ -191,17 +165,22 @@ def _log1p_unit_f32(e):
     return (series * z) * s + np.float32(2.0) * s
 
 
-def _log1p_f64(e):
-    return math.log1p(e)
+def _float32_or_libm(function, float32_version, libm_version):
+    """Make ``function`` (a stub of one argument ``x``) run ``float32_version`` on float32 and the C
+    library's ``libm_version`` on float64, inside jitted code."""
+
+    @overload(function, jit_options=_SCALAR_OPTIONS)
+    def _dispatch(x):
+        if x == types.float32:
+            return float32_version
+        if x == types.float64:
+            return lambda x: libm_version(x)
+        return None
 
 
-@overload(log1p_unit, jit_options=_SCALAR_OPTIONS)
-def _log1p_unit_overload(e):
-    if e == types.float32:
-        return _log1p_unit_f32
-    if e == types.float64:
-        return _log1p_f64
-    return None
+_float32_or_libm(exp_nonpositive, _exp_nonpositive_f32, math.exp)
+_float32_or_libm(tanh, _tanh_f32, math.tanh)
+_float32_or_libm(log1p_unit, _log1p_unit_f32, math.log1p)
 
 
 # --------------------------------------------------------------------------------------------
