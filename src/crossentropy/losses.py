@@ -214,7 +214,7 @@ def _softmax_cross_entropy(
 def _fused_softmax_cross_entropy(
     inputs: ClassInputs, weight: Any, smoothing: float, z: float, cap: float | None, reduction: str, *, with_grad: bool
 ) -> Any:
-    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy float32/float64, validated input)."""
+    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy float16/32/64, validated input)."""
     xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
     row_weight = inputs.row_weight()

@@ -75,7 +75,10 @@ def _part_overload(dest, start, stop):
 
 
 def _store(buffer, dest, index, value):  # pragma: no cover - replaced by the overload inside jitted code
-    """``dest[index] = value`` rounded to ``dest``'s storage, or ``buffer[index] = value`` when ``dest`` is None."""
+    """``dest[index] = value`` rounded to ``dest``'s storage, or ``buffer[index] = value`` when ``dest`` is None.
+
+    In place, the loop reads and writes one array, so LLVM sees no aliasing and vectorizes it.
+    """
     raise NotImplementedError
 
 
@@ -287,43 +290,21 @@ def _finish_gradient(row, buffer, dest, block_ref, m, s, coefficient, floor, wei
     _store(buffer, dest, target, target_value)
 
 
-def _finish_block(row, buffer, dest, weight, scale, shift, cap):  # pragma: no cover - the overload runs
-    """``dest[j] = (scale * buffer[j] - shift * w_j) * cap'(x_j)`` over one block; in place when ``dest`` is None."""
-    raise NotImplementedError
-
-
-def _finish_block_in_place(row, buffer, dest, weight, scale, shift, cap):
-    # One array read and written: LLVM sees no aliasing and vectorizes.
+@njit(**INLINE_OPTIONS)
+def _finish_block(row, buffer, dest, weight, scale, shift, cap):
+    """``(scale * buffer[j] - shift * w_j) * cap'(x_j)`` over one block, into ``dest`` or in place when it is None."""
     weighted = weight.shape[0] > 0
     if cap > 0:
+        one = accumulator(row)(1)
         for j in range(buffer.shape[0]):
-            g = scale * buffer[j] - shift * (weight[j] if weighted else buffer.dtype.type(1))
-            buffer[j] = g * _cap_derivative(widen(row[j]), cap)
+            g = scale * buffer[j] - shift * (weight[j] if weighted else one)
+            _store(buffer, dest, j, g * _cap_derivative(widen(row[j]), cap))
     elif weighted:
         for j in range(buffer.shape[0]):
-            buffer[j] = scale * buffer[j] - shift * weight[j]
+            _store(buffer, dest, j, scale * buffer[j] - shift * weight[j])
     else:
         for j in range(buffer.shape[0]):
-            buffer[j] = scale * buffer[j] - shift
-
-
-def _finish_block_rounded(row, buffer, dest, weight, scale, shift, cap):
-    weighted = weight.shape[0] > 0
-    if cap > 0:
-        for j in range(buffer.shape[0]):
-            g = scale * buffer[j] - shift * (weight[j] if weighted else buffer.dtype.type(1))
-            dest[j] = narrow(g * _cap_derivative(widen(row[j]), cap), dest)
-    elif weighted:
-        for j in range(buffer.shape[0]):
-            dest[j] = narrow(scale * buffer[j] - shift * weight[j], dest)
-    else:
-        for j in range(buffer.shape[0]):
-            dest[j] = narrow(scale * buffer[j] - shift, dest)
-
-
-@overload(_finish_block, jit_options=INLINE_OPTIONS)
-def _finish_block_overload(row, buffer, dest, weight, scale, shift, cap):
-    return _finish_block_in_place if isinstance(dest, types.NoneType) else _finish_block_rounded
+            _store(buffer, dest, j, scale * buffer[j] - shift)
 
 
 @njit(**INLINE_OPTIONS)
@@ -362,25 +343,11 @@ def _soft_gradient(x, target, weight, j, e, scale, keep, floor, cap):
     return g * _cap_derivative(x, cap) if cap > 0 else g
 
 
-def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, cap):  # pragma: no cover
-    """:func:`_finish_gradient_soft` over one block (the overload runs)."""
-    raise NotImplementedError
-
-
-def _finish_block_soft_in_place(row, target, weight, buffer, dest, scale, keep, floor, cap):
+@njit(**INLINE_OPTIONS)
+def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, cap):
+    """:func:`_finish_gradient_soft` over one block, into ``dest`` or in place when it is None."""
     for j in range(buffer.shape[0]):
-        buffer[j] = _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap)
-
-
-def _finish_block_soft_rounded(row, target, weight, buffer, dest, scale, keep, floor, cap):
-    for j in range(buffer.shape[0]):
-        g = _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap)
-        dest[j] = narrow(g, dest)
-
-
-@overload(_finish_block_soft, jit_options=INLINE_OPTIONS)
-def _finish_block_soft_overload(row, target, weight, buffer, dest, scale, keep, floor, cap):
-    return _finish_block_soft_in_place if isinstance(dest, types.NoneType) else _finish_block_soft_rounded
+        _store(buffer, dest, j, _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap))
 
 
 @njit(**INLINE_OPTIONS)
