@@ -228,7 +228,8 @@ def test_every_option_combination_compiles_once_per_dtype():
 # Dispatch, buffers, memory, storage formats
 
 
-def test_numpy_floats_dispatch_to_the_kernels_and_nothing_else(monkeypatch):
+def _spy_on_kernels(monkeypatch) -> list[str]:
+    """Record the names of the kernel entry points called from now on."""
     calls = []
     for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
         original = getattr(kernels, name)
@@ -238,6 +239,11 @@ def test_numpy_floats_dispatch_to_the_kernels_and_nothing_else(monkeypatch):
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(kernels, name, spy)
+    return calls
+
+
+def test_numpy_floats_dispatch_to_the_kernels(monkeypatch):
+    calls = _spy_on_kernels(monkeypatch)
     logits = RNG.standard_normal((4, 5))
     for dtype in (np.float16, np.float32, np.float64):
         x = logits.astype(dtype)
@@ -245,13 +251,31 @@ def test_numpy_floats_dispatch_to_the_kernels_and_nothing_else(monkeypatch):
         ce.sigmoid_cross_entropy(x, np.ones_like(x))
     assert calls == ["softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"] * 3
     calls.clear()
-    import torch
-
-    ce.softmax_cross_entropy(torch.from_numpy(logits), torch.tensor([0, 1, 2, 3]))
     with kernels.disabled():
         ce.softmax_cross_entropy(logits, np.array([0, 1, 2, 3]))
         ce.sigmoid_cross_entropy(logits, np.ones_like(logits))
     assert calls == []
+
+
+def test_torch_tensors_dispatch_to_the_kernels_only_outside_autograd(monkeypatch):
+    import torch
+
+    calls = _spy_on_kernels(monkeypatch)
+    logits = torch.randn(4, 5, dtype=torch.float64)
+    targets = torch.tensor([0, 1, 2, 3])
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        loss, grad = ce.softmax_cross_entropy_with_grad(logits.to(dtype), targets)
+        assert loss.dtype == grad.dtype == dtype
+        ce.sigmoid_cross_entropy(logits.to(dtype), torch.ones(4, 5))
+    assert calls == ["softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"] * 4
+    calls.clear()
+    tracked = logits.clone().requires_grad_()
+    ce.softmax_cross_entropy(tracked, targets).backward()  # autograd needs the generic path
+    ce.softmax_cross_entropy(logits, targets, weight=torch.ones(5, dtype=torch.float64, requires_grad=True))
+    assert calls == []
+    with torch.no_grad():
+        ce.softmax_cross_entropy(tracked, targets)
+    assert calls == ["softmax_cross_entropy_rows"]
 
 
 def _plain_rows(logits, targets, **options):
@@ -418,3 +442,32 @@ def test_empty_input_is_refused_before_either_path(shape):
     assert str(on_kernels.value) == str(on_generic.value)
     with pytest.raises(ValueError, match="`logits` must not be empty"):
         ce.sigmoid_cross_entropy(logits, np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("targets_kind", ["index", "probs"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(o) or "plain")
+def test_torch_tensors_on_the_kernels_match_the_generic_path(targets_kind, options):
+    """CPU PyTorch tensors outside autograd run on the kernels, read in place; results are tensors."""
+    import torch
+
+    n_rows, n_classes = 6, BLOCK + 9
+    logits = torch.from_numpy(RNG.standard_normal((n_rows, n_classes)) * 3)
+    if targets_kind == "index":
+        targets = torch.from_numpy(RNG.integers(0, n_classes, n_rows))
+        targets[1] = -100
+    else:
+        targets = torch.softmax(torch.from_numpy(RNG.standard_normal((n_rows, n_classes))), dim=-1)
+    resolved = _resolve(options, n_rows, n_classes, np.float64)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        compute = torch.float32 if dtype == torch.bfloat16 else dtype
+        as_compute = {
+            k: torch.from_numpy(v).to(compute) if isinstance(v, np.ndarray) else v for k, v in resolved.items()
+        }
+        t = targets if targets_kind == "index" else targets.to(compute)
+        kernel = ce.softmax_cross_entropy_with_grad(logits.to(dtype), t, **as_compute)
+        with kernels.disabled():
+            reference = ce.softmax_cross_entropy_with_grad(logits.to(dtype), t, **as_compute)
+        for got, want in zip(kernel, reference, strict=True):
+            assert isinstance(got, torch.Tensor)
+            assert got.dtype == want.dtype == dtype
+            np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **tolerance(dtype))

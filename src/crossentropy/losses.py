@@ -180,7 +180,7 @@ def _softmax_cross_entropy(
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    if kernels.accepts(xp, inputs.stored):
+    if kernels.accepts(xp, inputs.stored, inputs.probs, weight, inputs.sample_weight):
         return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
     terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
@@ -214,7 +214,7 @@ def _softmax_cross_entropy(
 def _fused_softmax_cross_entropy(
     inputs: ClassInputs, weight: Any, smoothing: float, z: float, cap: float | None, reduction: str, *, with_grad: bool
 ) -> Any:
-    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy float16/32/64, validated input)."""
+    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy, or CPU PyTorch outside autograd; validated)."""
     xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
     row_weight = inputs.row_weight()
@@ -729,7 +729,7 @@ def _sigmoid_cross_entropy(
     pos_weight = _broadcast_option(
         "pos_weight", pos_weight, xp, inputs.stored, trailing_rule="one weight per class, last axis", dtype=inputs.dtype
     )
-    if kernels.accepts(xp, inputs.stored):
+    if kernels.accepts(xp, inputs.stored, inputs.targets, inputs.weight, pos_weight, inputs.sample_weight):
         return _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad)
     x = inputs.values
     y = inputs.targets if smoothing == 0.0 else (1.0 - smoothing) * inputs.targets + 0.5 * smoothing
@@ -751,7 +751,7 @@ def _sigmoid_cross_entropy(
 def _fused_sigmoid_cross_entropy(
     inputs: _Elementwise, pos_weight: Any, smoothing: float, reduction: str, *, with_grad: bool
 ) -> Any:
-    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy float16/32/64, validated input)."""
+    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy, or CPU PyTorch outside autograd; validated)."""
     xp = inputs.xp
     denominator = _elementwise_denominator(inputs)
     scale = mean_scale(denominator, reduction, xp, xp.ones((), dtype=inputs.dtype))

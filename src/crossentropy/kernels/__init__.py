@@ -45,7 +45,13 @@ import numpy as np
 
 from ._math import BFLOAT16_BITS, FLOAT16_BITS
 
-__all__ = ["disabled", "enabled", "sigmoid_cross_entropy_elements", "softmax_cross_entropy_rows"]
+__all__ = [
+    "accepts_torch",
+    "disabled",
+    "enabled",
+    "sigmoid_cross_entropy_elements",
+    "softmax_cross_entropy_rows",
+]
 
 _ENABLED = contextvars.ContextVar("crossentropy_kernels_enabled", default=True)
 # Elements a row of the sigmoid kernel covers when no option ties rows to the class axis.
@@ -72,9 +78,65 @@ def disabled() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def accepts(xp: Any, x: Any) -> bool:
-    """True when ``x`` (in namespace ``xp``, as the caller stored it) should run on the kernels."""
-    return enabled() and array_api_compat.is_numpy_namespace(xp) and x.dtype in _KERNEL_DTYPES
+def accepts(xp: Any, x: Any, *others: Any) -> bool:
+    """True when logits ``x`` (in namespace ``xp``, as the caller stored them) should run on the kernels.
+
+    NumPy float16/32/64 arrays do; so do CPU PyTorch tensors (float16/32/64, bfloat16) when no
+    input (``x`` or ``others``) needs autograd, since autograd cannot see through the kernels
+    (:mod:`crossentropy.torch` wraps them in an autograd function of its own).
+    """
+    if not enabled():
+        return False
+    if array_api_compat.is_numpy_namespace(xp):
+        return x.dtype in _KERNEL_DTYPES
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        tracked = torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in (x, *others))
+        return not tracked and accepts_torch(x)
+    return False
+
+
+def accepts_torch(x: Any) -> bool:
+    """True when the PyTorch tensor ``x`` can run on the kernels: on the CPU, float16/32/64 or bfloat16."""
+    import torch
+
+    kernel_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    return enabled() and x.device.type == "cpu" and x.dtype in kernel_dtypes
+
+
+def _host(x: Any) -> Any:
+    """A NumPy view of ``x``: a NumPy array as it is, a CPU PyTorch tensor detached and shared
+    (bfloat16 as its uint16 bit patterns), None as None."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        x = x.detach()
+        return (x.view(torch.uint16) if x.dtype == torch.bfloat16 else x).numpy()
+    return np.asarray(x)
+
+
+def _host_logits(logits: Any, storage: str | None) -> tuple[np.ndarray, str | None]:
+    """:func:`_host` of the logits, and how to read them (``"bfloat16"`` for a PyTorch bfloat16 tensor)."""
+    if array_api_compat.is_torch_array(logits):
+        import torch
+
+        if logits.dtype == torch.bfloat16:
+            storage = "bfloat16"
+    return _host(logits), storage
+
+
+def _like(result: np.ndarray | None, template: Any) -> Any:
+    """``result`` as the kind of array ``template`` is: a PyTorch tensor sharing its memory (bfloat16
+    again for uint16 bit patterns of a bfloat16 template), or the NumPy array itself."""
+    if result is None or not array_api_compat.is_torch_array(template):
+        return result
+    import torch
+
+    tensor = torch.from_numpy(result)
+    return tensor.view(torch.bfloat16) if template.dtype == torch.bfloat16 and tensor.dtype == torch.uint16 else tensor
 
 
 def _storage(x: np.ndarray, storage: str | None) -> tuple[np.ndarray, np.dtype]:
@@ -109,10 +171,11 @@ def softmax_cross_entropy_rows(
 
     Parameters
     ----------
-    logits : ndarray of shape (..., n_classes)
-        Validated logits, class axis last: float16, float32 or float64, or bfloat16 bit
-        patterns as uint16 with ``storage="bfloat16"`` (how PyTorch's bfloat16 reaches NumPy).
-        Half precision is read as stored and accumulated in float32.
+    logits : ndarray or CPU torch.Tensor of shape (..., n_classes)
+        Validated logits, class axis last: float16, float32 or float64, a PyTorch bfloat16
+        tensor, or bfloat16 bit patterns as uint16 with ``storage="bfloat16"``. Half precision
+        is read as stored and accumulated in float32. PyTorch tensors are read in place (no
+        copy) and the results are PyTorch tensors; every array argument may then be one.
     targets : ndarray
         Integer class indices of the batch shape, every entry in ``[0, n_classes)`` (ignored
         samples carry any valid index and a ``row_weight`` of 0), or probabilities of the
@@ -143,6 +206,9 @@ def softmax_cross_entropy_rows(
     """
     from ._softmax import BLOCK, softmax_cross_entropy_index, softmax_cross_entropy_soft
 
+    caller = logits
+    logits, storage = _host_logits(logits, storage)
+    targets, weight, row_weight, grad_factor = (_host(a) for a in (targets, weight, row_weight, grad_factor))
     stored, dtype = _storage(logits, storage)
     scalar = dtype.type
     x = np.ascontiguousarray(stored.reshape(-1, stored.shape[-1]))
@@ -159,17 +225,17 @@ def softmax_cross_entropy_rows(
     scratch = np.empty((numba.get_num_threads(), 1), dtype)
     if store:
         factor = np.ascontiguousarray(grad_factor.reshape(-1), dtype=dtype)
-        grad = np.empty((n_rows, n_classes), x.dtype) if out is None else _gradient_buffer(out, logits, x.dtype)
+        grad = np.empty((n_rows, n_classes), x.dtype) if out is None else _gradient_buffer(_host(out), logits, x.dtype)
         if half:  # exponentials are kept in float32 rows, one per thread
             scratch = np.empty((numba.get_num_threads(), n_classes), dtype)
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
     options = (scalar(smoothing), scalar(z), scalar(cap or 0.0))
     kernel = softmax_cross_entropy_index if index_targets else softmax_cross_entropy_soft
     kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store)
-    batch_shape = logits.shape[:-1]
+    losses = _like(losses.reshape(logits.shape[:-1]), caller)
     if not store:
-        return losses.reshape(batch_shape), None
-    return losses.reshape(batch_shape), (grad.view(logits.dtype).reshape(logits.shape) if out is None else out)
+        return losses, None
+    return losses, (_like(grad.view(logits.dtype).reshape(logits.shape), caller) if out is None else out)
 
 
 def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype) -> np.ndarray:
@@ -206,8 +272,10 @@ def sigmoid_cross_entropy_elements(
 
     Parameters
     ----------
-    logits : ndarray of any shape
-        float16, float32 or float64, or bfloat16 bit patterns as uint16 with ``storage="bfloat16"``.
+    logits : ndarray or CPU torch.Tensor of any shape
+        float16, float32 or float64, a PyTorch bfloat16 tensor, or bfloat16 bit patterns as
+        uint16 with ``storage="bfloat16"``. PyTorch tensors in, PyTorch tensors out (as
+        :func:`softmax_cross_entropy_rows`).
     targets : ndarray of the logits' shape
         Probabilities in [0, 1], in the accumulation dtype.
     weight, pos_weight : ndarray broadcastable to the logits' shape, or None
@@ -231,6 +299,9 @@ def sigmoid_cross_entropy_elements(
     """
     from ._sigmoid import sigmoid_cross_entropy_flat
 
+    caller = logits
+    logits, storage = _host_logits(logits, storage)
+    targets, weight, pos_weight, sample_weight = (_host(a) for a in (targets, weight, pos_weight, sample_weight))
     stored, dtype = _storage(logits, storage)
     shape = logits.shape
     size = int(np.prod(shape))
@@ -251,7 +322,7 @@ def sigmoid_cross_entropy_elements(
         x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
     )
     loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
-    return loss, (grad.view(logits.dtype).reshape(shape) if store else None)
+    return _like(loss, caller), (_like(grad.view(logits.dtype).reshape(shape), caller) if store else None)
 
 
 class _SigmoidLayout:
