@@ -1,0 +1,131 @@
+"""Autograd functions that run the fused CPU kernels inside PyTorch's autograd.
+
+The kernels compute the loss and its gradient in one pass, in the forward call; the gradient is
+kept until ``backward``, which scales it by the incoming gradient in place and hands it over
+(no copy, and no second pass over the logits). A second backward through the same graph
+(``retain_graph=True``) recomputes it from the saved inputs.
+
+The functions are called only for CPU tensors that autograd tracks; everything else goes
+through :mod:`crossentropy`'s own functions (the kernels without autograd, or the generic
+array-API path, which autograd differentiates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..losses import (
+    sigmoid_cross_entropy,
+    sigmoid_cross_entropy_with_grad,
+    softmax_cross_entropy,
+    softmax_cross_entropy_with_grad,
+)
+
+__all__ = ["FusedSigmoidCrossEntropy", "FusedSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions"]
+
+
+@dataclass(frozen=True)
+class SoftmaxOptions:
+    """Non-tensor options of :class:`FusedSoftmaxCrossEntropy`: those of :func:`crossentropy.softmax_cross_entropy`."""
+
+    axis: int
+    ignore_index: int | None
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    reduction: str
+
+    def keywords(self) -> dict[str, Any]:
+        return {
+            "axis": self.axis,
+            "ignore_index": self.ignore_index,
+            "label_smoothing": self.label_smoothing,
+            "z_loss": self.z_loss,
+            "softcap": self.softcap,
+            "reduction": self.reduction,
+        }
+
+
+@dataclass(frozen=True)
+class SigmoidOptions:
+    """Non-tensor options of :class:`FusedSigmoidCrossEntropy`: those of :func:`crossentropy.sigmoid_cross_entropy`."""
+
+    label_smoothing: float
+    reduction: str
+
+    def keywords(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing, "reduction": self.reduction}
+
+
+def _scaled(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    """``grad`` times the incoming gradient (broadcastable to it), in place; untouched for a factor of 1."""
+    if grad_output.numel() != 1 or bool(grad_output != 1):
+        grad.mul_(grad_output)
+    return grad
+
+
+class FusedSoftmaxCrossEntropy(torch.autograd.Function):
+    """:func:`crossentropy.softmax_cross_entropy` with its gradient from the fused kernels.
+
+    ``apply(logits, targets, weight, sample_weight, options)``; differentiable in ``logits``
+    only (the callers send anything else that autograd tracks to the generic path).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, weight, sample_weight, options: SoftmaxOptions):
+        keywords = options.keywords()
+        ctx.options = options
+        ctx.grad = None
+        if not ctx.needs_input_grad[0]:
+            return softmax_cross_entropy(logits, targets, weight=weight, sample_weight=sample_weight, **keywords)
+        loss, ctx.grad = softmax_cross_entropy_with_grad(
+            logits, targets, weight=weight, sample_weight=sample_weight, **keywords
+        )
+        ctx.save_for_backward(logits, targets, weight, sample_weight)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through this graph: recompute from the saved inputs
+            logits, targets, weight, sample_weight = ctx.saved_tensors
+            _, grad = softmax_cross_entropy_with_grad(
+                logits, targets, weight=weight, sample_weight=sample_weight, **ctx.options.keywords()
+            )
+        if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
+            grad_output = grad_output.unsqueeze(ctx.options.axis)
+        return _scaled(grad, grad_output), None, None, None, None
+
+
+class FusedSigmoidCrossEntropy(torch.autograd.Function):
+    """:func:`crossentropy.sigmoid_cross_entropy` with its gradient from the fused kernel.
+
+    ``apply(logits, targets, weight, pos_weight, sample_weight, options)``; differentiable in
+    ``logits`` only.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, weight, pos_weight, sample_weight, options: SigmoidOptions):
+        tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
+        ctx.options = options
+        ctx.grad = None
+        if not ctx.needs_input_grad[0]:
+            return sigmoid_cross_entropy(logits, targets, **tensors, **options.keywords())
+        loss, ctx.grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **options.keywords())
+        ctx.save_for_backward(logits, targets, weight, pos_weight, sample_weight)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through this graph: recompute from the saved inputs
+            logits, targets, weight, pos_weight, sample_weight = ctx.saved_tensors
+            tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
+            _, grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **ctx.options.keywords())
+        return _scaled(grad, grad_output), None, None, None, None, None

@@ -1,0 +1,422 @@
+r"""Drop-in PyTorch losses: ``torch.nn.functional``'s signatures and results, faster on the CPU, with extras.
+
+:func:`cross_entropy`, :func:`nll_loss`, :func:`binary_cross_entropy_with_logits` and
+:func:`binary_cross_entropy` take the arguments of their ``torch.nn.functional`` namesakes, in
+the same order with the same defaults (class dimension 1, K-dimensional inputs, index or
+probability targets, the deprecated ``size_average``/``reduce`` pair), and give the same
+losses and gradients. Keyword-only extras follow: ``z_loss``, ``softcap`` and
+``sample_weight`` for the softmax loss, ``label_smoothing`` and ``sample_weight`` for the
+sigmoid one. The other losses of the library (focal, poly-1, noise-robust, noise-corrected)
+come with PyTorch's layout (classes on dimension 1).
+
+On CPU tensors the softmax and sigmoid cross-entropies run on the fused kernels
+(:mod:`crossentropy.kernels`): the loss and its gradient in one pass, in the forward call,
+handed to autograd through a custom function. Other devices, and inputs for which autograd
+must also differentiate the targets or weights, run the library's generic code, which autograd
+differentiates. The caller's tensors are never written to.
+
+One deliberate difference from PyTorch: when every target is ignored, the mean is 0 with a
+zero gradient, not NaN.
+
+>>> import torch
+>>> import crossentropy.torch as cet
+>>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], requires_grad=True)
+>>> labels = torch.tensor([0, 1])
+>>> loss = cet.cross_entropy(logits, labels, label_smoothing=0.1)
+>>> bool(torch.isclose(loss, torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)))
+True
+>>> loss.backward()
+>>> logits.grad.shape
+torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import _reduction
+
+from .. import kernels, losses, robust
+from ._autograd import FusedSigmoidCrossEntropy, FusedSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
+
+__all__ = [
+    "backward_corrected_cross_entropy",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "forward_corrected_cross_entropy",
+    "generalized_cross_entropy",
+    "nll_loss",
+    "poly1_cross_entropy",
+    "sigmoid_focal_loss",
+    "softmax_focal_loss",
+    "symmetric_cross_entropy",
+]
+
+
+def _reduction_of(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """PyTorch's rule: the deprecated ``size_average``/``reduce`` pair, when given, overrides ``reduction``."""
+    if size_average is not None or reduce is not None:
+        return _reduction.legacy_get_string(size_average, reduce)
+    return reduction
+
+
+def _class_dim(input: torch.Tensor) -> int:
+    """PyTorch's class dimension: 1, or 0 for an unbatched ``(C,)`` input."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"`input` must be a torch.Tensor; got {type(input).__name__}")
+    return 1 if input.ndim >= 2 else 0
+
+
+def _fused(input: torch.Tensor, *others: Any) -> bool:
+    """Whether to run the fused kernels under autograd: a tracked CPU input, nothing else tracked."""
+    if not (torch.is_grad_enabled() and input.requires_grad and kernels.accepts_torch(input)):
+        return False
+    return not any(isinstance(t, torch.Tensor) and t.requires_grad for t in others)
+
+
+# The fused functions hand tensors to Numba kernels through NumPy, which TorchDynamo cannot trace:
+# under torch.compile they run eagerly between the compiled graphs (a graph break), as PyTorch's
+# documentation recommends for code outside its reach.
+@torch.compiler.disable
+def _fused_softmax(*args: Any) -> torch.Tensor:
+    return FusedSoftmaxCrossEntropy.apply(*args)
+
+
+@torch.compiler.disable
+def _fused_sigmoid(*args: Any) -> torch.Tensor:
+    return FusedSigmoidCrossEntropy.apply(*args)
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
+
+    .. math::
+
+        \ell_n = s_n \Big( -\sum_c a_{n,c} \log \operatorname{softmax}(u_n)_c
+                 + z\, w_{y_n} \operatorname{LSE}(u_n)^2 \Big), \qquad
+        u = c \tanh(x / c) \text{ if soft-capped, else } x,
+
+    with PyTorch's target weights :math:`a_{n,c} = (1-\varepsilon) w_{y_n} [c = y_n] +
+    \tfrac{\varepsilon}{C} w_c` (index targets) or :math:`w_c ((1-\varepsilon) t_{n,c} +
+    \tfrac{\varepsilon}{C})` (probability targets); the mean divides by
+    :math:`\sum_n s_n w_{y_n}` over non-ignored samples (index targets) or :math:`\sum_n s_n`
+    (probability targets). See :func:`crossentropy.softmax_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (C,), (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : Tensor
+        Class indices of shape (), (N,) or (N, d1, ..., dK), or class probabilities of the
+        input's shape.
+    weight, size_average, ignore_index, reduce, reduction, label_smoothing
+        As ``torch.nn.functional.cross_entropy``.
+    z_loss : float >= 0, default 0
+        Adds :math:`z \operatorname{LSE}^2` per sample (PaLM).
+    softcap : float > 0, optional
+        Logits become :math:`c \tanh(x / c)` first (Gemma 2).
+    sample_weight : Tensor of the batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`; they also enter the mean's denominator.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"`` and ``"sum"``, the batch shape for ``"none"``; the input's dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> logits = torch.log(torch.tensor([[0.001, 0.999], [0.92, 0.08]]))
+    >>> [round(v, 4) for v in cross_entropy(logits, torch.tensor([0, 0]), reduction="none").tolist()]
+    [6.9078, 0.0834]
+    """
+    reduction = _reduction_of(size_average, reduce, reduction)
+    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
+    if _fused(input, target, weight, sample_weight):
+        return _fused_softmax(input, target, weight, sample_weight, options)
+    return losses.softmax_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, **options.keywords())
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Binary and multi-label cross-entropy on logits: ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    .. math::
+
+        \ell = -s\, w \big( q\, y \log \sigma(x) + (1 - y) \log \sigma(-x) \big), \qquad
+        y = (1 - \varepsilon)\, t + \varepsilon / 2,
+
+    elementwise; see :func:`crossentropy.sigmoid_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of any shape
+        Logits.
+    target : Tensor of the input's shape
+        Probabilities in [0, 1] (or 0/1 labels).
+    weight, size_average, reduce, reduction, pos_weight
+        As ``torch.nn.functional.binary_cross_entropy_with_logits``.
+    label_smoothing : float in [0, 1], default 0
+        Targets become :math:`(1-\varepsilon) t + \varepsilon/2`.
+    sample_weight : Tensor of the input's leading dimensions, optional
+        One weight per sample; the mean divides by the total sample weight spread over the elements.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(binary_cross_entropy_with_logits(torch.tensor([0.0]), torch.tensor([1.0])))  # ln 2
+    0.6931471824645996
+    """
+    reduction = _reduction_of(size_average, reduce, reduction)
+    options = SigmoidOptions(label_smoothing, reduction)
+    if _fused(input, target, weight, pos_weight, sample_weight):
+        return _fused_sigmoid(input, target, weight, pos_weight, sample_weight, options)
+    return losses.sigmoid_cross_entropy(
+        input, target, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight, **options.keywords()
+    )
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy on probabilities: ``torch.nn.functional.binary_cross_entropy`` (logs clamped at -100).
+
+    See :func:`crossentropy.binary_cross_entropy`; prefer :func:`binary_cross_entropy_with_logits`.
+    """
+    reduction = _reduction_of(size_average, reduce, reduction)
+    return losses.binary_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, reduction=reduction)
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Negative log-likelihood of log-probabilities: ``torch.nn.functional.nll_loss``.
+
+    See :func:`crossentropy.nll_loss`; classes on dimension 1.
+    """
+    reduction = _reduction_of(size_average, reduce, reduction)
+    return losses.nll_loss(
+        input,
+        target,
+        axis=_class_dim(input),
+        weight=weight,
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def softmax_focal_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: Any = None,
+    ignore_index: int = -100,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al. 2017) on logits, classes on dimension 1.
+
+    See :func:`crossentropy.softmax_focal_loss` for the definition and the options.
+    """
+    return losses.softmax_focal_loss(
+        input,
+        target,
+        gamma=gamma,
+        alpha=alpha,
+        axis=_class_dim(input),
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def sigmoid_focal_loss(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+    *,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary and multi-label focal loss: ``torchvision.ops.sigmoid_focal_loss``'s signature and defaults.
+
+    Note the default ``reduction="none"``, as torchvision's (the library's own
+    :func:`crossentropy.sigmoid_focal_loss` defaults to ``"mean"``). ``alpha=None`` (or a
+    negative ``alpha``, torchvision's way) disables the balancing factor.
+    """
+    if alpha is not None and not isinstance(alpha, torch.Tensor) and alpha < 0:
+        alpha = None
+    return losses.sigmoid_focal_loss(
+        inputs, targets, gamma=gamma, alpha=alpha, sample_weight=sample_weight, reduction=reduction
+    )
+
+
+def poly1_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    epsilon: float = 1.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Poly-1 cross-entropy (Leng et al. 2022): CE + epsilon (1 - p_t), classes on dimension 1.
+
+    See :func:`crossentropy.poly1_cross_entropy`.
+    """
+    return losses.poly1_cross_entropy(
+        input,
+        target,
+        epsilon=epsilon,
+        axis=_class_dim(input),
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def generalized_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    q: float = 0.7,
+    ignore_index: int = -100,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018), classes on dimension 1.
+
+    See :func:`crossentropy.generalized_cross_entropy`.
+    """
+    return robust.generalized_cross_entropy(
+        input,
+        target,
+        q=q,
+        axis=_class_dim(input),
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def symmetric_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 0.1,
+    beta: float = 1.0,
+    log_zero: float = -4.0,
+    ignore_index: int = -100,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Symmetric cross-entropy (Wang et al. 2019), classes on dimension 1.
+
+    See :func:`crossentropy.symmetric_cross_entropy`.
+    """
+    return robust.symmetric_cross_entropy(
+        input,
+        target,
+        alpha=alpha,
+        beta=beta,
+        log_zero=log_zero,
+        axis=_class_dim(input),
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def forward_corrected_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    transition: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Forward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
+
+    See :func:`crossentropy.forward_corrected_cross_entropy`.
+    """
+    return robust.forward_corrected_cross_entropy(
+        input,
+        target,
+        transition,
+        axis=_class_dim(input),
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )
+
+
+def backward_corrected_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    transition: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Backward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
+
+    See :func:`crossentropy.backward_corrected_cross_entropy`.
+    """
+    return robust.backward_corrected_cross_entropy(
+        input,
+        target,
+        transition,
+        axis=_class_dim(input),
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        reduction=reduction,
+    )

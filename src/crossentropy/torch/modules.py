@@ -1,0 +1,361 @@
+"""``nn.Module`` forms of :mod:`crossentropy.torch.functional`: configuration only, the work is the functions'.
+
+:class:`CrossEntropyLoss`, :class:`NLLLoss`, :class:`BCEWithLogitsLoss` and :class:`BCELoss`
+take the constructor arguments of their ``torch.nn`` namesakes (tensors such as ``weight`` are
+buffers, so ``.to(device)`` moves them) plus the keyword extras of the functions;
+``sample_weight`` is an argument of ``forward``, since it changes with every batch.
+
+>>> import torch
+>>> import crossentropy.torch as cet
+>>> criterion = cet.CrossEntropyLoss(label_smoothing=0.1, z_loss=1e-4)
+>>> criterion
+CrossEntropyLoss(label_smoothing=0.1, z_loss=0.0001)
+>>> loss = criterion(torch.randn(4, 10, requires_grad=True), torch.tensor([1, 0, 9, 3]))
+>>> loss.shape
+torch.Size([])
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import functional as F
+from .functional import _reduction_of
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "BackwardCorrectedCrossEntropyLoss",
+    "CrossEntropyLoss",
+    "ForwardCorrectedCrossEntropyLoss",
+    "GeneralizedCrossEntropyLoss",
+    "NLLLoss",
+    "Poly1CrossEntropyLoss",
+    "SigmoidFocalLoss",
+    "SoftmaxFocalLoss",
+    "SymmetricCrossEntropyLoss",
+]
+
+
+class _Loss(nn.Module):
+    """Options as attributes, tensors as buffers; ``extra_repr`` lists the options that differ from
+    the constructor's defaults."""
+
+    def __init__(self, *, tensors: dict[str, torch.Tensor | None], **options: Any) -> None:
+        super().__init__()
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+        for name, value in options.items():
+            setattr(self, name, value)
+        self._option_names = tuple(options)
+
+    def extra_repr(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        shown = [
+            f"{name}={getattr(self, name)!r}"
+            for name in self._option_names
+            if name not in defaults or getattr(self, name) != defaults[name].default
+        ]
+        return ", ".join(shown)
+
+
+class CrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.cross_entropy` as a module: ``torch.nn.CrossEntropyLoss`` plus z-loss and soft-capping.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+    ) -> None:
+        super().__init__(
+            tensors={"weight": weight},
+            ignore_index=ignore_index,
+            reduction=_reduction_of(size_average, reduce, reduction),
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            sample_weight=sample_weight,
+        )
+
+
+class NLLLoss(_Loss):
+    """:func:`crossentropy.torch.nll_loss` as a module: ``torch.nn.NLLLoss``.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            tensors={"weight": weight},
+            ignore_index=ignore_index,
+            reduction=_reduction_of(size_average, reduce, reduction),
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.nll_loss(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            sample_weight=sample_weight,
+        )
+
+
+class BCEWithLogitsLoss(_Loss):
+    """:func:`crossentropy.torch.binary_cross_entropy_with_logits` as a module: ``torch.nn.BCEWithLogitsLoss``
+    plus label smoothing.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: torch.Tensor | None = None,
+        *,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(
+            tensors={"weight": weight, "pos_weight": pos_weight},
+            reduction=_reduction_of(size_average, reduce, reduction),
+            label_smoothing=label_smoothing,
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.binary_cross_entropy_with_logits(
+            input,
+            target,
+            self.weight,
+            reduction=self.reduction,
+            pos_weight=self.pos_weight,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+        )
+
+
+class BCELoss(_Loss):
+    """:func:`crossentropy.torch.binary_cross_entropy` as a module: ``torch.nn.BCELoss``.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(tensors={"weight": weight}, reduction=_reduction_of(size_average, reduce, reduction))
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction, sample_weight=sample_weight)
+
+
+class SoftmaxFocalLoss(_Loss):
+    """:func:`crossentropy.torch.softmax_focal_loss` as a module.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self, *, gamma: float = 2.0, alpha: Any = None, ignore_index: int = -100, reduction: str = "mean"
+    ) -> None:
+        tensor_alpha = isinstance(alpha, torch.Tensor)
+        super().__init__(
+            tensors={"alpha_weights": alpha if tensor_alpha else None},
+            gamma=gamma,
+            alpha=None if tensor_alpha else alpha,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        alpha = self.alpha_weights if self.alpha_weights is not None else self.alpha
+        return F.softmax_focal_loss(
+            input,
+            target,
+            gamma=self.gamma,
+            alpha=alpha,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class SigmoidFocalLoss(_Loss):
+    """:func:`crossentropy.torch.sigmoid_focal_loss` as a module (torchvision's defaults: ``reduction="none"``).
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "none") -> None:
+        super().__init__(tensors={}, alpha=alpha, gamma=gamma, reduction=reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction, sample_weight=sample_weight)
+
+
+class Poly1CrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.poly1_cross_entropy` as a module.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon: float = 1.0,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            tensors={"weight": weight},
+            epsilon=epsilon,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.poly1_cross_entropy(
+            input,
+            target,
+            epsilon=self.epsilon,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class GeneralizedCrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.generalized_cross_entropy` as a module.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(self, *, q: float = 0.7, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(tensors={}, q=q, ignore_index=ignore_index, reduction=reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.generalized_cross_entropy(
+            input,
+            target,
+            q=self.q,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class SymmetricCrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.symmetric_cross_entropy` as a module.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.1,
+        beta: float = 1.0,
+        log_zero: float = -4.0,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(
+            tensors={}, alpha=alpha, beta=beta, log_zero=log_zero, ignore_index=ignore_index, reduction=reduction
+        )
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.symmetric_cross_entropy(
+            input,
+            target,
+            alpha=self.alpha,
+            beta=self.beta,
+            log_zero=self.log_zero,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class ForwardCorrectedCrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.forward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.forward_corrected_cross_entropy(
+            input,
+            target,
+            self.transition,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class BackwardCorrectedCrossEntropyLoss(_Loss):
+    """:func:`crossentropy.torch.backward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
+
+    ``forward(input, target, *, sample_weight=None)``.
+    """
+
+    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return F.backward_corrected_cross_entropy(
+            input,
+            target,
+            self.transition,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
