@@ -84,3 +84,19 @@ def test_reduction_defaults_to_mean(name):
 )
 def test_ignore_index_defaults_to_minus_100(name):
     assert inspect.signature(getattr(ce, name)).parameters["ignore_index"].default == -100
+
+
+def test_torch_layer_exports_are_sorted_documented_and_match_pytorchs_signatures():
+    import torch.nn.functional as F
+
+    import crossentropy.torch as cet
+
+    assert list(cet.__all__) == sorted(cet.__all__)
+    for name in cet.__all__:
+        assert inspect.getdoc(getattr(cet, name)), f"crossentropy.torch.{name} has no docstring"
+    # Drop-ins: PyTorch's positional parameters first, same names, order and defaults.
+    for name in ("cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy", "nll_loss"):
+        ours = inspect.signature(getattr(cet, name)).parameters
+        theirs = inspect.signature(getattr(F, name)).parameters
+        positional = [p for p in ours.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert [(p.name, p.default) for p in positional] == [(p.name, p.default) for p in theirs.values()], name
