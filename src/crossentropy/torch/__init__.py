@@ -21,6 +21,7 @@ from .functional import (
     softmax_focal_loss,
     symmetric_cross_entropy,
 )
+from .linear import linear_cross_entropy
 from .modules import (
     BackwardCorrectedCrossEntropyLoss,
     BCELoss,
@@ -53,6 +54,7 @@ __all__ = [
     "cross_entropy",
     "forward_corrected_cross_entropy",
     "generalized_cross_entropy",
+    "linear_cross_entropy",
     "nll_loss",
     "poly1_cross_entropy",
     "sigmoid_focal_loss",
