@@ -321,9 +321,42 @@ def test_a_wrong_gradient_buffer_is_refused(out, message):
 
 
 def test_a_gradient_buffer_overlapping_the_logits_is_refused():
-    logits = RNG.standard_normal((7, 300)).astype(np.float32)
-    with pytest.raises(ValueError, match="`out` must not overlap `logits`"):
-        _plain_rows(logits, RNG.integers(0, 300, 7), out=logits)
+    storage = RNG.standard_normal(8 * 300).astype(np.float32)
+    logits, shifted = storage[: 7 * 300].reshape(7, 300), storage[300:].reshape(7, 300)
+    with pytest.raises(ValueError, match="`out` must not overlap `logits` unless it is `logits` itself"):
+        _plain_rows(logits, RNG.integers(0, 300, 7), out=shifted)
+
+
+@pytest.mark.parametrize("options", [{}, {"smoothing": 0.1}], ids=["plain", "smoothing"])
+def test_the_gradient_can_overwrite_the_logits(options):
+    logits = (RNG.standard_normal((5, 2 * BLOCK + 3)) * 3).astype(np.float32)
+    targets = RNG.integers(0, logits.shape[1], 5)
+    losses, fresh = _plain_rows(logits, targets, **options)
+    overwritten = logits.copy()
+    losses_in_place, written = _plain_rows(overwritten, targets, out=overwritten, **options)
+    assert written is overwritten
+    np.testing.assert_allclose(losses_in_place, losses, **tolerance(np.float32))  # sums may be ordered otherwise
+    np.testing.assert_allclose(overwritten, fresh, **tolerance(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("logits", "options", "message"),
+    [
+        (np.zeros((3, 4), np.float32), {"cap": 5.0}, "cannot be used with `softcap`"),
+        (np.zeros((3, 4), np.float16), {}, "needs float32 or float64 logits; got float16"),
+        (np.zeros((4, 3), np.float32).T, {}, "needs writeable C-contiguous logits"),
+    ],
+    ids=["softcap", "float16", "strided"],
+)
+def test_overwriting_the_logits_is_refused_where_the_kernels_read_them_twice(logits, options, message):
+    with pytest.raises(ValueError, match=message):
+        _plain_rows(logits, np.array([0, 1, 2]), out=logits, **options)
+
+
+def test_overwriting_the_logits_needs_index_targets():
+    logits = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="needs class-index targets"):
+        _plain_rows(logits, np.full((3, 4), 0.25, np.float32), out=logits)
 
 
 def test_bfloat16_bit_patterns_match_pytorch_in_float32():

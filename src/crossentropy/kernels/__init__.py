@@ -195,7 +195,9 @@ def softmax_cross_entropy_rows(
         How to read uint16 ``logits``.
     out : ndarray of the logits' shape and dtype, C-contiguous, optional
         Where to write the gradient (a buffer reused across steps saves the allocation and the
-        page faults of a fresh one). It must not overlap ``logits``.
+        page faults of a fresh one). It must not overlap ``logits``, unless it is ``logits``
+        itself: then the gradient overwrites the logits (index targets, float32/float64
+        C-contiguous logits, no soft-cap, no label smoothing with class weights).
 
     Returns
     -------
@@ -223,15 +225,26 @@ def softmax_cross_entropy_rows(
     # Placeholders for the buffers a forward-only call does not use.
     factor, grad, block_ref = r, np.empty((1, 1), x.dtype), np.empty((1, 1), dtype)
     scratch = np.empty((numba.get_num_threads(), 1), dtype)
+    in_place = False
     if store:
         factor = np.ascontiguousarray(grad_factor.reshape(-1), dtype=dtype)
-        grad = np.empty((n_rows, n_classes), x.dtype) if out is None else _gradient_buffer(_host(out), logits, x.dtype)
+        if out is None:
+            grad = np.empty((n_rows, n_classes), x.dtype)
+        else:
+            in_place = _writes_over_logits(
+                _host(out),
+                logits,
+                index_targets=index_targets,
+                weighted_smoothing=bool(smoothing and weight is not None),
+                cap=cap,
+            )
+            grad = x if in_place else _gradient_buffer(_host(out), logits, x.dtype)
         if half:  # exponentials are kept in float32 rows, one per thread
             scratch = np.empty((numba.get_num_threads(), n_classes), dtype)
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
     options = (scalar(smoothing), scalar(z), scalar(cap or 0.0))
     kernel = softmax_cross_entropy_index if index_targets else softmax_cross_entropy_soft
-    kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store)
+    kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place)
     losses = _like(losses.reshape(logits.shape[:-1]), caller)
     if not store:
         return losses, None
@@ -247,8 +260,40 @@ def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("`out` must be a writeable C-contiguous array")
     if np.may_share_memory(out, logits):
-        raise ValueError("`out` must not overlap `logits`")
+        raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
     return out.view(kernel_dtype).reshape(-1, logits.shape[-1])
+
+
+def _writes_over_logits(
+    out: np.ndarray, logits: np.ndarray, *, index_targets: bool, weighted_smoothing: bool, cap: float | None
+) -> bool:
+    """True when ``out`` is ``logits`` itself, and check that the gradient can then overwrite them.
+
+    With index targets the kernels read each logit once and can write its gradient in its
+    place, unless a soft-cap (whose derivative needs the logits in the last pass) or label
+    smoothing with class weights (a second pass over the logits) reads them again; half
+    precision keeps its exponentials in float32 rows and cannot either.
+    """
+    same = (
+        isinstance(out, np.ndarray)
+        and out.shape == logits.shape
+        and out.strides == logits.strides
+        and out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
+    )
+    if not same:
+        return False
+    if not logits.flags.c_contiguous or not logits.flags.writeable:
+        raise ValueError("`out=logits` (the gradient in place) needs writeable C-contiguous logits")
+    if logits.dtype not in (np.float32, np.float64):
+        raise ValueError(f"`out=logits` (the gradient in place) needs float32 or float64 logits; got {logits.dtype}")
+    if not index_targets:
+        raise ValueError("`out=logits` (the gradient in place) needs class-index targets, not probabilities")
+    if cap is not None or weighted_smoothing:
+        what = "`softcap`" if cap is not None else "label smoothing with class weights"
+        raise ValueError(
+            f"`out=logits` (the gradient in place) cannot be used with {what}, which reads the logits twice"
+        )
+    return True
 
 
 def _rows(x: np.ndarray, dtype: Any) -> np.ndarray:

@@ -46,20 +46,21 @@ from ._math import INLINE_OPTIONS, JIT_OPTIONS, accumulator, exp_nonpositive, ma
 BLOCK = 4096  # elements per block: 16 KB of float32
 
 
-def _row_buffers(grad, scratch, n):  # pragma: no cover - replaced by the overload inside jitted code
+def _row_buffers(row, grad, scratch, n, in_place):  # pragma: no cover - replaced by the overload inside jitted code
     """``(buffer, dest)`` for row ``n``: where its exponentials go, and where its gradient goes.
 
-    float32/float64: ``(grad[n], None)``, the gradient finished in place; half precision: this
-    thread's float32 scratch row and ``grad[n]``.
+    float32/float64: ``(grad[n], None)``, the gradient finished in place, or ``(row, None)`` when
+    ``in_place`` (the gradient overwrites the logits: one array read and written, so the loops
+    still vectorize); half precision: this thread's float32 scratch row and ``grad[n]``.
     """
     raise NotImplementedError
 
 
 @overload(_row_buffers)
-def _row_buffers_overload(grad, scratch, n):
+def _row_buffers_overload(row, grad, scratch, n, in_place):
     if grad.dtype in (types.float32, types.float64):
-        return lambda grad, scratch, n: (grad[n], None)
-    return lambda grad, scratch, n: (scratch[numba.get_thread_id()], grad[n])
+        return lambda row, grad, scratch, n, in_place: (row if in_place else grad[n], None)
+    return lambda row, grad, scratch, n, in_place: (scratch[numba.get_thread_id()], grad[n])
 
 
 def _part(dest, start, stop):  # pragma: no cover - replaced by the overload inside jitted code
@@ -151,6 +152,40 @@ def _exp_block(block, out, m, cap, store, relative):
     return s, su
 
 
+def _exp_block_in_place(block, m, relative):  # pragma: no cover - replaced by the overload inside jitted code
+    """:func:`_exp_block` writing the exponentials over the block itself (float32/float64, no soft-cap).
+
+    One array read and written in one function: LLVM sees no aliasing and vectorizes the loop
+    (two views of one memory would fail its run-time overlap check).
+    """
+    raise NotImplementedError
+
+
+def _exp_block_over_itself(block, m, relative):
+    s = accumulator(m)(0)
+    su = accumulator(m)(0)
+    if relative:
+        for j in range(block.shape[0]):
+            u = block[j]
+            e = exp_nonpositive(u - m)
+            block[j] = e
+            s += e
+            su += u - m
+    else:
+        for j in range(block.shape[0]):
+            e = exp_nonpositive(block[j] - m)
+            block[j] = e
+            s += e
+    return s, su
+
+
+@overload(_exp_block_in_place, jit_options=INLINE_OPTIONS)
+def _exp_block_in_place_overload(block, m, relative):
+    if block.dtype in (types.float32, types.float64):
+        return _exp_block_over_itself
+    return lambda block, m, relative: (m - m, m - m)  # never called: half precision is not written in place
+
+
 @njit(**INLINE_OPTIONS)
 def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, store):
     r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m)` (``0·(-inf) = 0``).
@@ -182,7 +217,7 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row(row, out, block_ref, cap, store, relative):
+def _online_row(row, out, block_ref, cap, store, relative, in_place):
     """Max, sum of exponentials and (if ``relative``) sum of ``u - m`` of a row, block by block."""
     n_classes = row.shape[0]
     dtype = accumulator(row)
@@ -206,7 +241,10 @@ def _online_row(row, out, block_ref, cap, store, relative):
                 out[start:stop] = 0
             su = dtype(-np.inf)
             continue
-        block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
+        if store and in_place:
+            block_s, block_su = _exp_block_in_place(block, m, relative)
+        else:
+            block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
         s += block_s
         su += block_su
     return m, s, su
@@ -363,7 +401,20 @@ def _weighted_sum(row, weight, m, cap):
 
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_cross_entropy_index(
-    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, scratch, block_ref, store
+    logits,
+    targets,
+    weight,
+    row_weight,
+    grad_factor,
+    smoothing,
+    z,
+    cap,
+    losses,
+    grad,
+    scratch,
+    block_ref,
+    store,
+    in_place,
 ):
     r"""Per-row weighted losses :math:`\rho_n \ell_n` (into ``losses``) and, if ``store``, the gradient.
 
@@ -379,6 +430,9 @@ def softmax_cross_entropy_index(
     grad : (N, C) output of the logits' type when ``store``, else (1, 1)
     scratch : (threads, C) float32 row buffers when ``store`` with half-precision logits, else (threads, 1)
     block_ref : (N, number of blocks) scratch when ``store``
+    in_place : the gradient overwrites the logits (``grad`` is ``logits``; index targets,
+        float32/float64, no soft-cap and no label smoothing with class weights, which read the
+        logits again after the first pass)
 
     Everything but ``logits``, ``targets`` and ``grad`` is in the accumulation dtype.
     """
@@ -401,16 +455,17 @@ def softmax_cross_entropy_index(
             continue
         row = logits[n]
         y = targets[n]
-        out, dest = _row_buffers(grad, scratch, np.int64(n) if store else np.int64(0))  # 0: placeholder
+        target_logit = _capped(widen(row[y]), cap)  # read before an in-place pass overwrites it
+        out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, su = _online_row(row, out, refs, cap, store, relative)
+        m, s, su = _online_row(row, out, refs, cap, store, relative, in_place)
         log_s = dtype(math.log(s))
         lse = m + log_s
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
             # lse - u_y as (m - u_y) + log s: exact in float32 even for logits like 1e4 + x.
-            loss += keep * target_weight * ((m - _capped(widen(row[y]), cap)) + log_s)
+            loss += keep * target_weight * ((m - target_logit) + log_s)
         if smoothing > 0:
             relative_sum = _weighted_sum(row, weight, m, cap) if weighted else su
             loss += floor * (total_weight * log_s - relative_sum)
@@ -427,9 +482,25 @@ def softmax_cross_entropy_index(
 
 @njit(parallel=True, **JIT_OPTIONS)
 def softmax_cross_entropy_soft(
-    logits, targets, weight, row_weight, grad_factor, smoothing, z, cap, losses, grad, scratch, block_ref, store
+    logits,
+    targets,
+    weight,
+    row_weight,
+    grad_factor,
+    smoothing,
+    z,
+    cap,
+    losses,
+    grad,
+    scratch,
+    block_ref,
+    store,
+    in_place,
 ):
-    """Probability targets: as :func:`softmax_cross_entropy_index`, ``targets`` of the logits' shape."""
+    """Probability targets: as :func:`softmax_cross_entropy_index`, ``targets`` of the logits' shape.
+
+    ``in_place`` is False here (the caller refuses it): writing over the logits is for index targets.
+    """
     n_rows = logits.shape[0]
     dtype = accumulator(logits)
     for n in prange(n_rows):
@@ -440,7 +511,7 @@ def softmax_cross_entropy_soft(
             continue
         row = logits[n]
         target = targets[n]
-        out, dest = _row_buffers(grad, scratch, np.int64(n) if store else np.int64(0))  # 0: placeholder
+        out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
         m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
         log_s = dtype(math.log(s))

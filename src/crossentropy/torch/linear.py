@@ -2,10 +2,11 @@ r"""Linear layer and cross-entropy in one, for large vocabularies: the N×V logi
 
 :func:`linear_cross_entropy` computes the cross-entropy of the logits ``input @ weight.T + bias``
 in chunks of rows (tokens). On the CPU, for each chunk the logits are formed in a reused float32
-buffer, the fused kernel turns them into losses and their gradient (into a second reused
-buffer), and the gradients of ``input``, ``weight`` and ``bias`` are accumulated from it in
-float32 before the next chunk overwrites it. Peak memory is two chunks of logits plus the
-float32 gradient of ``weight``, instead of the N×V logits and their gradient.
+buffer, the fused kernel turns them into losses and writes their gradient over them, and the
+gradients of ``input``, ``weight`` and ``bias`` are accumulated from it in float32 before the
+next chunk overwrites it. Peak memory is one chunk of logits (two with a soft-cap, whose
+derivative needs the logits) plus the float32 gradient of ``weight``, instead of the N×V
+logits and their gradient.
 
 With ``reduction="mean"`` or ``"sum"`` the gradients are computed during the forward call and
 scaled by the incoming scalar in ``backward``; with ``reduction="none"`` the per-row incoming
@@ -94,7 +95,8 @@ def _chunked(
     )
     chunk = min(options.chunk_size, n_rows)
     logits_buffer = torch.empty((chunk, n_classes), dtype=dtype)
-    grad_buffer = torch.empty((chunk, n_classes), dtype=dtype) if store else None
+    # The kernel writes the gradient over the logits, unless the soft-cap's derivative needs them.
+    grad_buffer = torch.empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
     losses = torch.empty(n_rows, dtype=dtype)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
@@ -113,7 +115,7 @@ def _chunked(
             smoothing=options.label_smoothing,
             z=options.z_loss,
             cap=options.softcap,
-            out=grad_buffer[: stop - start] if store else None,
+            out=(logits if grad_buffer is None else grad_buffer[: stop - start]) if store else None,
         )
         if grads.input is not None:
             torch.mm(dlogits, weight_acc, out=grads.input[start:stop])
@@ -247,8 +249,8 @@ def linear_cross_entropy(
     ignore_index, label_smoothing, z_loss, softcap, reduction
         As :func:`crossentropy.torch.cross_entropy`.
     chunk_size : int, optional
-        Rows per chunk; by default as many as make 64 MiB of float32 logits. Peak memory is two
-        chunks of logits and the float32 gradient of ``weight``.
+        Rows per chunk; by default as many as make 64 MiB of float32 logits. Peak memory is one
+        chunk of logits (two with ``softcap``) and the float32 gradient of ``weight``.
 
     Returns
     -------
