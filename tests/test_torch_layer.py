@@ -477,3 +477,58 @@ def test_the_loss_itself_compiles():
     with kernels.disabled():
         cet.cross_entropy(reference, targets, z_loss=1e-3).backward()
     assert_close(logits.grad, reference.grad, torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# inplace=True
+
+
+def test_inplace_writes_the_gradient_over_the_logits_and_changes_nothing_else():
+    gen = generator("inplace")
+    hidden = torch.randn(12, 8, generator=gen, dtype=torch.float64)
+    head = torch.randn(30, 8, generator=gen, dtype=torch.float64).requires_grad_()
+    targets = torch.randint(0, 30, (12,), generator=gen)
+    targets[3] = -100
+
+    logits = hidden @ head.T
+    loss = cet.cross_entropy(logits, targets, label_smoothing=0.1, inplace=True)
+    loss.backward()
+    reference_head = head.detach().clone().requires_grad_()
+    reference_logits = hidden @ reference_head.T
+    reference_logits.retain_grad()
+    reference = F.cross_entropy(reference_logits, targets, label_smoothing=0.1)
+    reference.backward()
+    assert_close(loss, reference, torch.float64)
+    assert_close(head.grad, reference_head.grad, torch.float64)
+    assert_close(logits.detach(), reference_logits.grad, torch.float64)  # the logits now hold dL/dlogits
+
+
+def test_inplace_logits_needed_elsewhere_make_autograd_complain():
+    logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) * 1.0
+    penalty = logits.pow(2).sum()  # pow saves its input for backward
+    loss = cet.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace=True) + 1e-3 * penalty
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"softcap": 4.0}, "cannot be used with `softcap`"),
+        ({"label_smoothing": 0.1, "weight": torch.ones(6)}, "cannot be used with label smoothing with class weights"),
+    ],
+    ids=["softcap", "weighted-smoothing"],
+)
+def test_inplace_is_refused_where_the_logits_are_read_twice(options, message):
+    logits = torch.randn(4, 6, requires_grad=True) * 1.0
+    with pytest.raises(ValueError, match=message):
+        cet.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace=True, **options)
+
+
+def test_inplace_is_refused_for_probability_targets_and_k_dimensional_logits():
+    logits = torch.randn(4, 6, requires_grad=True) * 1.0
+    with pytest.raises(ValueError, match="needs class-index targets"):
+        cet.cross_entropy(logits, torch.softmax(torch.randn(4, 6), 1), inplace=True)
+    spatial = torch.randn(2, 6, 3, requires_grad=True) * 1.0
+    with pytest.raises(ValueError, match="needs writeable C-contiguous logits"):
+        cet.cross_entropy(spatial, torch.zeros(2, 3, dtype=torch.int64), inplace=True)

@@ -175,13 +175,17 @@ def _softmax_cross_entropy(
     sample_weight: Any,
     reduction: str,
     with_grad: bool,
+    gradient_over_logits: bool = False,
 ) -> Any:
+    """The softmax cross-entropy functions' shared body; ``gradient_over_logits`` (fused kernels
+    only, for :mod:`crossentropy.torch`'s ``inplace=True``) writes the gradient into the logits."""
     smoothing, z, cap, reduction = _check_softmax_options(label_smoothing, z_loss, softcap, reduction)
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
     if kernels.accepts(xp, inputs.stored, inputs.probs, weight, inputs.sample_weight):
-        return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad)
+        out = inputs.stored if gradient_over_logits else None
+        return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=out)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
     terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
 
@@ -212,7 +216,15 @@ def _softmax_cross_entropy(
 
 
 def _fused_softmax_cross_entropy(
-    inputs: ClassInputs, weight: Any, smoothing: float, z: float, cap: float | None, reduction: str, *, with_grad: bool
+    inputs: ClassInputs,
+    weight: Any,
+    smoothing: float,
+    z: float,
+    cap: float | None,
+    reduction: str,
+    *,
+    with_grad: bool,
+    out: Any = None,
 ) -> Any:
     """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy, or CPU PyTorch outside autograd; validated)."""
     xp, x = inputs.xp, inputs.stored
@@ -230,6 +242,7 @@ def _fused_softmax_cross_entropy(
         smoothing=smoothing,
         z=z,
         cap=cap,
+        out=out,
     )
     loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
     return (loss, inputs.to_caller(grad)) if with_grad else loss

@@ -282,17 +282,16 @@ def _writes_over_logits(
     )
     if not same:
         return False
+    what = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
     if not logits.flags.c_contiguous or not logits.flags.writeable:
-        raise ValueError("`out=logits` (the gradient in place) needs writeable C-contiguous logits")
+        raise ValueError(f"{what} needs writeable C-contiguous logits")
     if logits.dtype not in (np.float32, np.float64):
-        raise ValueError(f"`out=logits` (the gradient in place) needs float32 or float64 logits; got {logits.dtype}")
+        raise ValueError(f"{what} needs float32 or float64 logits; got {logits.dtype}")
     if not index_targets:
-        raise ValueError("`out=logits` (the gradient in place) needs class-index targets, not probabilities")
+        raise ValueError(f"{what} needs class-index targets, not probabilities")
     if cap is not None or weighted_smoothing:
-        what = "`softcap`" if cap is not None else "label smoothing with class weights"
-        raise ValueError(
-            f"`out=logits` (the gradient in place) cannot be used with {what}, which reads the logits twice"
-        )
+        option = "`softcap`" if cap is not None else "label smoothing with class weights"
+        raise ValueError(f"{what} cannot be used with {option}, which reads the logits twice")
     return True
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..losses import (
+    _softmax_cross_entropy,
     sigmoid_cross_entropy,
     sigmoid_cross_entropy_with_grad,
     softmax_cross_entropy,
@@ -38,6 +39,7 @@ class SoftmaxOptions:
     z_loss: float
     softcap: float | None
     reduction: str
+    inplace: bool = False
 
     def keywords(self) -> dict[str, Any]:
         return {
@@ -82,9 +84,21 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
         ctx.grad = None
         if not ctx.needs_input_grad[0]:
             return softmax_cross_entropy(logits, targets, weight=weight, sample_weight=sample_weight, **keywords)
-        loss, ctx.grad = softmax_cross_entropy_with_grad(
-            logits, targets, weight=weight, sample_weight=sample_weight, **keywords
-        )
+        if options.inplace:  # the gradient overwrites the logits: autograd must know they changed
+            loss, ctx.grad = _softmax_cross_entropy(
+                logits,
+                targets,
+                weight=weight,
+                sample_weight=sample_weight,
+                with_grad=True,
+                gradient_over_logits=True,
+                **keywords,
+            )
+            torch.autograd.graph.increment_version(logits)
+        else:
+            loss, ctx.grad = softmax_cross_entropy_with_grad(
+                logits, targets, weight=weight, sample_weight=sample_weight, **keywords
+            )
         ctx.save_for_backward(logits, targets, weight, sample_weight)
         return loss
 

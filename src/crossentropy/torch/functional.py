@@ -102,6 +102,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     sample_weight: torch.Tensor | None = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
     r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
 
@@ -132,6 +133,13 @@ def cross_entropy(
         Logits become :math:`c \tanh(x / c)` first (Gemma 2).
     sample_weight : Tensor of the batch shape, optional
         Per-sample weights :math:`s_n \ge 0`; they also enter the mean's denominator.
+    inplace : bool, default False
+        Write the gradient over ``input`` during the forward call, saving the memory of a
+        second N×C tensor (as Liger-Kernel does): afterwards ``input`` holds the gradient, not
+        the logits, and autograd refuses any other use of it that needs its values. Only on
+        the CPU kernels, with (N, C) or (C,) contiguous float32/float64 logits, class-index
+        targets, no ``softcap`` and no label smoothing with class weights (a clear error
+        otherwise); it changes nothing elsewhere (other devices, forward-only calls).
 
     Returns
     -------
@@ -146,7 +154,7 @@ def cross_entropy(
     [6.9078, 0.0834]
     """
     reduction = _reduction_of(size_average, reduce, reduction)
-    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, inplace)
     if _fused(input, target, weight, sample_weight):
         return _fused_softmax(input, target, weight, sample_weight, options)
     return losses.softmax_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, **options.keywords())

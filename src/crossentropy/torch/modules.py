@@ -80,6 +80,7 @@ class CrossEntropyLoss(_Loss):
         *,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        inplace: bool = False,
     ) -> None:
         super().__init__(
             tensors={"weight": weight},
@@ -88,6 +89,7 @@ class CrossEntropyLoss(_Loss):
             label_smoothing=label_smoothing,
             z_loss=z_loss,
             softcap=softcap,
+            inplace=inplace,
         )
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
@@ -101,6 +103,7 @@ class CrossEntropyLoss(_Loss):
             z_loss=self.z_loss,
             softcap=self.softcap,
             sample_weight=sample_weight,
+            inplace=self.inplace,
         )
 
 
