@@ -8,6 +8,7 @@ the library's other losses in PyTorch's layout. See :mod:`crossentropy.torch.fun
 
 from __future__ import annotations
 
+from .distributed import vocab_parallel_cross_entropy
 from .functional import (
     backward_corrected_cross_entropy,
     binary_cross_entropy,
@@ -60,4 +61,5 @@ __all__ = [
     "sigmoid_focal_loss",
     "softmax_focal_loss",
     "symmetric_cross_entropy",
+    "vocab_parallel_cross_entropy",
 ]
