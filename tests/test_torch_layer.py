@@ -532,3 +532,11 @@ def test_inplace_is_refused_for_probability_targets_and_k_dimensional_logits():
     spatial = torch.randn(2, 6, 3, requires_grad=True) * 1.0
     with pytest.raises(ValueError, match="needs writeable C-contiguous logits"):
         cet.cross_entropy(spatial, torch.zeros(2, 3, dtype=torch.int64), inplace=True)
+
+
+def test_inplace_refuses_a_second_backward_it_cannot_recompute():
+    logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) * 1.0
+    loss = cet.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace=True)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"cannot recompute it; call the loss again, or use inplace=False"):
+        loss.backward()

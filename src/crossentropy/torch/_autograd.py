@@ -84,22 +84,19 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
         ctx.grad = None
         if not ctx.needs_input_grad[0]:
             return softmax_cross_entropy(logits, targets, weight=weight, sample_weight=sample_weight, **keywords)
-        if options.inplace:  # the gradient overwrites the logits: autograd must know they changed
-            loss, ctx.grad = _softmax_cross_entropy(
-                logits,
-                targets,
-                weight=weight,
-                sample_weight=sample_weight,
-                with_grad=True,
-                gradient_over_logits=True,
-                **keywords,
-            )
+        loss, ctx.grad = _softmax_cross_entropy(
+            logits,
+            targets,
+            weight=weight,
+            sample_weight=sample_weight,
+            with_grad=True,
+            gradient_over_logits=options.inplace,
+            **keywords,
+        )
+        if options.inplace:  # the logits now hold their gradient: autograd must know they changed
             torch.autograd.graph.increment_version(logits)
         else:
-            loss, ctx.grad = softmax_cross_entropy_with_grad(
-                logits, targets, weight=weight, sample_weight=sample_weight, **keywords
-            )
-        ctx.save_for_backward(logits, targets, weight, sample_weight)
+            ctx.save_for_backward(logits, targets, weight, sample_weight)
         return loss
 
     @staticmethod
@@ -107,6 +104,11 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # a second backward through this graph: recompute from the saved inputs
+            if ctx.options.inplace:
+                raise RuntimeError(
+                    "cross_entropy(inplace=True) wrote the gradient over the logits, so a second backward through "
+                    "the same graph (retain_graph=True) cannot recompute it; call the loss again, or use inplace=False"
+                )
             logits, targets, weight, sample_weight = ctx.saved_tensors
             _, grad = softmax_cross_entropy_with_grad(
                 logits, targets, weight=weight, sample_weight=sample_weight, **ctx.options.keywords()
