@@ -13,7 +13,8 @@ On CPU tensors the softmax and sigmoid cross-entropies run on the fused kernels
 (:mod:`crossentropy.kernels`): the loss and its gradient in one pass, in the forward call,
 handed to autograd through a custom function. Other devices, and inputs for which autograd
 must also differentiate the targets or weights, run the library's generic code, which autograd
-differentiates. The caller's tensors are never written to.
+differentiates. The caller's tensors are never written to, unless ``cross_entropy(...,
+inplace=True)`` asks for the gradient to overwrite the logits.
 
 One deliberate difference from PyTorch: when every target is ignored, the mean is 0 with a
 zero gradient, not NaN.
