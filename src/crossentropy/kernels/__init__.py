@@ -213,7 +213,7 @@ def softmax_cross_entropy_rows(
     targets, weight, row_weight, grad_factor = (_host(a) for a in (targets, weight, row_weight, grad_factor))
     stored, dtype = _storage(logits, storage)
     scalar = dtype.type
-    x = np.ascontiguousarray(stored.reshape(-1, stored.shape[-1]))
+    x = _rows(stored, stored.dtype)
     n_rows, n_classes = x.shape
     index_targets = targets.ndim == logits.ndim - 1
     t = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64) if index_targets else _rows(targets, dtype)

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
 from .._array import get_namespace
+from .._inputs import reduce_loss
 from .._validation import (
     check_class_indices,
     check_integer_option,
@@ -131,14 +132,6 @@ def _accumulation_dtype(input: torch.Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
-def _reduced(losses: torch.Tensor, count: int, reduction: str) -> torch.Tensor:
-    """``losses`` reduced; the mean of no valid row is 0."""
-    if reduction == "none":
-        return losses
-    total = losses.sum()
-    return total / max(count, 1) if reduction == "mean" else total
-
-
 def _row_factor(target: torch.Tensor, options: LinearOptions, count: int, grad_output: torch.Tensor | None):
     """Per-row factor of the gradient: "not ignored", over the mean's count, times the incoming gradient."""
     factor = (target != options.ignore_index).to(torch.float64)
@@ -165,7 +158,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         if eager:
             ctx.grads = grads
         ctx.save_for_backward(input, weight, bias, target)
-        return _reduced(losses, ctx.count, options.reduction).to(input.dtype)
+        return reduce_loss(losses, ctx.count, options.reduction, get_namespace(losses), input.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -208,7 +201,8 @@ def _checkpointed(input, weight, bias, target, options: LinearOptions) -> torch.
         for i in range(0, input.shape[0], size)
     ]
     count = int((target != options.ignore_index).sum())
-    return _reduced(torch.cat(pieces), count, options.reduction).to(input.dtype)
+    losses = torch.cat(pieces)
+    return reduce_loss(losses, count, options.reduction, get_namespace(losses), input.dtype)
 
 
 def linear_cross_entropy(

@@ -18,7 +18,7 @@ torch.Size([])
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -324,41 +324,38 @@ class SymmetricCrossEntropyLoss(_Loss):
         )
 
 
-class ForwardCorrectedCrossEntropyLoss(_Loss):
+class _TransitionCorrectedLoss(_Loss):
+    """A noise-corrected loss (the subclass's ``_loss``) as a module; the transition matrix is a buffer."""
+
+    _loss: ClassVar[Any]
+
+    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        return self._loss(
+            input,
+            target,
+            self.transition,
+            ignore_index=self.ignore_index,
+            sample_weight=sample_weight,
+            reduction=self.reduction,
+        )
+
+
+class ForwardCorrectedCrossEntropyLoss(_TransitionCorrectedLoss):
     """:func:`crossentropy.torch.forward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
 
     ``forward(input, target, *, sample_weight=None)``.
     """
 
-    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
-        super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
-        return F.forward_corrected_cross_entropy(
-            input,
-            target,
-            self.transition,
-            ignore_index=self.ignore_index,
-            sample_weight=sample_weight,
-            reduction=self.reduction,
-        )
+    _loss = staticmethod(F.forward_corrected_cross_entropy)
 
 
-class BackwardCorrectedCrossEntropyLoss(_Loss):
+class BackwardCorrectedCrossEntropyLoss(_TransitionCorrectedLoss):
     """:func:`crossentropy.torch.backward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
 
     ``forward(input, target, *, sample_weight=None)``.
     """
 
-    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
-        super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
-        return F.backward_corrected_cross_entropy(
-            input,
-            target,
-            self.transition,
-            ignore_index=self.ignore_index,
-            sample_weight=sample_weight,
-            reduction=self.reduction,
-        )
+    _loss = staticmethod(F.backward_corrected_cross_entropy)
