@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import bench
+from . import bench, score
 from .demo import run_demo
 
 __all__ = ["main"]
@@ -20,6 +20,8 @@ _EXAMPLES = """\
 examples:
   crossentropy demo           walk through the numbers of cross-entropy on a coin and a classifier
   crossentropy demo --json    the same figures as JSON, for machines
+  crossentropy score preds.csv --target label
+                              log loss, perplexity, accuracy, Brier score and calibration of a prediction file
   crossentropy bench --quick  the speed benchmark against PyTorch on tiny shapes (seconds)
   crossentropy bench          the full benchmark on this machine (several minutes)
 """
@@ -56,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_arguments(bench_parser)
+    score_parser = commands.add_parser(
+        "score",
+        help="log loss, perplexity, accuracy, Brier score and calibration of a prediction file",
+        description="Score the predictions in a CSV, Parquet, .npy or .npz file of any size against their "
+        "targets: log loss in nats and bits, perplexity, accuracy, Brier score, expected calibration error, "
+        "mean predicted entropy and a per-class table. Bad input stops with exit code 2 and names the file, "
+        "row and column.",
+        epilog=score.EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_arguments(score_parser)
     return parser
 
 
@@ -74,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "bench":
         return bench.command(args)
+    if args.command == "score":
+        return score.command(args)
     parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2
     return 2
 

@@ -1,0 +1,145 @@
+"""Files written by the commands: an HTML report with PNG figures, each file written atomically.
+
+Every file goes to a temporary name in its directory first and is renamed over the final name
+only when complete, so a reader never sees half a file and an interrupted run leaves the old one.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._scoring import ScoreReport
+
+__all__ = ["OUTPUT_NAMES", "write_atomic", "write_figure", "write_report"]
+
+OUTPUT_NAMES = ("index.html", "reliability.png", "per_class.png", "report.json")
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], *, binary: bool = False) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_figure(path: Path, figure: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=110), binary=True)
+    finally:
+        plt.close(figure)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reliability_figure(report: ScoreReport, title: str = "Reliability diagram") -> Any:
+    """Accuracy against mean confidence per bin (top label), with the bins' share of the weight below."""
+    plt = _pyplot()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.2, 6), height_ratios=(3, 1), sharex=True)
+    bins = [b for b in report.reliability if b["weight"] > 0]
+    top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    top.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label="model")
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_title(f"{title}\nECE = {report.expected_calibration_error:.4f} ({report.spec.n_bins} bins)")
+    top.legend(loc="upper left")
+    widths = [b["high"] - b["low"] for b in report.reliability]
+    shares = [b["weight"] / report.weight for b in report.reliability]
+    bottom.bar([b["low"] for b in report.reliability], shares, width=widths, align="edge", color="C0", alpha=0.6)
+    bottom.set_xlabel("confidence (probability of the predicted class)")
+    bottom.set_ylabel("share")
+    figure.tight_layout()
+    return figure
+
+
+def per_class_figure(report: ScoreReport) -> Any:
+    """Mean cross-entropy and recall of each true class."""
+    plt = _pyplot()
+    rows = report.per_class
+    names = [str(row["class"]) for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, max(2.5, 0.32 * len(rows) + 1.2)), sharey=True)
+    positions = list(range(len(rows)))
+    left.barh(positions, [row["mean_cross_entropy"] or 0.0 for row in rows], color="C3")
+    left.set_xlabel("mean cross-entropy (nats)")
+    left.set_yticks(positions, names)
+    left.invert_yaxis()
+    right.barh(positions, [row["recall"] or 0.0 for row in rows], color="C2")
+    right.set_xlabel("recall")
+    right.set_xlim(0, 1)
+    figure.suptitle("Per true class")
+    figure.tight_layout()
+    return figure
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 62rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { padding: 0.25rem 0.8rem; border-bottom: 1px solid #ddd; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.warning { color: #8a5300; }
+img { max-width: 100%; }
+"""
+
+
+def write_report(report: ScoreReport, directory: Path, *, title: str) -> list[Path]:
+    """Write ``index.html``, ``reliability.png``, ``per_class.png`` and ``report.json`` into ``directory``.
+
+    Returns the paths written, the HTML page first.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    reliability = write_figure(directory / "reliability.png", reliability_figure(report))
+    per_class = write_figure(directory / "per_class.png", per_class_figure(report))
+    figures = report.as_dict()
+    data = write_atomic(directory / "report.json", lambda file: json.dump(figures, file, indent=2))
+    class_header, class_rows = report.per_class_rows()
+    warnings = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in report.warnings)
+    source = report.source
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(str(source.get("file", "")))} ({html.escape(str(source.get("format", "")))},
+{int(source.get("bytes", 0)):,} bytes)</p>
+{warnings}
+<h2>Figures</h2>
+{_table(("figure", "value"), report.summary_rows())}
+<h2>Per class</h2>
+{_table(class_header, class_rows)}
+<h2>Calibration</h2>
+<p><img src="{reliability.name}" alt="reliability diagram"></p>
+<h2>Classes</h2>
+<p><img src="{per_class.name}" alt="per-class cross-entropy and recall"></p>
+<p>The numbers as JSON: <a href="{data.name}">{data.name}</a>.</p>
+</body></html>
+"""
+    index = write_atomic(directory / "index.html", lambda file: file.write(page))
+    return [index, reliability, per_class, data]

@@ -1,0 +1,448 @@
+"""Tables read in batches from CSV, Parquet and NumPy files, for ``crossentropy score``.
+
+A source knows its column names, yields ``(first_row, pyarrow.Table)`` batches of the columns
+asked for (numeric ones as float64, the label column as text) with memory bounded by the batch,
+reports its progress, and names any cell as ``FILE: row R (line L), column 'C'`` in errors.
+Rows are counted from 1 without the header; NumPy files are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMATS", "InputError", "Source", "open_source"]
+
+FORMATS = ("csv", "parquet", "npy", "npz")
+_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIXES |= {".npy": "npy", ".npz": "npz"}
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file and, where it applies, the row and column."""
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.compute
+        import pyarrow.csv
+        import pyarrow.parquet
+    except ImportError as error:  # pragma: no cover - the cli extra installs it
+        raise InputError(
+            "reading prediction files needs pyarrow; install it with `pip install 'crossentropy[cli]'`"
+        ) from error
+    return pyarrow
+
+
+class Source:
+    """Base class: a file of named columns read in batches."""
+
+    kind = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] = []
+        self.size_bytes = path.stat().st_size
+
+    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, table)``: the ``numeric`` columns as float64 and ``labels`` as text."""
+        raise NotImplementedError
+
+    def progress(self) -> tuple[float, float]:
+        """``(done, total)`` in the unit of :attr:`progress_unit`."""
+        raise NotImplementedError
+
+    progress_unit = "rows"
+
+    def where(self, row: int | None = None, column: str | None = None) -> str:
+        """``FILE: row R, column 'C'`` for the 0-based ``row``."""
+        text = str(self.path)
+        parts = []
+        if row is not None:
+            parts.append(self._row_text(row))
+        if column is not None:
+            parts.append(f"column {column!r}")
+        return text + (": " + ", ".join(parts) if parts else "")
+
+    def _row_text(self, row: int) -> str:
+        return f"row {row + 1}"
+
+    def _float_columns(self, table: Any, numeric: Sequence[str], first_row: int) -> Any:
+        """Cast ``numeric`` columns to float64; a cell that is not a number is an :class:`InputError`."""
+        pa = _pyarrow()
+        for name in numeric:
+            index = table.schema.get_field_index(name)
+            column = table.column(index)
+            if column.type == pa.float64():
+                continue
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+                for offset, value in enumerate(column.to_pylist()):
+                    try:
+                        float(value)
+                    except (TypeError, ValueError):
+                        raise InputError(f"{self.where(first_row + offset, name)}: {value!r} is not a number") from None
+            try:
+                column = pa.compute.cast(column, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise InputError(f"{self.where(column=name)}: cannot be read as numbers ({error})") from None
+            table = table.set_column(index, name, column)
+        return table
+
+
+class CsvSource(Source):
+    """A CSV file with a header line, parsed by pyarrow in blocks of ``block_bytes`` (threads within a block)."""
+
+    kind = "CSV"
+    progress_unit = "bytes"
+
+    def __init__(self, path: Path, *, delimiter: str = ",", block_bytes: int = 16 << 20) -> None:
+        super().__init__(path)
+        self.delimiter = delimiter
+        self.block_bytes = block_bytes
+        self._done = 0
+        self._chunk: tuple[int, int, Any] | None = None  # first row, byte offset and text of the current block
+        with path.open("rb") as file:
+            header = file.readline()
+        self._header_bytes = len(header)
+        if header.startswith(b"\xef\xbb\xbf"):
+            header = header[3:]
+        if not header.strip():
+            raise InputError(f"{path}: is empty (expected a header line naming the columns)")
+        try:
+            self.columns = next(csv.reader([header.decode("utf-8")], delimiter=delimiter))
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: line 1: the header is not UTF-8 text") from None
+        self.columns = [name.strip() for name in self.columns]
+        duplicated = sorted({name for name in self.columns if self.columns.count(name) > 1})
+        if duplicated:
+            raise InputError(f"{path}: line 1: column names must be unique; {', '.join(map(repr, duplicated))} repeat")
+
+    def progress(self) -> tuple[float, float]:
+        return float(self._done), float(self.size_bytes)
+
+    def _row_text(self, row: int) -> str:
+        return f"row {row + 1} (line {self._line_of(row)})"
+
+    def _line_of(self, row: int) -> int | str:
+        """The 1-based line of a data row of the current block, counting the blank lines pyarrow skips.
+
+        Only called for error messages: it counts the line breaks before the block in the file.
+        """
+        if self._chunk is None:
+            return "?"
+        first_row, offset, text = self._chunk
+        if row < first_row:
+            return "?"
+        line = 1
+        with self.path.open("rb") as file:
+            while file.tell() < offset:
+                line += file.read(min(1 << 20, offset - file.tell())).count(b"\n")
+        seen = first_row - 1
+        for raw in bytes(text).split(b"\n"):
+            line += 1
+            if raw.strip(b"\r"):
+                seen += 1
+                if seen == row:
+                    return line - 1
+        return "?"
+
+    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+        pa = _pyarrow()
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        types = {name: pa.float64() for name in numeric}
+        if labels is not None:
+            types[labels] = pa.dictionary(pa.int32(), pa.string())
+        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
+        parse = pa.csv.ParseOptions(delimiter=self.delimiter)
+        convert = pa.csv.ConvertOptions(column_types=types, include_columns=wanted, strings_can_be_null=False)
+        first_row, offset = 0, self._header_bytes
+        self._done = offset
+        with self.path.open("rb") as file:
+            file.seek(offset)
+            carry = b""
+            while True:
+                # One copy: the file into a fresh buffer, behind the unfinished line of the last block.
+                block = bytearray(len(carry) + self.block_bytes)
+                block[: len(carry)] = carry
+                n_read = file.readinto(memoryview(block)[len(carry) :])
+                size = len(carry) + n_read
+                cut = block.rfind(b"\n", 0, size) + 1 if n_read else size
+                carry = bytes(block[cut:size])
+                if size == 0:
+                    break
+                if cut == 0:
+                    continue
+                text = memoryview(block)[:cut]
+                self._chunk = (first_row, offset, text)
+                try:
+                    table = pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse,
+                                            convert_options=convert)  # fmt: skip
+                except pa.ArrowInvalid as error:
+                    raise self._locate(text, first_row, numeric, error) from None
+                offset += cut
+                self._done = offset
+                if table.num_rows:
+                    yield first_row, table
+                first_row += table.num_rows
+                if not n_read:
+                    break
+
+    def _locate(self, text: Any, first_row: int, numeric: Sequence[str], error: Exception) -> Exception:
+        """An :class:`InputError` at the cell behind pyarrow's ``error`` (found by re-reading the block)."""
+        rows = self._rows_of(text)
+        for offset, row in enumerate(rows):
+            if len(row) != len(self.columns):
+                return InputError(
+                    f"{self.where(first_row + offset)}: has {len(row)} fields; the header names {len(self.columns)}"
+                )
+            for name in numeric:
+                cell = row[self.columns.index(name)]
+                try:
+                    float(cell)
+                except ValueError:
+                    if cell.strip() in ("", "NA", "N/A", "NULL", "null", "nan", "NaN", "-nan", "-NaN", "n/a"):
+                        continue  # read as missing; reported by the caller with the others
+                    return InputError(f"{self.where(first_row + offset, name)}: {cell!r} is not a number")
+        message = re.sub(r"\s+", " ", str(error)).strip()
+        return InputError(f"{self.where()}: cannot be parsed as CSV near row {first_row + 1}: {message}")
+
+    def _rows_of(self, text: Any) -> list[list[str]]:
+        """The non-blank rows of a block, split by the csv module (error path only)."""
+        lines = io.StringIO(bytes(text).decode("utf-8", "replace"))
+        return [row for row in csv.reader(lines, delimiter=self.delimiter) if row]
+
+    def cell_text(self, row: int, column: str) -> str | None:
+        """The raw text of a cell of the current block (for error messages)."""
+        if self._chunk is None:
+            return None
+        first_row, _, text = self._chunk
+        rows = self._rows_of(text)
+        offset = row - first_row
+        if 0 <= offset < len(rows) and len(rows[offset]) == len(self.columns):
+            return rows[offset][self.columns.index(column)]
+        return None
+
+
+class ParquetSource(Source):
+    kind = "Parquet"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        pa = _pyarrow()
+        if self.size_bytes == 0:
+            raise InputError(f"{path}: is empty")
+        try:
+            self._file = pa.parquet.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise InputError(f"{path}: is not a Parquet file ({error})") from None
+        self.columns = list(self._file.schema_arrow.names)
+        self._rows = self._file.metadata.num_rows
+        self._done = 0
+
+    def progress(self) -> tuple[float, float]:
+        return float(self._done), float(self._rows)
+
+    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+        pa = _pyarrow()
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        first_row = 0
+        for batch in self._file.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=True):
+            table = self._float_columns(pa.Table.from_batches([batch]), numeric, first_row)
+            self._done = first_row + table.num_rows
+            yield first_row, table
+            first_row += table.num_rows
+
+
+def _open_npy_stream(stream: Any, where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """Read the header of a ``.npy`` stream; returns ``(dtype, shape, fortran_order)``."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+    except ValueError as error:
+        raise InputError(f"{where}: is not a NumPy .npy array ({error})") from None
+    if dtype.hasobject:
+        raise InputError(f"{where}: holds Python objects, which are only read with pickle (not allowed)")
+    return dtype, shape, fortran_order
+
+
+class _Block:
+    """Columns backed by one array: a 2-d array's columns or a structured array's fields."""
+
+    def __init__(self, names: list[str], read: Any, dtype: np.dtype, shape: tuple[int, ...], fields: list[Any]) -> None:
+        self.names, self.read, self.dtype, self.shape, self.fields = names, read, dtype, shape, fields
+
+
+class NumpySource(Source):
+    """A ``.npy`` array (structured: one column per field; 2-d: columns ``0``, ``1``, ...) or a ``.npz`` archive.
+
+    In an archive, a 1-d member is the column of its name and a 2-d member ``key`` of width k the
+    columns ``key_0`` ... ``key_{k-1}``; every member has one entry per row. Members are read
+    from the archive as streams, so compressed archives need no more memory than a batch.
+    """
+
+    kind = "NumPy"
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(path)
+        if self.size_bytes == 0:
+            raise InputError(f"{path}: is empty")
+        self.kind = kind
+        self._done = 0
+        self._members: dict[str, tuple[str, int | None]] = {}  # column -> (member, index within a 2-d member)
+        self._member_info: dict[str, tuple[np.dtype, tuple[int, ...], bool]] = {}
+        if kind == "npy":
+            with path.open("rb") as stream:
+                self._add_member("", *_open_npy_stream(stream, str(path)))
+        else:
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = [name for name in archive.namelist() if name.endswith(".npy")]
+                    for name in names:
+                        with archive.open(name) as stream:
+                            self._add_member(name[:-4], *_open_npy_stream(stream, f"{path}: member {name!r}"))
+            except zipfile.BadZipFile:
+                raise InputError(f"{path}: is not a NumPy .npz archive (not a zip file)") from None
+        lengths = {info[1][0] for info in self._member_info.values() if info[1]}
+        if len(lengths) > 1:
+            raise InputError(f"{path}: members must have one entry per row; their lengths differ: {sorted(lengths)}")
+        self._rows = lengths.pop() if lengths else 0
+        if self._rows == 0:
+            raise InputError(f"{path}: has no rows")
+
+    def _add_member(self, member: str, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> None:
+        where = f"{self.path}" + (f": member {member!r}" if member else "")
+        if dtype.names is not None:
+            if len(shape) != 1:
+                raise InputError(f"{where}: a structured array must be 1-d; got shape {shape}")
+            for name in dtype.names:
+                self._member_columns(name, member, None)
+        elif len(shape) == 2 and not member:
+            for k in range(shape[1]):
+                self._member_columns(str(k), member, k)
+        elif len(shape) == 2:
+            for k in range(shape[1]):
+                self._member_columns(f"{member}_{k}", member, k)
+        elif len(shape) == 1 and member:
+            self._member_columns(member, member, None)
+        else:
+            raise InputError(
+                f"{where}: must be a structured array or a 2-d array of columns"
+                + (" (or, in an .npz archive, 1-d columns)" if member else "")
+                + f"; got shape {shape}"
+            )
+        self._member_info[member] = (dtype, shape, fortran)
+
+    def _member_columns(self, column: str, member: str, index: int | None) -> None:
+        if column in self._members:
+            raise InputError(f"{self.path}: column names must be unique; {column!r} repeats")
+        self.columns.append(column)
+        self._members[column] = (member, index)
+
+    def progress(self) -> tuple[float, float]:
+        return float(self._done), float(self._rows)
+
+    def _member_batches(self, member: str, batch_rows: int, archive: Any) -> Iterator[np.ndarray]:
+        dtype, shape, fortran = self._member_info[member]
+        if fortran and len(shape) == 2:
+            # Columns are contiguous, rows are not: read whole (memory grows with the file here only).
+            stream = self.path.open("rb") if not member else archive.open(member + ".npy")
+            with stream:
+                _open_npy_stream(stream, str(self.path))
+                whole = np.frombuffer(stream.read(), dtype=dtype).reshape(shape, order="F")
+            for start in range(0, shape[0], batch_rows):
+                yield whole[start : start + batch_rows]
+            return
+        row_bytes = dtype.itemsize * (shape[1] if len(shape) == 2 else 1)
+        stream = self.path.open("rb") if not member else archive.open(member + ".npy")
+        with stream:
+            _open_npy_stream(stream, str(self.path))
+            for start in range(0, shape[0], batch_rows):
+                count = min(batch_rows, shape[0] - start)
+                data = stream.read(count * row_bytes)
+                if len(data) != count * row_bytes:
+                    raise InputError(f"{self.where(start)}: the file ends early (truncated array)")
+                block = np.frombuffer(data, dtype=dtype)
+                yield block.reshape(count, shape[1]) if len(shape) == 2 else block
+
+    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+        pa = _pyarrow()
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        members = sorted({self._members[name][0] for name in wanted})
+        archive = zipfile.ZipFile(self.path) if self.kind == "npz" else None
+        try:
+            iterators = {member: self._member_batches(member, batch_rows, archive) for member in members}
+            first_row = 0
+            while first_row < self._rows:
+                blocks = {member: next(iterator) for member, iterator in iterators.items()}
+                arrays = []
+                for name in wanted:
+                    member, index = self._members[name]
+                    block = blocks[member]
+                    values = block[name] if block.dtype.names is not None else block
+                    values = values[:, index] if index is not None else values
+                    arrays.append(self._arrow_column(values, name, name == labels, first_row))
+                table = pa.Table.from_arrays(arrays, names=wanted)
+                table = self._float_columns(table, numeric, first_row)
+                self._done = first_row + table.num_rows
+                yield first_row, table
+                first_row += table.num_rows
+        finally:
+            if archive is not None:
+                archive.close()
+
+    def _arrow_column(self, values: np.ndarray, name: str, is_label: bool, first_row: int) -> Any:
+        pa = _pyarrow()
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8", "replace")
+        if values.dtype.kind in "US":
+            return pa.array(values.astype(str))
+        if values.dtype.kind not in "biuf":
+            raise InputError(f"{self.where(column=name)}: dtype {values.dtype} holds neither numbers nor text")
+        if is_label:
+            if values.dtype.kind == "f":
+                whole = np.isfinite(values) & (values == np.round(values))
+                if not whole.all():
+                    row = int(np.argmin(whole))
+                    raise InputError(
+                        f"{self.where(first_row + row, name)}: label {values[row]!r} is not a whole number"
+                    )
+                values = values.astype(np.int64)
+            return pa.array(values.astype(np.int64) if values.dtype.kind in "bu" else values).cast(pa.string())
+        return pa.array(np.ascontiguousarray(values, dtype=np.float64))
+
+
+def open_source(path: str | Path, *, file_format: str | None = None, delimiter: str | None = None) -> Source:
+    """Open ``path`` by its format (from the suffix unless ``file_format`` is given)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
+    if file_format is None:
+        file_format = _SUFFIXES.get(path.suffix.lower())
+        if file_format is None:
+            raise InputError(
+                f"{path}: unknown file type {path.suffix!r}; name it .csv, .parquet, .npy or .npz, or pass --format"
+            )
+    if file_format == "csv":
+        if delimiter is None:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: is empty (expected a header line naming the columns)")
+        return CsvSource(path, delimiter=delimiter)
+    if file_format == "parquet":
+        return ParquetSource(path)
+    if file_format in ("npy", "npz"):
+        return NumpySource(path, file_format)
+    raise InputError(f"{path}: unknown format {file_format!r}; expected one of {', '.join(FORMATS)}")

@@ -1,0 +1,527 @@
+"""``crossentropy score FILE``: log loss, perplexity, accuracy, Brier score and calibration of a prediction file.
+
+The file (CSV, Parquet, ``.npy`` or ``.npz``) is read in batches, so its size does not matter;
+the figures are sums over rows (:mod:`crossentropy.cli._scoring`) and equal those of the whole
+file at once. Bad input stops the command with exit code 2 and one line naming the file, the
+row and the column; nothing is written over the input, and outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import fnmatch
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._progress import progress_bar
+from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
+from ._sources import FORMATS, InputError, Source, open_source
+
+__all__ = ["Selection", "add_arguments", "command", "score_source"]
+
+EXAMPLES = """\
+examples:
+  crossentropy score preds.csv --target label
+      every other column is the probability of the class it is named after
+  crossentropy score preds.parquet --target y --probs 'p_*'
+      columns p_cat, p_dog, ... hold the probabilities of classes cat, dog, ...
+  crossentropy score out.npz --target labels --logits 'logits_*'
+      an .npz with members `labels` (n,) and `logits` (n, k): softmax of the logits
+  crossentropy score clicks.csv --target clicked --probs p_click
+      binary: one column, the probability of the positive class (named by --positive, default the column's class)
+  crossentropy score soft.csv --target-probs 'teacher_*' --probs 'student_*'
+      targets are distributions: also H(P) and KL, with H(P,Q) = H(P) + KL
+  crossentropy score preds.csv --target label --json --report report/
+      figures as JSON on stdout, and an HTML page with a reliability diagram in report/
+
+Patterns are shell-style (*, ?, [..]); several may be given, separated by commas or repeated.
+With one `*`, the class is the text it matches; otherwise the class is the column name.
+Rows are counted from 1 without the header; lines count the header.
+"""
+
+_BATCH_ROWS = 1 << 17
+_MAX_LISTED = 12
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", type=Path, help="CSV, Parquet, .npy or .npz file of predictions")
+    target = parser.add_argument_group("targets (one of)")
+    target.add_argument("--target", metavar="COL", help="column of true class labels (text or integers)")
+    target.add_argument(
+        "--target-probs",
+        metavar="PATTERN",
+        action="append",
+        help="columns of target distributions, one per class (adds H(P) and KL to the report)",
+    )
+    predictions = parser.add_argument_group("predictions (default: every other column, as probabilities)")
+    predictions.add_argument("--probs", metavar="PATTERN", action="append", help="probability columns, one per class")
+    predictions.add_argument("--logits", metavar="PATTERN", action="append", help="logit columns, one per class")
+    predictions.add_argument(
+        "--positive",
+        metavar="LABEL",
+        help="with one prediction column: the label of the positive class (default: the column's class name)",
+    )
+    options = parser.add_argument_group("options")
+    options.add_argument("--sample-weight", metavar="COL", help="column of non-negative sample weights")
+    options.add_argument(
+        "--base",
+        metavar="B",
+        type=_base,
+        default=None,
+        help="logarithm base of entropies besides nats and bits (2, 10, e)",
+    )
+    options.add_argument("--bins", metavar="N", type=_positive_int, default=15, help="calibration bins (default 15)")
+    options.add_argument(
+        "--renormalize",
+        action="store_true",
+        help="divide each probability row by its sum (default: warn and use as given)",
+    )
+    options.add_argument(
+        "--tolerance",
+        metavar="T",
+        type=_tolerance,
+        default=1e-6,
+        help="probability rows must sum to 1 within T (default 1e-6)",
+    )
+    options.add_argument("--format", choices=FORMATS, help="file format, when the suffix does not tell")
+    options.add_argument("--delimiter", metavar="CHAR", help="CSV field delimiter (default ',' and tab for .tsv)")
+    options.add_argument("--json", action="store_true", help="print the figures as JSON")
+    options.add_argument(
+        "--report",
+        metavar="DIR",
+        type=Path,
+        help="write an HTML report with a reliability diagram and a per-class chart",
+    )
+    options.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _base(text: str) -> float:
+    if text.strip().lower() == "e":
+        return math.e
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != 1 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number other than 1, or 'e'; got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which columns are what.
+
+    Attributes
+    ----------
+    predictions : tuple of str
+        Prediction columns, one per class (one column: binary, the positive class).
+    classes : tuple of str
+        Class names in the order of ``predictions`` (binary: negative first, then positive;
+        the negative one is learnt from the targets).
+    target : str or None
+        Column of class labels.
+    target_probs : tuple of str
+        Columns of target distributions, in the order of ``classes``.
+    sample_weight : str or None
+    is_logits : bool
+    """
+
+    predictions: tuple[str, ...]
+    classes: tuple[str, ...]
+    target: str | None = None
+    target_probs: tuple[str, ...] = ()
+    sample_weight: str | None = None
+    is_logits: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return len(self.predictions) == 1
+
+    @property
+    def numeric(self) -> list[str]:
+        return [*self.predictions, *self.target_probs] + ([self.sample_weight] if self.sample_weight else [])
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+def _missing(source: Source, name: str, option: str) -> InputError:
+    close = difflib.get_close_matches(name, source.columns, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return InputError(f"{source.where()}: no column {name!r} ({option}){hint} Columns: {_listing(source.columns)}")
+
+
+def _patterns(values: Sequence[str] | None) -> list[str]:
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+def _match(source: Source, patterns: list[str], option: str) -> list[tuple[str, str]]:
+    """``(column, class)`` pairs selected by ``patterns``, in pattern then file order."""
+    chosen: list[tuple[str, str]] = []
+    for pattern in patterns:
+        if pattern in source.columns:
+            chosen.append((pattern, pattern))
+            continue
+        if not any(c in pattern for c in "*?["):
+            raise _missing(source, pattern, option)
+        matched = [name for name in source.columns if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            raise InputError(
+                f"{source.where()}: no column matches {option} {pattern!r}. Columns: {_listing(source.columns)}"
+            )
+        capture = pattern.count("*") == 1 and not any(c in pattern for c in "?[")
+        head, _, tail = pattern.partition("*")
+        for name in matched:
+            chosen.append((name, name[len(head) : len(name) - len(tail)] if capture else name))
+    columns = [column for column, _ in chosen]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise InputError(f"{source.where()}: {option} selects column {repeated[0]!r} twice")
+    classes = [name for _, name in chosen]
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise InputError(f"{source.where()}: {option} names class {repeated[0]!r} twice")
+    return chosen
+
+
+def select_columns(source: Source, args: argparse.Namespace) -> Selection:
+    """Resolve the column options against the file's header."""
+    if (args.target is None) == (not args.target_probs):
+        raise InputError(f"{source.where()}: give the targets either as --target COL or as --target-probs PATTERN")
+    if args.probs and args.logits:
+        raise InputError(f"{source.where()}: give the predictions either as --probs or as --logits, not both")
+    used: list[str] = []
+    if args.target is not None:
+        if args.target not in source.columns:
+            raise _missing(source, args.target, "--target")
+        used.append(args.target)
+    if args.sample_weight is not None:
+        if args.sample_weight not in source.columns:
+            raise _missing(source, args.sample_weight, "--sample-weight")
+        used.append(args.sample_weight)
+    target_pairs = _match(source, _patterns(args.target_probs), "--target-probs") if args.target_probs else []
+    used += [column for column, _ in target_pairs]
+    option = "--logits" if args.logits else "--probs"
+    if args.logits or args.probs:
+        pairs = _match(source, _patterns(args.logits or args.probs), option)
+    else:
+        pairs = [(name, name) for name in source.columns if name not in used]
+        if not pairs:
+            raise InputError(f"{source.where()}: has no prediction columns besides the targets and weights")
+    overlap = [column for column, _ in pairs if column in used]
+    if overlap:
+        raise InputError(
+            f"{source.where(column=overlap[0])}: is selected both as a prediction and as a target or weight"
+        )
+    columns = tuple(column for column, _ in pairs)
+    classes = tuple(name for _, name in pairs)
+    if len(columns) == 1:
+        if target_pairs:
+            raise InputError(f"{source.where()}: --target-probs needs one prediction column per class; got one")
+        classes = ("", args.positive if args.positive is not None else classes[0])
+    elif args.positive is not None:
+        raise InputError(f"{source.where()}: --positive applies to one prediction column; got {len(columns)}")
+    ordered_targets: tuple[str, ...] = ()
+    if target_pairs:
+        by_class = dict((name, column) for column, name in target_pairs)
+        missing = [name for name in classes if name not in by_class]
+        extra = [name for name in by_class if name not in classes]
+        if missing or extra:
+            raise InputError(
+                f"{source.where()}: the classes of --target-probs and of {option} must be the same; "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"no target column for {_listing(missing)}" if missing else "",
+                        f"no prediction column for {_listing(extra)}" if extra else "",
+                    )
+                    if part
+                )
+            )
+        ordered_targets = tuple(by_class[name] for name in classes)
+    return Selection(
+        predictions=columns,
+        classes=classes,
+        target=args.target,
+        target_probs=ordered_targets,
+        sample_weight=args.sample_weight,
+        is_logits=bool(args.logits),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+class _Labels:
+    """Maps label text to class indices batch by batch; with one prediction column, learns the negative label."""
+
+    def __init__(self, source: Source, selection: Selection) -> None:
+        self.source, self.selection = source, selection
+        self.index = {name: k for k, name in enumerate(selection.classes)}
+        self.negative: str | None = None
+        self.positive_seen = False
+
+    def encode(self, column: Any, first_row: int) -> np.ndarray:
+        import pyarrow.compute as pc
+
+        name = self.selection.target
+        if column.null_count:
+            row = int(np.argmax(np.asarray(column.is_null())))
+            raise InputError(f"{self.source.where(first_row + row, name)}: the label is missing")
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        values = [str(v) for v in encoded.dictionary.to_pylist()]
+        if self.selection.binary:
+            positive = self.selection.classes[1]
+            lookup = np.zeros(len(values), dtype=np.int64)
+            for k, value in enumerate(values):
+                if value == positive:
+                    lookup[k] = 1
+                    self.positive_seen = True
+                elif self.negative is None:
+                    self.negative = value
+                elif value != self.negative:
+                    codes = np.asarray(encoded.indices)
+                    row = int(np.argmax(codes == k))
+                    raise InputError(
+                        f"{self.source.where(first_row + row, name)}: label {value!r} is a third label besides "
+                        f"{self.negative!r} and the positive class {positive!r} of the one prediction column "
+                        f"{self.selection.predictions[0]!r}; binary predictions need two labels (see --positive)"
+                    )
+        else:
+            lookup = np.array([self.index.get(value, -1) for value in values], dtype=np.int64)
+            if (lookup < 0).any():
+                unknown = int(np.argmax(lookup < 0))
+                codes = np.asarray(encoded.indices)
+                row = int(np.argmax(codes == unknown))
+                raise InputError(
+                    f"{self.source.where(first_row + row, name)}: label {values[unknown]!r} has no prediction column; "
+                    f"the classes are {_listing(list(self.selection.classes))}{self._prefix_hint(values[unknown])}"
+                )
+        return lookup[np.asarray(encoded.indices)]
+
+    def _prefix_hint(self, label: str) -> str:
+        columns = self.selection.predictions
+        prefix = _common_prefix(columns)
+        if prefix and any(column == prefix + label for column in columns):
+            return f" (columns are named {prefix}<class>: pass --probs '{prefix}*')"
+        return ""
+
+    def check_binary(self) -> None:
+        """At the end: the positive label must have occurred when two labels did."""
+        positive = self.selection.classes[1]
+        if self.selection.binary and not self.positive_seen and self.negative is not None:
+            raise InputError(
+                f"{self.source.where(column=self.selection.target)}: no label equals the positive class {positive!r} "
+                f"of the one prediction column {self.selection.predictions[0]!r}; name it with --positive LABEL"
+            )
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    prefix = names[0] if names else ""
+    for name in names[1:]:
+        while not name.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix
+
+
+def score_source(
+    source: Source,
+    selection: Selection,
+    *,
+    n_bins: int = 15,
+    renormalize: bool = False,
+    tolerance: float = 1e-6,
+    base: float | None = None,
+    progress: bool | None = None,
+    batch_rows: int = _BATCH_ROWS,
+) -> ScoreReport:
+    """Score every row of ``source``; bad input raises :class:`InputError` naming the row and column."""
+    labels = _Labels(source, selection) if selection.target is not None else None
+    spec = ScoreSpec(
+        classes=selection.classes,
+        is_logits=selection.is_logits,
+        soft_targets=bool(selection.target_probs),
+        n_bins=n_bins,
+        renormalize=renormalize,
+        tolerance=tolerance,
+        base=base,
+    )
+    scorer = Scorer(spec)
+    description = f"scoring {source.path.name}"
+    with progress_bar(description, unit=source.progress_unit, enabled=progress) as bar:
+        for first_row, table in source.batches(selection.numeric, selection.target, batch_rows):
+            if table.num_rows == 0:
+                continue
+            for name in selection.numeric:
+                column = table.column(name)
+                if column.null_count:
+                    row = first_row + int(np.argmax(np.asarray(column.is_null())))
+                    raw = getattr(source, "cell_text", lambda *_: None)(row, name)
+                    shown = "empty" if raw is None or not raw.strip() else f"{raw!r}, read as missing"
+                    raise InputError(f"{source.where(row, name)}: the value is {shown}; a number is needed")
+            predictions = np.column_stack([table.column(name).to_numpy() for name in selection.predictions])
+            targets = labels.encode(table.column(selection.target), first_row) if labels is not None else None
+            target_probs = (
+                np.column_stack([table.column(name).to_numpy() for name in selection.target_probs])
+                if selection.target_probs
+                else None
+            )
+            weight = table.column(selection.sample_weight).to_numpy() if selection.sample_weight else None
+            try:
+                scorer.add(predictions, targets, target_probs=target_probs, sample_weight=weight)
+            except InvalidValue as problem:
+                raise _located(source, selection, problem) from None
+            bar.update(*source.progress())
+    if labels is not None:
+        labels.check_binary()
+        if selection.binary:
+            negative = labels.negative if labels.negative is not None else f"not {selection.classes[1]}"
+            scorer.spec = replace(spec, classes=(negative, selection.classes[1]))
+    if scorer.rows_seen == 0:
+        raise InputError(f"{source.where()}: has a header but no rows")
+    try:
+        report = scorer.report()
+    except ValueError as error:
+        raise InputError(f"{source.where()}: {error}") from None
+    report.warnings += _normalization_warnings(source, selection, scorer, report, renormalize, tolerance)
+    report.source = {"file": str(source.path), "format": source.kind, "bytes": source.size_bytes}
+    return report
+
+
+def _located(source: Source, selection: Selection, problem: InvalidValue) -> InputError:
+    if problem.role == "weight":
+        column = selection.sample_weight
+    elif problem.role == "target" and selection.target_probs:
+        column = selection.target_probs[problem.column]
+    elif problem.role == "target":
+        column = selection.target
+    elif problem.role == "prediction":
+        column = selection.predictions[0] if selection.binary else selection.predictions[problem.column]
+    else:
+        column = None
+    value = "" if problem.value is None else f"{problem.value!r} "
+    subject = "the row" if problem.role == "row" else f"the {problem.role} {value}".rstrip()
+    return InputError(f"{source.where(problem.row, column)}: {subject} {problem.reason}")
+
+
+def _normalization_warnings(
+    source: Source, selection: Selection, scorer: Scorer, report: ScoreReport, renormalize: bool, tolerance: float
+) -> list[str]:
+    messages = []
+    action = (
+        "divided by their sums (--renormalize)"
+        if renormalize
+        else "used as given; --renormalize divides them by their sums"
+    )
+    for count, is_target, what in (
+        (report.unnormalized_predictions, False, "predicted probabilities"),
+        (report.unnormalized_targets, True, "target probabilities"),
+    ):
+        if count and not (selection.is_logits and not is_target):
+            first = scorer.first_unnormalized(targets=is_target)
+            messages.append(
+                f"{source.where()}: {count:,} of {report.rows:,} rows of {what} do not sum to 1 within {tolerance:g} "
+                f"(first: row {first + 1}); {action}"
+            )
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``crossentropy score`` with parsed options; returns the exit code."""
+    try:
+        source = open_source(args.file, file_format=args.format, delimiter=args.delimiter)
+        report_dir = _check_report_dir(args.report, args.file) if args.report is not None else None
+        selection = select_columns(source, args)
+        report = score_source(
+            source,
+            selection,
+            n_bins=args.bins,
+            renormalize=args.renormalize,
+            tolerance=args.tolerance,
+            base=args.base,
+            progress=args.progress,
+        )
+    except InputError as error:
+        print(f"crossentropy score: error: {error}", file=sys.stderr)
+        return 2
+    for warning in report.warnings:
+        print(f"crossentropy score: warning: {warning}", file=sys.stderr)
+    written: list[Path] = []
+    if report_dir is not None:
+        from ._report import write_report
+
+        written = write_report(report, report_dir, title=f"crossentropy score {args.file.name}")
+    if args.json:
+        figures = report.as_dict()
+        if written:
+            figures["report"] = [str(path) for path in written]
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"{args.file}: {report.source['format']}, {selection_text(report)}")
+        print(report.as_text())
+        if written:
+            print(f"\nreport: {written[0]}")
+    return 0
+
+
+def selection_text(report: ScoreReport) -> str:
+    spec = report.spec
+    what = "logits" if spec.is_logits else "probabilities"
+    target = "target distributions" if spec.soft_targets else "class labels"
+    return f"{what} against {target}"
+
+
+def _check_report_dir(directory: Path, input_file: Path) -> Path:
+    """``--report DIR`` must be a directory we may write to and must not be, or hold, the input."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: --report must name a directory; this is a file (it is left alone)")
+    if directory.resolve() == input_file.resolve().parent and input_file.name in _report_names():
+        raise InputError(f"{input_file}: --report {directory} would write over the input file")
+    return directory
+
+
+def _report_names() -> tuple[str, ...]:
+    from ._report import OUTPUT_NAMES
+
+    return OUTPUT_NAMES

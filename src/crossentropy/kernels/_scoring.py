@@ -1,0 +1,227 @@
+r"""Numba kernel that scores a batch of predictions in one pass: the sums behind ``crossentropy score``.
+
+Each row holds :math:`C` predicted probabilities :math:`q` (or logits :math:`z`, turned into
+:math:`\log q = z - \operatorname{LSE}(z)`), a target (a class index :math:`y` or a distribution
+:math:`t`) and a sample weight :math:`w`. The kernel adds, per row, :math:`w` times
+
+- the cross-entropy :math:`-\log \operatorname{clip}(q_y, \epsilon, 1-\epsilon)`, or
+  :math:`-\sum_k t_k \log \operatorname{clip}(q_k, \epsilon, 1-\epsilon)` for distributions
+  (no clipping for logits: the log-softmax is exact);
+- the target's entropy :math:`-\sum_k t_k \log t_k` and the KL divergence (their difference);
+- :math:`[\arg\max_k q_k = y]`, the squared error :math:`\sum_k (q_k - t_k)^2` and the
+  predicted entropy :math:`-\sum_k q_k \log q_k`;
+
+into per-chunk totals, per-class totals (keyed by :math:`y`, or :math:`\arg\max_k t_k`) and
+reliability bins of the top-label confidence :math:`\max_k q_k`. Sums run in float64 in
+``n_chunks`` independent chunks (the first axis of every accumulator), added up by the caller.
+
+Invalid values are not skipped silently: the first offending row of each chunk is recorded in
+``problems`` with its column and a code (``BAD_*``), and rows whose probabilities do not sum to 1
+within ``tolerance`` are counted. The caller turns them into messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._cache import refresh
+from ._math import JIT_OPTIONS
+
+# Columns of ``totals``.
+ROWS, WEIGHT, CROSS_ENTROPY, CORRECT, SQUARED_ERROR, PREDICTED_ENTROPY, TARGET_ENTROPY, KL = range(8)
+UNNORMALIZED_PREDICTIONS, UNNORMALIZED_TARGETS = 8, 9
+N_TOTALS = 10
+# Columns of ``per_class``: rows, weight, weighted cross-entropy, weighted hits.
+CLASS_ROWS, CLASS_WEIGHT, CLASS_CROSS_ENTROPY, CLASS_CORRECT = range(4)
+N_CLASS_TOTALS = 4
+# Columns of ``bins``: weight, weighted confidence, weighted hits.
+BIN_WEIGHT, BIN_CONFIDENCE, BIN_CORRECT = range(3)
+N_BIN_TOTALS = 3
+# Columns of ``problems`` (row indices are -1 when there is none).
+BAD_ROW, BAD_COLUMN, BAD_CODE, FIRST_UNNORMALIZED_PREDICTION, FIRST_UNNORMALIZED_TARGET = range(5)
+N_PROBLEMS = 5
+# Codes in ``problems[:, BAD_CODE]``.
+BAD_NAN, BAD_PROBABILITY, BAD_POSITIVE_INFINITY, BAD_WEIGHT, BAD_TARGET_NAN, BAD_TARGET_PROBABILITY = range(1, 7)
+BAD_ZERO_SUM, BAD_ALL_NEGATIVE_INFINITY = 7, 8
+
+
+@njit(**JIT_OPTIONS)
+def _first_problem(pred, is_logits, target_probs, soft, weight, weighted, n):
+    """``(column, code)`` of the first invalid value of row ``n``, or ``(-1, 0)``."""
+    n_classes = pred.shape[1]
+    if weighted:
+        w = weight[n]
+        if not (w >= 0.0 and w < np.inf):
+            return -1, BAD_WEIGHT
+    any_finite = False
+    for k in range(n_classes):
+        v = pred[n, k]
+        if np.isnan(v):
+            return k, BAD_NAN
+        if is_logits:
+            if v == np.inf:
+                return k, BAD_POSITIVE_INFINITY
+            any_finite = any_finite or v > -np.inf
+        elif not (0.0 <= v <= 1.0):
+            return k, BAD_PROBABILITY
+    if is_logits and not any_finite:
+        return -1, BAD_ALL_NEGATIVE_INFINITY
+    if soft:
+        for k in range(n_classes):
+            t = target_probs[n, k]
+            if np.isnan(t):
+                return k, BAD_TARGET_NAN
+            if not (0.0 <= t <= 1.0):
+                return k, BAD_TARGET_PROBABILITY
+    return -1, 0
+
+
+@njit(**JIT_OPTIONS)
+def _log_clipped(q, clip_eps):
+    return np.log(min(max(q, clip_eps), 1.0 - clip_eps))
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def score_rows(
+    pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, totals, per_class, bins,
+    problems, log_q,
+):  # fmt: skip
+    """Add the sums of the rows of ``pred`` to the accumulators (module docstring).
+
+    Parameters
+    ----------
+    pred : float64 array of shape (n_rows, n_classes)
+        Probabilities, or logits if ``is_logits``.
+    targets : int64 array of shape (n_rows,), or (0,) when ``target_probs`` are given
+        Class indices in ``[0, n_classes)``.
+    target_probs : float64 array of shape (n_rows, n_classes), or (0, n_classes)
+        Target distributions.
+    weight : float64 array of shape (n_rows,), or (0,) for weight 1
+    renormalize : bool
+        Divide probability rows (predictions and targets) by their sums.
+    tolerance : float
+        Rows whose probabilities sum to 1 within this are normalized.
+    clip_eps : float
+        Probabilities are clipped to ``[clip_eps, 1 - clip_eps]`` inside logarithms.
+    edges : float64 array of shape (n_bins - 1,)
+        Inner edges of the confidence bins, increasing; a confidence goes to the bin counting
+        the edges below it (right-closed bins, as ``np.searchsorted``).
+    totals, per_class, bins, problems
+        Accumulators of shapes (n_chunks, N_TOTALS), (n_chunks, n_classes, N_CLASS_TOTALS),
+        (n_chunks, n_bins, N_BIN_TOTALS) and (n_chunks, N_PROBLEMS), zero (``problems``: -1).
+    log_q : float64 array of shape (n_chunks, n_classes)
+        Scratch rows, one per chunk.
+    """
+    n_rows, n_classes = pred.shape
+    n_chunks = totals.shape[0]
+    soft = target_probs.shape[0] > 0
+    weighted = weight.shape[0] > 0
+    for chunk in prange(n_chunks):
+        scratch = log_q[chunk]
+        for n in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
+            column, code = _first_problem(pred, is_logits, target_probs, soft, weight, weighted, n)
+            if code != 0:
+                if problems[chunk, BAD_ROW] < 0:
+                    problems[chunk, BAD_ROW] = n
+                    problems[chunk, BAD_COLUMN] = column
+                    problems[chunk, BAD_CODE] = code
+                continue
+            w = weight[n] if weighted else 1.0
+
+            # log q and q's normalization.
+            scale = 1.0
+            if is_logits:
+                top = -np.inf
+                for k in range(n_classes):
+                    top = max(top, pred[n, k])
+                s = 0.0
+                for k in range(n_classes):
+                    s += np.exp(pred[n, k] - top)
+                lse = top + np.log(s)
+                for k in range(n_classes):
+                    scratch[k] = pred[n, k] - lse
+            else:
+                s = 0.0
+                for k in range(n_classes):
+                    s += pred[n, k]
+                if abs(s - 1.0) > tolerance:
+                    totals[chunk, UNNORMALIZED_PREDICTIONS] += 1.0
+                    if problems[chunk, FIRST_UNNORMALIZED_PREDICTION] < 0:
+                        problems[chunk, FIRST_UNNORMALIZED_PREDICTION] = n
+                    if renormalize:
+                        if s == 0.0:
+                            if problems[chunk, BAD_ROW] < 0:
+                                problems[chunk, BAD_ROW] = n
+                                problems[chunk, BAD_COLUMN] = -1
+                                problems[chunk, BAD_CODE] = BAD_ZERO_SUM
+                            continue
+                        scale = 1.0 / s
+                for k in range(n_classes):
+                    scratch[k] = _log_clipped(pred[n, k] * scale, clip_eps)
+
+            target_scale = 1.0
+            if soft:
+                s = 0.0
+                for k in range(n_classes):
+                    s += target_probs[n, k]
+                if abs(s - 1.0) > tolerance:
+                    totals[chunk, UNNORMALIZED_TARGETS] += 1.0
+                    if problems[chunk, FIRST_UNNORMALIZED_TARGET] < 0:
+                        problems[chunk, FIRST_UNNORMALIZED_TARGET] = n
+                    if renormalize:
+                        if s == 0.0:
+                            if problems[chunk, BAD_ROW] < 0:
+                                problems[chunk, BAD_ROW] = n
+                                problems[chunk, BAD_COLUMN] = -1
+                                problems[chunk, BAD_CODE] = BAD_ZERO_SUM
+                            continue
+                        target_scale = 1.0 / s
+
+            # One pass over the classes: top label, squared error, entropies, cross-entropy.
+            top_class, confidence = 0, -1.0
+            true_class, true_mass = 0, -1.0
+            squared_error, predicted_entropy, cross_entropy, target_entropy = 0.0, 0.0, 0.0, 0.0
+            y = -1 if soft else targets[n]
+            for k in range(n_classes):
+                q = np.exp(scratch[k]) if is_logits else pred[n, k] * scale
+                if q > confidence:
+                    top_class, confidence = k, q
+                if q > 0.0:
+                    predicted_entropy -= q * (scratch[k] if is_logits else np.log(q))
+                if soft:
+                    t = target_probs[n, k] * target_scale
+                    if t > true_mass:
+                        true_class, true_mass = k, t
+                    if t > 0.0:
+                        cross_entropy -= t * scratch[k]
+                        target_entropy -= t * np.log(t)
+                else:
+                    t = 1.0 if k == y else 0.0
+                squared_error += (q - t) * (q - t)
+            if not soft:
+                true_class = y
+                cross_entropy = -scratch[y]
+            correct = 1.0 if top_class == true_class else 0.0
+
+            totals[chunk, ROWS] += 1.0
+            totals[chunk, WEIGHT] += w
+            totals[chunk, CROSS_ENTROPY] += w * cross_entropy
+            totals[chunk, CORRECT] += w * correct
+            totals[chunk, SQUARED_ERROR] += w * squared_error
+            totals[chunk, PREDICTED_ENTROPY] += w * predicted_entropy
+            totals[chunk, TARGET_ENTROPY] += w * target_entropy
+            totals[chunk, KL] += w * (cross_entropy - target_entropy)
+            per_class[chunk, true_class, CLASS_ROWS] += 1.0
+            per_class[chunk, true_class, CLASS_WEIGHT] += w
+            per_class[chunk, true_class, CLASS_CROSS_ENTROPY] += w * cross_entropy
+            per_class[chunk, true_class, CLASS_CORRECT] += w * correct
+            b = 0
+            while b < edges.shape[0] and confidence > edges[b]:
+                b += 1
+            bins[chunk, b, BIN_WEIGHT] += w
+            bins[chunk, b, BIN_CONFIDENCE] += w * confidence
+            bins[chunk, b, BIN_CORRECT] += w * correct
+
+
+refresh(score_rows)
