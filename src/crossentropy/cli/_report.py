@@ -16,7 +16,15 @@ from typing import Any
 
 from ._scoring import ScoreReport
 
-__all__ = ["OUTPUT_NAMES", "write_atomic", "write_figure", "write_report"]
+__all__ = [
+    "OUTPUT_NAMES",
+    "per_class_figure",
+    "pyplot",
+    "reliability_figure",
+    "write_atomic",
+    "write_figure",
+    "write_report",
+]
 
 OUTPUT_NAMES = ("index.html", "reliability.png", "per_class.png", "report.json")
 
@@ -28,11 +36,18 @@ def write_atomic(path: Path, write: Callable[[Any], None], *, binary: bool = Fal
     try:
         with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as file:
             write(file)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode a plain open would
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_figure(path: Path, figure: Any) -> Path:
@@ -45,7 +60,8 @@ def write_figure(path: Path, figure: Any) -> Path:
         plt.close(figure)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no window)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +72,7 @@ def _pyplot() -> Any:
 
 def reliability_figure(report: ScoreReport, title: str = "Reliability diagram") -> Any:
     """Accuracy against mean confidence per bin (top label), with the bins' share of the weight below."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.2, 6), height_ratios=(3, 1), sharex=True)
     bins = [b for b in report.reliability if b["weight"] > 0]
     top.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
@@ -77,7 +93,7 @@ def reliability_figure(report: ScoreReport, title: str = "Reliability diagram") 
 
 def per_class_figure(report: ScoreReport) -> Any:
     """Mean cross-entropy and recall of each true class."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = report.per_class
     names = [str(row["class"]) for row in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, max(2.5, 0.32 * len(rows) + 1.2)), sharey=True)

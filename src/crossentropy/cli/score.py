@@ -386,6 +386,7 @@ def score_source(
     scorer = Scorer(spec)
     description = f"scoring {source.path.name}"
     with progress_bar(description, unit=source.progress_unit, enabled=progress) as bar:
+        bar.update(*source.progress())
         for first_row, table in source.batches(selection.numeric, selection.target, batch_rows):
             if table.num_rows == 0:
                 continue
