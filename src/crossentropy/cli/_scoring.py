@@ -322,7 +322,7 @@ class Scorer:
         per_class = np.zeros((n_chunks, spec.n_classes, kernel.N_CLASS_TOTALS))
         bins = np.zeros((n_chunks, spec.n_bins, kernel.N_BIN_TOTALS))
         problems = np.full((n_chunks, kernel.N_PROBLEMS), -1, dtype=np.int64)
-        scratch = np.empty((n_chunks, spec.n_classes))
+        scratch = np.empty((n_chunks, 2 * spec.n_classes))
         kernel.score_rows(
             pred, spec.is_logits, index, soft, weight, spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges,
             totals, per_class, bins, problems, scratch,
@@ -336,6 +336,50 @@ class Scorer:
         self._per_class += per_class.sum(axis=0)
         self._bins += bins.sum(axis=0)
         self._rows_seen += n_rows
+
+    def add_csv_lines(
+        self, data: np.ndarray, layout: Any, *, target_slot: int = -1, weight_slot: int = -1
+    ) -> int | None:
+        """Parse and score a block of plain CSV lines in one pass (:func:`crossentropy.kernels._csv.score_lines`).
+
+        ``data`` holds complete lines, each ending in a line break; ``layout`` (a
+        :class:`crossentropy.cli._sources.PlainLayout`) puts the ``n_classes`` predictions at
+        slots 0 ..., the target distribution at ``target_slot`` and the weight at ``weight_slot``
+        (-1: none). Returns the number of rows, or None, having added nothing, if the block is
+        not plain or holds a value that cannot be scored: the caller then scores it through
+        :meth:`add`, which explains what is wrong.
+        """
+        from ..kernels import _csv
+
+        spec = self.spec
+        size = int(data.shape[0])
+        n_segments = max(1, min(self._n_chunks, size >> 16))
+        totals = np.zeros((n_segments, kernel.N_TOTALS))
+        per_class = np.zeros((n_segments, spec.n_classes, kernel.N_CLASS_TOTALS))
+        bins = np.zeros((n_segments, spec.n_bins, kernel.N_BIN_TOTALS))
+        problems = np.full((n_segments, kernel.N_PROBLEMS), -1, dtype=np.int64)
+        rows = np.zeros(n_segments, dtype=np.int64)
+        failed = np.full(n_segments, -1, dtype=np.int64)
+        scratch = np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes))
+        _csv.score_lines(
+            data, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
+            spec.n_classes, target_slot, weight_slot, spec.is_logits,
+            spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges, totals, per_class, bins, problems, rows, failed,
+            scratch,
+        )  # fmt: skip
+        if (failed >= 0).any() or (problems[:, kernel.BAD_ROW] >= 0).any():
+            return None
+        first_rows = np.concatenate(([0], np.cumsum(rows)[:-1]))
+        for slot, column in enumerate((kernel.FIRST_UNNORMALIZED_PREDICTION, kernel.FIRST_UNNORMALIZED_TARGET)):
+            found = problems[:, column] >= 0
+            if self._first_unnormalized[slot] is None and found.any():
+                self._first_unnormalized[slot] = self._rows_seen + int((first_rows + problems[:, column])[found].min())
+        self._totals += totals.sum(axis=0)
+        self._per_class += per_class.sum(axis=0)
+        self._bins += bins.sum(axis=0)
+        n_rows = int(rows.sum())
+        self._rows_seen += n_rows
+        return n_rows
 
     def _prediction_matrix(self, predictions: np.ndarray) -> np.ndarray:
         spec = self.spec

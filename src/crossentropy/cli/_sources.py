@@ -8,6 +8,7 @@ Rows are counted from 1 without the header; NumPy files are read with ``allow_pi
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import re
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "InputError", "Source", "open_source"]
+__all__ = ["FORMATS", "CsvLines", "CsvSource", "InputError", "PlainLayout", "Source", "open_source"]
 
 FORMATS = ("csv", "parquet", "npy", "npz")
 _SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -52,8 +53,20 @@ class Source:
         self.columns: list[str] = []
         self.size_bytes = path.stat().st_size
 
-    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
-        """Yield ``(first_row, table)``: the ``numeric`` columns as float64 and ``labels`` as text."""
+    def batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None = None,
+        lines: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, table)``: the ``numeric`` columns as float64 and ``labels`` as text.
+
+        ``known_labels`` (the class names the labels should spell) and ``lines`` let a CSV
+        source hand out unparsed blocks for the fast path (:meth:`CsvSource.batches`); the
+        other sources ignore them.
+        """
         raise NotImplementedError
 
     def progress(self) -> tuple[float, float]:
@@ -108,7 +121,7 @@ class CsvSource(Source):
         self.delimiter = delimiter
         self.block_bytes = block_bytes
         self._done = 0
-        self._chunk: tuple[int, int, Any] | None = None  # first row, byte offset and text of the current block
+        self._blocks: list[tuple[int, int, int]] = []  # first row, start and end byte of each block read
         with path.open("rb") as file:
             header = file.readline()
         self._header_bytes = len(header)
@@ -131,69 +144,103 @@ class CsvSource(Source):
     def _row_text(self, row: int) -> str:
         return f"row {row + 1} (line {self._line_of(row)})"
 
-    def _line_of(self, row: int) -> int | str:
-        """The 1-based line of a data row of the current block, counting the blank lines pyarrow skips.
+    def _block_of(self, row: int) -> tuple[int, int, bytes] | None:
+        """``(first row, first line, text)`` of the block holding data row ``row``, read again from the file.
 
-        Only called for error messages: it counts the line breaks before the block in the file.
+        Only for error messages, so the blocks' text is not kept: their byte ranges are.
         """
-        if self._chunk is None:
-            return "?"
-        first_row, offset, text = self._chunk
-        if row < first_row:
-            return "?"
-        line = 1
+        index = bisect.bisect_right([first for first, _, _ in self._blocks], row) - 1
+        if index < 0:
+            return None
+        first_row, start, end = self._blocks[index]
         with self.path.open("rb") as file:
-            while file.tell() < offset:
-                line += file.read(min(1 << 20, offset - file.tell())).count(b"\n")
+            line = 1
+            while file.tell() < start:
+                line += file.read(min(1 << 20, start - file.tell())).count(b"\n")
+            return first_row, line, file.read(end - start)
+
+    def _line_of(self, row: int) -> int | str:
+        """The 1-based line of data row ``row``, counting the blank lines pyarrow skips."""
+        block = self._block_of(row)
+        if block is None:
+            return "?"
+        first_row, line, text = block
         seen = first_row - 1
-        for raw in bytes(text).split(b"\n"):
-            line += 1
+        for raw in text.split(b"\n"):
             if raw.strip(b"\r"):
                 seen += 1
                 if seen == row:
-                    return line - 1
+                    return line
+            line += 1
         return "?"
 
-    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
-        pa = _pyarrow()
-        wanted = list(numeric) + ([labels] if labels is not None else [])
-        types = {name: pa.float64() for name in numeric}
-        if labels is not None:
-            types[labels] = pa.dictionary(pa.int32(), pa.string())
-        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
-        parse = pa.csv.ParseOptions(delimiter=self.delimiter)
-        convert = pa.csv.ConvertOptions(column_types=types, include_columns=wanted, strings_can_be_null=False)
+    def batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None = None,
+        lines: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, table)`` per block of about :attr:`block_bytes`.
+
+        With ``lines``, when the columns allow the Numba fast path (``known_labels`` given for a
+        label column), blocks come as :class:`CsvLines` instead, which the consumer either scores
+        in place or turns into a table; either sets their ``n_rows``.
+        """
+        layout = PlainLayout(self.columns, numeric, labels, known_labels, self.delimiter)
+        lines = lines and layout.usable
         first_row, offset = 0, self._header_bytes
         self._done = offset
         with self.path.open("rb") as file:
             file.seek(offset)
             carry = b""
+            # One buffer for every block, so its pages are faulted in once. Each block is scored,
+            # or parsed into a table in pyarrow's own memory, before the next one is read.
+            buffer = bytearray(self.block_bytes)
             while True:
-                # One copy: the file into a fresh buffer, behind the unfinished line of the last block.
-                block = bytearray(len(carry) + self.block_bytes)
-                block[: len(carry)] = carry
-                n_read = file.readinto(memoryview(block)[len(carry) :])
+                # One copy: the file into the buffer, behind the unfinished line of the last block.
+                if len(buffer) < len(carry) + self.block_bytes:
+                    buffer = bytearray(len(carry) + self.block_bytes)
+                buffer[: len(carry)] = carry
+                n_read = file.readinto(memoryview(buffer)[len(carry) :])
                 size = len(carry) + n_read
-                cut = block.rfind(b"\n", 0, size) + 1 if n_read else size
-                carry = bytes(block[cut:size])
+                cut = buffer.rfind(b"\n", 0, size) + 1 if n_read else size
+                carry = bytes(buffer[cut:size])
                 if size == 0:
                     break
                 if cut == 0:
                     continue
-                text = memoryview(block)[:cut]
-                self._chunk = (first_row, offset, text)
-                try:
-                    table = pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse,
-                                            convert_options=convert)  # fmt: skip
-                except pa.ArrowInvalid as error:
-                    raise self._locate(text, first_row, numeric, error) from None
+                self._blocks.append((first_row, offset, offset + cut))
+                block = CsvLines(self, memoryview(buffer)[:cut], first_row, numeric, labels, layout)
+                if lines:
+                    yield first_row, block
+                    if block.n_rows is None:
+                        raise RuntimeError("a CsvLines block must be scored or turned into a table before the next one")
+                else:
+                    table = block.table()
+                    if table.num_rows:
+                        yield first_row, table
                 offset += cut
                 self._done = offset
-                if table.num_rows:
-                    yield first_row, table
-                first_row += table.num_rows
+                first_row += block.n_rows
                 if not n_read:
                     break
+
+    def parse(self, text: Any, first_row: int, numeric: Sequence[str], labels: str | None) -> Any:
+        """A block of complete lines as a pyarrow table of the ``numeric`` and ``labels`` columns."""
+        pa = _pyarrow()
+        types = {name: pa.float64() for name in numeric}
+        if labels is not None:
+            types[labels] = pa.dictionary(pa.int32(), pa.string())
+        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
+        parse = pa.csv.ParseOptions(delimiter=self.delimiter)
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        convert = pa.csv.ConvertOptions(column_types=types, include_columns=wanted, strings_can_be_null=False)
+        try:
+            return pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as error:
+            raise self._locate(text, first_row, numeric, error) from None
 
     def _locate(self, text: Any, first_row: int, numeric: Sequence[str], error: Exception) -> Exception:
         """An :class:`InputError` at the cell behind pyarrow's ``error`` (found by re-reading the block)."""
@@ -220,10 +267,11 @@ class CsvSource(Source):
         return [row for row in csv.reader(lines, delimiter=self.delimiter) if row]
 
     def cell_text(self, row: int, column: str) -> str | None:
-        """The raw text of a cell of the current block (for error messages)."""
-        if self._chunk is None:
+        """The raw text of a cell (for error messages)."""
+        block = self._block_of(row)
+        if block is None:
             return None
-        first_row, _, text = self._chunk
+        first_row, _, text = block
         rows = self._rows_of(text)
         offset = row - first_row
         if 0 <= offset < len(rows) and len(rows[offset]) == len(self.columns):
@@ -231,7 +279,72 @@ class CsvSource(Source):
         return None
 
 
+class PlainLayout:
+    """Where the fields of a CSV line go, for the Numba fast path (:mod:`crossentropy.kernels._csv`).
+
+    ``roles`` and ``slots`` per field: skipped, a number stored at a slot (the order of
+    ``numeric``), or the label, matched against ``known_labels``. Usable only when every label
+    can be matched that way and the delimiter is one byte.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        numeric: Sequence[str],
+        labels: str | None,
+        known_labels: Sequence[str] | None,
+        delimiter: str,
+    ) -> None:
+        from ..kernels import _csv
+
+        self.usable = (labels is None or known_labels is not None) and len(delimiter.encode()) == 1
+        self.roles = np.zeros(len(columns), dtype=np.int8)
+        self.slots = np.zeros(len(columns), dtype=np.int64)
+        self.n_numbers = len(numeric)
+        for slot, name in enumerate(numeric):
+            index = list(columns).index(name)
+            self.roles[index], self.slots[index] = _csv.NUMBER, slot
+        if labels is not None:
+            self.roles[list(columns).index(labels)] = _csv.LABEL
+        encoded = [name.encode() for name in known_labels or ()]
+        self.names = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+        self.offsets = np.cumsum([0, *(len(name) for name in encoded)]).astype(np.int64)
+        self.delimiter = delimiter.encode()[0] if self.usable else 0
+
+
+class CsvLines:
+    """A block of complete lines of a CSV file, not parsed yet.
+
+    :meth:`table` parses it with pyarrow; a consumer that scored it in place (the fast path)
+    sets ``n_rows`` instead. The buffer is reused for the next block.
+    """
+
+    def __init__(
+        self,
+        source: CsvSource,
+        data: Any,
+        first_row: int,
+        numeric: Sequence[str],
+        labels: str | None,
+        layout: PlainLayout,
+    ) -> None:
+        self.source, self.data, self.first_row = source, data, first_row
+        self.numeric, self.labels, self.layout = numeric, labels, layout
+        self.n_rows: int | None = None
+
+    def array(self) -> np.ndarray:
+        """The bytes of the block as a uint8 array (no copy)."""
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+    def table(self) -> Any:
+        table = self.source.parse(self.data, self.first_row, self.numeric, self.labels)
+        self.n_rows = table.num_rows
+        return table
+
+
 class ParquetSource(Source):
+    """A Parquet file, read one row group at a time: memory follows the row-group size, not the file size."""
+
     kind = "Parquet"
 
     def __init__(self, path: Path) -> None:
@@ -240,7 +353,7 @@ class ParquetSource(Source):
         if self.size_bytes == 0:
             raise InputError(f"{path}: is empty")
         try:
-            self._file = pa.parquet.ParquetFile(path)
+            self._file = pa.parquet.ParquetFile(path, buffer_size=1 << 20)
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"{path}: is not a Parquet file ({error})") from None
         self.columns = list(self._file.schema_arrow.names)
@@ -250,15 +363,26 @@ class ParquetSource(Source):
     def progress(self) -> tuple[float, float]:
         return float(self._done), float(self._rows)
 
-    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+    def batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None = None,
+        lines: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
         pa = _pyarrow()
         wanted = list(numeric) + ([labels] if labels is not None else [])
         first_row = 0
-        for batch in self._file.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=True):
-            table = self._float_columns(pa.Table.from_batches([batch]), numeric, first_row)
-            self._done = first_row + table.num_rows
-            yield first_row, table
-            first_row += table.num_rows
+        # One row group at a time: over the whole file, pyarrow reads ahead without bound.
+        for group in range(self._file.metadata.num_row_groups):
+            for batch in self._file.iter_batches(
+                batch_size=batch_rows, row_groups=[group], columns=wanted, use_threads=True
+            ):
+                table = self._float_columns(pa.Table.from_batches([batch]), numeric, first_row)
+                self._done = first_row + table.num_rows
+                yield first_row, table
+                first_row += table.num_rows
 
 
 def _open_npy_stream(stream: Any, where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
@@ -375,7 +499,14 @@ class NumpySource(Source):
                 block = np.frombuffer(data, dtype=dtype)
                 yield block.reshape(count, shape[1]) if len(shape) == 2 else block
 
-    def batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
+    def batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None = None,
+        lines: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
         pa = _pyarrow()
         wanted = list(numeric) + ([labels] if labels is not None else [])
         members = sorted({self._members[name][0] for name in wanted})
@@ -418,7 +549,7 @@ class NumpySource(Source):
                         f"{self.where(first_row + row, name)}: label {values[row]!r} is not a whole number"
                     )
                 values = values.astype(np.int64)
-            return pa.array(values.astype(np.int64) if values.dtype.kind in "bu" else values).cast(pa.string())
+            return pa.array(values.astype(np.int64) if values.dtype.kind in "bu" else values)
         return pa.array(np.ascontiguousarray(values, dtype=np.float64))
 
 

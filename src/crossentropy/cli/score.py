@@ -23,7 +23,7 @@ import numpy as np
 
 from ._progress import progress_bar
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
-from ._sources import FORMATS, InputError, Source, open_source
+from ._sources import FORMATS, CsvLines, InputError, Source, open_source
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
 
@@ -299,14 +299,17 @@ class _Labels:
         self.positive_seen = False
 
     def encode(self, column: Any, first_row: int) -> np.ndarray:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         name = self.selection.target
         if column.null_count:
             row = int(np.argmax(np.asarray(column.is_null())))
             raise InputError(f"{self.source.where(first_row + row, name)}: the label is missing")
-        encoded = pc.dictionary_encode(column).combine_chunks()
-        values = [str(v) for v in encoded.dictionary.to_pylist()]
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        encoded = column.combine_chunks()
+        values = [_label_text(v) for v in encoded.dictionary.to_pylist()]
         if self.selection.binary:
             positive = self.selection.classes[1]
             lookup = np.zeros(len(values), dtype=np.int64)
@@ -353,6 +356,13 @@ class _Labels:
             )
 
 
+def _label_text(value: Any) -> str:
+    """A label as the text a column name would hold: whole floats without their ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _common_prefix(names: Sequence[str]) -> str:
     prefix = names[0] if names else ""
     for name in names[1:]:
@@ -387,7 +397,22 @@ def score_source(
     description = f"scoring {source.path.name}"
     with progress_bar(description, unit=source.progress_unit, enabled=progress) as bar:
         bar.update(*source.progress())
-        for first_row, table in source.batches(selection.numeric, selection.target, batch_rows):
+        known = selection.classes if selection.target is not None and not selection.binary else None
+        n_classes = len(selection.predictions)
+        target_slot = n_classes if selection.target_probs else -1
+        weight_slot = len(selection.numeric) - 1 if selection.sample_weight else -1
+        for first_row, item in source.batches(selection.numeric, selection.target, batch_rows, known, lines=True):
+            if isinstance(item, CsvLines):
+                # The fast path; a block it cannot take is parsed by pyarrow and scored below.
+                item.n_rows = scorer.add_csv_lines(
+                    item.array(), item.layout, target_slot=target_slot, weight_slot=weight_slot
+                )
+                if item.n_rows is not None:
+                    bar.update(*source.progress())
+                    continue
+                table = item.table()
+            else:
+                table = item
             if table.num_rows == 0:
                 continue
             for name in selection.numeric:

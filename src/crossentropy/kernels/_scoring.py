@@ -46,17 +46,19 @@ BAD_NAN, BAD_PROBABILITY, BAD_POSITIVE_INFINITY, BAD_WEIGHT, BAD_TARGET_NAN, BAD
 BAD_ZERO_SUM, BAD_ALL_NEGATIVE_INFINITY = 7, 8
 
 
-@njit(**JIT_OPTIONS)
-def _first_problem(pred, is_logits, target_probs, soft, weight, weighted, n):
-    """``(column, code)`` of the first invalid value of row ``n``, or ``(-1, 0)``."""
-    n_classes = pred.shape[1]
-    if weighted:
-        w = weight[n]
-        if not (w >= 0.0 and w < np.inf):
-            return -1, BAD_WEIGHT
+# Helpers taking arrays are inlined: a call passing an array costs reference counting per row.
+_INLINE = {"inline": "always", "error_model": "numpy"}
+
+
+@njit(**_INLINE)
+def _first_problem(p, t, soft, w, is_logits):
+    """``(column, code)`` of the first invalid value of a row, or ``(-1, 0)``."""
+    n_classes = p.shape[0]
+    if not (w >= 0.0 and w < np.inf):
+        return -1, BAD_WEIGHT
     any_finite = False
     for k in range(n_classes):
-        v = pred[n, k]
+        v = p[k]
         if np.isnan(v):
             return k, BAD_NAN
         if is_logits:
@@ -69,10 +71,10 @@ def _first_problem(pred, is_logits, target_probs, soft, weight, weighted, n):
         return -1, BAD_ALL_NEGATIVE_INFINITY
     if soft:
         for k in range(n_classes):
-            t = target_probs[n, k]
-            if np.isnan(t):
+            v = t[k]
+            if np.isnan(v):
                 return k, BAD_TARGET_NAN
-            if not (0.0 <= t <= 1.0):
+            if not (0.0 <= v <= 1.0):
                 return k, BAD_TARGET_PROBABILITY
     return -1, 0
 
@@ -82,7 +84,123 @@ def _log_clipped(q, clip_eps):
     return np.log(min(max(q, clip_eps), 1.0 - clip_eps))
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**_INLINE)
+def _record(problems, chunk, n, column, code):
+    if problems[chunk, BAD_ROW] < 0:
+        problems[chunk, BAD_ROW] = n
+        problems[chunk, BAD_COLUMN] = column
+        problems[chunk, BAD_CODE] = code
+
+
+@njit(**_INLINE)
+def score_row(
+    p, t, soft, w, y, n, is_logits, renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, chunk,
+    log_q,
+):  # fmt: skip
+    """Add one row to the accumulators of ``chunk`` (module docstring).
+
+    ``p``: the row's predictions (n_classes,); ``t``: its target distribution if ``soft``, else
+    ``y`` is its class index; ``w`` its weight; ``n`` the row number problems are recorded
+    under; ``log_q``: scratch of 2 * n_classes.
+    """
+    n_classes = p.shape[0]
+    column, code = _first_problem(p, t, soft, w, is_logits)
+    if code != 0:
+        _record(problems, chunk, n, column, code)
+        return
+
+    # log q (clipped for the cross-entropy) and the unclipped log q for the entropy.
+    scale = 1.0
+    if is_logits:
+        top = -np.inf
+        for k in range(n_classes):
+            top = max(top, p[k])
+        s = 0.0
+        for k in range(n_classes):
+            s += np.exp(p[k] - top)
+        lse = top + np.log(s)
+        for k in range(n_classes):
+            log_q[k] = p[k] - lse
+            log_q[n_classes + k] = log_q[k]
+    else:
+        s = 0.0
+        for k in range(n_classes):
+            s += p[k]
+        if abs(s - 1.0) > tolerance:
+            totals[chunk, UNNORMALIZED_PREDICTIONS] += 1.0
+            if problems[chunk, FIRST_UNNORMALIZED_PREDICTION] < 0:
+                problems[chunk, FIRST_UNNORMALIZED_PREDICTION] = n
+            if renormalize:
+                if s == 0.0:
+                    _record(problems, chunk, n, -1, BAD_ZERO_SUM)
+                    return
+                scale = 1.0 / s
+        for k in range(n_classes):
+            q = p[k] * scale
+            log_q[n_classes + k] = np.log(q)
+            log_q[k] = log_q[n_classes + k] if clip_eps <= q <= 1.0 - clip_eps else _log_clipped(q, clip_eps)
+
+    target_scale = 1.0
+    if soft:
+        s = 0.0
+        for k in range(n_classes):
+            s += t[k]
+        if abs(s - 1.0) > tolerance:
+            totals[chunk, UNNORMALIZED_TARGETS] += 1.0
+            if problems[chunk, FIRST_UNNORMALIZED_TARGET] < 0:
+                problems[chunk, FIRST_UNNORMALIZED_TARGET] = n
+            if renormalize:
+                if s == 0.0:
+                    _record(problems, chunk, n, -1, BAD_ZERO_SUM)
+                    return
+                target_scale = 1.0 / s
+
+    # One pass over the classes: top label, squared error, entropies, cross-entropy.
+    top_class, confidence = 0, -1.0
+    true_class, true_mass = 0, -1.0
+    squared_error, predicted_entropy, cross_entropy, target_entropy = 0.0, 0.0, 0.0, 0.0
+    for k in range(n_classes):
+        q = np.exp(log_q[k]) if is_logits else p[k] * scale
+        if q > confidence:
+            top_class, confidence = k, q
+        if q > 0.0:
+            predicted_entropy -= q * log_q[n_classes + k]
+        if soft:
+            target = t[k] * target_scale
+            if target > true_mass:
+                true_class, true_mass = k, target
+            if target > 0.0:
+                cross_entropy -= target * log_q[k]
+                target_entropy -= target * np.log(target)
+        else:
+            target = 1.0 if k == y else 0.0
+        squared_error += (q - target) * (q - target)
+    if not soft:
+        true_class = y
+        cross_entropy = -log_q[y]
+    correct = 1.0 if top_class == true_class else 0.0
+
+    totals[chunk, ROWS] += 1.0
+    totals[chunk, WEIGHT] += w
+    totals[chunk, CROSS_ENTROPY] += w * cross_entropy
+    totals[chunk, CORRECT] += w * correct
+    totals[chunk, SQUARED_ERROR] += w * squared_error
+    totals[chunk, PREDICTED_ENTROPY] += w * predicted_entropy
+    totals[chunk, TARGET_ENTROPY] += w * target_entropy
+    totals[chunk, KL] += w * (cross_entropy - target_entropy)
+    per_class[chunk, true_class, CLASS_ROWS] += 1.0
+    per_class[chunk, true_class, CLASS_WEIGHT] += w
+    per_class[chunk, true_class, CLASS_CROSS_ENTROPY] += w * cross_entropy
+    per_class[chunk, true_class, CLASS_CORRECT] += w * correct
+    b = 0
+    while b < edges.shape[0] and confidence > edges[b]:
+        b += 1
+    bins[chunk, b, BIN_WEIGHT] += w
+    bins[chunk, b, BIN_CONFIDENCE] += w * confidence
+    bins[chunk, b, BIN_CORRECT] += w * correct
+
+
+@njit(parallel=True, nogil=True, **JIT_OPTIONS)
 def score_rows(
     pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, totals, per_class, bins,
     problems, log_q,
@@ -110,118 +228,21 @@ def score_rows(
     totals, per_class, bins, problems
         Accumulators of shapes (n_chunks, N_TOTALS), (n_chunks, n_classes, N_CLASS_TOTALS),
         (n_chunks, n_bins, N_BIN_TOTALS) and (n_chunks, N_PROBLEMS), zero (``problems``: -1).
-    log_q : float64 array of shape (n_chunks, n_classes)
+        Rows in ``problems`` are row indices of ``pred``.
+    log_q : float64 array of shape (n_chunks, 2 * n_classes)
         Scratch rows, one per chunk.
     """
-    n_rows, n_classes = pred.shape
+    n_rows = pred.shape[0]
     n_chunks = totals.shape[0]
     soft = target_probs.shape[0] > 0
     weighted = weight.shape[0] > 0
     for chunk in prange(n_chunks):
-        scratch = log_q[chunk]
         for n in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
-            column, code = _first_problem(pred, is_logits, target_probs, soft, weight, weighted, n)
-            if code != 0:
-                if problems[chunk, BAD_ROW] < 0:
-                    problems[chunk, BAD_ROW] = n
-                    problems[chunk, BAD_COLUMN] = column
-                    problems[chunk, BAD_CODE] = code
-                continue
-            w = weight[n] if weighted else 1.0
-
-            # log q and q's normalization.
-            scale = 1.0
-            if is_logits:
-                top = -np.inf
-                for k in range(n_classes):
-                    top = max(top, pred[n, k])
-                s = 0.0
-                for k in range(n_classes):
-                    s += np.exp(pred[n, k] - top)
-                lse = top + np.log(s)
-                for k in range(n_classes):
-                    scratch[k] = pred[n, k] - lse
-            else:
-                s = 0.0
-                for k in range(n_classes):
-                    s += pred[n, k]
-                if abs(s - 1.0) > tolerance:
-                    totals[chunk, UNNORMALIZED_PREDICTIONS] += 1.0
-                    if problems[chunk, FIRST_UNNORMALIZED_PREDICTION] < 0:
-                        problems[chunk, FIRST_UNNORMALIZED_PREDICTION] = n
-                    if renormalize:
-                        if s == 0.0:
-                            if problems[chunk, BAD_ROW] < 0:
-                                problems[chunk, BAD_ROW] = n
-                                problems[chunk, BAD_COLUMN] = -1
-                                problems[chunk, BAD_CODE] = BAD_ZERO_SUM
-                            continue
-                        scale = 1.0 / s
-                for k in range(n_classes):
-                    scratch[k] = _log_clipped(pred[n, k] * scale, clip_eps)
-
-            target_scale = 1.0
-            if soft:
-                s = 0.0
-                for k in range(n_classes):
-                    s += target_probs[n, k]
-                if abs(s - 1.0) > tolerance:
-                    totals[chunk, UNNORMALIZED_TARGETS] += 1.0
-                    if problems[chunk, FIRST_UNNORMALIZED_TARGET] < 0:
-                        problems[chunk, FIRST_UNNORMALIZED_TARGET] = n
-                    if renormalize:
-                        if s == 0.0:
-                            if problems[chunk, BAD_ROW] < 0:
-                                problems[chunk, BAD_ROW] = n
-                                problems[chunk, BAD_COLUMN] = -1
-                                problems[chunk, BAD_CODE] = BAD_ZERO_SUM
-                            continue
-                        target_scale = 1.0 / s
-
-            # One pass over the classes: top label, squared error, entropies, cross-entropy.
-            top_class, confidence = 0, -1.0
-            true_class, true_mass = 0, -1.0
-            squared_error, predicted_entropy, cross_entropy, target_entropy = 0.0, 0.0, 0.0, 0.0
-            y = -1 if soft else targets[n]
-            for k in range(n_classes):
-                q = np.exp(scratch[k]) if is_logits else pred[n, k] * scale
-                if q > confidence:
-                    top_class, confidence = k, q
-                if q > 0.0:
-                    predicted_entropy -= q * (scratch[k] if is_logits else np.log(q))
-                if soft:
-                    t = target_probs[n, k] * target_scale
-                    if t > true_mass:
-                        true_class, true_mass = k, t
-                    if t > 0.0:
-                        cross_entropy -= t * scratch[k]
-                        target_entropy -= t * np.log(t)
-                else:
-                    t = 1.0 if k == y else 0.0
-                squared_error += (q - t) * (q - t)
-            if not soft:
-                true_class = y
-                cross_entropy = -scratch[y]
-            correct = 1.0 if top_class == true_class else 0.0
-
-            totals[chunk, ROWS] += 1.0
-            totals[chunk, WEIGHT] += w
-            totals[chunk, CROSS_ENTROPY] += w * cross_entropy
-            totals[chunk, CORRECT] += w * correct
-            totals[chunk, SQUARED_ERROR] += w * squared_error
-            totals[chunk, PREDICTED_ENTROPY] += w * predicted_entropy
-            totals[chunk, TARGET_ENTROPY] += w * target_entropy
-            totals[chunk, KL] += w * (cross_entropy - target_entropy)
-            per_class[chunk, true_class, CLASS_ROWS] += 1.0
-            per_class[chunk, true_class, CLASS_WEIGHT] += w
-            per_class[chunk, true_class, CLASS_CROSS_ENTROPY] += w * cross_entropy
-            per_class[chunk, true_class, CLASS_CORRECT] += w * correct
-            b = 0
-            while b < edges.shape[0] and confidence > edges[b]:
-                b += 1
-            bins[chunk, b, BIN_WEIGHT] += w
-            bins[chunk, b, BIN_CONFIDENCE] += w * confidence
-            bins[chunk, b, BIN_CORRECT] += w * correct
+            t = target_probs[n] if soft else pred[n]  # t is read only when soft
+            score_row(
+                pred[n], t, soft, weight[n] if weighted else 1.0, 0 if soft else targets[n], n, is_logits,
+                renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, chunk, log_q[chunk],
+            )  # fmt: skip
 
 
 refresh(score_rows)
