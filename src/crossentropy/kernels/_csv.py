@@ -65,6 +65,17 @@ EXACT_POWERS_OF_TEN = np.array([10.0**k for k in range(23)])
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _U10 = np.uint64(10)
+_U4, _U8, _U16, _U24, _U32 = np.uint64(4), np.uint64(8), np.uint64(16), np.uint64(24), np.uint64(32)
+_U40, _U48, _U56 = np.uint64(40), np.uint64(48), np.uint64(56)
+# Eight ASCII digits at once (SWAR): a check that all eight are digits, and their value.
+_LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_SIXES = np.uint64(0x0606060606060606)
+_THREES = np.uint64(0x3333333333333333)
+_BYTE_PAIRS = np.uint64(0x00FF00FF00FF00FF)
+_WORD_PAIRS = np.uint64(0x0000FFFF0000FFFF)
+_U2561, _U6553601, _U42949672960001 = np.uint64(2561), np.uint64(6553601), np.uint64(42949672960001)
+_U100000000 = np.uint64(100000000)
 _PRECISION_MASK = np.uint64(0x1FF)
 _TWO53 = np.uint64(1 << 53)
 
@@ -122,7 +133,7 @@ def _leading_zeros(w):
     return n
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def decimal_to_double(w, q):
     """``w * 10**q`` correctly rounded, for ``w < 10**19``; returns ``(value, ok)``.
 
@@ -211,39 +222,53 @@ def score_lines(
                     if i < n_bytes and (buf[i] == 45 or buf[i] == 43):  # - +
                         negative = buf[i] == 45
                         i += 1
+                    # Digits accumulate into w; leading zeros are skipped first, so that at most 19
+                    # significant digits fit (more: not plain). Eight digits at a time where possible.
                     w = _U0
-                    digits = 0  # significant digits in w (leading zeros are not)
-                    any_digit = False
                     exponent = 0
+                    begin = i
+                    while i < n_bytes and buf[i] == 48:
+                        i += 1
+                    first = i
                     while i < n_bytes:
                         c = buf[i]
                         if c < 48 or c > 57:
                             break
-                        any_digit = True
-                        if digits > 0 or c != 48:
-                            if digits == 19:
-                                ok = False
-                                break
-                            w = w * _U10 + np.uint64(c - 48)
-                            digits += 1
+                        w = w * _U10 + np.uint64(c - 48)
                         i += 1
-                    if ok and i < n_bytes and buf[i] == 46:  # .
+                    digits = i - first
+                    any_digit = i > begin
+                    if i < n_bytes and buf[i] == 46:  # .
                         i += 1
                         start = i
+                        if digits == 0:
+                            while i < n_bytes and buf[i] == 48:
+                                i += 1
+                        first = i
+                        while i + 8 <= n_bytes:
+                            chunk = (
+                                np.uint64(buf[i]) | (np.uint64(buf[i + 1]) << _U8) | (np.uint64(buf[i + 2]) << _U16)
+                                | (np.uint64(buf[i + 3]) << _U24) | (np.uint64(buf[i + 4]) << _U32)
+                                | (np.uint64(buf[i + 5]) << _U40) | (np.uint64(buf[i + 6]) << _U48)
+                                | (np.uint64(buf[i + 7]) << _U56)
+                            )  # fmt: skip
+                            if ((chunk & _HIGH_NIBBLES) | (((chunk + _SIXES) & _HIGH_NIBBLES) >> _U4)) != _THREES:
+                                break
+                            chunk = ((chunk & _LOW_NIBBLES) * _U2561) >> _U8
+                            chunk = ((chunk & _BYTE_PAIRS) * _U6553601) >> _U16
+                            chunk = ((chunk & _WORD_PAIRS) * _U42949672960001) >> _U32
+                            w = w * _U100000000 + chunk
+                            i += 8
                         while i < n_bytes:
                             c = buf[i]
                             if c < 48 or c > 57:
                                 break
-                            any_digit = True
-                            if digits > 0 or c != 48:
-                                if digits == 19:
-                                    ok = False
-                                    break
-                                w = w * _U10 + np.uint64(c - 48)
-                                digits += 1
+                            w = w * _U10 + np.uint64(c - 48)
                             i += 1
+                        digits += i - first
+                        any_digit = any_digit or i > start
                         exponent = start - i
-                    if not (ok and any_digit):
+                    if digits > 19 or not any_digit:
                         ok = False
                         break
                     if i < n_bytes and (buf[i] == 101 or buf[i] == 69):  # e E
