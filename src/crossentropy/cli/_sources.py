@@ -67,6 +67,16 @@ class Source:
         source hand out unparsed blocks for the fast path (:meth:`CsvSource.batches`); the
         other sources ignore them.
         """
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        first_row = 0
+        for table in self._tables(wanted, labels, batch_rows):
+            table = self._float_columns(table, numeric, first_row)
+            self._done = first_row + table.num_rows
+            yield first_row, table
+            first_row += table.num_rows
+
+    def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
+        """pyarrow tables of the ``wanted`` columns, in order, about ``batch_rows`` rows each."""
         raise NotImplementedError
 
     def progress(self) -> tuple[float, float]:
@@ -111,7 +121,11 @@ class Source:
 
 
 class CsvSource(Source):
-    """A CSV file with a header line, parsed by pyarrow in blocks of ``block_bytes`` (threads within a block)."""
+    """A CSV file with a header line, read in blocks of about ``block_bytes`` of complete lines.
+
+    A block is parsed by pyarrow (threads within a block), or, through :class:`CsvLines`, scored
+    in place by the Numba fast path when its lines are plain.
+    """
 
     kind = "CSV"
     progress_unit = "bytes"
@@ -363,26 +377,15 @@ class ParquetSource(Source):
     def progress(self) -> tuple[float, float]:
         return float(self._done), float(self._rows)
 
-    def batches(
-        self,
-        numeric: Sequence[str],
-        labels: str | None,
-        batch_rows: int,
-        known_labels: Sequence[str] | None = None,
-        lines: bool = False,
-    ) -> Iterator[tuple[int, Any]]:
+    def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
         pa = _pyarrow()
-        wanted = list(numeric) + ([labels] if labels is not None else [])
-        first_row = 0
         # One row group at a time: over the whole file, pyarrow reads ahead without bound.
         for group in range(self._file.metadata.num_row_groups):
-            for batch in self._file.iter_batches(
+            batches = self._file.iter_batches(
                 batch_size=batch_rows, row_groups=[group], columns=wanted, use_threads=True
-            ):
-                table = self._float_columns(pa.Table.from_batches([batch]), numeric, first_row)
-                self._done = first_row + table.num_rows
-                yield first_row, table
-                first_row += table.num_rows
+            )
+            for batch in batches:
+                yield pa.Table.from_batches([batch])
 
 
 def _open_npy_stream(stream: Any, where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
@@ -499,16 +502,8 @@ class NumpySource(Source):
                 block = np.frombuffer(data, dtype=dtype)
                 yield block.reshape(count, shape[1]) if len(shape) == 2 else block
 
-    def batches(
-        self,
-        numeric: Sequence[str],
-        labels: str | None,
-        batch_rows: int,
-        known_labels: Sequence[str] | None = None,
-        lines: bool = False,
-    ) -> Iterator[tuple[int, Any]]:
+    def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
         pa = _pyarrow()
-        wanted = list(numeric) + ([labels] if labels is not None else [])
         members = sorted({self._members[name][0] for name in wanted})
         archive = zipfile.ZipFile(self.path) if self.kind == "npz" else None
         try:
@@ -524,9 +519,7 @@ class NumpySource(Source):
                     values = values[:, index] if index is not None else values
                     arrays.append(self._arrow_column(values, name, name == labels, first_row))
                 table = pa.Table.from_arrays(arrays, names=wanted)
-                table = self._float_columns(table, numeric, first_row)
-                self._done = first_row + table.num_rows
-                yield first_row, table
+                yield table
                 first_row += table.num_rows
         finally:
             if archive is not None:

@@ -60,6 +60,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._options import positive_int
+
 __all__ = [
     "Bandwidth",
     "BenchConfig",
@@ -448,16 +450,6 @@ def parse_dtypes(text: str) -> tuple[str, ...]:
     return tuple(dtypes)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``crossentropy bench`` to ``parser``."""
     parser.add_argument(
@@ -474,7 +466,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         metavar="K",
         help=f"timed repetitions per case after a warm-up (default: {DEFAULT_REPEAT}; "
         f"the generic path runs at most {GENERIC_REPEAT})",

@@ -50,6 +50,7 @@ from ..data import load_digits
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from ..special import softmax
+from ._options import non_negative_int, positive_float, positive_int
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -114,21 +115,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_EPOCHS,
         metavar="N",
         help=f"full-batch gradient steps (default {DEFAULT_EPOCHS})",
     )
     parser.add_argument(
         "--learning-rate",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_LEARNING_RATE,
         metavar="ETA",
         help=f"gradient-descent step size on standardized pixels (default {DEFAULT_LEARNING_RATE:g})",
     )
     parser.add_argument(
         "--seed",
-        type=_seed,
+        type=non_negative_int,
         default=DEFAULT_SEED,
         metavar="S",
         help=f"seed of the training/held-out split (default {DEFAULT_SEED})",
@@ -137,36 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------

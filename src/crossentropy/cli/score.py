@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ._options import positive_int
 from ._progress import progress_bar
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
 from ._sources import FORMATS, CsvLines, InputError, Source, open_source
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="logarithm base of entropies besides nats and bits (2, 10, e)",
     )
-    options.add_argument("--bins", metavar="N", type=_positive_int, default=15, help="calibration bins (default 15)")
+    options.add_argument("--bins", metavar="N", type=positive_int, default=15, help="calibration bins (default 15)")
     options.add_argument(
         "--renormalize",
         action="store_true",
@@ -103,16 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return value
 
 
 def _base(text: str) -> float:

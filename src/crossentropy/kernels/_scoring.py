@@ -93,6 +93,30 @@ def _record(problems, chunk, n, column, code):
 
 
 @njit(**_INLINE)
+def _normalizer(x, tolerance, renormalize, totals, problems, chunk, n, count_column, first_column):
+    """The factor that makes probability row ``x`` sum to 1 if ``renormalize``, else 1.
+
+    A row off by more than ``tolerance`` is counted in ``totals[chunk, count_column]`` (the
+    first one's number in ``problems[chunk, first_column]``). Returns -1 for a row that sums to
+    0 and must be renormalized, recorded as a problem.
+    """
+    s = 0.0
+    for k in range(x.shape[0]):
+        s += x[k]
+    if abs(s - 1.0) <= tolerance:
+        return 1.0
+    totals[chunk, count_column] += 1.0
+    if problems[chunk, first_column] < 0:
+        problems[chunk, first_column] = n
+    if not renormalize:
+        return 1.0
+    if s == 0.0:
+        _record(problems, chunk, n, -1, BAD_ZERO_SUM)
+        return -1.0
+    return 1.0 / s
+
+
+@njit(**_INLINE)
 def score_row(
     p, t, soft, w, y, n, is_logits, renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, chunk,
     log_q,
@@ -123,18 +147,10 @@ def score_row(
             log_q[k] = p[k] - lse
             log_q[n_classes + k] = log_q[k]
     else:
-        s = 0.0
-        for k in range(n_classes):
-            s += p[k]
-        if abs(s - 1.0) > tolerance:
-            totals[chunk, UNNORMALIZED_PREDICTIONS] += 1.0
-            if problems[chunk, FIRST_UNNORMALIZED_PREDICTION] < 0:
-                problems[chunk, FIRST_UNNORMALIZED_PREDICTION] = n
-            if renormalize:
-                if s == 0.0:
-                    _record(problems, chunk, n, -1, BAD_ZERO_SUM)
-                    return
-                scale = 1.0 / s
+        scale = _normalizer(p, tolerance, renormalize, totals, problems, chunk, n, UNNORMALIZED_PREDICTIONS,
+                            FIRST_UNNORMALIZED_PREDICTION)  # fmt: skip
+        if scale < 0.0:
+            return
         for k in range(n_classes):
             q = p[k] * scale
             log_q[n_classes + k] = np.log(q)
@@ -142,18 +158,10 @@ def score_row(
 
     target_scale = 1.0
     if soft:
-        s = 0.0
-        for k in range(n_classes):
-            s += t[k]
-        if abs(s - 1.0) > tolerance:
-            totals[chunk, UNNORMALIZED_TARGETS] += 1.0
-            if problems[chunk, FIRST_UNNORMALIZED_TARGET] < 0:
-                problems[chunk, FIRST_UNNORMALIZED_TARGET] = n
-            if renormalize:
-                if s == 0.0:
-                    _record(problems, chunk, n, -1, BAD_ZERO_SUM)
-                    return
-                target_scale = 1.0 / s
+        target_scale = _normalizer(t, tolerance, renormalize, totals, problems, chunk, n, UNNORMALIZED_TARGETS,
+                                   FIRST_UNNORMALIZED_TARGET)  # fmt: skip
+        if target_scale < 0.0:
+            return
 
     # One pass over the classes: top label, squared error, entropies, cross-entropy.
     top_class, confidence = 0, -1.0
