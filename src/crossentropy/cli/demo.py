@@ -38,8 +38,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data import load_digits
+from ..gallery._common import single_kernel_thread
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from ..special import softmax
@@ -269,24 +269,6 @@ class TrainingRun:
         return np.asarray(softmax(split.held_out_x @ self.weights + self.bias))
 
 
-@contextmanager
-def _one_numba_thread() -> Iterator[None]:
-    """Run the loss kernels on one thread while the block runs, then restore the thread count.
-
-    The arrays are tiny (about 1,300 x 10), so threads gain nothing; and with several of them,
-    Numba's OpenMP workers keep spinning after each kernel call while OpenBLAS's threads run the
-    matrix products, each side waiting on the other: about 30 times slower on a 2-core machine.
-    """
-    import numba
-
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(threads)
-
-
 def train(
     split: Split, *, epochs: int = DEFAULT_EPOCHS, learning_rate: float = DEFAULT_LEARNING_RATE, progress: Any = None
 ) -> TrainingRun:
@@ -322,7 +304,7 @@ def train(
 
     start = time.perf_counter()
     # Overflow only happens on divergence, which is reported below as an error rather than as warnings.
-    with _one_numba_thread(), np.errstate(over="ignore", invalid="ignore"):
+    with single_kernel_thread(), np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(epochs):
             evaluate_held_out()
             loss, weights, bias = gradient_step(weights, bias, split.train_x, split.train_y, learning_rate)

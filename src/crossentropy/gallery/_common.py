@@ -1,0 +1,241 @@
+"""What every gallery experiment shares: its context, its result, tables, figures and data helpers.
+
+An experiment is a module of :mod:`crossentropy.gallery` with a module-level ``EXPERIMENT``
+(an :class:`Experiment`) whose ``run(context)`` returns a :class:`Result`: the numbers that
+make its claim (checked by the tests), the tables it prints and the PNG figures it wrote into
+``context.out``. ``context.quick`` asks for a run of seconds (fewer epochs, fewer repeats),
+which must still show the claim; everything is deterministic under ``context.seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Context",
+    "Experiment",
+    "Result",
+    "Table",
+    "format_value",
+    "pyplot",
+    "save_figure",
+    "single_kernel_thread",
+    "standardize",
+    "stratified_split",
+]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and how an experiment runs.
+
+    Attributes
+    ----------
+    out : Path
+        The experiment's own folder for figures (created by the runner).
+    quick : bool
+        A run of seconds for tests and CI; the full run's numbers go into ``docs/gallery.md``.
+    seed : int
+        Every random choice derives from it (``numpy.random.default_rng(seed)``, ``torch.manual_seed``).
+    """
+
+    out: Path
+    quick: bool = False
+    seed: int = 0
+
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        """A generator seeded with ``seed + offset`` (offsets keep independent streams apart)."""
+        return np.random.default_rng(self.seed + offset)
+
+
+@dataclass
+class Table:
+    """A titled table: column names and rows of values (numbers are formatted on output)."""
+
+    title: str
+    columns: Sequence[str]
+    rows: list[Sequence[Any]]
+
+    def as_text(self) -> str:
+        cells = [[str(c) for c in self.columns]] + [[format_value(v) for v in row] for row in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = [self.title, "-" * len(self.title)]
+        for r, row in enumerate(cells):
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+            if r == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def as_markdown(self) -> str:
+        head = "| " + " | ".join(str(c) for c in self.columns) + " |"
+        rule = "|" + "|".join("---" for _ in self.columns) + "|"
+        body = ["| " + " | ".join(format_value(v) for v in row) + " |" for row in self.rows]
+        return "\n".join([f"**{self.title}**", "", head, rule, *body])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": list(self.columns), "rows": [list(row) for row in self.rows]}
+
+
+def format_value(value: Any) -> str:
+    """Numbers with four significant decimals (or an integer as is); anything else as ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+@dataclass
+class Result:
+    """What an experiment found.
+
+    Attributes
+    ----------
+    numbers : dict
+        The figures that make the claim, JSON-friendly (floats, ints, bools, lists, dicts); the
+        tests assert the claim on them.
+    tables : list of Table
+    figures : list of Path
+        PNG files written into ``context.out``.
+    """
+
+    numbers: dict[str, Any]
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, runnable claim of the gallery."""
+
+    name: str
+    title: str
+    claim: str
+    run: Callable[[Context], Result]
+
+    def __call__(self, context: Context) -> Finished:
+        context.out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        result = self.run(context)
+        return Finished(self, context, result, time.perf_counter() - start)
+
+
+@dataclass
+class Finished:
+    """An experiment's result with what ran it and how long it took."""
+
+    experiment: Experiment
+    context: Context
+    result: Result
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.experiment.name,
+            "title": self.experiment.title,
+            "claim": self.experiment.claim,
+            "quick": self.context.quick,
+            "seed": self.context.seed,
+            "seconds": self.seconds,
+            "numbers": _plain(self.result.numbers),
+            "tables": [table.as_dict() for table in self.result.tables],
+            "figures": [str(path) for path in self.result.figures],
+        }
+
+    def as_text(self) -> str:
+        head = f"{self.experiment.name}: {self.experiment.title}"
+        parts = [head, "=" * len(head), f"Claim: {self.experiment.claim}", ""]
+        for table in self.result.tables:
+            parts += [table.as_text(), ""]
+        if self.result.figures:
+            parts.append("figures: " + ", ".join(str(path) for path in self.result.figures))
+        parts.append(
+            f"({self.seconds:.1f} s, {'quick' if self.context.quick else 'full'} run, seed {self.context.seed})"
+        )
+        return "\n".join(parts)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and arrays inside ``value`` as Python numbers and lists (for JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_figure(context: Context, name: str, figure: Any) -> Path:
+    """Write a matplotlib figure as ``context.out / name`` (PNG, atomically) and close it."""
+    from ..cli._report import write_figure
+
+    return write_figure(context.out / name, figure)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only)."""
+    from ..cli._report import pyplot as agg_pyplot
+
+    return agg_pyplot()
+
+
+@contextmanager
+def single_kernel_thread() -> Iterator[None]:
+    """Run the library's Numba kernels on one thread inside the block (training loops on small arrays).
+
+    Between kernel calls, Numba's OpenMP workers keep spinning while NumPy's BLAS threads run the
+    matrix products, each side waiting on the other: a loop alternating the two ran about 30
+    times slower on a 2-core machine. Small arrays gain nothing from the threads anyway.
+    """
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)``: each class's rows shuffled by ``rng``, ``round(test_fraction * n_c)`` to test.
+
+    Both index arrays are sorted, so the parts keep the data set's order.
+    """
+    test = np.zeros(labels.shape[0], dtype=bool)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        test[members[: round(test_fraction * members.size)]] = True
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Scale features to mean 0 and variance 1 with the training rows' statistics (constant features: scale 1)."""
+    mean = train.mean(axis=0)
+    scale = train.std(axis=0)
+    scale[scale == 0] = 1.0
+    return tuple((x - mean) / scale for x in (train, *others))
