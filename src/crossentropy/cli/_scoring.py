@@ -328,14 +328,7 @@ class Scorer:
             totals, per_class, bins, problems, scratch,
         )  # fmt: skip
         self._raise_first_problem(problems, pred, soft, weight, predictions)
-        for slot, column in enumerate((kernel.FIRST_UNNORMALIZED_PREDICTION, kernel.FIRST_UNNORMALIZED_TARGET)):
-            rows = problems[:, column][problems[:, column] >= 0]
-            if self._first_unnormalized[slot] is None and rows.size:
-                self._first_unnormalized[slot] = self._rows_seen + int(rows.min())
-        self._totals += totals.sum(axis=0)
-        self._per_class += per_class.sum(axis=0)
-        self._bins += bins.sum(axis=0)
-        self._rows_seen += n_rows
+        self._absorb(totals, per_class, bins, problems, np.zeros(n_chunks, dtype=np.int64), n_rows)
 
     def add_csv_lines(
         self, data: np.ndarray, layout: Any, *, target_slot: int = -1, weight_slot: int = -1
@@ -370,6 +363,20 @@ class Scorer:
         if (failed >= 0).any() or (problems[:, kernel.BAD_ROW] >= 0).any():
             return None
         first_rows = np.concatenate(([0], np.cumsum(rows)[:-1]))
+        n_rows = int(rows.sum())
+        self._absorb(totals, per_class, bins, problems, first_rows, n_rows)
+        return n_rows
+
+    def _absorb(
+        self,
+        totals: np.ndarray,
+        per_class: np.ndarray,
+        bins: np.ndarray,
+        problems: np.ndarray,
+        first_rows: np.ndarray,
+        n_rows: int,
+    ) -> None:
+        """Add a batch's per-chunk sums; ``first_rows[c]`` turns chunk ``c``'s recorded rows into batch rows."""
         for slot, column in enumerate((kernel.FIRST_UNNORMALIZED_PREDICTION, kernel.FIRST_UNNORMALIZED_TARGET)):
             found = problems[:, column] >= 0
             if self._first_unnormalized[slot] is None and found.any():
@@ -377,9 +384,7 @@ class Scorer:
         self._totals += totals.sum(axis=0)
         self._per_class += per_class.sum(axis=0)
         self._bins += bins.sum(axis=0)
-        n_rows = int(rows.sum())
         self._rows_seen += n_rows
-        return n_rows
 
     def _prediction_matrix(self, predictions: np.ndarray) -> np.ndarray:
         spec = self.spec
