@@ -203,18 +203,26 @@ def pyplot() -> Any:
 
 @contextmanager
 def single_kernel_thread() -> Iterator[None]:
-    """Run the library's Numba kernels on one thread inside the block (training loops on small arrays).
+    """Run the library's Numba kernels, and BLAS if threadpoolctl is installed, on one thread inside the block.
 
-    Between kernel calls, Numba's OpenMP workers keep spinning while NumPy's BLAS threads run the
-    matrix products, each side waiting on the other: a loop alternating the two ran about 30
-    times slower on a 2-core machine. Small arrays gain nothing from the threads anyway.
+    For training loops on small arrays. Between kernel calls, Numba's OpenMP workers keep
+    spinning while NumPy's BLAS threads run the matrix products, each side waiting on the other:
+    a loop alternating the two ran about 30 times slower on a 2-core machine, and BLAS's own
+    threads slowed small products 30-fold whenever another process held a core. Small arrays
+    gain nothing from threads anyway.
     """
     import numba
 
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - the cli extra installs it
+            yield
+        else:
+            with threadpool_limits(limits=1, user_api="blas"):
+                yield
     finally:
         numba.set_num_threads(threads)
 
