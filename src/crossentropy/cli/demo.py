@@ -46,7 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data import load_digits
-from ..gallery._common import single_kernel_thread
+from ..gallery._common import single_thread
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from ..special import softmax
@@ -304,7 +304,7 @@ def train(
 
     start = time.perf_counter()
     # Overflow only happens on divergence, which is reported below as an error rather than as warnings.
-    with single_kernel_thread(), np.errstate(over="ignore", invalid="ignore"):
+    with single_thread(), np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(epochs):
             evaluate_held_out()
             loss, weights, bias = gradient_step(weights, bias, split.train_x, split.train_y, learning_rate)

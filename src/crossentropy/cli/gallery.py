@@ -64,6 +64,16 @@ def command(args: argparse.Namespace) -> int:
             f"crossentropy gallery: error: no experiment {unknown[0]!r}; the experiments are {known}", file=sys.stderr
         )
         return 2
+    try:
+        for name in names:
+            gallery.experiment(name)
+    except ImportError as error:
+        print(
+            f"crossentropy gallery: error: experiment {name!r} needs {error.name or 'a missing module'}; "
+            "install the extras with `pip install 'crossentropy[cli,torch]'`",
+            file=sys.stderr,
+        )
+        return 2
     if args.out.exists() and not args.out.is_dir():
         print(
             f"crossentropy gallery: error: {args.out}: --out must be a directory; this is a file (left alone)",

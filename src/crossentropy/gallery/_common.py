@@ -27,7 +27,7 @@ __all__ = [
     "format_value",
     "pyplot",
     "save_figure",
-    "single_kernel_thread",
+    "single_thread",
     "standardize",
     "stratified_split",
 ]
@@ -202,19 +202,25 @@ def pyplot() -> Any:
 
 
 @contextmanager
-def single_kernel_thread() -> Iterator[None]:
-    """Run the library's Numba kernels, and BLAS if threadpoolctl is installed, on one thread inside the block.
+def single_thread() -> Iterator[None]:
+    """Run the library's Numba kernels, BLAS (with threadpoolctl) and PyTorch (if imported) on one thread.
 
-    For training loops on small arrays. Between kernel calls, Numba's OpenMP workers keep
-    spinning while NumPy's BLAS threads run the matrix products, each side waiting on the other:
-    a loop alternating the two ran about 30 times slower on a 2-core machine, and BLAS's own
-    threads slowed small products 30-fold whenever another process held a core. Small arrays
-    gain nothing from threads anyway.
+    For training loops on small arrays, whose operations are too small to gain from threads.
+    Between kernel calls, Numba's OpenMP workers keep spinning while the BLAS threads run the
+    matrix products, each side waiting on the other: a loop alternating the two ran about 30
+    times slower on a 2-core machine; and the BLAS and PyTorch thread pools slowed small
+    operations 10- to 30-fold whenever another process held a core.
     """
+    import sys
+
     import numba
 
+    torch = sys.modules.get("torch")
     threads = numba.get_num_threads()
+    torch_threads = torch.get_num_threads() if torch is not None else None
     numba.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
         try:
             from threadpoolctl import threadpool_limits
@@ -225,6 +231,8 @@ def single_kernel_thread() -> Iterator[None]:
                 yield
     finally:
         numba.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
 
 
 def stratified_split(

@@ -50,7 +50,7 @@ from ._common import (
     Table,
     pyplot,
     save_figure,
-    single_kernel_thread,
+    single_thread,
     standardize,
     stratified_split,
 )
@@ -254,7 +254,7 @@ def train(model: LinearModel, split: Split, *, learning_rate: float, steps: int)
     theta = np.zeros((split.train_x.shape[1], model.n_outputs))
     train_targets, test_targets = model.targets(split.train_y), model.targets(split.test_y)
     history = History(learning_rate, steps, [], [], [], [])
-    with single_kernel_thread():
+    with single_thread():
         for step in range(steps + 1):
             train_logits, test_logits = split.train_x @ theta, split.test_x @ theta
             loss, dlogits = model.loss_with_grad(train_logits, train_targets)
@@ -281,7 +281,7 @@ class _Check:
 
 def _check(model: LinearModel, split: Split, rng: np.random.Generator) -> _Check:
     theta = rng.normal(0.0, CHECK_SCALE, size=(split.train_x.shape[1], model.n_outputs))
-    with single_kernel_thread():
+    with single_thread():
         _, dlogits = model.loss_with_grad(split.train_x @ theta, model.targets(split.train_y))
         analytic = split.train_x.T @ dlogits
         numeric = finite_difference_gradient(model, split.train_x, split.train_y, theta)

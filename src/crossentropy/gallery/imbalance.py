@@ -65,7 +65,7 @@ import numpy as np
 from ..data import load_digits
 from ..losses import sigmoid_cross_entropy_with_grad
 from ..weights import class_weights
-from ._common import Context, Experiment, Result, Table, pyplot, save_figure, single_kernel_thread, standardize
+from ._common import Context, Experiment, Result, Table, pyplot, save_figure, single_thread, standardize
 
 __all__ = [
     "EXPERIMENT",
@@ -288,7 +288,7 @@ def train(
     beta1, beta2, epsilon = 0.9, 0.999, 1e-8
     theta = np.zeros(x.shape[1])
     first, second = np.zeros_like(theta), np.zeros_like(theta)
-    with single_kernel_thread():
+    with single_thread():
         for step in range(1, epochs + 1):
             gradient = x.T @ dlogits(x @ theta)
             first = beta1 * first + (1 - beta1) * gradient

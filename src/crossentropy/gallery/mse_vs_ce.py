@@ -36,7 +36,7 @@ import numpy as np
 from ..losses import sigmoid_cross_entropy_with_grad
 from ..metrics import expected_calibration_error
 from ..special import log_sigmoid
-from ._common import Context, Experiment, Result, Table, pyplot, save_figure, single_kernel_thread
+from ._common import Context, Experiment, Result, Table, pyplot, save_figure, single_thread
 from .gradient import Split, breast_cancer_split
 
 __all__ = ["EXPERIMENT", "Descent", "Start", "logit_gradients", "squared_error_with_grad", "train", "wrong_start"]
@@ -200,7 +200,7 @@ def train(loss: str, split: Split, theta: np.ndarray, *, steps: int) -> Descent:
     name, loss_with_grad = _LOSSES[loss]
     targets = split.train_y.astype(np.float64)
     losses, accuracies, norms = [], [], []
-    with single_kernel_thread():
+    with single_thread():
         for step in range(steps + 1):
             logits = split.train_x @ theta
             value, dlogits = loss_with_grad(logits, targets)

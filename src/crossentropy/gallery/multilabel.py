@@ -65,7 +65,7 @@ from ._common import (
     Table,
     pyplot,
     save_figure,
-    single_kernel_thread,
+    single_thread,
     standardize,
     stratified_split,
 )
@@ -171,7 +171,7 @@ def train(model: str, x: np.ndarray, targets: np.ndarray, *, epochs: int) -> tup
     loss_with_grad = _LOSSES[model]
     weights = np.zeros((x.shape[1], N_LABELS))
     losses = []
-    with single_kernel_thread():
+    with single_thread():
         for _ in range(epochs):
             loss, dlogits = loss_with_grad(x @ weights, targets)
             losses.append(loss)
