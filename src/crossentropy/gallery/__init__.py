@@ -115,7 +115,7 @@ def write_markdown(finished: Sequence[Finished], path: Path) -> Path:
         "",
         "The claims of cross-entropy as experiments on real data: `crossentropy gallery NAME` runs one,",
         "`crossentropy gallery` all of them and writes an HTML page of figures and tables. The numbers",
-        "below are those of the full run (`crossentropy gallery --out gallery`), seed 0, on a 2-core machine.",
+        "below are those of the full run (`crossentropy gallery --markdown docs/gallery.md`), on a 2-core machine.",
         "",
     ]
     for done in finished:

@@ -79,9 +79,12 @@ class Table:
         return "\n".join(lines)
 
     def as_markdown(self) -> str:
-        head = "| " + " | ".join(str(c) for c in self.columns) + " |"
+        def cell(text: str) -> str:
+            return text.replace("|", "\\|")  # a bar inside a cell would end it
+
+        head = "| " + " | ".join(cell(str(c)) for c in self.columns) + " |"
         rule = "|" + "|".join("---" for _ in self.columns) + "|"
-        body = ["| " + " | ".join(format_value(v) for v in row) + " |" for row in self.rows]
+        body = ["| " + " | ".join(cell(format_value(v)) for v in row) + " |" for row in self.rows]
         return "\n".join([f"**{self.title}**", "", head, rule, *body])
 
     def as_dict(self) -> dict[str, Any]:
