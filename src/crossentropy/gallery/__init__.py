@@ -28,6 +28,8 @@ _MODULES = {
     "label-smoothing": "label_smoothing",
     "multilabel": "multilabel",
     "noisy-labels": "noisy_labels",
+    "vae": "vae",
+    "gan": "gan",
 }
 NAMES = tuple(_MODULES)
 
