@@ -28,6 +28,8 @@ _MODULES = {
     "label-smoothing": "label_smoothing",
     "multilabel": "multilabel",
     "noisy-labels": "noisy_labels",
+    "sequence-smoothness": "sequence_smoothness",
+    "fairness": "fairness",
     "vae": "vae",
     "gan": "gan",
 }
