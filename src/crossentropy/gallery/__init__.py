@@ -30,8 +30,10 @@ _MODULES = {
     "noisy-labels": "noisy_labels",
     "sequence-smoothness": "sequence_smoothness",
     "fairness": "fairness",
+    "adversarial": "adversarial",
     "vae": "vae",
     "gan": "gan",
+    "self-supervised": "self_supervised",
 }
 NAMES = tuple(_MODULES)
 
