@@ -51,6 +51,7 @@ import torch
 from ..data import load_digits
 from ..torch.functional import cross_entropy
 from ._common import Context, Experiment, Result, Table, pyplot, save_figure, single_thread, stratified_split
+from ._network import train_network
 
 __all__ = ["EPSILONS", "EXPERIMENT", "fgsm", "finite_difference_check", "input_gradient", "train"]
 
@@ -84,16 +85,10 @@ def train(x: torch.Tensor, y: torch.Tensor, *, steps: int, seed: int) -> torch.n
     torch.nn.Module
         The trained network (logits out).
     """
-    torch.manual_seed(seed)
-    network = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], HIDDEN_UNITS), torch.nn.ReLU(), torch.nn.Linear(HIDDEN_UNITS, N_CLASSES)
-    )
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    with single_thread():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            cross_entropy(network(x), y).backward()
-            optimizer.step()
+    network, _ = train_network(
+        x, y, cross_entropy, hidden_units=HIDDEN_UNITS, n_classes=N_CLASSES, learning_rate=LEARNING_RATE,
+        steps=steps, seed=seed,
+    )  # fmt: skip
     return network
 
 

@@ -66,10 +66,10 @@ from ._common import (
     Table,
     pyplot,
     save_figure,
-    single_thread,
     standardize,
     stratified_split,
 )
+from ._network import train_network
 
 __all__ = ["EPSILONS", "EXPERIMENT", "calibration_summary", "train"]
 
@@ -102,16 +102,14 @@ def train(x: torch.Tensor, y: torch.Tensor, *, epsilon: float, steps: int, seed:
     torch.nn.Module
         The trained network (logits out).
     """
-    torch.manual_seed(seed)
-    network = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], HIDDEN_UNITS), torch.nn.ReLU(), torch.nn.Linear(HIDDEN_UNITS, N_CLASSES)
-    )
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    with single_thread():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            cross_entropy(network(x), y, label_smoothing=epsilon).backward()
-            optimizer.step()
+
+    def smoothed(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(logits, labels, label_smoothing=epsilon)
+
+    network, _ = train_network(
+        x, y, smoothed, hidden_units=HIDDEN_UNITS, n_classes=N_CLASSES, learning_rate=LEARNING_RATE,
+        steps=steps, seed=seed,
+    )  # fmt: skip
     return network
 
 

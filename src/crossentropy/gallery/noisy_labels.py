@@ -69,7 +69,6 @@ With that :math:`\hat T` the forward correction recovers 22% of the loss (22% to
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +92,10 @@ from ._common import (
     Table,
     pyplot,
     save_figure,
-    single_thread,
     standardize,
     stratified_split,
 )
+from ._network import Loss, train_network
 
 __all__ = [
     "EXPERIMENT",
@@ -120,8 +119,6 @@ VALIDATION_FRACTION = 0.2
 CHECK_EVERY = 5
 ANCHOR_PERCENTILE = 97.0
 GCE_Q = 0.7
-
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def symmetric_transition(rate: float, num_classes: int = N_CLASSES) -> np.ndarray:
@@ -296,26 +293,10 @@ def train(
     step : int
         The number of steps the returned weights have had (``steps`` without ``validation``).
     """
-    torch.manual_seed(seed)
-    network = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], HIDDEN_UNITS), torch.nn.ReLU(), torch.nn.Linear(HIDDEN_UNITS, N_CLASSES)
-    )
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    best_loss, best_step, best_state = float("inf"), steps, None
-    with single_thread():
-        for step in range(1, steps + 1):
-            optimizer.zero_grad()
-            loss(network(x), y).backward()
-            optimizer.step()
-            if validation is not None and step % CHECK_EVERY == 0:
-                with torch.no_grad():
-                    held_out = float(cross_entropy(network(validation[0]), validation[1]))
-                if held_out < best_loss:
-                    best_loss, best_step = held_out, step
-                    best_state = {name: value.clone() for name, value in network.state_dict().items()}
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    return network, best_step
+    return train_network(
+        x, y, loss, hidden_units=HIDDEN_UNITS, n_classes=N_CLASSES, learning_rate=LEARNING_RATE, steps=steps,
+        seed=seed, validation=validation, check_every=CHECK_EVERY,
+    )  # fmt: skip
 
 
 def _accuracy(network: torch.nn.Module, x: torch.Tensor, labels: np.ndarray) -> float:
