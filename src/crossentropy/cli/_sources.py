@@ -202,7 +202,7 @@ class CsvSource(Source):
         label column), blocks come as :class:`CsvLines` instead, which the consumer either scores
         in place or turns into a table; either sets their ``n_rows``.
         """
-        layout = PlainLayout(self.columns, numeric, labels, known_labels, self.delimiter)
+        layout = PlainLayout(self.columns, numeric, labels, known_labels, self.delimiter) if lines else None
         lines = lines and layout.usable
         first_row, offset = 0, self._header_bytes
         self._done = offset
@@ -562,8 +562,6 @@ def open_source(path: str | Path, *, file_format: str | None = None, delimiter: 
     if file_format == "csv":
         if delimiter is None:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: is empty (expected a header line naming the columns)")
         return CsvSource(path, delimiter=delimiter)
     if file_format == "parquet":
         return ParquetSource(path)

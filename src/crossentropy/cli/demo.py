@@ -46,7 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data import load_digits
-from ..gallery._common import single_thread
+from ..gallery._common import single_thread, standardize, stratified_split
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from ..special import softmax
@@ -154,9 +154,6 @@ class Split:
     train_y : int64 array of shape (n_train,)
     held_out_x : float64 array of shape (n_held_out, 64)
     held_out_y : int64 array of shape (n_held_out,)
-    mean, scale : float64 arrays of shape (64,)
-        The training rows' pixel means and standard deviations (1 where a pixel never varies),
-        applied to both parts: ``x = (pixels - mean) / scale``.
     seed : int
     """
 
@@ -164,8 +161,6 @@ class Split:
     train_y: np.ndarray
     held_out_x: np.ndarray
     held_out_y: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
     seed: int
 
 
@@ -188,25 +183,10 @@ def split_digits(
     -------
     Split
     """
-    rng = np.random.default_rng(seed)
-    held_out = np.zeros(labels.shape[0], dtype=bool)
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        held_out[members[: round(held_out_fraction * members.size)]] = True
+    train, held_out = stratified_split(labels, held_out_fraction, np.random.default_rng(seed))
     pixels = np.asarray(images, dtype=np.float64)
-    train = pixels[~held_out]
-    mean = train.mean(axis=0)
-    scale = train.std(axis=0)
-    scale[scale == 0] = 1.0
-    return Split(
-        train_x=(train - mean) / scale,
-        train_y=labels[~held_out],
-        held_out_x=(pixels[held_out] - mean) / scale,
-        held_out_y=labels[held_out],
-        mean=mean,
-        scale=scale,
-        seed=seed,
-    )
+    train_x, held_out_x = standardize(pixels[train], pixels[held_out])
+    return Split(train_x=train_x, train_y=labels[train], held_out_x=held_out_x, held_out_y=labels[held_out], seed=seed)
 
 
 def gradient_step(

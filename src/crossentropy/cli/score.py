@@ -23,6 +23,7 @@ import numpy as np
 
 from ._options import positive_int
 from ._progress import progress_bar
+from ._report import OUTPUT_NAMES
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
 from ._sources import FORMATS, CsvLines, InputError, Source, open_source
 
@@ -533,12 +534,6 @@ def _check_report_dir(directory: Path, input_file: Path) -> Path:
     """``--report DIR`` must be a directory we may write to and must not be, or hold, the input."""
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory}: --report must name a directory; this is a file (it is left alone)")
-    if directory.resolve() == input_file.resolve().parent and input_file.name in _report_names():
+    if directory.resolve() == input_file.resolve().parent and input_file.name in OUTPUT_NAMES:
         raise InputError(f"{input_file}: --report {directory} would write over the input file")
     return directory
-
-
-def _report_names() -> tuple[str, ...]:
-    from ._report import OUTPUT_NAMES
-
-    return OUTPUT_NAMES

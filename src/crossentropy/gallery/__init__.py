@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._common import Context, Experiment, Finished, Result, Table
+from ._common import Context, Experiment, Finished, Result, Table, format_value
 
 __all__ = ["NAMES", "Context", "Experiment", "Finished", "Result", "Table", "experiment", "run", "write_index"]
 
@@ -77,7 +77,6 @@ img { max-width: 100%; margin: 0.4rem 0; }
 def write_index(finished: Sequence[Finished], out: Path) -> Path:
     """Write ``out / index.html`` (every experiment's claim, tables and figures) and ``out / gallery.json``."""
     from ..cli._report import write_atomic
-    from ._common import format_value
 
     sections = []
     for done in finished:

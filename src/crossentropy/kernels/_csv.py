@@ -109,28 +109,16 @@ def _double_from_bits(typingctx, bits):
     return types.float64(types.uint64), codegen
 
 
-@njit(**_INLINE)
-def _leading_zeros(w):
-    """Leading zero bits of a nonzero uint64, by halving."""
-    n = 0
-    if (w >> np.uint64(32)) == _U0:
-        n += 32
-        w = w << np.uint64(32)
-    if (w >> np.uint64(48)) == _U0:
-        n += 16
-        w = w << np.uint64(16)
-    if (w >> np.uint64(56)) == _U0:
-        n += 8
-        w = w << np.uint64(8)
-    if (w >> np.uint64(60)) == _U0:
-        n += 4
-        w = w << np.uint64(4)
-    if (w >> np.uint64(62)) == _U0:
-        n += 2
-        w = w << np.uint64(2)
-    if (w >> np.uint64(63)) == _U0:
-        n += 1
-    return n
+@intrinsic
+def _leading_zeros(typingctx, w):
+    """Leading zero bits of a nonzero uint64: one ``lzcnt`` (LLVM's ``ctlz``)."""
+    if w != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.int64(types.uint64), codegen
 
 
 @njit(**_INLINE)
