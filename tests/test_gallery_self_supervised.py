@@ -20,22 +20,31 @@ def test_figures_tables_and_json(finished):
     assert [figure.name for figure in finished.result.figures] == ["probe.png", "rotations.png"]
     assert all(figure.read_bytes()[:4] == b"\x89PNG" for figure in finished.result.figures)
     assert json.loads(json.dumps(finished.as_dict()))["numbers"] == finished.result.numbers
-    assert [len(table.rows) for table in finished.result.tables] == [3]  # pixels, random and trained at width 32
+    assert [len(table.rows) for table in finished.result.tables] == [3]  # pixels, random and trained at width 16
     assert finished.result.numbers["data"] == {"train_rows": 899, "test_rows": 898}
+
+
+def test_means_and_gains_are_those_of_the_initializations(finished):
+    (result,) = finished.result.numbers["widths"]
+    runs = result["initializations"]
+    assert [run["seed"] for run in runs] == [0]  # a quick run trains one initialization
+    for key in ("pretext_accuracy", "probe_trained", "probe_random"):
+        assert result[key] == pytest.approx(np.mean([run[key] for run in runs]), abs=1e-15)
+    gains = [run["probe_trained"] - run["probe_random"] for run in runs]
+    assert (result["gain_min"], result["gain_max"]) == (min(gains), max(gains))
 
 
 def test_the_pretext_task_is_learned(finished):
     (result,) = finished.result.numbers["widths"]
-    assert result["width"] == 32
+    assert result["width"] == 16
     assert result["pretext_accuracy"] > 0.85  # chance: 0.25
 
 
 def test_rotation_features_beat_random_features_and_pixels_beat_both(finished):
     (result,) = finished.result.numbers["widths"]
-    # Quick run, seed 0: 0.789 against 0.719. The gain depends on the seed: quick runs with seeds 1, 2, 3 gain
-    # 4.7, 5.5 and -4.4 points, full runs at width 32 with seeds 0 to 3 gain 7, 8, 13 and -2 (see the module).
-    assert result["probe_trained"] > result["probe_random"] + 0.04
-    assert result["probe_random"] > 0.5  # random ReLU features are far from useless
+    # Quick run, seed 0: 0.621 against 0.569. Full runs average three initializations per width (see the module).
+    assert result["probe_trained"] > result["probe_random"] + 0.03
+    assert result["probe_random"] > 0.4  # random ReLU features are far from useless
     assert finished.result.numbers["probe_pixels"] > result["probe_trained"] + 0.03
 
 
