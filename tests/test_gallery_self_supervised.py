@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from crossentropy.gallery import Context
+from crossentropy.gallery import Context, self_supervised
 from crossentropy.gallery.self_supervised import EXPERIMENT, encoder, linear_probe, rotations
 
 
@@ -24,14 +24,19 @@ def test_figures_tables_and_json(finished):
     assert finished.result.numbers["data"] == {"train_rows": 899, "test_rows": 898}
 
 
-def test_means_and_gains_are_those_of_the_initializations(finished):
+def test_means_and_gains_are_those_of_the_initializations(tmp_path, monkeypatch):
+    # Two short initializations, so the averages and extremes have something to combine.
+    monkeypatch.setattr(self_supervised, "QUICK_INITIALIZATIONS", 2)
+    monkeypatch.setattr(self_supervised, "QUICK_PRETEXT_STEPS", 30)
+    finished = EXPERIMENT(Context(out=tmp_path, quick=True, seed=1))
     (result,) = finished.result.numbers["widths"]
     runs = result["initializations"]
-    assert [run["seed"] for run in runs] == [0]  # a quick run trains one initialization
+    assert [run["seed"] for run in runs] == [2, 3]  # seed s uses 2 s and 2 s + 1: no overlap between seeds
     for key in ("pretext_accuracy", "probe_trained", "probe_random"):
-        assert result[key] == pytest.approx(np.mean([run[key] for run in runs]), abs=1e-15)
-    gains = [run["probe_trained"] - run["probe_random"] for run in runs]
-    assert (result["gain_min"], result["gain_max"]) == (min(gains), max(gains))
+        assert result[key] == pytest.approx((runs[0][key] + runs[1][key]) / 2, abs=1e-15)
+    gains = sorted(run["probe_trained"] - run["probe_random"] for run in runs)
+    assert (result["gain_min"], result["gain_max"]) == (gains[0], gains[1])
+    assert runs[0]["probe_random"] != runs[1]["probe_random"]  # different initial weights
 
 
 def test_the_pretext_task_is_learned(finished):
