@@ -1,73 +1,22 @@
-"""Files written by the commands: an HTML report with PNG figures, each file written atomically.
+"""The report of ``crossentropy score --report DIR``: an HTML page with PNG figures and the numbers as JSON.
 
-Every file goes to a temporary name in its directory first and is renamed over the final name
-only when complete, so a reader never sees half a file and an interrupted run leaves the old one.
+Each file is written atomically (:func:`crossentropy.cli._files.write_atomic`).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import pyplot, write_atomic, write_figure
 from ._scoring import ScoreReport
 
-__all__ = [
-    "OUTPUT_NAMES",
-    "per_class_figure",
-    "pyplot",
-    "reliability_figure",
-    "write_atomic",
-    "write_figure",
-    "write_report",
-]
+__all__ = ["OUTPUT_NAMES", "per_class_figure", "reliability_figure", "write_report"]
 
 OUTPUT_NAMES = ("index.html", "reliability.png", "per_class.png", "report.json")
-
-
-def write_atomic(path: Path, write: Callable[[Any], None], *, binary: bool = False) -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as file:
-            write(file)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it the mode a plain open would
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_figure(path: Path, figure: Any) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=110), binary=True)
-    finally:
-        plt.close(figure)
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (files only, no window)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def reliability_figure(report: ScoreReport, title: str = "Reliability diagram") -> Any:

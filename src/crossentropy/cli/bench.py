@@ -60,6 +60,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._files import write_atomic
 from ._options import positive_int
 
 __all__ = [
@@ -1497,19 +1498,6 @@ def _markdown(result: BenchResult) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def _write_atomically(path: Path, write: Callable[[IO[Any]], None], *, binary: bool = False) -> None:
-    """Write through a temporary file in the same directory, then rename it over ``path``."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        mode = "wb" if binary else "w"
-        with os.fdopen(descriptor, mode, **({} if binary else {"encoding": "utf-8", "newline": ""})) as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(result: BenchResult, out_dir: Path) -> list[Path]:
     """Write the CSV, the PNG chart and the markdown summary into ``out_dir``, each atomically.
 
@@ -1527,7 +1515,7 @@ def write_outputs(result: BenchResult, out_dir: Path) -> list[Path]:
     """
     csv_path, png_path, md_path = (out_dir / f"{FILE_STEM}{suffix}" for suffix in (".csv", ".png", ".md"))
     result.files = [str(path) for path in (csv_path, png_path, md_path)]
-    _write_atomically(csv_path, lambda stream: _write_csv(result, stream))
-    _write_atomically(png_path, lambda stream: _write_chart(result, stream), binary=True)
-    _write_atomically(md_path, lambda stream: stream.write(_markdown(result)))
+    write_atomic(csv_path, lambda stream: _write_csv(result, stream))
+    write_atomic(png_path, lambda stream: _write_chart(result, stream), binary=True)
+    write_atomic(md_path, lambda stream: stream.write(_markdown(result)))
     return [csv_path, png_path, md_path]

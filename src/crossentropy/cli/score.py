@@ -12,7 +12,7 @@ import argparse
 import difflib
 import fnmatch
 import json
-import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._options import positive_int
+from ._options import logarithm_base, positive_int, unit_fraction
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--base",
         metavar="B",
-        type=_base,
+        type=logarithm_base,
         default=None,
         help="logarithm base of entropies besides nats and bits (2, 10, e)",
     )
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--tolerance",
         metavar="T",
-        type=_tolerance,
+        type=unit_fraction,
         default=1e-6,
         help="probability rows must sum to 1 within T (default 1e-6)",
     )
@@ -105,28 +105,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
     )
-
-
-def _base(text: str) -> float:
-    if text.strip().lower() == "e":
-        return math.e
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != 1 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number other than 1, or 'e'; got {text!r}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 <= value < 1):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +311,7 @@ class _Labels:
 
     def _prefix_hint(self, label: str) -> str:
         columns = self.selection.predictions
-        prefix = _common_prefix(columns)
+        prefix = os.path.commonprefix(list(columns))  # noqa: RUF071 - column names: a character-wise prefix
         if prefix and any(column == prefix + label for column in columns):
             return f" (columns are named {prefix}<class>: pass --probs '{prefix}*')"
         return ""
@@ -353,14 +331,6 @@ def _label_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _common_prefix(names: Sequence[str]) -> str:
-    prefix = names[0] if names else ""
-    for name in names[1:]:
-        while not name.startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix
 
 
 def score_source(

@@ -190,16 +190,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The cli package imports the gallery (and the demo imports this module), so its helpers are imported late.
 def save_figure(context: Context, name: str, figure: Any) -> Path:
     """Write a matplotlib figure as ``context.out / name`` (PNG, atomically) and close it."""
-    from ..cli._report import write_figure
+    from ..cli._files import write_figure
 
     return write_figure(context.out / name, figure)
 
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (files only)."""
-    from ..cli._report import pyplot as agg_pyplot
+    from ..cli._files import pyplot as agg_pyplot
 
     return agg_pyplot()
 
