@@ -81,6 +81,8 @@ PROBE_LEARNING_RATE = 0.01
 PROBE_PENALTY = 1e-3
 N_ROTATIONS = 4
 SHOWN_WIDTH, N_SHOWN = 16, 6
+# Per-initialization figures whose mean over the initializations a width reports.
+_AVERAGED = ("pretext_accuracy", "probe_trained", "probe_random")
 N_CLASSES = 10
 
 
@@ -296,9 +298,6 @@ def run(context: Context) -> Result:
         save_figure(context, "rotations.png", _rotations_figure(*shown, images[test_rows][:N_SHOWN])),
     ]
     return Result(numbers=numbers, tables=tables, figures=figures)
-
-
-_AVERAGED = ("pretext_accuracy", "probe_trained", "probe_random")
 
 
 def _probe_figure(results: list[dict[str, Any]], pixels: float) -> Any:
