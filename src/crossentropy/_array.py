@@ -26,6 +26,7 @@ __all__ = [
     "is_integer",
     "is_real_floating",
     "log_base_divisor",
+    "move_axes",
     "onehot_mask",
     "take_last",
     "xlogy",
@@ -49,11 +50,12 @@ def get_namespace(*arrays: Any) -> Any:
     return array_api_compat.array_namespace(np.empty(0))
 
 
-def as_namespace_array(x: Any, xp: Any, *, like: Any = None) -> Any:
+def as_namespace_array(x: Any, xp: Any, *, name: str, like: Any = None) -> Any:
     """Convert ``x`` (array of any library, list or scalar) to an array of namespace ``xp``.
 
-    ``like`` gives the device to place it on. Arrays already in ``xp`` are returned as they are,
-    so autograd history and memory are kept.
+    ``like`` gives the device to place it on; ``name`` is the parameter ``x`` was passed as, for
+    the message when nested sequences are ragged. Arrays already in ``xp`` are returned as they
+    are, so autograd history and memory are kept.
     """
     if _is_array(x) and array_api_compat.array_namespace(x) is xp:
         return x
@@ -62,7 +64,35 @@ def as_namespace_array(x: Any, xp: Any, *, like: Any = None) -> Any:
         # A torch tensor given beside arrays of another library: go through NumPy on the host.
         x = x.detach().cpu()
         x = x.float().numpy() if x.dtype.is_floating_point and x.element_size() < 4 else x.numpy()
-    return xp.asarray(x, device=device)
+    try:
+        return xp.asarray(x, device=device)
+    except ValueError:
+        if not isinstance(x, (list, tuple)):
+            raise
+        from ._validation import shown  # a late import: _validation builds on this module
+
+        raise ValueError(
+            f"`{shown(name)}` must be an array, or nested lists of numbers with rows of equal length; got a ragged "
+            f"{type(x).__name__}: {_where_ragged(x)}"
+        ) from None
+
+
+def _where_ragged(x: Any) -> str:
+    """Where nested sequences stop having one shape: ``"at depth 1, a sequence of length 1 beside one of length 2"``."""
+
+    def kind(length: int | None) -> str:
+        return "a number" if length is None else f"a sequence of length {length}"
+
+    level = [x]
+    for depth in range(64):
+        lengths = [len(item) if isinstance(item, (list, tuple)) else None for item in level]
+        distinct = sorted(set(lengths), key=lambda n: -1 if n is None else n)
+        if len(distinct) > 1:
+            return f"at depth {depth}, {kind(distinct[0])} beside {kind(distinct[1])}"
+        if distinct[0] is None:
+            break
+        level = [inner for item in level for inner in item]
+    return "its entries do not form an array"
 
 
 def as_result_array(x: Any, xp: Any) -> Any:
@@ -113,6 +143,22 @@ def concrete_bool(condition: Any) -> bool | None:
         return bool(condition)
     except Exception:  # a tracer that refuses conversion
         return None
+
+
+def move_axes(x: Any, source: int | tuple[int, ...], destination: int | tuple[int, ...], xp: Any) -> Any:
+    """``moveaxis(x, source, destination)`` as a ``permute_dims``: the same view, for every library.
+
+    The standard's ``moveaxis`` maps to ``torch.moveaxis``, which ``torch.func.vmap`` cannot batch;
+    ``permute_dims`` (``torch.permute``) it can.
+    """
+    sources = (source,) if isinstance(source, int) else tuple(source)
+    destinations = (destination,) if isinstance(destination, int) else tuple(destination)
+    sources = tuple(axis % x.ndim for axis in sources)
+    destinations = tuple(axis % x.ndim for axis in destinations)
+    order = [axis for axis in range(x.ndim) if axis not in sources]
+    for target, axis in sorted(zip(destinations, sources, strict=True)):
+        order.insert(target, axis)
+    return xp.permute_dims(x, tuple(order))
 
 
 def xmul(x: Any, y: Any, xp: Any) -> Any:

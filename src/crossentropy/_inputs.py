@@ -16,7 +16,7 @@ from typing import Any
 
 import array_api_compat
 
-from ._array import as_namespace_array, compute_dtype, concrete_bool, get_namespace, is_integer, xmul
+from ._array import as_namespace_array, compute_dtype, concrete_bool, get_namespace, is_integer, move_axes, xmul
 from ._validation import (
     check_axis,
     check_class_indices,
@@ -26,6 +26,7 @@ from ._validation import (
     check_nonnegative,
     check_not_empty,
     check_shape,
+    shown,
 )
 
 __all__ = [
@@ -53,6 +54,8 @@ class ProbabilitiesAsLogitsWarning(UserWarning):
     """
 
 
+# The default ``ignore_index`` of every loss, as PyTorch's; with probability targets only it is allowed.
+DEFAULT_IGNORE_INDEX = -100
 # Rows inspected by the probabilities-as-logits check: a few, so it costs nothing measurable.
 _ROWS_CHECKED = 8
 
@@ -113,7 +116,7 @@ class ClassInputs:
         """Gradient with respect to the caller's logits: dtype and axis restored."""
         xp = self.xp
         out = xp.astype(dlogits, self.out_dtype, copy=False)
-        return xp.moveaxis(out, -1, self.axis) if self.axis != out.ndim - 1 else out
+        return move_axes(out, -1, self.axis, xp) if self.axis != out.ndim - 1 else out
 
 
 def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
@@ -126,7 +129,7 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     looks_like = (xp.min(rows) >= 0) & xp.all(xp.abs(sums - 1) <= 1e-3)
     if concrete_bool(looks_like):
         warnings.warn(
-            f"`{name}` look like probabilities (non-negative rows summing to 1), but this loss "
+            f"`{shown(name)}` look like probabilities (non-negative rows summing to 1), but this loss "
             "expects unnormalized logits and applies a softmax itself; pass logits, or use a "
             "loss on probabilities (nll_loss on log-probabilities, binary_cross_entropy).",
             ProbabilitiesAsLogitsWarning,
@@ -143,13 +146,13 @@ def prepare_logits(logits: Any, *, axis: int, name: str = "logits", xp: Any = No
 def _validated_logits(logits: Any, *, axis: int, name: str, xp: Any) -> tuple[Any, Any, int]:
     """Validate floating logits; return ``(xp, logits with the class axis last, axis)``, dtype unchanged."""
     xp = xp or get_namespace(logits)
-    logits = as_namespace_array(logits, xp)
+    logits = as_namespace_array(logits, xp, name=name)
     check_floating(name, logits, xp)
     check_ndim(name, logits, at_least=1)
     check_not_empty(name, logits)
     axis = check_axis("axis", axis, logits.ndim)
     if axis != logits.ndim - 1:
-        logits = xp.moveaxis(logits, axis, -1)
+        logits = move_axes(logits, axis, -1, xp)
     return xp, logits, axis
 
 
@@ -159,7 +162,7 @@ def prepare_sample_weight(
     """Validated per-sample weights of shape ``batch_shape`` in ``dtype`` (default: that of ``like``), or None."""
     if sample_weight is None:
         return None
-    sample_weight = as_namespace_array(sample_weight, xp, like=like)
+    sample_weight = as_namespace_array(sample_weight, xp, name="sample_weight", like=like)
     check_shape("sample_weight", sample_weight, batch_shape, rule="one weight per sample")
     if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
@@ -173,10 +176,10 @@ def prepare_class_weight(weight: Any, inputs: ClassInputs, *, name: str = "weigh
     if weight is None:
         return None
     xp = inputs.xp
-    weight = as_namespace_array(weight, xp, like=inputs.stored)
+    weight = as_namespace_array(weight, xp, name=name, like=inputs.stored)
     check_shape(name, weight, (inputs.num_classes,), rule="one weight per class")
     if not xp.isdtype(weight.dtype, ("real floating", "integral")):
-        raise TypeError(f"`{name}` must be real numbers; got dtype {weight.dtype}")
+        raise TypeError(f"`{shown(name)}` must be real numbers; got dtype {weight.dtype}")
     weight = xp.astype(weight, inputs.dtype)
     check_nonnegative(name, weight, xp)
     return weight
@@ -199,19 +202,19 @@ def prepare_class_inputs(
     ``targets`` (when ``allow_probs``) are probabilities of the logits' shape.
     """
     xp = get_namespace(logits, targets)
-    logits = as_namespace_array(logits, xp)
+    logits = as_namespace_array(logits, xp, name=logits_name)
     caller_shape = tuple(logits.shape)
     xp, stored, axis = _validated_logits(logits, axis=axis, name=logits_name, xp=xp)
     dtype = compute_dtype(xp, stored.dtype)
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
         raise TypeError(f"`ignore_index` must be an integer; got {ignore_index!r}")
-    targets = as_namespace_array(targets, xp, like=stored)
+    targets = as_namespace_array(targets, xp, name="targets", like=stored)
     num_classes = int(stored.shape[-1])
     batch_shape = tuple(stored.shape[:-1])
 
     indices = valid = probs = None
     if is_integer(xp, targets):
-        rule = f"class indices: the logits' shape {caller_shape} without the class axis"
+        rule = f"class indices: the shape {caller_shape} of `{shown(logits_name)}` without the class axis"
         check_shape("targets", targets, batch_shape, rule=rule)
         check_class_indices("targets", targets, xp, num_classes, ignore_index)
         indices = targets
@@ -221,22 +224,29 @@ def prepare_class_inputs(
             indices = xp.where(valid, targets, xp.zeros_like(targets))
     elif xp.isdtype(targets.dtype, "real floating"):
         if not allow_probs:
-            raise TypeError(f"`targets` must be integer class indices; got dtype {targets.dtype}")
+            raise TypeError(f"`{shown('targets')}` must be integer class indices; got dtype {targets.dtype}")
         if tuple(targets.shape) == batch_shape:
             # The shape of class indices with a floating dtype: indices stored as floats, most likely.
             raise TypeError(
-                f"`targets` must be integer class indices for shape {batch_shape} (cast them, e.g. "
+                f"`{shown('targets')}` must be integer class indices for shape {batch_shape} (cast them, e.g. "
                 f"`targets.astype(int)`), or class probabilities of the logits' shape {caller_shape}; "
                 f"got dtype {targets.dtype}"
             )
-        check_shape("targets", targets, caller_shape, rule="class probabilities: the logits' shape")
+        check_shape("targets", targets, caller_shape, rule=f"class probabilities: the shape of `{shown(logits_name)}`")
+        if ignore_index is not None and ignore_index != DEFAULT_IGNORE_INDEX:
+            # As PyTorch: probability targets have no index to compare, so ignoring cannot apply.
+            raise ValueError(
+                f"`ignore_index` applies to class-index targets only, not to class probabilities (to leave a "
+                f"sample out, give it a `sample_weight` of 0); got ignore_index={ignore_index} with "
+                f"`{shown('targets')}` of dtype {targets.dtype}"
+            )
         probs = xp.astype(targets, dtype, copy=False)
         if axis != stored.ndim - 1:
-            probs = xp.moveaxis(probs, axis, -1)
+            probs = move_axes(probs, axis, -1, xp)
         check_in_unit_interval("targets", probs, xp)
     else:
         expected = "integer class indices" + (" or floating-point class probabilities" if allow_probs else "")
-        raise TypeError(f"`targets` must be {expected}; got dtype {targets.dtype}")
+        raise TypeError(f"`{shown('targets')}` must be {expected}; got dtype {targets.dtype}")
 
     if warn_probabilities:
         warn_if_probabilities(stored, xp, name=logits_name)

@@ -6,12 +6,20 @@ Every message names the parameter in backticks, states the rule and echoes the v
 
 Checks that need the data (ranges, sums) read one boolean back to the host; under a lazy
 array library (a JAX tracer inside ``jit``) they are skipped, since the values do not exist yet.
+
+A message names a parameter as the caller knows it: the core's ``logits`` and ``targets`` are
+``input`` and ``target`` when :mod:`crossentropy.torch` calls the core inside
+:func:`parameter_names`; every message formats its parameter names through :func:`shown`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import array_api_compat
@@ -19,6 +27,29 @@ import array_api_compat
 from ._array import concrete_bool, host_float, is_integer, is_real_floating
 
 REDUCTIONS = ("mean", "sum", "none")
+
+_SHOWN_NAMES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "crossentropy_shown_names", default=types.MappingProxyType({})
+)
+
+
+def shown(name: str) -> str:
+    """The name messages give the core's parameter ``name``: the caller's own inside :func:`parameter_names`."""
+    return _SHOWN_NAMES.get().get(name, name)
+
+
+@contextlib.contextmanager
+def parameter_names(**names: str) -> Iterator[None]:
+    """Within the block, messages call the core's parameters by other names (``logits="input"``).
+
+    For wrappers with their own signatures, such as :mod:`crossentropy.torch`, whose users
+    pass ``input`` and ``target``: a message about ``logits`` would name nothing they wrote.
+    """
+    token = _SHOWN_NAMES.set(types.MappingProxyType({**_SHOWN_NAMES.get(), **names}))
+    try:
+        yield
+    finally:
+        _SHOWN_NAMES.reset(token)
 
 
 def _fmt(value: Any) -> str:
@@ -51,7 +82,7 @@ def check_number(
 ) -> float:
     """Check that ``value`` is a finite real number in the given interval; return it as float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number; got {_fmt(value)} of type {type(value).__name__}")
+        raise TypeError(f"`{shown(name)}` must be a real number; got {_fmt(value)} of type {type(value).__name__}")
     value = float(value)
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
@@ -61,16 +92,16 @@ def check_number(
         lo = "-inf" if low is None else _fmt_bound(low)
         hi = "inf" if high is None else _fmt_bound(high)
         rule = f"must be {'>' if low_open else '>='} {lo}" if high is None else f"must be in {left}{lo}, {hi}{right}"
-        raise ValueError(f"`{name}` {rule}; got {_fmt(value)}")
+        raise ValueError(f"`{shown(name)}` {rule}; got {_fmt(value)}")
     return value
 
 
 def check_integer_option(name: str, value: Any, *, low: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer; got {_fmt(value)} of type {type(value).__name__}")
+        raise TypeError(f"`{shown(name)}` must be an integer; got {_fmt(value)} of type {type(value).__name__}")
     value = int(value)
     if low is not None and value < low:
-        raise ValueError(f"`{name}` must be >= {low}; got {value}")
+        raise ValueError(f"`{shown(name)}` must be >= {low}; got {value}")
     return value
 
 
@@ -87,31 +118,31 @@ def check_base(base: Any) -> float | None:
 def check_axis(name: str, axis: Any, ndim: int) -> int:
     """Normalize ``axis`` to a non-negative index into an array of ``ndim`` dimensions."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer; got {_fmt(axis)}")
+        raise TypeError(f"`{shown(name)}` must be an integer; got {_fmt(axis)}")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"`{name}` must be in [{-ndim}, {ndim}) for an array of {ndim} dimensions; got {axis}")
+        raise ValueError(f"`{shown(name)}` must be in [{-ndim}, {ndim}) for an array of {ndim} dimensions; got {axis}")
     return int(axis) % ndim
 
 
 def check_floating(name: str, x: Any, xp: Any) -> None:
     if not is_real_floating(xp, x):
-        raise TypeError(f"`{name}` must be a real floating-point array; got dtype {x.dtype}")
+        raise TypeError(f"`{shown(name)}` must be a real floating-point array; got dtype {x.dtype}")
 
 
 def check_ndim(name: str, x: Any, *, at_least: int) -> None:
     if x.ndim < at_least:
-        raise ValueError(f"`{name}` must have at least {at_least} dimension(s); got shape {tuple(x.shape)}")
+        raise ValueError(f"`{shown(name)}` must have at least {at_least} dimension(s); got shape {tuple(x.shape)}")
 
 
 def check_not_empty(name: str, x: Any) -> None:
     if any(n == 0 for n in x.shape):
-        raise ValueError(f"`{name}` must not be empty; got shape {tuple(x.shape)}")
+        raise ValueError(f"`{shown(name)}` must not be empty; got shape {tuple(x.shape)}")
 
 
 def check_shape(name: str, x: Any, expected: tuple[int, ...], *, rule: str) -> None:
     """Raise unless ``x.shape == expected``; ``rule`` says what the shape must match."""
     if tuple(x.shape) != tuple(expected):
-        raise ValueError(f"`{name}` must have shape {tuple(expected)} ({rule}); got shape {tuple(x.shape)}")
+        raise ValueError(f"`{shown(name)}` must have shape {tuple(expected)} ({rule}); got shape {tuple(x.shape)}")
 
 
 def _first_index(mask: Any, xp: Any) -> tuple[int, ...]:
@@ -138,7 +169,7 @@ def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
     where = f" at index {index}" if x.ndim else ""
     count = int(xp.sum(xp.astype(bad, xp.int64)))
     more = f" ({count} such entries)" if count > 1 else ""
-    raise ValueError(f"`{name}` {rule}; got {_value_at(x, index)}{where}{more}")
+    raise ValueError(f"`{shown(name)}` {rule}; got {_value_at(x, index)}{where}{more}")
 
 
 def _within(x: Any, xp: Any, *, high: float, high_open: bool) -> bool:
@@ -185,14 +216,14 @@ def check_rows_sum_to_one(name: str, x: Any, xp: Any, *, axis: int = -1, what: s
     if concrete_bool(xp.any(bad)):
         index = _first_index(bad, xp)
         where = f" at {index}" if sums.ndim else ""
-        raise ValueError(f"`{name}` must have {what} summing to 1; got a sum of {_value_at(sums, index)}{where}")
+        raise ValueError(f"`{shown(name)}` must have {what} summing to 1; got a sum of {_value_at(sums, index)}{where}")
 
 
 def check_class_indices(name: str, targets: Any, xp: Any, num_classes: int, ignore_index: int | None) -> None:
     """Integer targets in ``[0, num_classes)``, or equal to ``ignore_index``."""
     if not is_integer(xp, targets):
         kind = "boolean" if targets.dtype == xp.bool else f"dtype {targets.dtype}"
-        raise TypeError(f"`{name}` must be integer class indices; got {kind}")
+        raise TypeError(f"`{shown(name)}` must be integer class indices; got {kind}")
     bad = (targets < 0) | (targets >= num_classes)
     if ignore_index is not None:
         bad = bad & (targets != ignore_index)

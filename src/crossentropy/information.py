@@ -83,7 +83,7 @@ def _check_distribution(name: str, x: Any, xp: Any, axis: int) -> None:
 def _prepare_one(p: Any, axis: int) -> tuple[Any, Any, Any, int]:
     """Validate one distribution array; return ``(xp, p in compute dtype, out dtype, axis)``."""
     xp = get_namespace(p)
-    p = as_namespace_array(p, xp)
+    p = as_namespace_array(p, xp, name="p")
     check_floating("p", p, xp)
     check_ndim("p", p, at_least=1)
     check_not_empty("p", p)
@@ -98,8 +98,8 @@ def _prepare_pair(p: Any, q: Any, axis: int) -> tuple[Any, Any, Any, Any, int]:
     ``p`` and ``q`` come back in the compute dtype of their common dtype.
     """
     xp = get_namespace(p, q)
-    p = as_namespace_array(p, xp)
-    q = as_namespace_array(q, xp, like=p)
+    p = as_namespace_array(p, xp, name="p")
+    q = as_namespace_array(q, xp, name="q", like=p)
     check_floating("p", p, xp)
     check_floating("q", q, xp)
     check_ndim("p", p, at_least=1)

@@ -56,6 +56,7 @@ from ._validation import (
     check_number,
     check_reduction,
     check_shape,
+    shown,
 )
 from .special import stable_log_sigmoid, stable_log_softmax
 
@@ -183,7 +184,7 @@ def _softmax_cross_entropy(
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    if kernels.accepts(xp, inputs.stored, inputs.probs, weight, inputs.sample_weight):
+    if kernels.accepts(xp, inputs.stored, inputs.indices, inputs.probs, weight, inputs.sample_weight):
         out = inputs.stored if gradient_over_logits else None
         return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=out)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
@@ -467,7 +468,7 @@ def _check_alpha(alpha: Any, inputs_xp: Any, like: Any, num_classes: int, *, at_
         return None
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         return check_number("alpha", alpha, low=0.0, high=1.0 if at_most_one else None)
-    alpha = as_namespace_array(alpha, inputs_xp, like=like)
+    alpha = as_namespace_array(alpha, inputs_xp, name="alpha", like=like)
     check_shape("alpha", alpha, (num_classes,), rule="a number or one value per class")
     alpha = inputs_xp.astype(alpha, like.dtype)
     if at_most_one:
@@ -646,16 +647,16 @@ def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rul
     (default: that of ``like``)."""
     if value is None:
         return None
-    value = as_namespace_array(value, xp, like=like)
+    value = as_namespace_array(value, xp, name=name, like=like)
     if not xp.isdtype(value.dtype, ("real floating", "integral")):
-        raise TypeError(f"`{name}` must be real numbers; got dtype {value.dtype}")
+        raise TypeError(f"`{shown(name)}` must be real numbers; got dtype {value.dtype}")
     try:
         broadcast = np.broadcast_shapes(tuple(value.shape), tuple(like.shape))
     except ValueError:
         broadcast = None
     if broadcast != tuple(like.shape):
         raise ValueError(
-            f"`{name}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
+            f"`{shown(name)}` must broadcast to the input's shape {tuple(like.shape)} ({trailing_rule}); "
             f"got shape {tuple(value.shape)}"
         )
     value = xp.astype(value, like.dtype if dtype is None else dtype)
@@ -665,12 +666,12 @@ def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rul
 
 def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, sample_weight: Any) -> _Elementwise:
     xp = get_namespace(values, targets)
-    values = as_namespace_array(values, xp)
+    values = as_namespace_array(values, xp, name=name)
     check_floating(name, values, xp)
     check_not_empty(name, values)
     dtype = compute_dtype(xp, values.dtype)
-    targets = as_namespace_array(targets, xp, like=values)
-    check_shape("targets", targets, tuple(values.shape), rule=f"the shape of `{name}`")
+    targets = as_namespace_array(targets, xp, name="targets", like=values)
+    check_shape("targets", targets, tuple(values.shape), rule=f"the shape of `{shown(name)}`")
     if xp.isdtype(targets.dtype, "integral"):
         _check_binary_labels(targets, xp)
     if xp.isdtype(targets.dtype, ("bool", "integral")):
@@ -679,16 +680,18 @@ def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, s
         targets = xp.astype(targets, dtype, copy=False)
         check_in_unit_interval("targets", targets, xp)
     else:
-        raise TypeError(f"`targets` must be probabilities in [0, 1] or 0/1 labels; got dtype {targets.dtype}")
+        raise TypeError(
+            f"`{shown('targets')}` must be probabilities in [0, 1] or 0/1 labels; got dtype {targets.dtype}"
+        )
     weight = _broadcast_option("weight", weight, xp, values, trailing_rule="as PyTorch's `weight`", dtype=dtype)
     if sample_weight is not None:
-        sample_weight = as_namespace_array(sample_weight, xp, like=values)
+        sample_weight = as_namespace_array(sample_weight, xp, name="sample_weight", like=values)
         k = sample_weight.ndim
         check_shape(
             "sample_weight",
             sample_weight,
             tuple(values.shape[:k]),
-            rule=f"one weight per sample: the leading axes of `{name}`",
+            rule=f"one weight per sample: the leading axes of `{shown(name)}`",
         )
         if not xp.isdtype(sample_weight.dtype, ("real floating", "integral", "bool")):
             raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
@@ -702,7 +705,9 @@ def _check_binary_labels(targets: Any, xp: Any) -> None:
     bad = (targets != 0) & (targets != 1)
     if concrete_bool(xp.any(bad)):
         index = tuple(int(h[0]) for h in xp.nonzero(bad))
-        raise ValueError(f"`targets` given as integers must be 0/1 labels; got {int(targets[index])} at index {index}")
+        raise ValueError(
+            f"`{shown('targets')}` given as integers must be 0/1 labels; got {int(targets[index])} at index {index}"
+        )
 
 
 def _reduce_elementwise(loss: Any, inputs: _Elementwise, reduction: str) -> tuple[Any, Any]:

@@ -88,7 +88,7 @@ def _prepare_probs(probs: Any) -> tuple[Any, Any, Any]:
     boolean arrays are converted to the namespace's default floating dtype first.
     """
     xp = get_namespace(probs)
-    probs = as_namespace_array(probs, xp)
+    probs = as_namespace_array(probs, xp, name="probs")
     if not is_real_floating(xp, probs):
         if not xp.isdtype(probs.dtype, ("integral", "bool")):
             raise TypeError(f"`probs` must be real probabilities; got dtype {probs.dtype}")
@@ -496,7 +496,7 @@ def _check_binning(n_bins: Any, strategy: Any) -> int:
 
 
 def _class_targets(targets: Any, xp: Any, like: Any, num_classes: int) -> Any:
-    targets = as_namespace_array(targets, xp, like=like)
+    targets = as_namespace_array(targets, xp, name="targets", like=like)
     check_shape("targets", targets, (int(like.shape[0]),), rule="one class index per row of `probs`")
     check_class_indices("targets", targets, xp, num_classes, None)
     return targets

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._array import as_namespace_array, compute_dtype, get_namespace, is_integer, xlogy
+from ._array import as_namespace_array, compute_dtype, get_namespace, is_integer, move_axes, xlogy
 from ._inputs import prepare_logits, prepare_sample_weight, reduce_loss
 from ._validation import (
     check_axis,
@@ -119,7 +119,7 @@ def neighbor_js_penalty(probs: Any, /, *, axis: int = -1, sequence_axis: int = -
     """
     reduction = check_reduction(reduction)
     xp = get_namespace(probs)
-    probs = as_namespace_array(probs, xp)
+    probs = as_namespace_array(probs, xp, name="probs")
     check_floating("probs", probs, xp)
     check_ndim("probs", probs, at_least=2)
     check_not_empty("probs", probs)
@@ -130,7 +130,7 @@ def neighbor_js_penalty(probs: Any, /, *, axis: int = -1, sequence_axis: int = -
         raise ValueError(f"`sequence_axis` must differ from `axis` (the class axis); got {sequence_axis} for both")
     out_dtype = probs.dtype
     # (..., length, n_classes): sequence axis second to last, class axis last.
-    p = xp.moveaxis(probs, (sequence_axis, axis), (-2, -1))
+    p = move_axes(probs, (sequence_axis, axis), (-2, -1), xp)
     check_in_unit_interval("probs", p, xp)
     check_rows_sum_to_one("probs", p, xp, what="distributions along `axis`")
     p = xp.astype(p, compute_dtype(xp, out_dtype), copy=False)
@@ -142,7 +142,7 @@ def neighbor_js_penalty(probs: Any, /, *, axis: int = -1, sequence_axis: int = -
     if reduction == "none":
         # The sequence axis sits last now; put it back where it is in the output.
         out_axis = sequence_axis - (1 if axis < sequence_axis else 0)
-        js = xp.moveaxis(js, -1, out_axis)
+        js = move_axes(js, -1, out_axis, xp)
     return reduce_loss(js, math.prod(js.shape), reduction, xp, out_dtype)
 
 
@@ -187,13 +187,13 @@ def demographic_parity_gap(probs: Any, groups: Any, /, *, sample_weight: Any = N
     0.5
     """
     xp = get_namespace(probs, groups)
-    probs = as_namespace_array(probs, xp)
+    probs = as_namespace_array(probs, xp, name="probs")
     check_floating("probs", probs, xp)
     if probs.ndim != 1:
         raise ValueError(f"`probs` must have shape (n_samples,); got shape {tuple(probs.shape)}")
     check_not_empty("probs", probs)
     check_in_unit_interval("probs", probs, xp)
-    groups = as_namespace_array(groups, xp, like=probs)
+    groups = as_namespace_array(groups, xp, name="groups", like=probs)
     if groups.dtype == xp.bool:
         groups = xp.astype(groups, xp.int64)
     if not is_integer(xp, groups):

@@ -227,7 +227,7 @@ def symmetric_cross_entropy(
 def _prepare_transition(transition: Any, inputs: ClassInputs) -> Any:
     """Validated transition matrix of shape (n_classes, n_classes) in the compute dtype."""
     xp = inputs.xp
-    transition = as_namespace_array(transition, xp, like=inputs.stored)
+    transition = as_namespace_array(transition, xp, name="transition", like=inputs.stored)
     check_floating("transition", transition, xp)
     c = inputs.num_classes
     check_shape("transition", transition, (c, c), rule="(n_classes, n_classes)")

@@ -18,7 +18,7 @@ __all__ = ["log_sigmoid", "log_softmax", "logsumexp", "softmax"]
 def _prepare(x: Any, axis: int | None) -> tuple[Any, Any, Any, int | None]:
     """Return ``(xp, x in its compute dtype, dtype to return, normalized axis)``."""
     xp = get_namespace(x)
-    x = as_namespace_array(x, xp)
+    x = as_namespace_array(x, xp, name="x")
     if not is_real_floating(xp, x):
         x = xp.astype(x, xp.__array_namespace_info__().default_dtypes()["real floating"])
     out_dtype = x.dtype

@@ -45,7 +45,7 @@ def _labels_and_classes(name: str, labels: Any, num_classes: Any) -> tuple[Any, 
     ``num_classes=None`` means ``max(labels) + 1``.
     """
     xp = get_namespace(labels)
-    labels = as_namespace_array(labels, xp)
+    labels = as_namespace_array(labels, xp, name=name)
     if not is_integer(xp, labels):
         kind = "boolean" if labels.dtype == xp.bool else f"dtype {labels.dtype}"
         raise TypeError(f"`{name}` must be integer class indices; got {kind}")
@@ -225,7 +225,7 @@ def smooth_labels(targets: Any, /, *, num_classes: int | None = None, smoothing:
     """
     smoothing = check_number("smoothing", smoothing, low=0.0, high=1.0)
     xp = get_namespace(targets)
-    targets = as_namespace_array(targets, xp)
+    targets = as_namespace_array(targets, xp, name="targets")
     if dtype is not None and not xp.isdtype(dtype, "real floating"):
         name = dtype.__name__ if isinstance(dtype, type) else dtype
         raise TypeError(f"`dtype` must be a real floating-point dtype; got {name}")

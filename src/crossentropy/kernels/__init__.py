@@ -83,7 +83,8 @@ def accepts(xp: Any, x: Any, *others: Any) -> bool:
 
     NumPy float16/32/64 arrays do; so do CPU PyTorch tensors (float16/32/64, bfloat16) when no
     input (``x`` or ``others``) needs autograd, since autograd cannot see through the kernels
-    (:mod:`crossentropy.torch` wraps them in an autograd function of its own).
+    (:mod:`crossentropy.torch` wraps them in an autograd function of its own), and none is
+    transformed (see :func:`accepts_torch`).
     """
     if not enabled():
         return False
@@ -93,16 +94,35 @@ def accepts(xp: Any, x: Any, *others: Any) -> bool:
         import torch
 
         tracked = torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in (x, *others))
-        return not tracked and accepts_torch(x)
+        return not tracked and accepts_torch(x, *others)
     return False
 
 
-def accepts_torch(x: Any) -> bool:
-    """True when the PyTorch tensor ``x`` can run on the kernels: on the CPU, float16/32/64 or bfloat16."""
+def accepts_torch(x: Any, *others: Any) -> bool:
+    """True when the PyTorch tensor ``x`` can run on the kernels: on the CPU, float16/32/64 or bfloat16.
+
+    Never when ``x`` or a tensor among ``others`` is transformed: wrapped by ``torch.func``
+    (``grad``, ``vmap``, ``jvp``, ...) or carrying a forward-mode tangent
+    (``torch.autograd.forward_ad``). The kernels read plain memory, so a transform would lose
+    its batch dimension or its tangent; those calls run the generic code, which PyTorch
+    differentiates and batches like any other.
+    """
     import torch
 
     kernel_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-    return enabled() and x.device.type == "cpu" and x.dtype in kernel_dtypes
+    if not (enabled() and x.device.type == "cpu" and x.dtype in kernel_dtypes):
+        return False
+    return not any(_transformed(t) for t in (x, *others) if isinstance(t, torch.Tensor))
+
+
+def _transformed(tensor: Any) -> bool:
+    """Whether a PyTorch tensor is wrapped by a ``torch.func`` transform or carries a forward-mode tangent."""
+    import torch
+    from torch.autograd import forward_ad
+
+    if torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        return True
+    return forward_ad.unpack_dual(tensor).tangent is not None
 
 
 def _host(x: Any) -> Any:

@@ -5,19 +5,26 @@ kept until ``backward``, which scales it by the incoming gradient in place and h
 (no copy, and no second pass over the logits). A second backward through the same graph
 (``retain_graph=True``) recomputes it from the saved inputs.
 
-The functions are called only for CPU tensors that autograd tracks; everything else goes
+A backward that builds a graph itself (``create_graph=True``: gradient penalties, Hessian-vector
+products, ``gradgradcheck``) returns the gradient from its closed form in PyTorch operations
+instead, computed from the saved logits, so autograd differentiates it again; the
+precomputed one is dropped.
+
+The functions are called only for plain CPU tensors that autograd tracks; everything else goes
 through :mod:`crossentropy`'s own functions (the kernels without autograd, or the generic
-array-API path, which autograd differentiates).
+array-API path, which autograd differentiates): other devices, ``torch.func`` transforms and
+forward-mode AD (see :func:`crossentropy.kernels.accepts_torch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from .. import kernels
 from ..losses import (
     _softmax_cross_entropy,
     sigmoid_cross_entropy,
@@ -64,10 +71,20 @@ class SigmoidOptions:
 
 
 def _scaled(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    """``grad`` times the incoming gradient (broadcastable to it), in place; untouched for a factor of 1."""
+    """``grad`` times the incoming gradient (broadcastable to it): in place for the kernels' own
+    gradient, untouched for a factor of 1; a new tensor, recorded by autograd, when either has a graph."""
+    if grad.requires_grad or grad_output.requires_grad:
+        return grad * grad_output
     if grad_output.numel() != 1 or bool(grad_output != 1):
         grad.mul_(grad_output)
     return grad
+
+
+def _closed_form_if_graph() -> contextlib.AbstractContextManager:
+    """Within ``backward``: the generic closed form when it builds a graph (``create_graph=True``),
+    which autograd can differentiate again; else the kernels again, which give the very gradient
+    of the first backward (a second backward with ``retain_graph=True`` repeats it exactly)."""
+    return kernels.disabled() if torch.is_grad_enabled() else contextlib.nullcontext()
 
 
 class FusedSoftmaxCrossEntropy(torch.autograd.Function):
@@ -100,19 +117,20 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
-        if grad is None:  # a second backward through this graph: recompute from the saved inputs
-            if ctx.options.inplace:
-                raise RuntimeError(
-                    "cross_entropy(inplace=True) wrote the gradient over the logits, so a second backward through "
-                    "the same graph (retain_graph=True) cannot recompute it; call the loss again, or use inplace=False"
-                )
-            logits, targets, weight, sample_weight = ctx.saved_tensors
-            _, grad = softmax_cross_entropy_with_grad(
-                logits, targets, weight=weight, sample_weight=sample_weight, **ctx.options.keywords()
+        if ctx.options.inplace and (grad is None or torch.is_grad_enabled()):
+            raise RuntimeError(
+                "cross_entropy(inplace=True) wrote the gradient over the logits, so it cannot be recomputed for a "
+                "second backward through the same graph (retain_graph=True) nor differentiated again "
+                "(create_graph=True); call the loss again with inplace=False"
             )
+        if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
+            logits, targets, weight, sample_weight = ctx.saved_tensors
+            with _closed_form_if_graph():
+                _, grad = softmax_cross_entropy_with_grad(
+                    logits, targets, weight=weight, sample_weight=sample_weight, **ctx.options.keywords()
+                )
         if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
             grad_output = grad_output.unsqueeze(ctx.options.axis)
         return _scaled(grad, grad_output), None, None, None, None
@@ -137,11 +155,11 @@ class FusedSigmoidCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
-        if grad is None:  # a second backward through this graph: recompute from the saved inputs
+        if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
             logits, targets, weight, pos_weight, sample_weight = ctx.saved_tensors
             tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
-            _, grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **ctx.options.keywords())
+            with _closed_form_if_graph():
+                _, grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **ctx.options.keywords())
         return _scaled(grad, grad_output), None, None, None, None, None

@@ -33,12 +33,15 @@ torch.Size([2, 3])
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch.nn import _reduction
 
 from .. import kernels, losses, robust
+from .._validation import parameter_names
 from ._autograd import FusedSigmoidCrossEntropy, FusedSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
 
 __all__ = [
@@ -56,6 +59,27 @@ __all__ = [
 ]
 
 
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+# The core's parameter names and PyTorch's for them, for the core's messages.
+_PYTORCH_NAMES = {"logits": "input", "log_probs": "input", "probs": "input", "targets": "target"}
+
+
+def _pytorch_names(**names: str) -> Callable[[_Function], _Function]:
+    """Messages of the core's checks name this function's parameters (``input``, ``target``), not the core's."""
+    shown = {**_PYTORCH_NAMES, **names}
+
+    def decorate(function: _Function) -> _Function:
+        @functools.wraps(function)
+        def named(*args: Any, **kwargs: Any) -> Any:
+            with parameter_names(**shown):
+                return function(*args, **kwargs)
+
+        return named  # type: ignore[return-value]
+
+    return decorate
+
+
 def _reduction_of(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     """PyTorch's rule: the deprecated ``size_average``/``reduce`` pair, when given, overrides ``reduction``."""
     if size_average is not None or reduce is not None:
@@ -71,8 +95,12 @@ def _class_dim(input: torch.Tensor) -> int:
 
 
 def _fused(input: torch.Tensor, *others: Any) -> bool:
-    """Whether to run the fused kernels under autograd: a tracked CPU input, nothing else tracked."""
-    if not (torch.is_grad_enabled() and input.requires_grad and kernels.accepts_torch(input)):
+    """Whether to run the fused kernels under autograd: a tracked CPU input, nothing else tracked.
+
+    Calls under ``torch.func`` transforms or with forward-mode tangents run the generic code
+    (see :func:`crossentropy.kernels.accepts_torch`), which PyTorch differentiates and batches.
+    """
+    if not (torch.is_grad_enabled() and input.requires_grad and kernels.accepts_torch(input, *others)):
         return False
     return not any(isinstance(t, torch.Tensor) and t.requires_grad for t in others)
 
@@ -90,6 +118,7 @@ def _fused_sigmoid(*args: Any) -> torch.Tensor:
     return FusedSigmoidCrossEntropy.apply(*args)
 
 
+@_pytorch_names()
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -161,6 +190,7 @@ def cross_entropy(
     return losses.softmax_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, **options.keywords())
 
 
+@_pytorch_names()
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -210,6 +240,7 @@ def binary_cross_entropy_with_logits(
     )
 
 
+@_pytorch_names()
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -228,6 +259,7 @@ def binary_cross_entropy(
     return losses.binary_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, reduction=reduction)
 
 
+@_pytorch_names()
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -255,6 +287,7 @@ def nll_loss(
     )
 
 
+@_pytorch_names()
 def softmax_focal_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -281,6 +314,7 @@ def softmax_focal_loss(
     )
 
 
+@_pytorch_names(logits="inputs", targets="targets")  # torchvision's names
 def sigmoid_focal_loss(
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -303,6 +337,7 @@ def sigmoid_focal_loss(
     )
 
 
+@_pytorch_names()
 def poly1_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -331,6 +366,7 @@ def poly1_cross_entropy(
     )
 
 
+@_pytorch_names()
 def generalized_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -355,6 +391,7 @@ def generalized_cross_entropy(
     )
 
 
+@_pytorch_names()
 def symmetric_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -383,6 +420,7 @@ def symmetric_cross_entropy(
     )
 
 
+@_pytorch_names()
 def forward_corrected_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -407,6 +445,7 @@ def forward_corrected_cross_entropy(
     )
 
 
+@_pytorch_names()
 def backward_corrected_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
