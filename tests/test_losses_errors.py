@@ -1,12 +1,13 @@
 """Bad input to :mod:`crossentropy.losses`: ``ValueError``/``TypeError`` naming the parameter.
 
-DESIGN.md: "User errors raise ValueError/TypeError, never assert. Message: name the parameter in
-backticks, state the rule, echo the value".
+docs/design.md: "User errors raise ValueError/TypeError, never assert. Message: name the
+parameter in backticks, state the rule, echo the value".
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,8 +326,11 @@ def test_nll_loss_rejects_probability_targets():
 
 
 def test_message_has_the_design_style_exactly():
-    """DESIGN.md's own example message, to the letter."""
-    with pytest.raises(ValueError, match=re.escape("`label_smoothing` must be in [0, 1]; got 1.5")):
+    """docs/design.md's own example message, to the letter."""
+    contract = (Path(__file__).parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    example = '``"`label_smoothing` must be in [0, 1]; got 1.5"``'
+    assert example in contract
+    with pytest.raises(ValueError, match=re.escape(example[3:-3])):
         softmax_cross_entropy(X, Y, label_smoothing=1.5)
 
 

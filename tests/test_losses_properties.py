@@ -1,6 +1,6 @@
 """Properties of :mod:`crossentropy.losses`: hypothesis, finite differences, stability, edge cases.
 
-Oracles used here (see DESIGN.md, "Tests use four oracles"):
+Oracles used here (see docs/design.md, "Tests use four oracles"):
 
 * hand-computed constants (−ln 0.001 ≈ 6.908, −ln 0.92 ≈ 0.0834, the 0.9/0.1 coin against 0.7/0.3);
 * hypothesis properties in float64: shift invariance, loss ≥ 0, one-hot probability targets equal
