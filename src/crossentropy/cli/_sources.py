@@ -4,14 +4,21 @@ A source knows its column names, yields ``(first_row, pyarrow.Table)`` batches o
 asked for (numeric ones as float64, the label column as text) with memory bounded by the batch,
 reports its progress, and names any cell as ``FILE: row R (line L), column 'C'`` in errors.
 Rows are counted from 1 without the header; NumPy files are read with ``allow_pickle=False``.
+
+A file that cannot be read (no permission, an I/O error, a directory, a pipe) is an
+:class:`InputError` too, raised when it is opened or while its rows are read. A CSV line may
+hold at most :data:`MAX_LINE_BYTES` bytes and a file at most :data:`MAX_COLUMNS` columns, so that
+memory stays bounded whatever the file holds.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import io
 import re
+import stat
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,15 +26,85 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "CsvLines", "CsvSource", "InputError", "PlainLayout", "Source", "open_source"]
+__all__ = [
+    "FORMATS",
+    "MAX_COLUMNS",
+    "MAX_LINE_BYTES",
+    "CsvLines",
+    "CsvSource",
+    "InputError",
+    "PlainLayout",
+    "Source",
+    "open_source",
+]
 
 FORMATS = ("csv", "parquet", "npy", "npz")
 _SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _SUFFIXES |= {".npy": "npy", ".npz": "npz"}
 
+MAX_LINE_BYTES = 16 << 20
+"""The longest CSV line, header included, in bytes (16 MiB): a longer one is an error, not unbounded memory."""
+MAX_COLUMNS = 1 << 20
+"""The most columns a file may have (1,048,576)."""
+
+# A carriage return that neither ends a line (before its line feed) nor the file.
+_BARE_CARRIAGE_RETURN = re.compile(rb"\r(?!\n|\Z)")
+
 
 class InputError(ValueError):
     """Bad input: the message names the file and, where it applies, the row and column."""
+
+
+def _reason(error: OSError) -> str:
+    """The operating system's reason for ``error`` on one line (``Permission denied``)."""
+    return error.strerror or re.sub(r"\s+", " ", str(error)).strip() or type(error).__name__
+
+
+def unreadable(path: Path, error: OSError) -> InputError:
+    """The :class:`InputError` for an ``OSError`` raised opening or reading ``path``."""
+    return InputError(f"{path}: cannot be read: {_reason(error)}")
+
+
+@contextlib.contextmanager
+def _csv_field_limit(size: int) -> Iterator[None]:
+    """Let :mod:`csv` read fields of up to ``size`` characters (its default stops at 131,072)."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, size))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _bare_carriage_return(text: Any) -> int:
+    """Offset of the first ``\\r`` of ``text`` outside quotes that neither ends a line nor the text; -1 if none.
+
+    Such a carriage return is a line break to pyarrow but not to :mod:`csv` (nor to the line
+    numbers of the messages), so it is refused rather than guessed at: lines end in ``\\n`` or
+    ``\\r\\n``. Quotes are counted within the line (quoted fields do not span lines here).
+    """
+    data = None
+    for match in _BARE_CARRIAGE_RETURN.finditer(text):
+        if data is None:
+            data = bytes(text)  # one copy, for rfind and count
+        position = match.start()
+        if data.count(b'"', data.rfind(b"\n", 0, position) + 1, position) % 2 == 0:
+            return position
+    return -1
+
+
+def _check_unique(path: Path, columns: Sequence[str], where: str = "") -> None:
+    """Column names must be unique, and at most :data:`MAX_COLUMNS`."""
+    if len(columns) > MAX_COLUMNS:
+        raise InputError(f"{path}: {where}has {len(columns):,} columns; at most {MAX_COLUMNS:,} are allowed")
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name in columns:
+        if name in seen:
+            repeated.add(name)
+        seen.add(name)
+    if repeated:
+        raise InputError(f"{path}: {where}column names must be unique; {', '.join(map(repr, sorted(repeated)))} repeat")
 
 
 def _pyarrow() -> Any:
@@ -64,9 +141,22 @@ class Source:
         """Yield ``(first_row, table)``: the ``numeric`` columns as float64 and ``labels`` as text.
 
         ``known_labels`` (the class names the labels should spell) and ``lines`` let a CSV
-        source hand out unparsed blocks for the fast path (:meth:`CsvSource.batches`); the
-        other sources ignore them.
+        source hand out unparsed blocks for the fast path (:meth:`CsvSource._batches`); the
+        other sources ignore them. An ``OSError`` while reading becomes an :class:`InputError`.
         """
+        try:
+            yield from self._batches(numeric, labels, batch_rows, known_labels, lines)
+        except OSError as error:
+            raise unreadable(self.path, error) from None
+
+    def _batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None,
+        lines: bool,
+    ) -> Iterator[tuple[int, Any]]:
         wanted = list(numeric) + ([labels] if labels is not None else [])
         first_row = 0
         for table in self._tables(wanted, labels, batch_rows):
@@ -101,10 +191,12 @@ class Source:
     def _float_columns(self, table: Any, numeric: Sequence[str], first_row: int) -> Any:
         """Cast ``numeric`` columns to float64; a cell that is not a number is an :class:`InputError`."""
         pa = _pyarrow()
-        for name in numeric:
-            index = table.schema.get_field_index(name)
-            column = table.column(index)
-            if column.type == pa.float64():
+        numeric = set(numeric)
+        columns = table.columns
+        cast = False
+        for index, name in enumerate(table.column_names):
+            column = columns[index]
+            if name not in numeric or column.type == pa.float64():
                 continue
             if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
                 for offset, value in enumerate(column.to_pylist()):
@@ -116,15 +208,16 @@ class Source:
                 column = pa.compute.cast(column, pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                 raise InputError(f"{self.where(column=name)}: cannot be read as numbers ({error})") from None
-            table = table.set_column(index, name, column)
-        return table
+            columns[index], cast = column, True
+        return pa.Table.from_arrays(columns, names=table.column_names) if cast else table
 
 
 class CsvSource(Source):
     """A CSV file with a header line, read in blocks of about ``block_bytes`` of complete lines.
 
     A block is parsed by pyarrow (threads within a block), or, through :class:`CsvLines`, scored
-    in place by the Numba fast path when its lines are plain.
+    in place by the Numba fast path when its lines are plain. Lines end in ``\\n`` or ``\\r\\n``
+    and hold at most :data:`MAX_LINE_BYTES` bytes, the header at most :data:`MAX_COLUMNS` fields.
     """
 
     kind = "CSV"
@@ -137,20 +230,33 @@ class CsvSource(Source):
         self._done = 0
         self._blocks: list[tuple[int, int, int]] = []  # first row, start and end byte of each block read
         with path.open("rb") as file:
-            header = file.readline()
+            header = file.readline(MAX_LINE_BYTES + 1)
         self._header_bytes = len(header)
         if header.startswith(b"\xef\xbb\xbf"):
             header = header[3:]
         if not header.strip():
             raise InputError(f"{path}: is empty (expected a header line naming the columns)")
+        if _bare_carriage_return(header) >= 0:
+            raise InputError(
+                f"{path}: line 1: has a carriage return (\\r) that does not end the line; lines must end in \\n "
+                "or \\r\\n (for a file with old Mac line endings, convert them first: tr '\\r' '\\n')"
+            )
+        if len(header.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            raise InputError(
+                f"{path}: line 1: the header line is longer than {MAX_LINE_BYTES:,} bytes, the most crossentropy "
+                "score reads in one line (is this a CSV file with a header line?)"
+            )
+        if header.count(delimiter.encode()) >= MAX_COLUMNS:
+            raise InputError(f"{path}: line 1: the header has more than {MAX_COLUMNS:,} columns, the most allowed")
         try:
-            self.columns = next(csv.reader([header.decode("utf-8")], delimiter=delimiter))
+            with _csv_field_limit(MAX_LINE_BYTES):
+                self.columns = next(csv.reader([header.decode("utf-8")], delimiter=delimiter))
         except UnicodeDecodeError:
             raise InputError(f"{path}: line 1: the header is not UTF-8 text") from None
+        except csv.Error as error:
+            raise InputError(f"{path}: line 1: the header cannot be read as CSV ({error})") from None
         self.columns = [name.strip() for name in self.columns]
-        duplicated = sorted({name for name in self.columns if self.columns.count(name) > 1})
-        if duplicated:
-            raise InputError(f"{path}: line 1: column names must be unique; {', '.join(map(repr, duplicated))} repeat")
+        _check_unique(path, self.columns, "line 1: ")
 
     def progress(self) -> tuple[float, float]:
         return float(self._done), float(self.size_bytes)
@@ -161,17 +267,33 @@ class CsvSource(Source):
     def _block_of(self, row: int) -> tuple[int, int, bytes] | None:
         """``(first row, first line, text)`` of the block holding data row ``row``, read again from the file.
 
-        Only for error messages, so the blocks' text is not kept: their byte ranges are.
+        Only for error messages, so the blocks' text is not kept: their byte ranges are. None
+        if there is no such block or the file cannot be read again.
         """
         index = bisect.bisect_right([first for first, _, _ in self._blocks], row) - 1
         if index < 0:
             return None
         first_row, start, end = self._blocks[index]
+        try:
+            return first_row, self._line_at(start), self._read(start, end)
+        except OSError:
+            return None
+
+    def _line_at(self, offset: int) -> int:
+        """The 1-based line of the byte at ``offset`` (error messages only: reads the file up to it)."""
+        line = 1
         with self.path.open("rb") as file:
-            line = 1
-            while file.tell() < start:
-                line += file.read(min(1 << 20, start - file.tell())).count(b"\n")
-            return first_row, line, file.read(end - start)
+            while file.tell() < offset:
+                chunk = file.read(min(1 << 20, offset - file.tell()))
+                if not chunk:
+                    break
+                line += chunk.count(b"\n")
+        return line
+
+    def _read(self, start: int, end: int) -> bytes:
+        with self.path.open("rb") as file:
+            file.seek(start)
+            return file.read(end - start)
 
     def _line_of(self, row: int) -> int | str:
         """The 1-based line of data row ``row``, counting the blank lines pyarrow skips."""
@@ -188,13 +310,13 @@ class CsvSource(Source):
             line += 1
         return "?"
 
-    def batches(
+    def _batches(
         self,
         numeric: Sequence[str],
         labels: str | None,
         batch_rows: int,
-        known_labels: Sequence[str] | None = None,
-        lines: bool = False,
+        known_labels: Sequence[str] | None,
+        lines: bool,
     ) -> Iterator[tuple[int, Any]]:
         """Yield ``(first_row, table)`` per block of about :attr:`block_bytes`.
 
@@ -223,6 +345,11 @@ class CsvSource(Source):
                 carry = bytes(buffer[cut:size])
                 if size == 0:
                     break
+                if len(carry) > MAX_LINE_BYTES:
+                    raise InputError(
+                        f"{self.path}: row {first_row + 1} (line {self._line_at(offset + cut)}): the line is longer "
+                        f"than {MAX_LINE_BYTES:,} bytes, the most crossentropy score reads in one line"
+                    )
                 if cut == 0:
                     continue
                 self._blocks.append((first_row, offset, offset + cut))
@@ -242,30 +369,54 @@ class CsvSource(Source):
                     break
 
     def parse(self, text: Any, first_row: int, numeric: Sequence[str], labels: str | None) -> Any:
-        """A block of complete lines as a pyarrow table of the ``numeric`` and ``labels`` columns."""
+        """A block of complete lines as a pyarrow table of the ``numeric`` and ``labels`` columns.
+
+        A carriage return inside a line (outside quotes) is an :class:`InputError`: pyarrow would
+        take it for a line break, the line numbers of the messages would not.
+        """
         pa = _pyarrow()
+        position = _bare_carriage_return(text)
+        if position >= 0:
+            head = bytes(text[:position])
+            row = first_row + sum(1 for line in head[: head.rfind(b"\n") + 1].split(b"\n") if line.strip(b"\r"))
+            raise InputError(
+                f"{self.where(row)}: has a carriage return (\\r) that does not end the line; lines must end in "
+                "\\n or \\r\\n"
+            )
         types = {name: pa.float64() for name in numeric}
         if labels is not None:
             types[labels] = pa.dictionary(pa.int32(), pa.string())
-        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
         parse = pa.csv.ParseOptions(delimiter=self.delimiter)
         wanted = list(numeric) + ([labels] if labels is not None else [])
         convert = pa.csv.ConvertOptions(column_types=types, include_columns=wanted, strings_can_be_null=False)
-        try:
-            return pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as error:
-            raise self._locate(text, first_row, numeric, error) from None
+        # pyarrow cannot parse a line longer than its block: blocks of 1 MiB, or of four header lines
+        # for wide files; a block that still fails is parsed again whole before it is called bad.
+        block_size = max(1 << 20, 4 * self._header_bytes)
+        while True:
+            read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=block_size)
+            try:
+                return pa.csv.read_csv(
+                    pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert
+                )
+            except pa.ArrowInvalid as error:
+                if block_size <= len(text):
+                    block_size = len(text) + 1
+                    continue
+                raise self._locate(text, first_row, numeric, error) from None
 
     def _locate(self, text: Any, first_row: int, numeric: Sequence[str], error: Exception) -> Exception:
         """An :class:`InputError` at the cell behind pyarrow's ``error`` (found by re-reading the block)."""
-        rows = self._rows_of(text)
-        for offset, row in enumerate(rows):
+        index = {name: k for k, name in enumerate(self.columns)}
+        positions = [(name, index[name]) for name in numeric]
+        for offset, row in enumerate(self._rows_of(text)):
+            if isinstance(row, InputError):
+                return InputError(f"{self.where(first_row + offset)}: {row}")
             if len(row) != len(self.columns):
                 return InputError(
                     f"{self.where(first_row + offset)}: has {len(row)} fields; the header names {len(self.columns)}"
                 )
-            for name in numeric:
-                cell = row[self.columns.index(name)]
+            for name, position in positions:
+                cell = row[position]
                 try:
                     float(cell)
                 except ValueError:
@@ -275,10 +426,24 @@ class CsvSource(Source):
         message = re.sub(r"\s+", " ", str(error)).strip()
         return InputError(f"{self.where()}: cannot be parsed as CSV near row {first_row + 1}: {message}")
 
-    def _rows_of(self, text: Any) -> list[list[str]]:
-        """The non-blank rows of a block, split by the csv module (error path only)."""
+    def _rows_of(self, text: Any) -> Iterator[list[str] | InputError]:
+        """The non-blank rows of a block, split by the csv module, one at a time (error path only).
+
+        A row the csv module rejects comes as an :class:`InputError` saying why, and ends the rows.
+        """
         lines = io.StringIO(bytes(text).decode("utf-8", "replace"))
-        return [row for row in csv.reader(lines, delimiter=self.delimiter) if row]
+        reader = csv.reader(lines, delimiter=self.delimiter)
+        while True:
+            try:
+                with _csv_field_limit(MAX_LINE_BYTES):
+                    row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield InputError(f"cannot be read as CSV ({error})")
+                return
+            if row:
+                yield row
 
     def cell_text(self, row: int, column: str) -> str | None:
         """The raw text of a cell (for error messages)."""
@@ -286,10 +451,11 @@ class CsvSource(Source):
         if block is None:
             return None
         first_row, _, text = block
-        rows = self._rows_of(text)
-        offset = row - first_row
-        if 0 <= offset < len(rows) and len(rows[offset]) == len(self.columns):
-            return rows[offset][self.columns.index(column)]
+        for offset, cells in enumerate(self._rows_of(text)):
+            if offset == row - first_row:
+                if isinstance(cells, list) and len(cells) == len(self.columns):
+                    return cells[self.columns.index(column)]
+                break
         return None
 
 
@@ -315,11 +481,11 @@ class PlainLayout:
         self.roles = np.zeros(len(columns), dtype=np.int8)
         self.slots = np.zeros(len(columns), dtype=np.int64)
         self.n_numbers = len(numeric)
+        index = {name: k for k, name in enumerate(columns)}
         for slot, name in enumerate(numeric):
-            index = list(columns).index(name)
-            self.roles[index], self.slots[index] = _csv.NUMBER, slot
+            self.roles[index[name]], self.slots[index[name]] = _csv.NUMBER, slot
         if labels is not None:
-            self.roles[list(columns).index(labels)] = _csv.LABEL
+            self.roles[index[labels]] = _csv.LABEL
         encoded = [name.encode() for name in known_labels or ()]
         self.names = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
         self.offsets = np.cumsum([0, *(len(name) for name in encoded)]).astype(np.int64)
@@ -371,6 +537,7 @@ class ParquetSource(Source):
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"{path}: is not a Parquet file ({error})") from None
         self.columns = list(self._file.schema_arrow.names)
+        _check_unique(path, self.columns)
         self._rows = self._file.metadata.num_rows
         self._done = 0
 
@@ -449,6 +616,11 @@ class NumpySource(Source):
 
     def _add_member(self, member: str, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> None:
         where = f"{self.path}" + (f": member {member!r}" if member else "")
+        width = len(dtype.names) if dtype.names is not None else shape[1] if len(shape) == 2 else 1
+        if len(self.columns) + width > MAX_COLUMNS:
+            raise InputError(
+                f"{where}: brings the columns to {len(self.columns) + width:,}; at most {MAX_COLUMNS:,} are allowed"
+            )
         if dtype.names is not None:
             if len(shape) != 1:
                 raise InputError(f"{where}: a structured array must be 1-d; got shape {shape}")
@@ -547,12 +719,32 @@ class NumpySource(Source):
 
 
 def open_source(path: str | Path, *, file_format: str | None = None, delimiter: str | None = None) -> Source:
-    """Open ``path`` by its format (from the suffix unless ``file_format`` is given)."""
+    """Open ``path`` by its format (from the suffix unless ``file_format`` is given).
+
+    A path that is not a readable regular file, or an ``OSError`` while the header is read, is
+    an :class:`InputError` naming the file and the reason.
+    """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise unreadable(path, error) from None
+    if stat.S_ISDIR(mode):
         raise InputError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        # A pipe would block here until a writer came, and its rows could not be read a second time.
+        raise InputError(f"{path}: is not a regular file (a pipe, socket or device); save its content to a file first")
+    try:
+        return _open(path, file_format, delimiter)
+    except OSError as error:
+        raise unreadable(path, error) from None
+
+
+def _open(path: Path, file_format: str | None, delimiter: str | None) -> Source:
+    with path.open("rb"):
+        pass  # readable at all (permissions), before pyarrow opens it in its own way
     if file_format is None:
         file_format = _SUFFIXES.get(path.suffix.lower())
         if file_format is None:
