@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from ._array import as_namespace_array, compute_dtype, concrete_bool, get_namespace, is_integer, move_axes, xmul
 from ._validation import (
@@ -124,9 +125,13 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     if x.shape[-1] < 2:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
-    # Reductions only (no temporary of the rows' size); half precision sums in float32.
+    # Reductions only (no temporary of the rows' size); half precision sums in float32. Rows with an
+    # entry outside [0, 1] are not probabilities and are not summed (logits of ±3e38 would overflow).
+    in_unit_interval = (xp.min(rows) >= 0) & (xp.max(rows) <= 1)
+    if concrete_bool(in_unit_interval) is False:
+        return
     sums = xp.sum(rows, axis=-1, dtype=compute_dtype(xp, rows.dtype))
-    looks_like = (xp.min(rows) >= 0) & xp.all(xp.abs(sums - 1) <= 1e-3)
+    looks_like = in_unit_interval & xp.all(xp.abs(sums - 1) <= 1e-3)
     if concrete_bool(looks_like):
         warnings.warn(
             f"`{shown(name)}` look like probabilities (non-negative rows summing to 1), but this loss "
@@ -268,14 +273,22 @@ def reduce_loss(loss: Any, denominator: Any, reduction: str, xp: Any, out_dtype:
     """Apply ``reduction`` to per-sample ``loss`` (already weighted).
 
     ``mean`` divides the sum by ``denominator`` (a 0-d array or a number); an empty
-    denominator gives 0, not NaN, and a zero gradient.
+    denominator gives 0, not NaN, and a zero gradient. Where the sum passes the dtype's largest
+    number but the mean does not, the mean is the sum of the losses each divided first:
+    :math:`\\sum_n (\\ell_n / D)`, whose partial sums never exceed the mean when the losses are
+    non-negative. Elsewhere it is :math:`(\\sum_n \\ell_n) / D`, as rounded before.
     """
     if reduction == "none":
         return xp.astype(loss, out_dtype, copy=False)
-    summed = total(loss, xp)
-    if reduction == "mean":
-        summed = safe_divide(summed, denominator, xp)
-    return xp.astype(summed, out_dtype, copy=False)
+    with np.errstate(over="ignore"):  # inf without a warning, as on the kernels; a mean replaces it below
+        summed = total(loss, xp)
+    if reduction == "sum":
+        return xp.astype(summed, out_dtype, copy=False)
+    mean = safe_divide(summed, denominator, xp)
+    # Both are formed on every call (no data-dependent branch: JAX's jit, no device sync); the
+    # second costs a pass over the per-sample losses.
+    scaled = total(xmul(mean_scale(denominator, "mean", xp, summed), loss, xp), xp)
+    return xp.astype(xp.where(xp.isinf(summed), scaled, mean), out_dtype, copy=False)
 
 
 def safe_divide(numerator: Any, denominator: Any, xp: Any) -> Any:

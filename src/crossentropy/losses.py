@@ -58,7 +58,7 @@ from ._validation import (
     check_shape,
     shown,
 )
-from .special import stable_log_sigmoid, stable_log_softmax
+from .special import _shift_and_log_total, stable_log_sigmoid
 
 __all__ = [
     "binary_cross_entropy",
@@ -79,20 +79,35 @@ __all__ = [
 
 
 class _Capped(NamedTuple):
-    """Logits after the optional soft-cap, with their log-sum-exp and log-softmax."""
+    """Logits after the optional soft-cap, with their log-sum-exp and half surprisals."""
 
     lse: Any  # (*batch,)
-    log_probs: Any  # (*batch, C)
+    half_surprisal: Any  # (*batch, C) -log(p) / 2: finite wherever it fits, even where -log(p) does not
     tanh: Any  # (*batch, C) tanh(x / c) when soft-capped (for the chain rule), else None
+
+    @property
+    def log_probs(self) -> Any:
+        """The log-softmax, ``-2`` times the half surprisals (bitwise; ``-inf`` where it passes the largest float)."""
+        with np.errstate(over="ignore"):
+            return -2.0 * self.half_surprisal
 
 
 def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
+    r"""Soft-cap, then :math:`-\log p / 2 = (m - x) / 2 + \log \sum_c e^{x_c - m} / 2` with :math:`m` the row maximum.
+
+    The difference is taken of halves, :math:`m/2 - x/2`: exact, as :math:`x - m` is (which keeps
+    logits like ``1e4 + x`` exact in float32), and finite where :math:`m - x` overflows (logits of
+    ±3e38 in float32). Losses weight the half surprisals before they add them up and double the
+    result, which overflows only when the loss itself does not fit.
+    """
     tanh = None
     if softcap is not None:
         tanh = xp.tanh(x / softcap)
         x = softcap * tanh
-    log_probs, lse = stable_log_softmax(x, xp, axis=-1)
-    return _Capped(xp.squeeze(lse, axis=-1), log_probs, tanh)
+    with np.errstate(over="ignore"):  # x - m of ±3e38 logits: -inf, and exp(-inf) = 0 is the exponential wanted
+        shift, _, log_total = _shift_and_log_total(x, xp, -1)
+    half_surprisal = (0.5 * shift - 0.5 * x) + 0.5 * log_total
+    return _Capped(xp.squeeze(log_total + shift, axis=-1), half_surprisal, tanh)
 
 
 def _gather_class_weight(weight: Any, indices: Any, xp: Any) -> Any:
@@ -128,28 +143,34 @@ def _denominator(row_weight: Any, class_factor: Any, count: int, xp: Any) -> Any
 
 
 def _cross_entropy_terms(
-    log_probs: Any, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
+    half_surprisal: Any, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
 ) -> _PerSample:
     r"""Per-sample :math:`-\sum_c a_{n,c} \log p_{n,c}` with PyTorch's weight and smoothing rules.
 
     Index targets: :math:`a_{n,c} = (1-\varepsilon) w_{y_n} [c = y_n] + \frac{\varepsilon}{C} w_c`.
     Probability targets: :math:`a_{n,c} = w_c \left((1-\varepsilon) t_{n,c} + \frac{\varepsilon}{C}\right)`.
-    Products use ``0 * (-inf) = 0``, so a ``-inf`` logit with no target mass is harmless.
+    Formed as :math:`2 \sum_c a_{n,c} h_{n,c}` from the half surprisals :math:`h = -\log p / 2`,
+    each term weighted before the sum: no step overflows while the loss fits in the dtype.
+    Products use ``0 * inf = 0``, so a ``-inf`` logit with no target mass is harmless.
     """
     xp, num_classes = inputs.xp, inputs.num_classes
     if inputs.is_index:
-        target_log_prob = take_last(log_probs, inputs.indices, xp)
+        target_half = take_last(half_surprisal, inputs.indices, xp)
         class_factor = None if weight is None else _gather_class_weight(weight, inputs.indices, xp)
-        loss = xp.zeros_like(target_log_prob)
+        half_loss = xp.zeros_like(target_half)
         if smoothing < 1.0:
-            nll = -target_log_prob if class_factor is None else -xmul(class_factor, target_log_prob, xp)
-            loss = loss + (1.0 - smoothing) * nll
+            nll = target_half if class_factor is None else xmul(class_factor, target_half, xp)
+            half_loss = half_loss + (1.0 - smoothing) * nll
         if smoothing > 0.0:
-            per_class = log_probs if weight is None else xmul(weight, log_probs, xp)
-            loss = loss - (smoothing / num_classes) * xp.sum(per_class, axis=-1)
+            floor = smoothing / num_classes
+            per_class = floor * half_surprisal if weight is None else xmul(floor * weight, half_surprisal, xp)
+            half_loss = half_loss + xp.sum(per_class, axis=-1)
+        with np.errstate(over="ignore"):  # overflows only when the loss does not fit: inf, as on the kernels
+            loss = 2.0 * half_loss
         target_weights = None
         if need_target_weights:
-            onehot = xp.astype(onehot_mask(inputs.indices, num_classes, xp, like=log_probs), log_probs.dtype)
+            like = half_surprisal
+            onehot = xp.astype(onehot_mask(inputs.indices, num_classes, xp, like=like), like.dtype)
             peak = (1.0 - smoothing) if class_factor is None else (1.0 - smoothing) * xp.expand_dims(class_factor, -1)
             floor = smoothing / num_classes if weight is None else (smoothing / num_classes) * weight
             target_weights = peak * onehot + floor
@@ -159,7 +180,8 @@ def _cross_entropy_terms(
     if smoothing > 0.0:
         targets = (1.0 - smoothing) * targets + smoothing / num_classes
     target_weights = targets if weight is None else targets * weight
-    loss = -xp.sum(xmul(target_weights, log_probs, xp), axis=-1)
+    with np.errstate(over="ignore"):  # overflows only when the loss does not fit: inf, as on the kernels
+        loss = 2.0 * xp.sum(xmul(target_weights, half_surprisal, xp), axis=-1)
     return _PerSample(loss, None, target_weights)
 
 
@@ -188,7 +210,7 @@ def _softmax_cross_entropy(
         out = inputs.stored if gradient_over_logits else None
         return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=out)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
-    terms = _cross_entropy_terms(capped.log_probs, inputs, weight, smoothing, need_target_weights=with_grad)
+    terms = _cross_entropy_terms(capped.half_surprisal, inputs, weight, smoothing, need_target_weights=with_grad)
 
     per_sample = terms.loss
     if z > 0.0:
@@ -456,7 +478,7 @@ def nll_loss(
     )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    terms = _cross_entropy_terms(inputs.logits, inputs, weight, 0.0, need_target_weights=False)
+    terms = _cross_entropy_terms(-0.5 * inputs.logits, inputs, weight, 0.0, need_target_weights=False)
     row_weight = inputs.row_weight()
     denominator = _denominator(row_weight, terms.class_factor, int(np.prod(terms.loss.shape)), xp)
     return reduce_loss(weighted_rows(terms.loss, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
@@ -597,8 +619,9 @@ def poly1_cross_entropy(
     inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    log_probs = _cap_and_normalize(inputs.logits, None, xp).log_probs
-    terms = _cross_entropy_terms(log_probs, inputs, weight, smoothing, need_target_weights=False)
+    capped = _cap_and_normalize(inputs.logits, None, xp)
+    log_probs = capped.log_probs
+    terms = _cross_entropy_terms(capped.half_surprisal, inputs, weight, smoothing, need_target_weights=False)
 
     one_minus_p = -xp.expm1(log_probs)
     num_classes = inputs.num_classes
@@ -784,6 +807,21 @@ def _fused_sigmoid_cross_entropy(
         per_element=reduction == "none",
     )
     loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
+    if reduction == "mean" and concrete_bool(xp.isinf(losses)):
+        # The sum passed the largest float, inside a row of the kernel or across rows, while the mean
+        # may fit: a second, forward-only pass sums the losses each divided by the denominator first.
+        mean, _ = kernels.sigmoid_cross_entropy_elements(
+            inputs.stored,
+            inputs.targets,
+            weight=inputs.weight,
+            pos_weight=pos_weight,
+            sample_weight=inputs.sample_weight,
+            smoothing=smoothing,
+            grad_scale=None,
+            per_element=False,
+            loss_scale=float(scale),
+        )
+        loss = xp.astype(mean, inputs.out_dtype, copy=False)
     return (loss, grad) if with_grad else loss
 
 

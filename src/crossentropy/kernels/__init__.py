@@ -331,6 +331,7 @@ def sigmoid_cross_entropy_elements(
     grad_scale: float | None,
     per_element: bool,
     storage: str | None = None,
+    loss_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     r"""Weighted sigmoid cross-entropy losses and, when ``grad_scale`` is given, the gradient.
 
@@ -354,6 +355,11 @@ def sigmoid_cross_entropy_elements(
         Return every element's loss (``reduction="none"``) instead of their sum.
     storage : {None, "bfloat16"}
         How to read uint16 ``logits``.
+    loss_scale : float, default 1
+        A factor of every element's loss, applied before the sums (forward only: ``grad_scale``
+        must be None). With the mean's :math:`1/D` the sum is the mean itself, and since the
+        losses are non-negative no partial sum exceeds it: the mean of losses whose plain sum
+        overflows.
 
     Returns
     -------
@@ -361,6 +367,8 @@ def sigmoid_cross_entropy_elements(
         ``losses`` of the logits' shape, or their sum as a 0-d array, in the accumulation
         dtype; ``grad`` of the logits' shape and dtype, or None.
     """
+    if loss_scale != 1.0 and grad_scale is not None:
+        raise ValueError(f"`loss_scale` rescales a forward-only call (`grad_scale=None`); got grad_scale={grad_scale}")
     from ._sigmoid import sigmoid_cross_entropy_flat
 
     caller = logits
@@ -378,6 +386,8 @@ def sigmoid_cross_entropy_elements(
     w_vector, w_full = layout.option(layout.weight, width)
     q_vector, q_full = layout.option(layout.pos_weight, width)
     row_factor = layout.row_factor(n_rows)
+    if loss_scale != 1.0:
+        row_factor = row_factor * dtype.type(loss_scale)
     losses = np.empty(size if per_element else n_rows, dtype)
     store = grad_scale is not None
     grad = np.empty(size if store else 1, x.dtype)
@@ -385,7 +395,8 @@ def sigmoid_cross_entropy_elements(
     sigmoid_cross_entropy_flat(
         x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
     )
-    loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
+    with np.errstate(over="ignore"):  # a sum past the largest float is inf (the core then rescales, for a mean)
+        loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
     return _like(loss, caller), (_like(grad.view(logits.dtype).reshape(shape), caller) if store else None)
 
 

@@ -11,6 +11,9 @@ accuracy path, not the speed path.
 - :func:`tanh`: odd polynomial near 0, :math:`(1 - e^{-2|y|}) / (1 + e^{-2|y|})` elsewhere.
 - :func:`log1p_unit`: :math:`\\ln(1 + e)` for :math:`e \\in [0, 1]` (the ``log1p(exp(-|x|))``
   of a softplus), through :math:`2 \\operatorname{artanh}(e / (2 + e))`.
+- :func:`scaled_difference`: :math:`s a - s b` for a power of two :math:`s \\le 1/2`, which is
+  :math:`s (a - b)` rounded once, finite for any two finite floats (``a - b`` alone overflows
+  for operands of opposite signs beyond half the largest float).
 - :func:`maxnum`: LLVM's ``maxnum`` (the larger operand, NaN ignored), which, unlike Python's
   ``max``, the vectorizer accepts in a reduction; :func:`select` and :func:`copysign`, LLVM's
   branch-free choices.
@@ -181,6 +184,18 @@ def _float32_or_libm(function, float32_version, libm_version):
 _float32_or_libm(exp_nonpositive, _exp_nonpositive_f32, math.exp)
 _float32_or_libm(tanh, _tanh_f32, math.tanh)
 _float32_or_libm(log1p_unit, _log1p_unit_f32, math.log1p)
+
+
+@njit(**_SCALAR_OPTIONS)
+def scaled_difference(a, b, scale):
+    """``scale * a - scale * b``: with ``scale`` a power of two, ``scale * (a - b)`` without its overflow.
+
+    Both products are exact (short of the subnormal range), so the result is the difference
+    rounded once and scaled, while ``a - b`` of two finite floats of opposite signs can pass the
+    largest float. Compiled without ``reassoc``, which would let LLVM factor it back into
+    ``scale * (a - b)``.
+    """
+    return scale * a - scale * b
 
 
 # --------------------------------------------------------------------------------------------

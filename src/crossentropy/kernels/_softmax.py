@@ -19,6 +19,12 @@ rounds into the half-precision gradient. For rows that fit in the L2 cache that 
 touches memory but for its writes, so the logits are read once and the gradient written once;
 longer rows (up to millions of classes) stay exact and pay one more pass over the buffer.
 
+Sums of differences :math:`u_c - m` (label smoothing, probability targets) are formed from
+:func:`~crossentropy.kernels._math.scaled_difference` and scaled by the coefficient they enter
+the loss with before they are added up, so that no step overflows while the loss fits in the
+dtype: logits of ±3e38 in float32 (±1e308 in float64), whose differences do not, give the
+exact finite loss.
+
 ``u = c \tanh(x / c)`` with a soft-cap, else ``u = x``. The row maximum of ``u`` is the cap
 of the maximum of ``x`` (``tanh`` is increasing), so the cap costs one ``tanh`` per element
 and nothing else.
@@ -41,9 +47,22 @@ from numba.core import types
 from numba.extending import overload
 
 from ._cache import refresh
-from ._math import INLINE_OPTIONS, JIT_OPTIONS, accumulator, exp_nonpositive, maxnum, narrow, tanh, widen
+from ._math import (
+    INLINE_OPTIONS,
+    JIT_OPTIONS,
+    accumulator,
+    exp_nonpositive,
+    maxnum,
+    narrow,
+    scaled_difference,
+    tanh,
+    widen,
+)
 
 BLOCK = 4096  # elements per block: 16 KB of float32
+# The differences u - m of a block are summed in units of 2^-14: |u - m| < 2^129 (2^1025 in
+# float64), so a block's sum of 2^12 of them stays below 2^127 (2^1023) and cannot overflow.
+_BLOCK_SCALE = 2.0**-14
 
 
 def _row_buffers(row, grad, scratch, n, in_place):  # pragma: no cover - replaced by the overload inside jitted code
@@ -114,13 +133,14 @@ def _block_max(block):
 
 @njit(**INLINE_OPTIONS)
 def _exp_block(block, out, m, cap, store, relative):
-    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``u - m``.
+    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``(u - m) 2^-14``.
 
     The exponentials go to ``out`` if ``store``. Sums relative to ``m`` keep float32 exact for
-    logits with a large common offset (``1e4 + x``).
+    logits with a large common offset (``1e4 + x``); the scale keeps them finite (module docstring).
     """
     s = accumulator(m)(0)
     su = accumulator(m)(0)
+    unit = accumulator(m)(_BLOCK_SCALE)
     if cap > 0:
         for j in range(block.shape[0]):
             u = cap * tanh(widen(block[j]) / cap)
@@ -128,14 +148,14 @@ def _exp_block(block, out, m, cap, store, relative):
             if store:
                 out[j] = e
             s += e
-            su += u - m
+            su += scaled_difference(u, m, unit)
     elif store and relative:
         for j in range(block.shape[0]):
             u = widen(block[j])
             e = exp_nonpositive(u - m)
             out[j] = e
             s += e
-            su += u - m
+            su += scaled_difference(u, m, unit)
     elif store:
         for j in range(block.shape[0]):
             e = exp_nonpositive(widen(block[j]) - m)
@@ -145,7 +165,7 @@ def _exp_block(block, out, m, cap, store, relative):
         for j in range(block.shape[0]):
             u = widen(block[j])
             s += exp_nonpositive(u - m)
-            su += u - m
+            su += scaled_difference(u, m, unit)
     else:
         for j in range(block.shape[0]):
             s += exp_nonpositive(widen(block[j]) - m)
@@ -165,12 +185,13 @@ def _exp_block_over_itself(block, m, relative):
     s = accumulator(m)(0)
     su = accumulator(m)(0)
     if relative:
+        unit = accumulator(m)(_BLOCK_SCALE)
         for j in range(block.shape[0]):
             u = block[j]
             e = exp_nonpositive(u - m)
             block[j] = e
             s += e
-            su += u - m
+            su += scaled_difference(u, m, unit)
     else:
         for j in range(block.shape[0]):
             e = exp_nonpositive(block[j] - m)
@@ -188,12 +209,14 @@ def _exp_block_in_place_overload(block, m, relative):
 
 @njit(**INLINE_OPTIONS)
 def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, store):
-    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m)` (``0·(-inf) = 0``).
+    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m) / 2`.
 
-    :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent.
+    :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent;
+    ``0·(-inf) = 0``. The halves keep each term and the sum finite while the loss is (module docstring).
     """
     dtype = accumulator(m)
     zero = dtype(0)
+    half = dtype(0.5)
     s = zero
     total_a = zero
     total_au = zero
@@ -211,19 +234,26 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
             a = a * weight[j]
         s += e
         total_a += a
-        relative = u - m if live else u  # while m is -inf, u is -inf too: a u is the term
+        relative = scaled_difference(u, m, half) if live else u  # while m is -inf, u is -inf too: a u is the term
         total_au += a * relative if a != zero else zero
     return s, total_a, total_au
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row(row, out, block_ref, cap, store, relative, in_place):
-    """Max, sum of exponentials and (if ``relative``) sum of ``u - m`` of a row, block by block."""
+def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
+    """Max, sum of exponentials and (if ``coefficient > 0``) ``coefficient`` times the sum of ``u - m``, block by block.
+
+    Each block's sum is scaled by ``coefficient`` (the smoothing floor) before it is added, so the
+    row's sum stays finite whenever the loss it enters does.
+    """
     n_classes = row.shape[0]
     dtype = accumulator(row)
     m = dtype(-np.inf)
     s = dtype(0)
     su = dtype(0)
+    relative = coefficient > 0
+    block_coefficient = coefficient / dtype(_BLOCK_SCALE)
+    half = dtype(0.5)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
@@ -231,8 +261,8 @@ def _online_row(row, out, block_ref, cap, store, relative, in_place):
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
-            if start > 0:  # re-reference the sum of u - m to the new maximum
-                su += dtype(start) * (m - block_m)
+            if relative and start > 0:  # re-reference the sum of u - m to the new maximum
+                su += dtype(2) * ((coefficient * dtype(start)) * scaled_difference(m, block_m, half))
             m = block_m
         if store:
             block_ref[k] = m
@@ -246,13 +276,14 @@ def _online_row(row, out, block_ref, cap, store, relative, in_place):
         else:
             block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
         s += block_s
-        su += block_su
+        if relative:
+            su += block_coefficient * block_su
     return m, s, su
 
 
 @njit(**INLINE_OPTIONS)
 def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store):
-    """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m)`, block by block."""
+    """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m) / 2`, block by block."""
     n_classes = row.shape[0]
     dtype = accumulator(row)
     zero = dtype(0)
@@ -260,6 +291,7 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
     s = zero
     total_a = zero
     total_au = zero
+    half = dtype(0.5)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
@@ -267,8 +299,8 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
-            if total_a != zero:  # re-reference the sum of a (u - m) to the new maximum
-                total_au += total_a * (m - block_m)
+            if total_a != zero:  # re-reference the sum of a (u - m) / 2 to the new maximum
+                total_au += total_a * scaled_difference(m, block_m, half)
             m = block_m
         if store:
             block_ref[k] = m
@@ -389,14 +421,19 @@ def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, ca
 
 
 @njit(**INLINE_OPTIONS)
-def _weighted_sum(row, weight, m, cap):
-    """:math:`\\sum_c w_c (u_c - m)` with ``0·(-inf) = 0`` (label smoothing with class weights)."""
+def _weighted_sum(row, weight, m, cap, coefficient):
+    """:math:`\\kappa \\sum_c w_c (u_c - m)` with ``0·(-inf) = 0`` (label smoothing with class weights).
+
+    Each term is scaled by :math:`\\kappa` = ``coefficient`` (the smoothing floor) and halved before
+    it is added, so that neither a term nor the sum overflows while the loss fits.
+    """
     zero = accumulator(row)(0)
+    half = accumulator(row)(0.5)
     total = zero
     for j in range(row.shape[0]):
-        w = weight[j]
-        total += w * (_capped(widen(row[j]), cap) - m) if w != 0 else zero
-    return total
+        w = weight[j] * coefficient
+        total += w * scaled_difference(_capped(widen(row[j]), cap), m, half) if w != 0 else zero
+    return accumulator(row)(2) * total
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -446,7 +483,8 @@ def softmax_cross_entropy_index(
             total_weight += weight[c]
     keep = dtype(1) - smoothing
     floor = smoothing / dtype(n_classes)
-    relative = smoothing > 0 and not weighted  # the smoothing term needs sum(u - m)
+    half = dtype(0.5)
+    relative = floor if smoothing > 0 and not weighted else dtype(0)  # the smoothing term needs floor * sum(u - m)
     for n in prange(n_rows):
         if row_weight[n] == 0:
             losses[n] = 0
@@ -464,11 +502,12 @@ def softmax_cross_entropy_index(
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
-            # lse - u_y as (m - u_y) + log s: exact in float32 even for logits like 1e4 + x.
-            loss += keep * target_weight * ((m - target_logit) + log_s)
+            # lse - u_y as (m - u_y) + log s: exact in float32 even for logits like 1e4 + x; halved and
+            # doubled back (exactly), since m - u_y alone overflows for logits of ±3e38 in float32.
+            loss += dtype(2) * (keep * target_weight * (scaled_difference(m, target_logit, half) + half * log_s))
         if smoothing > 0:
-            relative_sum = _weighted_sum(row, weight, m, cap) if weighted else su
-            loss += floor * (total_weight * log_s - relative_sum)
+            relative_sum = _weighted_sum(row, weight, m, cap, floor) if weighted else su  # floor * sum w (u - m)
+            loss += floor * total_weight * log_s - relative_sum
         if z > 0:
             loss += z * target_weight * lse * lse
         losses[n] = row_weight[n] * loss
@@ -513,10 +552,10 @@ def softmax_cross_entropy_soft(
         target = targets[n]
         out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
+        m, s, total_a, half_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
         log_s = dtype(math.log(s))
         lse = m + log_s
-        loss = total_a * log_s - total_au
+        loss = total_a * log_s - dtype(2) * half_au  # half_au = sum a (u - m) / 2 >= -loss / 2: finite
         if z > 0:
             loss += z * lse * lse
         losses[n] = row_weight[n] * loss
