@@ -77,6 +77,8 @@ def _row_buffers(row, grad, scratch, n, in_place):  # pragma: no cover - replace
 
 @overload(_row_buffers)
 def _row_buffers_overload(row, grad, scratch, n, in_place):
+    if grad.dtype in (types.float32, types.float64) and not row.mutable:  # read-only logits are never written
+        return lambda row, grad, scratch, n, in_place: (grad[n], None)
     if grad.dtype in (types.float32, types.float64):
         return lambda row, grad, scratch, n, in_place: (row if in_place else grad[n], None)
     return lambda row, grad, scratch, n, in_place: (scratch[numba.get_thread_id()], grad[n])
@@ -202,9 +204,10 @@ def _exp_block_over_itself(block, m, relative):
 
 @overload(_exp_block_in_place, jit_options=INLINE_OPTIONS)
 def _exp_block_in_place_overload(block, m, relative):
-    if block.dtype in (types.float32, types.float64):
+    if block.dtype in (types.float32, types.float64) and block.mutable:
         return _exp_block_over_itself
-    return lambda block, m, relative: (m - m, m - m)  # never called: half precision is not written in place
+    # Never called: half precision and read-only logits are not written in place.
+    return lambda block, m, relative: (m - m, m - m)
 
 
 @njit(**INLINE_OPTIONS)
