@@ -207,3 +207,42 @@ def test_peak_memory_stays_far_below_the_logits(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["finite"]
     assert report["growth"] < 512 * 2**20, f"peak grew by {report['growth'] / 2**20:.0f} MiB"
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd beyond the first-order gradient
+# --------------------------------------------------------------------------------------------
+
+LINEAR_OPTIONS = [{}, {"label_smoothing": 0.1}, {"z_loss": 0.01}, {"softcap": 2.0}]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # PyTorch's own import
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", LINEAR_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_double_backward_and_forward_ad_pass_gradcheck(options, reduction):
+    x, w, b, y = make_case(n_rows=6, hidden=4, n_classes=7, ignored=1)
+    leaves = tuple(t.requires_grad_() for t in (x, w, b))
+
+    def loss(x, w, b):
+        return cet.linear_cross_entropy(x, w, y, bias=b, reduction=reduction, chunk_size=4, **options)
+
+    assert torch.autograd.gradgradcheck(loss, leaves)
+    assert torch.autograd.gradcheck(loss, leaves, check_forward_ad=True, check_backward_ad=False)
+
+
+@pytest.mark.parametrize("options", LINEAR_OPTIONS, ids=lambda o: ",".join(o) or "plain")
+def test_torch_func_grad_and_vmap_equal_the_unfused_loss(options):
+    x, w, b, y = make_case(n_rows=6, hidden=4, n_classes=7, ignored=1)
+
+    def loss(function, x, w, b, y):
+        return function(x, w, b, y, **options)
+
+    got = torch.func.grad(lambda *a: loss(fused, *a, y), argnums=(0, 1, 2))(x, w, b)
+    expected = torch.func.grad(lambda *a: loss(reference, *a, y), argnums=(0, 1, 2))(x, w, b)
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e, torch.float64)
+    batched = torch.func.vmap(lambda rows, target: loss(fused, rows, w, b, target))(x.reshape(2, 3, 4), y.reshape(2, 3))
+    one_by_one = torch.func.vmap(lambda rows, target: loss(reference, rows, w, b, target))(
+        x.reshape(2, 3, 4), y.reshape(2, 3)
+    )
+    assert_close(batched, one_by_one, torch.float64)

@@ -163,6 +163,8 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grads, ctx.grads = ctx.grads, None
+        if torch.is_grad_enabled():  # create_graph=True: gradients autograd can differentiate again
+            return (*_differentiable_gradients(ctx, grad_output), None, None)
         if grads is not None:
             grads.scaled(grad_output)
         else:  # reduction="none", or a second backward: recompute with the incoming gradient in the factors
@@ -174,13 +176,32 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         return (*cast, None, None)
 
 
+def _differentiable_gradients(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``input``, ``weight`` and ``bias`` as PyTorch operations on the saved tensors.
+
+    For a backward that builds a graph (``create_graph=True``): the loss is formed again in
+    plain PyTorch chunks, which keep their logits, and differentiated with a graph.
+    """
+    input, weight, bias, target = ctx.saved_tensors
+    inputs = (input, weight, bias)
+    wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
+    with kernels.disabled():
+        loss = _checkpointed(input, weight, bias, target, ctx.options, recompute=False)
+    found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
+    return tuple(next(found) if need else None for need in ctx.needs)
+
+
 @torch.compiler.disable  # NumPy and Numba inside: runs eagerly between compiled graphs
 def _fused(*args: Any) -> torch.Tensor:
     return LinearCrossEntropyFunction.apply(*args)
 
 
-def _checkpointed(input, weight, bias, target, options: LinearOptions) -> torch.Tensor:
-    """Plain PyTorch (any device): chunk losses under activation checkpointing, differentiable by autograd."""
+def _checkpointed(input, weight, bias, target, options: LinearOptions, *, recompute: bool = True) -> torch.Tensor:
+    """Plain PyTorch (any device): chunk losses under activation checkpointing, differentiable by autograd.
+
+    Without ``recompute`` the chunks keep their logits for the backward pass instead: for
+    ``torch.func`` transforms, which do not support the saved-tensor hooks of checkpointing.
+    """
 
     def chunk_losses(rows, weight, bias, rows_target):
         dtype = _accumulation_dtype(rows)
@@ -196,11 +217,12 @@ def _checkpointed(input, weight, bias, target, options: LinearOptions) -> torch.
         )
 
     size = options.chunk_size
-    pieces = [
-        checkpoint(chunk_losses, input[i : i + size], weight, bias, target[i : i + size], use_reentrant=False)
-        for i in range(0, input.shape[0], size)
-    ]
-    count = int((target != options.ignore_index).sum())
+    chunks = [(input[i : i + size], weight, bias, target[i : i + size]) for i in range(0, input.shape[0], size)]
+    if recompute and not torch._C._are_functorch_transforms_active():
+        pieces = [checkpoint(chunk_losses, *chunk, use_reentrant=False) for chunk in chunks]
+    else:
+        pieces = [chunk_losses(*chunk) for chunk in chunks]
+    count = (target != options.ignore_index).sum()  # a tensor: under vmap the count differs by batch entry
     losses = torch.cat(pieces)
     return reduce_loss(losses, count, options.reduction, get_namespace(losses), input.dtype)
 
