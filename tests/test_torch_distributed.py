@@ -9,6 +9,7 @@ together, equal its gradient.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +95,27 @@ def test_sharded_vocabulary_gives_the_single_process_loss_and_gradient(world, dt
 def test_without_a_process_group_the_error_says_so():
     with pytest.raises(RuntimeError, match=r"needs an initialized torch\.distributed process group"):
         cet.vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), vocab_start=0)
+
+
+def second_derivative_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        logits, targets, _ = make_inputs(torch.float64)
+        local = logits.clone().requires_grad_()
+        loss = cet.vocab_parallel_cross_entropy(local, targets, vocab_start=0)
+        try:
+            (grad,) = torch.autograd.grad(loss, local, create_graph=True)
+            torch.autograd.grad(grad.pow(2).sum(), local)
+            outcome = "no error"
+        except RuntimeError as error:
+            outcome = str(error)
+        (Path(out_dir) / "outcome.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_second_derivative_is_refused_not_silently_partial(tmp_path):
+    # The backward pass has no all-reduce, so it cannot differentiate the global LSE again:
+    # autograd must say so instead of returning a second derivative that misses that term.
+    mp.spawn(second_derivative_worker, args=(1, free_port(), str(tmp_path)), nprocs=1, join=True)
+    assert "cannot be differentiated twice (create_graph=True)" in (tmp_path / "outcome.txt").read_text()

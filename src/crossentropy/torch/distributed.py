@@ -87,6 +87,12 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_losses):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "vocab_parallel_cross_entropy cannot be differentiated twice (create_graph=True): its gradient "
+                "depends on the log-sum-exp of the whole vocabulary, which the backward pass does not all-reduce "
+                "again; use cross_entropy on gathered logits for second derivatives"
+            )
         local_logits, lse, owned, local_index, valid, denominator = ctx.saved_tensors
         options = ctx.options
         x = local_logits.to(lse.dtype)
