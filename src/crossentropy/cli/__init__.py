@@ -7,7 +7,6 @@ on bad input with a one-line message and no traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -91,11 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("demo", "score", "gallery"):
-        # The kernels' OpenMP workers otherwise spin after each call, taking the cores that pyarrow's
-        # parser and BLAS need between calls (measured: parsing 25% slower). Read when OpenMP starts,
-        # which is at the first kernel call; a value the user set is kept.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # No OMP_WAIT_POLICY here any more: the kernels' threads no longer run on GNU OpenMP and sleep between
+    # calls (crossentropy/kernels/_threading.py), so nothing spins to take pyarrow's and BLAS's cores.
     if args.command == "demo":
         return demo.command(args)
     if args.command == "bench":

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import _scoring as kernel
+from ..kernels._threading import launch_lock
 
 __all__ = ["InvalidValue", "ScoreReport", "ScoreSpec", "Scorer"]
 
@@ -323,10 +324,11 @@ class Scorer:
         bins = np.zeros((n_chunks, spec.n_bins, kernel.N_BIN_TOTALS))
         problems = np.full((n_chunks, kernel.N_PROBLEMS), -1, dtype=np.int64)
         scratch = np.empty((n_chunks, 2 * spec.n_classes))
-        kernel.score_rows(
-            pred, spec.is_logits, index, soft, weight, spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges,
-            totals, per_class, bins, problems, scratch,
-        )  # fmt: skip
+        with launch_lock():  # serializes the kernels' launches where Numba's threading layer needs it
+            kernel.score_rows(
+                pred, spec.is_logits, index, soft, weight, spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges,
+                totals, per_class, bins, problems, scratch,
+            )  # fmt: skip
         self._raise_first_problem(problems, pred, soft, weight, predictions)
         self._absorb(totals, per_class, bins, problems, np.zeros(n_chunks, dtype=np.int64), n_rows)
 
@@ -354,12 +356,13 @@ class Scorer:
         rows = np.zeros(n_segments, dtype=np.int64)
         failed = np.full(n_segments, -1, dtype=np.int64)
         scratch = np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes))
-        _csv.score_lines(
-            data, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
-            spec.n_classes, target_slot, weight_slot, spec.is_logits,
-            spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges, totals, per_class, bins, problems, rows, failed,
-            scratch,
-        )  # fmt: skip
+        with launch_lock():
+            _csv.score_lines(
+                data, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
+                spec.n_classes, target_slot, weight_slot, spec.is_logits,
+                spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges, totals, per_class, bins, problems, rows,
+                failed, scratch,
+            )  # fmt: skip
         if (failed >= 0).any() or (problems[:, kernel.BAD_ROW] >= 0).any():
             return None
         first_rows = np.concatenate(([0], np.cumsum(rows)[:-1]))

@@ -16,9 +16,21 @@ Half precision is read as stored and accumulated in float32, the gradient rounde
 from NumPy, and bfloat16 as its uint16 bit patterns (``storage="bfloat16"``: how PyTorch's
 bfloat16 reaches NumPy without a copy). Rows run in parallel on Numba's threads
 (``NUMBA_NUM_THREADS``); indices are 64-bit, so inputs of more than 2^31 elements are fine.
+Read-only inputs (``np.frombuffer``, ``np.load(..., mmap_mode="r")``) are fine too: nothing is
+ever written into the caller's arrays unless the gradient is asked to overwrite the logits.
 
-The first call in a process compiles the kernels it needs (seconds) and stores them in Numba's
-on-disk cache, next to this package or in ``NUMBA_CACHE_DIR``; later processes load them in a
+Threads: unless you chose Numba's threading layer (``NUMBA_THREADING_LAYER``), importing this
+package keeps GNU OpenMP out of it: the layer is TBB where Numba can load it, else Numba's
+built-in ``workqueue``. So a ``fork`` child (``multiprocessing``, ``DataLoader`` workers) can
+call the kernels after its parent did, and Numba's threads sleep between calls instead of
+spinning on the cores BLAS and PyTorch need next; under ``workqueue`` the kernels' launches from
+several Python threads take turns. The layer is process-wide and fixed at Numba's first
+parallel launch (:mod:`crossentropy.kernels._threading` has the details and the measurements).
+
+The first call in a process compiles the kernels it needs (seconds) and stores them in an
+on-disk cache in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux,
+``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows, then ``crossentropy/numba``), never
+in the package's own folder; ``NUMBA_CACHE_DIR`` overrides it. Later processes load them in a
 fraction of that. The cache is cleared when any source file of this package changes (Numba
 itself watches only the file of the kernel).
 
@@ -43,6 +55,7 @@ import array_api_compat
 import numba
 import numpy as np
 
+from . import _threading
 from ._math import BFLOAT16_BITS, FLOAT16_BITS
 
 __all__ = [
@@ -58,6 +71,8 @@ _ENABLED = contextvars.ContextVar("crossentropy_kernels_enabled", default=True)
 _SIGMOID_ROW = 8192
 # NumPy dtypes the kernels read as stored; half precision accumulates in float32.
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+_threading.configure()  # Numba's threading layer: fork-safe and idle between calls (see _threading)
 
 
 def enabled() -> bool:
@@ -228,6 +243,7 @@ def softmax_cross_entropy_rows(
     """
     from ._softmax import BLOCK, softmax_cross_entropy_index, softmax_cross_entropy_soft
 
+    lock = _threading.launch_lock()  # before numba.get_num_threads() below starts Numba's threads
     caller = logits
     logits, storage = _host_logits(logits, storage)
     targets, weight, row_weight, grad_factor = (_host(a) for a in (targets, weight, row_weight, grad_factor))
@@ -264,7 +280,8 @@ def softmax_cross_entropy_rows(
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
     options = (scalar(smoothing), scalar(z), scalar(cap or 0.0))
     kernel = softmax_cross_entropy_index if index_targets else softmax_cross_entropy_soft
-    kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place)
+    with lock:
+        kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place)
     losses = _like(losses.reshape(logits.shape[:-1]), caller)
     if not store:
         return losses, None
@@ -392,9 +409,10 @@ def sigmoid_cross_entropy_elements(
     store = grad_scale is not None
     grad = np.empty(size if store else 1, x.dtype)
     scale = dtype.type(grad_scale if store else 0.0)
-    sigmoid_cross_entropy_flat(
-        x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
-    )
+    with _threading.launch_lock():
+        sigmoid_cross_entropy_flat(
+            x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
+        )
     with np.errstate(over="ignore"):  # a sum past the largest float is inf (the core then rescales, for a mean)
         loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
     return _like(loss, caller), (_like(grad.view(logits.dtype).reshape(shape), caller) if store else None)

@@ -1,0 +1,326 @@
+"""The kernels in the process around them: read-only inputs, fork children, DataLoader workers,
+threads calling at once, Numba's threads between calls, and where the compiled kernels are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+import torch
+from _support import tolerance
+
+import crossentropy as ce
+from crossentropy import kernels
+from crossentropy.kernels import _cache, _threading
+
+RNG = np.random.default_rng(2024)
+KERNELS_DIR = Path(kernels.__file__).parent
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+
+
+def _read_only(array: np.ndarray, how: str, tmp_path: Path, name: str = "array") -> np.ndarray:
+    """``array`` as a read-only array: over a bytes object, or a .npy file ``name`` mapped read-only."""
+    if how == "frombuffer":
+        result = np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
+    else:
+        path = tmp_path / f"{name}.npy"
+        np.save(path, array)
+        result = np.load(path, mmap_mode="r")
+    assert not result.flags.writeable
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Read-only inputs: nothing is written to them, so they must work (one compiled variant each).
+
+READ_ONLY_CASES = [
+    ("softmax", np.float32, "index"),
+    ("softmax", np.float64, "index"),
+    ("softmax", np.float32, "probs"),
+    ("sigmoid", np.float32, "probs"),
+]
+
+
+@pytest.mark.parametrize("how", ["frombuffer", "mmap"])
+@pytest.mark.parametrize(("loss", "dtype", "targets_kind"), READ_ONLY_CASES, ids=lambda c: getattr(c, "__name__", c))
+def test_read_only_inputs_run_on_the_kernels_and_stay_untouched(loss, dtype, targets_kind, how, tmp_path):
+    logits = (RNG.standard_normal((5, 37)) * 3).astype(dtype)
+    if targets_kind == "index":
+        targets = RNG.integers(0, 37, 5)
+    elif loss == "softmax":
+        targets = RNG.dirichlet(np.ones(37), 5).astype(dtype)
+    else:
+        targets = RNG.uniform(0, 1, (5, 37)).astype(dtype)
+    function, with_grad = {
+        "softmax": (ce.softmax_cross_entropy, ce.softmax_cross_entropy_with_grad),
+        "sigmoid": (ce.sigmoid_cross_entropy, ce.sigmoid_cross_entropy_with_grad),
+    }[loss]
+    ro_logits, ro_targets = _read_only(logits, how, tmp_path, "logits"), _read_only(targets, how, tmp_path, "targets")
+    before = ro_logits.tobytes(), ro_targets.tobytes()
+    options = {"label_smoothing": 0.1, "reduction": "none"}
+    for compute in (function, with_grad):
+        got = compute(ro_logits, ro_targets, **options)
+        want = compute(logits.copy(), targets.copy(), **options)
+        got, want = (r if isinstance(r, tuple) else (r,) for r in (got, want))
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, **tolerance(dtype))
+    assert (ro_logits.tobytes(), ro_targets.tobytes()) == before
+
+
+def test_read_only_logits_refuse_to_take_the_gradient_in_place():
+    logits = _read_only(np.zeros((2, 3), np.float32), "frombuffer", Path())
+    with pytest.raises(ValueError, match="needs writeable C-contiguous logits"):
+        kernels.softmax_cross_entropy_rows(
+            logits,
+            np.zeros(2, np.int64),
+            weight=None,
+            row_weight=np.ones(2, np.float32),
+            grad_factor=np.ones(2, np.float32),
+            smoothing=0.0,
+            z=0.0,
+            cap=None,
+            out=logits,
+        )
+
+
+def test_torch_tensors_over_read_only_memory_are_not_written():
+    """``torch.from_numpy`` of a read-only array warns but shares the memory: the kernels only read it."""
+    import crossentropy.torch as cet
+
+    logits = (RNG.standard_normal((4, 11)) * 2).astype(np.float32)
+    ro = _read_only(logits, "frombuffer", Path())
+    with pytest.warns(UserWarning, match="not writable"):
+        tensor = torch.from_numpy(ro)
+    targets = torch.from_numpy(RNG.integers(0, 11, 4))
+    _, grad = ce.softmax_cross_entropy_with_grad(tensor, targets)
+    leaf = tensor.requires_grad_()
+    cet.cross_entropy(leaf, targets).backward()
+    torch.testing.assert_close(leaf.grad, grad)
+    assert ro.tobytes() == logits.tobytes()
+
+
+def test_the_scorer_takes_memory_mapped_predictions(tmp_path):
+    from crossentropy.cli._scoring import Scorer, ScoreSpec
+
+    probs = RNG.dirichlet(np.ones(3), 50)
+    labels = RNG.integers(0, 3, 50)
+    reports = []
+    mapped = _read_only(probs, "mmap", tmp_path, "p"), _read_only(labels, "mmap", tmp_path, "y")
+    for p, y in [(probs, labels), mapped]:
+        scorer = Scorer(ScoreSpec(classes=("a", "b", "c")))
+        scorer.add(p, y)
+        reports.append(scorer.report().log_loss)
+    assert reports[0] == reports[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Numba's threads: fork children, DataLoader workers, several Python threads, idle between calls.
+
+
+def _losses(x: np.ndarray, y: np.ndarray) -> list[float]:
+    loss, grad = ce.softmax_cross_entropy_with_grad(x, y)
+    binary = ce.sigmoid_cross_entropy(x, (x > 0).astype(x.dtype))
+    return [float(loss), float(np.abs(grad).sum()), float(binary)]
+
+
+def _send_losses(connection, x, y) -> None:
+    connection.send(_losses(x, y))
+    connection.close()
+
+
+@needs_fork
+def test_a_fork_child_computes_losses_after_the_parent_did():
+    """GNU OpenMP kills such a child ("fork() called from a process already using GNU OpenMP")."""
+    x = RNG.standard_normal((64, 300)).astype(np.float32)
+    y = RNG.integers(0, 300, 64)
+    want = _losses(x, y)  # the parent runs the kernels first
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    with warnings.catch_warnings():  # Python 3.12+: fork() of a multi-threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = context.Process(target=_send_losses, args=(sender, x, y))
+        child.start()
+    sender.close()
+    child.join(120)
+    assert child.exitcode == 0, f"the fork child ended with {child.exitcode}"
+    assert receiver.recv() == want
+
+
+class _LossDataset(torch.utils.data.Dataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> list[float]:
+        return _losses(self.x[i], self.y[i])
+
+
+@needs_fork
+def test_dataloader_workers_compute_losses_after_the_parent_did():
+    x = RNG.standard_normal((4, 16, 50)).astype(np.float32)
+    y = RNG.integers(0, 50, (4, 16))
+    want = [_losses(x[i], y[i]) for i in range(4)]  # the parent runs the kernels first
+    loader = torch.utils.data.DataLoader(
+        _LossDataset(x, y), batch_size=None, num_workers=2, multiprocessing_context="fork", timeout=120
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        got = list(loader)
+    assert got == want
+
+
+def test_threads_calling_the_kernels_at_once_get_the_serial_results():
+    """Under Numba's workqueue layer two threads launching at once abort the process: the launches take turns."""
+    inputs = [
+        (RNG.standard_normal((96, 257)).astype(np.float32), RNG.integers(0, 257, 96)),
+        (RNG.standard_normal((40, 1000)), RNG.integers(0, 1000, 40)),
+    ] * 3
+    want = [_losses(x, y) for x, y in inputs]
+    start = threading.Barrier(len(inputs))
+
+    def work(i: int) -> list[list[float]]:
+        start.wait()
+        return [_losses(*inputs[i]) for _ in range(15)]
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        got = list(pool.map(work, range(len(inputs))))
+    for i, runs in enumerate(got):
+        assert all(run == want[i] for run in runs)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the spin time measured is GNU OpenMP's, on Linux")
+def test_numba_threads_sleep_between_kernel_calls():
+    """GNU OpenMP's workers spin a few milliseconds after each call, taking cores from BLAS and PyTorch."""
+    x = RNG.standard_normal((256, 2000)).astype(np.float32)
+    y = RNG.integers(0, 2000, 256)
+    ce.softmax_cross_entropy_with_grad(x, y)
+    spent = 0.0
+    for _ in range(5):
+        ce.softmax_cross_entropy_with_grad(x, y)
+        begin = time.process_time()  # every thread of the process, while this one sleeps
+        time.sleep(0.05)
+        spent += time.process_time() - begin
+    assert spent < 0.005, f"{1e3 * spent:.1f} ms of CPU time in 250 ms of idling after kernel calls"
+
+
+def _layer_in_subprocess(code: str, **env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    script = "import numpy as np\nimport crossentropy as ce\nimport numba\n" + code
+    script += "\nce.softmax_cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64))\nprint(numba.threading_layer())"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env={**environ, **env}, capture_output=True, text=True, check=True, timeout=300
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_the_threading_layer_is_fork_safe_by_default_and_the_users_choice_is_kept():
+    assert numba.threading_layer() in ("workqueue", "tbb")  # this process: imported crossentropy, chose nothing
+    assert _layer_in_subprocess("", NUMBA_THREADING_LAYER="omp") == "omp"
+    assert _layer_in_subprocess("numba.config.THREADING_LAYER = 'omp'") == "omp"
+
+
+def test_the_threading_choice_defers_to_the_user_and_to_threads_already_started(monkeypatch):
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
+    assert not _threading.user_chose()
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["omp", "tbb", "workqueue"])
+    assert _threading.user_chose()
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "default")
+    assert _threading.user_chose()
+    monkeypatch.delenv("NUMBA_THREADING_LAYER")
+    assert _threading.started()  # this process's threads run: configure() leaves the priority alone
+    _threading.configure()
+    assert numba.config.THREADING_LAYER_PRIORITY == ["tbb", "omp", "workqueue"]
+
+
+# --------------------------------------------------------------------------------------------
+# Numba's on-disk cache: the user's cache folder, not the package's.
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/crossentropy/numba"),
+        ("linux", {"XDG_CACHE_HOME": "relative/path"}, "/home/u/.cache/crossentropy/numba"),
+        ("linux", {}, "/home/u/.cache/crossentropy/numba"),
+        ("darwin", {"XDG_CACHE_HOME": "/xdg"}, "/home/u/Library/Caches/crossentropy/numba"),
+        ("win32", {"LOCALAPPDATA": "/appdata/local"}, "/appdata/local/crossentropy/numba"),
+    ],
+)
+def test_the_cache_folder_follows_the_platforms_convention(monkeypatch, platform, env, expected):
+    monkeypatch.setattr(sys, "platform", platform)
+    for name in ("XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/home/u")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _cache.user_cache_dir() == Path(expected)
+
+
+def _square(x):
+    return x * x
+
+
+@pytest.mark.parametrize("where", ["user", "NUMBA_CACHE_DIR", "unwritable"])
+def test_a_kernel_is_cached_in_the_users_folder_or_numba_cache_dir_or_in_memory(monkeypatch, tmp_path, where):
+    from numba.core.caching import NullCache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "numba") if where == "NUMBA_CACHE_DIR" else "")
+    if where == "unwritable":  # a folder cannot be made under a file
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    dispatcher = numba.njit(_square)
+    _cache.refresh(dispatcher)
+    assert dispatcher(3.0) == 9.0
+    if where == "unwritable":
+        assert isinstance(dispatcher._cache, NullCache)
+        return
+    root = tmp_path / ("numba" if where == "NUMBA_CACHE_DIR" else "xdg/crossentropy/numba")
+    assert Path(dispatcher._cache._cache_path).parent == root
+    assert sorted(p.suffix for p in Path(dispatcher._cache._cache_path).iterdir()) == [".nbc", ".nbi", ".sha256"]
+    assert not (tmp_path / "xdg").exists() or where == "user"
+
+
+def _package_cache_files() -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in KERNELS_DIR.rglob("*") if p.suffix in (".nbi", ".nbc", ".sha256")}
+
+
+def test_the_kernels_cache_goes_to_the_users_folder_not_the_package(tmp_path):
+    """An installed package must not write into site-packages; NUMBA_CACHE_DIR stays the override."""
+    before = _package_cache_files()
+    environ = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    environ.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"))
+    script = (
+        "import json, crossentropy.kernels._softmax as s, crossentropy.kernels._sigmoid as g\n"
+        "print(json.dumps([s.softmax_cross_entropy_index._cache._cache_path,"
+        " g.sigmoid_cross_entropy_flat._cache._cache_path]))"
+    )
+    run = [sys.executable, "-c", script]
+    paths = json.loads(subprocess.run(run, env=environ, capture_output=True, text=True, check=True).stdout)
+    root = tmp_path / "xdg" / "crossentropy" / "numba"
+    assert all(Path(p).parent == root for p in paths)
+    assert {p.name for p in Path(paths[0]).iterdir()} >= {"_softmax.sources.sha256", "_sigmoid.sources.sha256"}
+    environ["NUMBA_CACHE_DIR"] = str(tmp_path / "numba")
+    paths = json.loads(subprocess.run(run, env=environ, capture_output=True, text=True, check=True).stdout)
+    assert all(Path(p).parent == tmp_path / "numba" for p in paths)
+    assert _package_cache_files() == before
