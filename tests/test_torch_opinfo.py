@@ -6,7 +6,7 @@ The samples are PyTorch's: the OpInfo entries ``nn.functional.cross_entropy``, `
 ``CrossEntropyLoss``, ``NLLLoss``, ``BCELoss`` and ``BCEWithLogitsLoss`` of
 ``torch.testing._internal.common_modules.module_db`` (CPU, every dtype they declare). Each sample
 goes through our function (same positional order as ``torch.nn.functional``) or module as
-given, and PyTorch's own function or module is the oracle:
+given, and PyTorch's own function or module is the oracle.
 
 One test per check and sample (ids: op or module, sample index, a description of the sample,
 dtype); a check runs in up to three variants and reports every variant that fails, with its
@@ -42,8 +42,8 @@ samples are on it already); ``nograd``, nothing tracked. The checks:
 
 Deliberate, documented refusals are filtered out of the checks above: negative class weights
 (``weight`` or ``pos_weight`` with a negative entry: we raise ValueError, PyTorch computes a
-number) and BCE targets outside [0, 1] (we raise). ``test_refusal`` checks that we do raise on
-each of them, and ``|weight|`` variants (the same sample with the weights' absolute values, our
+number) and BCE targets outside [0, 1] (we raise). ``test_refusal`` checks, per op and module,
+that we do raise on each of them, and ``|weight|`` variants (the same sample with the weights' absolute values, our
 own derived samples, marked ``absw`` in the ids) keep PyTorch's weight shapes under test. One
 more documented difference is handled explicitly where it arises: when every target is ignored,
 our mean is 0 with a zero gradient, where PyTorch's is NaN.
@@ -334,16 +334,21 @@ class ModuleCase:
     name: str
     index: int
     dtype: torch.dtype
+    absolute_weights: bool = False  # our derived variant: the sample with |weight|, |pos_weight|
 
     def parts(self) -> tuple[tuple, dict, Call]:
-        return _module_call(_module_samples(self.name, self.dtype)[self.index])
+        args, kwargs, call = _module_call(_module_samples(self.name, self.dtype)[self.index])
+        if self.absolute_weights:
+            kwargs = {k: (v.abs() if k in ("weight", "pos_weight") else v) for k, v in kwargs.items()}
+        return args, kwargs, call
 
     @property
     def id(self) -> str:
         module_input = _module_samples(self.name, self.dtype)[self.index]
         desc = module_input.desc or "default"
         shape = "x".join(map(str, module_input.forward_input.args[0].shape)) or "0d"
-        return f"{self.name}-{self.index:02d}-{desc}-{shape}-{_dtype_name(self.dtype)}"
+        tag = "absw" if self.absolute_weights else ""
+        return f"{self.name}-{self.index:02d}{tag}-{desc}-{shape}-{_dtype_name(self.dtype)}"
 
     def modules(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         args, kwargs, _ = self.parts()
@@ -367,7 +372,13 @@ def _all_module_cases() -> tuple[list[ModuleCase], list[tuple[ModuleCase, str]]]
                 case = ModuleCase(name, index, dtype)
                 _, _, call = case.parts()
                 reason = _refusal(case.kind(), case.full_kwargs(call))
-                (checked.append(case) if reason is None else refused.append((case, reason)))
+                if reason is None:
+                    checked.append(case)
+                else:
+                    refused.append((case, reason))
+                    derived = ModuleCase(name, index, dtype, absolute_weights=True)
+                    if _refusal(case.kind(), derived.full_kwargs(call)) is None:
+                        checked.append(derived)
     return checked, refused
 
 
@@ -505,11 +516,13 @@ def test_op_samples_collected(kind):
 def test_module_samples_collected(name):
     for dtype in MODULES[name].dtypes:
         total = len(_module_samples(name, dtype))
-        checked = sum(1 for c in MODULE_CASES if c.name == name and c.dtype == dtype)
+        checked = sum(1 for c in MODULE_CASES if c.name == name and c.dtype == dtype and not c.absolute_weights)
+        derived = sum(1 for c in MODULE_CASES if c.name == name and c.dtype == dtype and c.absolute_weights)
         refused = sum(1 for c, _ in MODULE_REFUSED if c.name == name and c.dtype == dtype)
         assert total > 0
         assert checked > 0
         assert checked + refused == total
+        assert derived == refused, "every refused sample is checked with |weight| instead"
 
 
 def test_refusals_are_only_the_documented_ones():
