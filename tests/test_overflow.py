@@ -216,3 +216,21 @@ def test_a_sum_past_the_largest_number_is_still_inf(dtype):
         assert np.all(np.isfinite(grad)), path
         loss, _ = _sigmoid(path, np.array([-big, -big], dtype), np.ones(2, dtype), reduction="sum")
         assert np.isinf(loss), path
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n_classes", [2, 3 * BLOCK + 5])
+def test_label_smoothing_with_the_gradient_written_over_the_logits(dtype, n_classes):
+    """In place (``inplace=True``) the row is overwritten as it is read: its sums are scaled from the start."""
+    big = _big(dtype)
+    target = 0 if n_classes == 2 else 2 * BLOCK + 1
+    logits = np.full((1, n_classes), -big, dtype)
+    logits[0, target] = big
+    floor = 0.1 / n_classes
+    x = torch.from_numpy(logits.copy()).requires_grad_(True)
+    loss = cet.cross_entropy(x, torch.tensor([target]), label_smoothing=0.1, inplace=True)
+    assert_close(loss.detach(), np.asarray(floor * (n_classes - 1) * 2 * big), dtype, err_msg="in place")
+    loss.backward()
+    grad = np.full((1, n_classes), -floor)
+    grad[0, target] = 1 - (0.9 + floor)
+    assert_close(x.grad, grad, dtype, err_msg="in place")

@@ -19,11 +19,14 @@ rounds into the half-precision gradient. For rows that fit in the L2 cache that 
 touches memory but for its writes, so the logits are read once and the gradient written once;
 longer rows (up to millions of classes) stay exact and pay one more pass over the buffer.
 
-Sums of differences :math:`u_c - m` (label smoothing, probability targets) are formed from
-:func:`~crossentropy.kernels._math.scaled_difference` and scaled by the coefficient they enter
-the loss with before they are added up, so that no step overflows while the loss fits in the
-dtype: logits of ±3e38 in float32 (±1e308 in float64), whose differences do not, give the
-exact finite loss.
+Sums of differences :math:`u_c - m` (label smoothing, probability targets) overflow for logits
+of ±3e38 in float32 (±1e308 in float64) while the loss they enter may fit. The loops keep the
+plain differences, which cost nothing beyond the exponentials' own; a row whose sum comes out
+``-inf`` is summed again from its logits with
+:func:`~crossentropy.kernels._math.scaled_difference`, each term scaled by the coefficient it
+enters the loss with, so that no step overflows while the loss fits (a ``-inf`` logit with
+target mass gives ``-inf`` again, and an infinite loss). Writing the gradient over the logits
+leaves nothing to read again: that loop sums the scaled differences from the start.
 
 ``u = c \tanh(x / c)`` with a soft-cap, else ``u = x``. The row maximum of ``u`` is the cap
 of the maximum of ``x`` (``tanh`` is increasing), so the cap costs one ``tanh`` per element
@@ -135,14 +138,13 @@ def _block_max(block):
 
 @njit(**INLINE_OPTIONS)
 def _exp_block(block, out, m, cap, store, relative):
-    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``(u - m) 2^-14``.
+    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``u - m``.
 
     The exponentials go to ``out`` if ``store``. Sums relative to ``m`` keep float32 exact for
-    logits with a large common offset (``1e4 + x``); the scale keeps them finite (module docstring).
+    logits with a large common offset (``1e4 + x``); ``-inf`` when they overflow (module docstring).
     """
     s = accumulator(m)(0)
     su = accumulator(m)(0)
-    unit = accumulator(m)(_BLOCK_SCALE)
     if cap > 0:
         for j in range(block.shape[0]):
             u = cap * tanh(widen(block[j]) / cap)
@@ -150,14 +152,14 @@ def _exp_block(block, out, m, cap, store, relative):
             if store:
                 out[j] = e
             s += e
-            su += scaled_difference(u, m, unit)
+            su += u - m
     elif store and relative:
         for j in range(block.shape[0]):
             u = widen(block[j])
             e = exp_nonpositive(u - m)
             out[j] = e
             s += e
-            su += scaled_difference(u, m, unit)
+            su += u - m
     elif store:
         for j in range(block.shape[0]):
             e = exp_nonpositive(widen(block[j]) - m)
@@ -167,7 +169,7 @@ def _exp_block(block, out, m, cap, store, relative):
         for j in range(block.shape[0]):
             u = widen(block[j])
             s += exp_nonpositive(u - m)
-            su += scaled_difference(u, m, unit)
+            su += u - m
     else:
         for j in range(block.shape[0]):
             s += exp_nonpositive(widen(block[j]) - m)
@@ -176,6 +178,9 @@ def _exp_block(block, out, m, cap, store, relative):
 
 def _exp_block_in_place(block, m, relative):  # pragma: no cover - replaced by the overload inside jitted code
     """:func:`_exp_block` writing the exponentials over the block itself (float32/float64, no soft-cap).
+
+    The sum of ``u - m`` is taken in units of 2^-14 (:data:`_BLOCK_SCALE`), finite for any
+    logits: nothing is left to sum again once the block holds its exponentials.
 
     One array read and written in one function: LLVM sees no aliasing and vectorizes the loop
     (two views of one memory would fail its run-time overlap check).
@@ -212,14 +217,12 @@ def _exp_block_in_place_overload(block, m, relative):
 
 @njit(**INLINE_OPTIONS)
 def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, store):
-    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m) / 2`.
+    r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m)` (``0·(-inf) = 0``).
 
-    :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent;
-    ``0·(-inf) = 0``. The halves keep each term and the sum finite while the loss is (module docstring).
+    :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent.
     """
     dtype = accumulator(m)
     zero = dtype(0)
-    half = dtype(0.5)
     s = zero
     total_a = zero
     total_au = zero
@@ -237,17 +240,43 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
             a = a * weight[j]
         s += e
         total_a += a
-        relative = scaled_difference(u, m, half) if live else u  # while m is -inf, u is -inf too: a u is the term
+        relative = u - m if live else u  # while m is -inf, u is -inf too: a u is the term
         total_au += a * relative if a != zero else zero
     return s, total_a, total_au
+
+
+@njit(**INLINE_OPTIONS)
+def _target_half_sum(row, target, weight, m, cap, smoothing):
+    r""":math:`\sum_c a_c (u_c - m) / 2` of :func:`_exp_block_soft` over a whole row, finite wherever the loss is.
+
+    The slow path of rows whose plain sum overflowed (module docstring): each term is halved
+    before it is weighted and added, and no partial sum exceeds half the loss.
+    """
+    dtype = accumulator(row)
+    zero = dtype(0)
+    half = dtype(0.5)
+    keep = dtype(1) - smoothing
+    floor = smoothing / dtype(row.shape[0])
+    weighted = weight.shape[0] > 0
+    live = m > -np.inf
+    total = zero
+    for j in range(row.shape[0]):
+        a = keep * target[j] + floor
+        if weighted:
+            a = a * weight[j]
+        u = _capped(widen(row[j]), cap)
+        relative = scaled_difference(u, m, half) if live else u
+        total += a * relative if a != zero else zero
+    return total
 
 
 @njit(**INLINE_OPTIONS)
 def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
     """Max, sum of exponentials and (if ``coefficient > 0``) ``coefficient`` times the sum of ``u - m``, block by block.
 
-    Each block's sum is scaled by ``coefficient`` (the smoothing floor) before it is added, so the
-    row's sum stays finite whenever the loss it enters does.
+    Finite whenever the loss it enters is: a plain sum that overflows is taken again from the row
+    (:func:`_weighted_sum`); in place, where the row is overwritten, each block's scaled sum is
+    multiplied by ``coefficient`` (the smoothing floor) before it is added (module docstring).
     """
     n_classes = row.shape[0]
     dtype = accumulator(row)
@@ -255,6 +284,7 @@ def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
     s = dtype(0)
     su = dtype(0)
     relative = coefficient > 0
+    over_itself = store and in_place
     block_coefficient = coefficient / dtype(_BLOCK_SCALE)
     half = dtype(0.5)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
@@ -264,8 +294,10 @@ def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
-            if relative and start > 0:  # re-reference the sum of u - m to the new maximum
+            if relative and start > 0 and over_itself:  # re-reference the sum of u - m to the new maximum
                 su += dtype(2) * ((coefficient * dtype(start)) * scaled_difference(m, block_m, half))
+            elif relative and start > 0:
+                su += dtype(start) * (m - block_m)
             m = block_m
         if store:
             block_ref[k] = m
@@ -274,19 +306,23 @@ def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
                 out[start:stop] = 0
             su = dtype(-np.inf)
             continue
-        if store and in_place:
+        if over_itself:
             block_s, block_su = _exp_block_in_place(block, m, relative)
+            if relative:
+                su += block_coefficient * block_su
         else:
             block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
+            su += block_su
         s += block_s
-        if relative:
-            su += block_coefficient * block_su
+    if relative and not over_itself:
+        # -inf: a difference or the sum overflowed (or a -inf logit, which gives -inf again)
+        su = _weighted_sum(row, block_ref[:0], m, cap, coefficient) if su == -np.inf else coefficient * su
     return m, s, su
 
 
 @njit(**INLINE_OPTIONS)
 def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store):
-    """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m) / 2`, block by block."""
+    """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m)` (``-inf`` on overflow), block by block."""
     n_classes = row.shape[0]
     dtype = accumulator(row)
     zero = dtype(0)
@@ -294,7 +330,6 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
     s = zero
     total_a = zero
     total_au = zero
-    half = dtype(0.5)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
@@ -302,8 +337,8 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
         block_m = _capped(_block_max(block), cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
-            if total_a != zero:  # re-reference the sum of a (u - m) / 2 to the new maximum
-                total_au += total_a * scaled_difference(m, block_m, half)
+            if total_a != zero:  # re-reference the sum of a (u - m) to the new maximum
+                total_au += total_a * (m - block_m)
             m = block_m
         if store:
             block_ref[k] = m
@@ -425,16 +460,17 @@ def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, ca
 
 @njit(**INLINE_OPTIONS)
 def _weighted_sum(row, weight, m, cap, coefficient):
-    """:math:`\\kappa \\sum_c w_c (u_c - m)` with ``0·(-inf) = 0`` (label smoothing with class weights).
+    """:math:`\\kappa \\sum_c w_c (u_c - m)`, ``0·(-inf) = 0`` (label smoothing; ``w_c = 1`` for an empty ``weight``).
 
     Each term is scaled by :math:`\\kappa` = ``coefficient`` (the smoothing floor) and halved before
     it is added, so that neither a term nor the sum overflows while the loss fits.
     """
     zero = accumulator(row)(0)
     half = accumulator(row)(0.5)
+    weighted = weight.shape[0] > 0
     total = zero
     for j in range(row.shape[0]):
-        w = weight[j] * coefficient
+        w = weight[j] * coefficient if weighted else coefficient
         total += w * scaled_difference(_capped(widen(row[j]), cap), m, half) if w != 0 else zero
     return accumulator(row)(2) * total
 
@@ -555,10 +591,12 @@ def softmax_cross_entropy_soft(
         target = targets[n]
         out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, total_a, half_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
+        m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
         log_s = dtype(math.log(s))
         lse = m + log_s
-        loss = total_a * log_s - dtype(2) * half_au  # half_au = sum a (u - m) / 2 >= -loss / 2: finite
+        if total_au == -np.inf:  # overflowed (or a -inf logit with target mass): again, in halves
+            total_au = dtype(2) * _target_half_sum(row, target, weight, m, cap, smoothing)
+        loss = total_a * log_s - total_au
         if z > 0:
             loss += z * lse * lse
         losses[n] = row_weight[n] * loss
