@@ -79,35 +79,66 @@ __all__ = [
 
 
 class _Capped(NamedTuple):
-    """Logits after the optional soft-cap, with their log-sum-exp and half surprisals."""
+    r"""Logits after the optional soft-cap, normalized: the log-softmax and the half surprisals.
 
-    lse: Any  # (*batch,)
-    half_surprisal: Any  # (*batch, C) -log(p) / 2: finite wherever it fits, even where -log(p) does not
+    With :math:`m` the row maximum and :math:`L = \log \sum_c e^{x_c - m}`, the half surprisal
+    :math:`-\log p / 2 = (m/2 - x/2) + L/2` takes the difference of halves: exact, as
+    :math:`x - m` is (which keeps logits like ``1e4 + x`` exact in float32), and finite where
+    :math:`m - x` overflows (logits of ±3e38 in float32). Losses weight the half surprisals
+    before they add them up and double the result, which overflows only when the loss itself
+    does not fit; doubled, a half surprisal is bitwise the negated log-softmax.
+    """
+
+    xp: Any
+    logits: Any  # (*batch, C) after the soft-cap
+    shift: Any  # (*batch, 1) m, or 0 where it is infinite
+    shifted: Any  # (*batch, C) x - m (-inf where it overflows: its exponential is 0 all the same)
+    log_total: Any  # (*batch, 1) L
     tanh: Any  # (*batch, C) tanh(x / c) when soft-capped (for the chain rule), else None
 
     @property
+    def lse(self) -> Any:
+        """Log-sum-exp, shape (*batch,)."""
+        return self.xp.squeeze(self.log_total + self.shift, axis=-1)
+
+    @property
     def log_probs(self) -> Any:
-        """The log-softmax, ``-2`` times the half surprisals (bitwise; ``-inf`` where it passes the largest float)."""
-        with np.errstate(over="ignore"):
-            return -2.0 * self.half_surprisal
+        """The log-softmax :math:`(x - m) - L` (``-inf`` where :math:`x - m` overflows)."""
+        return self.shifted - self.log_total
+
+    def half_surprisal(self) -> Any:
+        """:math:`-\\log p / 2` of every class, shape (*batch, C)."""
+        return (0.5 * self.shift - 0.5 * self.logits) + 0.5 * self.log_total
+
+    def half_surprisal_at(self, indices: Any) -> Any:
+        """:math:`-\\log p_y / 2` of the classes ``indices`` only, shape (*batch,)."""
+        xp = self.xp
+        shift, log_total = xp.squeeze(self.shift, axis=-1), xp.squeeze(self.log_total, axis=-1)
+        return (0.5 * shift - 0.5 * take_last(self.logits, indices, xp)) + 0.5 * log_total
+
+
+class _GivenLogProbs(NamedTuple):
+    """Log-probabilities given by the caller (:func:`nll_loss`), with :class:`_Capped`'s half surprisals."""
+
+    xp: Any
+    log_probs: Any
+
+    def half_surprisal(self) -> Any:
+        return -0.5 * self.log_probs
+
+    def half_surprisal_at(self, indices: Any) -> Any:
+        return -0.5 * take_last(self.log_probs, indices, self.xp)
 
 
 def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
-    r"""Soft-cap, then :math:`-\log p / 2 = (m - x) / 2 + \log \sum_c e^{x_c - m} / 2` with :math:`m` the row maximum.
-
-    The difference is taken of halves, :math:`m/2 - x/2`: exact, as :math:`x - m` is (which keeps
-    logits like ``1e4 + x`` exact in float32), and finite where :math:`m - x` overflows (logits of
-    ±3e38 in float32). Losses weight the half surprisals before they add them up and double the
-    result, which overflows only when the loss itself does not fit.
-    """
+    """Soft-cap, then the row maximum and the log of the sum of exponentials (:class:`_Capped`)."""
     tanh = None
     if softcap is not None:
         tanh = xp.tanh(x / softcap)
         x = softcap * tanh
     with np.errstate(over="ignore"):  # x - m of ±3e38 logits: -inf, and exp(-inf) = 0 is the exponential wanted
-        shift, _, log_total = _shift_and_log_total(x, xp, -1)
-    half_surprisal = (0.5 * shift - 0.5 * x) + 0.5 * log_total
-    return _Capped(xp.squeeze(log_total + shift, axis=-1), half_surprisal, tanh)
+        shift, shifted, log_total = _shift_and_log_total(x, xp, -1)
+    return _Capped(xp, x, shift, shifted, log_total, tanh)
 
 
 def _gather_class_weight(weight: Any, indices: Any, xp: Any) -> Any:
@@ -143,7 +174,7 @@ def _denominator(row_weight: Any, class_factor: Any, count: int, xp: Any) -> Any
 
 
 def _cross_entropy_terms(
-    half_surprisal: Any, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
+    source: _Capped | _GivenLogProbs, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
 ) -> _PerSample:
     r"""Per-sample :math:`-\sum_c a_{n,c} \log p_{n,c}` with PyTorch's weight and smoothing rules.
 
@@ -155,21 +186,21 @@ def _cross_entropy_terms(
     """
     xp, num_classes = inputs.xp, inputs.num_classes
     if inputs.is_index:
-        target_half = take_last(half_surprisal, inputs.indices, xp)
+        target_half = source.half_surprisal_at(inputs.indices)
         class_factor = None if weight is None else _gather_class_weight(weight, inputs.indices, xp)
         half_loss = xp.zeros_like(target_half)
         if smoothing < 1.0:
             nll = target_half if class_factor is None else xmul(class_factor, target_half, xp)
             half_loss = half_loss + (1.0 - smoothing) * nll
         if smoothing > 0.0:
-            floor = smoothing / num_classes
+            floor, half_surprisal = smoothing / num_classes, source.half_surprisal()
             per_class = floor * half_surprisal if weight is None else xmul(floor * weight, half_surprisal, xp)
             half_loss = half_loss + xp.sum(per_class, axis=-1)
         with np.errstate(over="ignore"):  # overflows only when the loss does not fit: inf, as on the kernels
             loss = 2.0 * half_loss
         target_weights = None
         if need_target_weights:
-            like = half_surprisal
+            like = inputs.logits
             onehot = xp.astype(onehot_mask(inputs.indices, num_classes, xp, like=like), like.dtype)
             peak = (1.0 - smoothing) if class_factor is None else (1.0 - smoothing) * xp.expand_dims(class_factor, -1)
             floor = smoothing / num_classes if weight is None else (smoothing / num_classes) * weight
@@ -181,7 +212,7 @@ def _cross_entropy_terms(
         targets = (1.0 - smoothing) * targets + smoothing / num_classes
     target_weights = targets if weight is None else targets * weight
     with np.errstate(over="ignore"):  # overflows only when the loss does not fit: inf, as on the kernels
-        loss = 2.0 * xp.sum(xmul(target_weights, half_surprisal, xp), axis=-1)
+        loss = 2.0 * xp.sum(xmul(target_weights, source.half_surprisal(), xp), axis=-1)
     return _PerSample(loss, None, target_weights)
 
 
@@ -210,7 +241,7 @@ def _softmax_cross_entropy(
         out = inputs.stored if gradient_over_logits else None
         return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=out)
     capped = _cap_and_normalize(inputs.logits, cap, xp)
-    terms = _cross_entropy_terms(capped.half_surprisal, inputs, weight, smoothing, need_target_weights=with_grad)
+    terms = _cross_entropy_terms(capped, inputs, weight, smoothing, need_target_weights=with_grad)
 
     per_sample = terms.loss
     if z > 0.0:
@@ -478,7 +509,7 @@ def nll_loss(
     )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
-    terms = _cross_entropy_terms(-0.5 * inputs.logits, inputs, weight, 0.0, need_target_weights=False)
+    terms = _cross_entropy_terms(_GivenLogProbs(xp, inputs.logits), inputs, weight, 0.0, need_target_weights=False)
     row_weight = inputs.row_weight()
     denominator = _denominator(row_weight, terms.class_factor, int(np.prod(terms.loss.shape)), xp)
     return reduce_loss(weighted_rows(terms.loss, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
@@ -621,7 +652,7 @@ def poly1_cross_entropy(
     weight = prepare_class_weight(weight, inputs)
     capped = _cap_and_normalize(inputs.logits, None, xp)
     log_probs = capped.log_probs
-    terms = _cross_entropy_terms(capped.half_surprisal, inputs, weight, smoothing, need_target_weights=False)
+    terms = _cross_entropy_terms(capped, inputs, weight, smoothing, need_target_weights=False)
 
     one_minus_p = -xp.expm1(log_probs)
     num_classes = inputs.num_classes
