@@ -150,6 +150,18 @@ def test_gradgradcheck_passes_for_every_option(function_name, option, reduction)
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(("function_name", "option"), CASES)
+def test_batched_gradients_pass_gradcheck_for_every_option(function_name, option, reduction):
+    # gradcheck's batched check runs the backward under vmap, with a batch of incoming gradients.
+    x, target, kwargs, _ = make_case(function_name, option)
+    ours, _ = functions(function_name)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a: ours(a, target, reduction=reduction, **kwargs), (x,), check_batched_grad=True
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(("function_name", "option"), CASES)
 def test_hessian_vector_products_equal_pytorch(function_name, option, reduction):
     x, target, kwargs, pytorch_has_it = make_case(function_name, option)
     if not pytorch_has_it:

@@ -219,15 +219,15 @@ LINEAR_OPTIONS = [{}, {"label_smoothing": 0.1}, {"z_loss": 0.01}, {"softcap": 2.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # PyTorch's own import
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("options", LINEAR_OPTIONS, ids=lambda o: ",".join(o) or "plain")
-def test_double_backward_and_forward_ad_pass_gradcheck(options, reduction):
+def test_double_backward_forward_ad_and_batched_gradients_pass_gradcheck(options, reduction):
     x, w, b, y = make_case(n_rows=6, hidden=4, n_classes=7, ignored=1)
     leaves = tuple(t.requires_grad_() for t in (x, w, b))
 
     def loss(x, w, b):
         return cet.linear_cross_entropy(x, w, y, bias=b, reduction=reduction, chunk_size=4, **options)
 
-    assert torch.autograd.gradgradcheck(loss, leaves)
-    assert torch.autograd.gradcheck(loss, leaves, check_forward_ad=True, check_backward_ad=False)
+    assert torch.autograd.gradgradcheck(loss, leaves, check_batched_grad=True)
+    assert torch.autograd.gradcheck(loss, leaves, check_forward_ad=True, check_batched_grad=True)
 
 
 @pytest.mark.parametrize("options", LINEAR_OPTIONS, ids=lambda o: ",".join(o) or "plain")

@@ -25,6 +25,7 @@ __all__ = [
     "host_float",
     "is_integer",
     "is_real_floating",
+    "is_transformed_tensor",
     "log_base_divisor",
     "move_axes",
     "onehot_mask",
@@ -111,6 +112,24 @@ def host_float(x: Any) -> float:
     if array_api_compat.is_torch_array(x):
         x = x.detach()
     return float(x)
+
+
+def is_transformed_tensor(x: Any) -> bool:
+    """Whether ``x`` is a PyTorch tensor under a transform: wrapped by ``torch.func`` (``grad``, ``vmap``,
+    ``jvp``, ...), batched by the legacy ``vmap`` of autograd's batched gradients
+    (``is_grads_batched=True``), or carrying a forward-mode tangent (``torch.autograd.forward_ad``).
+
+    Such a tensor has no plain memory to hand to NumPy, and no single value to branch on.
+    """
+    if not array_api_compat.is_torch_array(x):
+        return False
+    import torch
+    from torch.autograd import forward_ad
+
+    functorch = torch._C._functorch
+    if functorch.is_functorch_wrapped_tensor(x) or functorch.is_legacy_batchedtensor(x):
+        return True
+    return forward_ad.unpack_dual(x).tangent is not None
 
 
 def is_real_floating(xp: Any, x: Any) -> bool:

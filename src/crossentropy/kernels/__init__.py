@@ -55,6 +55,7 @@ import array_api_compat
 import numba
 import numpy as np
 
+from .._array import is_transformed_tensor
 from . import _threading
 from ._math import BFLOAT16_BITS, FLOAT16_BITS
 
@@ -127,17 +128,7 @@ def accepts_torch(x: Any, *others: Any) -> bool:
     kernel_dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     if not (enabled() and x.device.type == "cpu" and x.dtype in kernel_dtypes):
         return False
-    return not any(_transformed(t) for t in (x, *others) if isinstance(t, torch.Tensor))
-
-
-def _transformed(tensor: Any) -> bool:
-    """Whether a PyTorch tensor is wrapped by a ``torch.func`` transform or carries a forward-mode tangent."""
-    import torch
-    from torch.autograd import forward_ad
-
-    if torch._C._functorch.is_functorch_wrapped_tensor(tensor):
-        return True
-    return forward_ad.unpack_dual(tensor).tangent is not None
+    return not any(is_transformed_tensor(t) for t in (x, *others))
 
 
 def _host(x: Any) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .. import kernels
+from .._array import is_transformed_tensor
 from ..losses import (
     _softmax_cross_entropy,
     sigmoid_cross_entropy,
@@ -72,8 +73,9 @@ class SigmoidOptions:
 
 def _scaled(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """``grad`` times the incoming gradient (broadcastable to it): in place for the kernels' own
-    gradient, untouched for a factor of 1; a new tensor, recorded by autograd, when either has a graph."""
-    if grad.requires_grad or grad_output.requires_grad:
+    gradient, untouched for a factor of 1; a new tensor when either has a graph, or when the
+    incoming gradient is batched (``vmap``, and gradcheck's batched-gradient check)."""
+    if grad.requires_grad or grad_output.requires_grad or is_transformed_tensor(grad_output):
         return grad * grad_output
     if grad_output.numel() != 1 or bool(grad_output != 1):
         grad.mul_(grad_output)

@@ -24,7 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
-from .._array import get_namespace
+from .._array import get_namespace, is_transformed_tensor
 from .._inputs import reduce_loss
 from .._validation import (
     check_class_indices,
@@ -62,6 +62,9 @@ class _Gradients:
     bias: torch.Tensor | None
 
     def scaled(self, factor: torch.Tensor) -> _Gradients:
+        """The gradients times ``factor``: in place, or new tensors when ``factor`` is batched by ``vmap``."""
+        if is_transformed_tensor(factor):
+            return _Gradients(*(None if g is None else g * factor for g in (self.input, self.weight, self.bias)))
         if bool(factor != 1):
             for gradient in (self.input, self.weight, self.bias):
                 if gradient is not None:
@@ -163,10 +166,10 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grads, ctx.grads = ctx.grads, None
-        if torch.is_grad_enabled():  # create_graph=True: gradients autograd can differentiate again
-            return (*_differentiable_gradients(ctx, grad_output), None, None)
+        if torch.is_grad_enabled() or is_transformed_tensor(grad_output):
+            return (*_gradients_by_autograd(ctx, grad_output), None, None)
         if grads is not None:
-            grads.scaled(grad_output)
+            grads = grads.scaled(grad_output)
         else:  # reduction="none", or a second backward: recompute with the incoming gradient in the factors
             input, weight, bias, target = ctx.saved_tensors
             factor = _row_factor(target, ctx.options, ctx.count, grad_output)
@@ -176,18 +179,20 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         return (*cast, None, None)
 
 
-def _differentiable_gradients(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    """The gradients of ``input``, ``weight`` and ``bias`` as PyTorch operations on the saved tensors.
+def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``input``, ``weight`` and ``bias`` by autograd through plain PyTorch chunks.
 
-    For a backward that builds a graph (``create_graph=True``): the loss is formed again in
-    plain PyTorch chunks, which keep their logits, and differentiated with a graph.
+    For a backward that builds a graph (``create_graph=True``), whose gradients autograd must
+    differentiate again, and for a batched incoming gradient (``vmap``, gradcheck's batched
+    gradients), which the kernels cannot read: the loss is formed again from the saved tensors
+    in chunks that keep their logits, and differentiated.
     """
+    create_graph = torch.is_grad_enabled()
     input, weight, bias, target = ctx.saved_tensors
-    inputs = (input, weight, bias)
-    wanted = [t for t, need in zip(inputs, ctx.needs, strict=True) if need]
-    with kernels.disabled():
+    wanted = [t for t, need in zip((input, weight, bias), ctx.needs, strict=True) if need]
+    with torch.enable_grad(), kernels.disabled():
         loss = _checkpointed(input, weight, bias, target, ctx.options, recompute=False)
-    found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=True))
+        found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
     return tuple(next(found) if need else None for need in ctx.needs)
 
 
