@@ -104,12 +104,24 @@ def test_target_index_out_of_range_k_dimensional():
         softmax_cross_entropy(x, y, axis=1)
 
 
-@pytest.mark.parametrize("y_shape", [(5,), (3,), (4, 1), (4, 3), ()])
+@pytest.mark.parametrize("y_shape", [(5,), (3,), (4, 1), ()])
 @pytest.mark.parametrize(("fn", "name", "x"), CLASS_FNS, ids=CLASS_IDS)
 def test_index_target_shape_mismatch(fn, name, x, y_shape):
     y = np.zeros(y_shape, dtype=np.int64)
     with pytest.raises(ValueError, match="`targets`"):
         fn(x, y)
+
+
+@pytest.mark.parametrize(("fn", "name", "x"), CLASS_FNS, ids=CLASS_IDS)
+def test_integer_targets_of_the_logits_shape(fn, name, x):
+    # Probabilities stored as integers, most likely: say so where probabilities are allowed.
+    y = np.zeros(x.shape, dtype=np.int64)
+    if fn is nll_loss:  # class indices only
+        with pytest.raises(ValueError, match=r"^`targets` must have shape \(4,\) \(class indices"):
+            fn(x, y)
+    else:
+        with pytest.raises(TypeError, match=r"^`targets` of the shape \(4, 3\) of `logits` must be floating-point"):
+            fn(x, y)
 
 
 def test_index_target_shape_mismatch_k_dimensional():

@@ -11,6 +11,7 @@ array library allows it (a JAX tracer under ``jit`` does not).
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import array_api_compat
@@ -121,9 +122,11 @@ def is_transformed_tensor(x: Any) -> bool:
 
     Such a tensor has no plain memory to hand to NumPy, and no single value to branch on.
     """
-    if not array_api_compat.is_torch_array(x):
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
         return False
-    import torch
+    if torch.compiler.is_compiling():  # TorchDynamo traces graphs of plain tensors; it cannot trace the checks below
+        return False
     from torch.autograd import forward_ad
 
     functorch = torch._C._functorch

@@ -200,11 +200,13 @@ def prepare_class_inputs(
     logits_name: str = "logits",
     allow_probs: bool = True,
     warn_probabilities: bool = True,
+    check_probabilities: bool = True,
 ) -> ClassInputs:
     """Validate a (logits, targets) pair of a multi-class loss and normalize it.
 
     Integer ``targets`` are class indices of shape ``logits.shape`` without ``axis``; floating
-    ``targets`` (when ``allow_probs``) are probabilities of the logits' shape.
+    ``targets`` (when ``allow_probs``) are probabilities of the logits' shape, checked to lie in
+    [0, 1] unless ``check_probabilities`` is False.
     """
     xp = get_namespace(logits, targets)
     logits = as_namespace_array(logits, xp, name=logits_name)
@@ -219,6 +221,12 @@ def prepare_class_inputs(
 
     indices = valid = probs = None
     if is_integer(xp, targets):
+        if allow_probs and tuple(targets.shape) == caller_shape and caller_shape != batch_shape:
+            # The logits' own shape with an integer dtype: probabilities stored as integers, most likely.
+            raise TypeError(
+                f"`{shown('targets')}` of the shape {caller_shape} of `{shown(logits_name)}` must be floating-point "
+                f"class probabilities (class indices have shape {batch_shape}); got dtype {targets.dtype}"
+            )
         rule = f"class indices: the shape {caller_shape} of `{shown(logits_name)}` without the class axis"
         check_shape("targets", targets, batch_shape, rule=rule)
         check_class_indices("targets", targets, xp, num_classes, ignore_index)
@@ -232,9 +240,10 @@ def prepare_class_inputs(
             raise TypeError(f"`{shown('targets')}` must be integer class indices; got dtype {targets.dtype}")
         if tuple(targets.shape) == batch_shape:
             # The shape of class indices with a floating dtype: indices stored as floats, most likely.
+            cast = f"{shown('targets')}.long()" if array_api_compat.is_torch_array(targets) else "targets.astype(int)"
             raise TypeError(
                 f"`{shown('targets')}` must be integer class indices for shape {batch_shape} (cast them, e.g. "
-                f"`targets.astype(int)`), or class probabilities of the logits' shape {caller_shape}; "
+                f"`{cast}`), or class probabilities of the shape {caller_shape} of `{shown(logits_name)}`; "
                 f"got dtype {targets.dtype}"
             )
         check_shape("targets", targets, caller_shape, rule=f"class probabilities: the shape of `{shown(logits_name)}`")
@@ -248,7 +257,8 @@ def prepare_class_inputs(
         probs = xp.astype(targets, dtype, copy=False)
         if axis != stored.ndim - 1:
             probs = move_axes(probs, axis, -1, xp)
-        check_in_unit_interval("targets", probs, xp)
+        if check_probabilities:
+            check_in_unit_interval("targets", probs, xp)
     else:
         expected = "integer class indices" + (" or floating-point class probabilities" if allow_probs else "")
         raise TypeError(f"`{shown('targets')}` must be {expected}; got dtype {targets.dtype}")

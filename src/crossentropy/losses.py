@@ -230,11 +230,23 @@ def _softmax_cross_entropy(
     reduction: str,
     with_grad: bool,
     gradient_over_logits: bool = False,
+    check_probabilities: bool = True,
 ) -> Any:
-    """The softmax cross-entropy functions' shared body; ``gradient_over_logits`` (fused kernels
-    only, for :mod:`crossentropy.torch`'s ``inplace=True``) writes the gradient into the logits."""
+    """The softmax cross-entropy functions' shared body.
+
+    ``gradient_over_logits`` (fused kernels only, for :mod:`crossentropy.torch`'s
+    ``inplace=True``) writes the gradient into the logits; ``check_probabilities=False`` (for
+    :mod:`crossentropy.torch`, as PyTorch) takes probability targets outside [0, 1] as given.
+    """
     smoothing, z, cap, reduction = _check_softmax_options(label_smoothing, z_loss, softcap, reduction)
-    inputs = prepare_class_inputs(logits, targets, axis=axis, ignore_index=ignore_index, sample_weight=sample_weight)
+    inputs = prepare_class_inputs(
+        logits,
+        targets,
+        axis=axis,
+        ignore_index=ignore_index,
+        sample_weight=sample_weight,
+        check_probabilities=check_probabilities,
+    )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
     if kernels.accepts(xp, inputs.stored, inputs.indices, inputs.probs, weight, inputs.sample_weight):

@@ -30,8 +30,6 @@ from ..losses import (
     _softmax_cross_entropy,
     sigmoid_cross_entropy,
     sigmoid_cross_entropy_with_grad,
-    softmax_cross_entropy,
-    softmax_cross_entropy_with_grad,
 )
 
 __all__ = ["FusedSigmoidCrossEntropy", "FusedSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions"]
@@ -58,6 +56,20 @@ class SoftmaxOptions:
             "softcap": self.softcap,
             "reduction": self.reduction,
         }
+
+    def compute(self, logits, targets, weight, sample_weight, *, with_grad: bool, gradient_over_logits: bool = False):
+        """:func:`crossentropy.softmax_cross_entropy` (``with_grad``: ``_with_grad``) with these options,
+        taking probability targets as PyTorch does: any real numbers, not checked to lie in [0, 1]."""
+        return _softmax_cross_entropy(
+            logits,
+            targets,
+            weight=weight,
+            sample_weight=sample_weight,
+            with_grad=with_grad,
+            gradient_over_logits=gradient_over_logits,
+            check_probabilities=False,
+            **self.keywords(),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,19 +110,12 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, weight, sample_weight, options: SoftmaxOptions):
-        keywords = options.keywords()
         ctx.options = options
         ctx.grad = None
         if not ctx.needs_input_grad[0]:
-            return softmax_cross_entropy(logits, targets, weight=weight, sample_weight=sample_weight, **keywords)
-        loss, ctx.grad = _softmax_cross_entropy(
-            logits,
-            targets,
-            weight=weight,
-            sample_weight=sample_weight,
-            with_grad=True,
-            gradient_over_logits=options.inplace,
-            **keywords,
+            return options.compute(logits, targets, weight, sample_weight, with_grad=False)
+        loss, ctx.grad = options.compute(
+            logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=options.inplace
         )
         if options.inplace:  # the logits now hold their gradient: autograd must know they changed
             torch.autograd.graph.increment_version(logits)
@@ -130,9 +135,7 @@ class FusedSoftmaxCrossEntropy(torch.autograd.Function):
         if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
             logits, targets, weight, sample_weight = ctx.saved_tensors
             with _closed_form_if_graph():
-                _, grad = softmax_cross_entropy_with_grad(
-                    logits, targets, weight=weight, sample_weight=sample_weight, **ctx.options.keywords()
-                )
+                _, grad = ctx.options.compute(logits, targets, weight, sample_weight, with_grad=True)
         if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
             grad_output = grad_output.unsqueeze(ctx.options.axis)
         return _scaled(grad, grad_output), None, None, None, None

@@ -16,8 +16,17 @@ must also differentiate the targets or weights, run the library's generic code, 
 differentiates. The caller's tensors are never written to, unless ``cross_entropy(...,
 inplace=True)`` asks for the gradient to overwrite the logits.
 
-One deliberate difference from PyTorch: when every target is ignored, the mean is 0 with a
-zero gradient, not NaN.
+Deliberate differences from PyTorch:
+
+- when every target is ignored, the mean is 0 with a zero gradient, not NaN;
+- negative class weights (``weight``, and ``pos_weight``) raise a ``ValueError``: PyTorch
+  computes a loss that is then not a weighted cross-entropy;
+- binary cross-entropy targets outside [0, 1] raise a ``ValueError``, for the same reason
+  (``cross_entropy`` takes probability targets as given, as PyTorch: a finite-difference step
+  may take a target just below 0);
+- class weights of another floating dtype than the input are cast to it, where PyTorch raises.
+
+Error messages name PyTorch's parameters (``input``, ``target``).
 
 >>> import torch
 >>> import crossentropy.torch as cet
@@ -154,7 +163,8 @@ def cross_entropy(
         Logits, classes on dimension 1.
     target : Tensor
         Class indices of shape (), (N,) or (N, d1, ..., dK), or class probabilities of the
-        input's shape.
+        input's shape (taken as given, as PyTorch does; the core function checks them to lie in
+        [0, 1]).
     weight, size_average, ignore_index, reduce, reduction, label_smoothing
         As ``torch.nn.functional.cross_entropy``.
     z_loss : float >= 0, default 0
@@ -187,7 +197,7 @@ def cross_entropy(
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, inplace)
     if _fused(input, target, weight, sample_weight):
         return _fused_softmax(input, target, weight, sample_weight, options)
-    return losses.softmax_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, **options.keywords())
+    return options.compute(input, target, weight, sample_weight, with_grad=False)
 
 
 @_pytorch_names()
