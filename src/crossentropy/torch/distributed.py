@@ -133,7 +133,9 @@ def vocab_parallel_cross_entropy(
     over the whole vocabulary of size :math:`V = \sum_{\text{ranks}} V_\text{local}`, with
     PyTorch's label smoothing (normalized by the global :math:`V`). Two all-reduces of O(N)
     numbers in the forward pass, none in the backward pass; the same loss and gradient as
-    :func:`crossentropy.torch.cross_entropy` on the gathered logits.
+    :func:`crossentropy.torch.cross_entropy` on the gathered logits. Differentiable once: a
+    backward with ``create_graph=True`` raises, since the second derivative would need the
+    all-reduced log-sum-exp differentiated across ranks.
 
     Parameters
     ----------
