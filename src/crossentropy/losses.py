@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
 from . import kernels
@@ -229,6 +230,7 @@ def _softmax_cross_entropy(
     sample_weight: Any,
     reduction: str,
     with_grad: bool,
+    out: Any = None,
     gradient_over_logits: bool = False,
     check_probabilities: bool = True,
 ) -> Any:
@@ -249,9 +251,20 @@ def _softmax_cross_entropy(
     )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
+    in_place = False
+    if out is not None or gradient_over_logits:
+        out = logits if gradient_over_logits else out
+        in_place = _check_out(out, logits, xp, targets, weight, sample_weight)
+        if in_place:
+            _check_softmax_in_place(inputs, weighted_smoothing=bool(smoothing and weight is not None), cap=cap)
     if kernels.accepts(xp, inputs.stored, inputs.indices, inputs.probs, weight, inputs.sample_weight):
-        out = inputs.stored if gradient_over_logits else None
-        return _fused_softmax_cross_entropy(inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=out)
+        # The kernels write the caller's buffer when its layout is theirs (class axis last), else a new one.
+        direct = in_place or (out is not None and inputs.axis == inputs.stored.ndim - 1)
+        kernel_out = (inputs.stored if in_place else out) if direct else None
+        result = _fused_softmax_cross_entropy(
+            inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out
+        )
+        return result if out is None else (result[0], _gradient_into(out, result[1]))
     capped = _cap_and_normalize(inputs.logits, cap, xp)
     terms = _cross_entropy_terms(capped, inputs, weight, smoothing, need_target_weights=with_grad)
 
@@ -278,7 +291,134 @@ def _softmax_cross_entropy(
     grad = xmul(scale, grad, xp) if row_weight is not None else grad * scale
     if capped.tanh is not None:
         grad = grad * (1.0 - capped.tanh**2)
-    return loss, inputs.to_caller(grad)
+    grad = inputs.to_caller(grad)
+    return loss, (grad if out is None else _gradient_into(out, grad))
+
+
+# What the in-place errors call writing the gradient over the logits.
+_IN_PLACE = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
+
+
+def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
+    """Validate ``out``, the caller's array for the gradient; True when it is ``logits`` itself (in place).
+
+    ``logits`` as the caller passed them; ``others``: the other inputs, which may not carry
+    autograd history either (PyTorch's ``out=`` arguments take no part in autograd).
+    """
+    if not array_api_compat.is_array_api_obj(out) or array_api_compat.array_namespace(out) is not xp:
+        kind = type(logits).__name__
+        raise TypeError(f"`out` must be an array of the logits' kind ({kind}); got {type(out).__name__}")
+    if array_api_compat.is_jax_array(out):
+        raise TypeError(
+            "`out` must be a mutable array to receive the gradient, and JAX arrays are immutable; "
+            f"use the returned gradient instead; got {type(out).__name__}"
+        )
+    if tuple(out.shape) != tuple(logits.shape) or out.dtype != logits.dtype:
+        raise ValueError(
+            f"`out` must be an array of the logits' shape {tuple(logits.shape)} and dtype {logits.dtype}; "
+            f"got shape {tuple(out.shape)} and dtype {out.dtype}"
+        )
+    if array_api_compat.device(out) != array_api_compat.device(logits):
+        raise ValueError(
+            f"`out` must be on the logits' device {array_api_compat.device(logits)}; got {array_api_compat.device(out)}"
+        )
+    if array_api_compat.is_torch_array(out):
+        import torch
+
+        tracked = [name for name, a in (("out", out), ("logits", logits)) if a.requires_grad]
+        tracked += ["an input"] if any(isinstance(a, torch.Tensor) and a.requires_grad for a in others) else []
+        if tracked and torch.is_grad_enabled():
+            raise ValueError(
+                "`out` takes no part in autograd, as PyTorch's `out=` arguments; got "
+                f"{' and '.join(tracked)} requiring grad: call without `out`, or under torch.no_grad()"
+            )
+    if _same_memory(out, logits):
+        return True
+    if not _is_writeable(out):
+        raise ValueError(f"`out` must be writeable; got a read-only {type(out).__name__}")
+    if not _is_c_contiguous(out):
+        raise ValueError(f"`out` must be C-contiguous (row-major, no gaps); got strides {_strides(out)}")
+    if _may_overlap(out, logits):
+        raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
+    return False
+
+
+def _check_softmax_in_place(inputs: ClassInputs, *, weighted_smoothing: bool, cap: float | None) -> None:
+    """The rules of ``out=logits`` for the softmax cross-entropy, the same on every path.
+
+    The kernels read each logit once and write its gradient in its place: C-contiguous
+    float32/float64 logits with the class axis last, class-index targets, and no option that
+    reads the logits again (a soft-cap, label smoothing with class weights).
+    """
+    xp, stored = inputs.xp, inputs.stored
+    if not (_is_writeable(stored) and _is_c_contiguous(stored)):
+        raise ValueError(f"{_IN_PLACE} needs writeable C-contiguous logits, with the class axis last")
+    if stored.dtype not in (xp.float32, xp.float64):
+        raise ValueError(f"{_IN_PLACE} needs float32 or float64 logits; got {stored.dtype}")
+    if not inputs.is_index:
+        raise ValueError(f"{_IN_PLACE} needs class-index targets, not probabilities")
+    if cap is not None or weighted_smoothing:
+        option = "`softcap`" if cap is not None else "label smoothing with class weights"
+        raise ValueError(f"{_IN_PLACE} cannot be used with {option}, which reads the logits twice")
+
+
+def _gradient_into(out: Any, grad: Any) -> Any:
+    """``out`` holding ``grad``: copied unless the kernels wrote it there."""
+    if grad is out:
+        return out
+    try:
+        out[...] = grad
+    except (TypeError, ValueError, NotImplementedError) as error:
+        raise TypeError(
+            f"`out` must be a mutable array that takes the gradient by `out[...] = gradient`; "
+            f"{type(out).__name__} refused it: {error}"
+        ) from None
+    return out
+
+
+def _same_memory(a: Any, b: Any) -> bool:
+    """Whether two arrays view exactly the same memory (same start, shape and strides)."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return kernels._same_memory(a, b)
+    if array_api_compat.is_torch_array(a) and array_api_compat.is_torch_array(b):
+        same_layout = a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
+        return same_layout and a.data_ptr() == b.data_ptr()
+    return False
+
+
+def _may_overlap(a: Any, b: Any) -> bool:
+    """Whether two arrays may share memory (bounds compared; False where the library cannot tell)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    if array_api_compat.is_torch_array(a) and array_api_compat.is_torch_array(b):
+        if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+            return False
+
+        def extent(t: Any) -> tuple[int, int]:
+            span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) + 1
+            return t.data_ptr(), t.data_ptr() + span * t.element_size()
+
+        (a_start, a_stop), (b_start, b_stop) = extent(a), extent(b)
+        return a_start < b_stop and b_start < a_stop
+    return False
+
+
+def _is_writeable(x: Any) -> bool:
+    flags = getattr(x, "flags", None)
+    return bool(getattr(flags, "writeable", True)) if flags is not None else True
+
+
+def _is_c_contiguous(x: Any) -> bool:
+    if array_api_compat.is_torch_array(x):
+        return x.is_contiguous()
+    flags = getattr(x, "flags", None)
+    return bool(getattr(flags, "c_contiguous", True)) if flags is not None else True
+
+
+def _strides(x: Any) -> Any:
+    return x.stride() if array_api_compat.is_torch_array(x) else getattr(x, "strides", None)
 
 
 def _fused_softmax_cross_entropy(
@@ -422,6 +562,7 @@ def softmax_cross_entropy_with_grad(
     softcap: float | None = None,
     sample_weight: Any = None,
     reduction: str = "mean",
+    out: Any = None,
 ) -> tuple[Any, Any]:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
 
@@ -436,13 +577,14 @@ def softmax_cross_entropy_with_grad(
     with :math:`D` the mean's denominator (1 for ``"sum"`` and ``"none"``), times
     :math:`1 - \tanh^2(x/c)` when soft-capped. Without weights or smoothing this is the familiar
     :math:`(p - y)/N`. For ``reduction="none"`` it is the gradient of the sum of the losses.
-    The input is never written to.
+    The inputs are never written to, unless ``out=logits`` asks for it.
     {parameters}
     Returns
     -------
     loss : array
         As :func:`softmax_cross_entropy`.
     dlogits : array of the logits' shape and dtype
+        ``out`` itself when given.
 
     Examples
     --------
@@ -450,6 +592,16 @@ def softmax_cross_entropy_with_grad(
     >>> loss, dlogits = softmax_cross_entropy_with_grad(np.array([[0.0, 0.0]]), np.array([1]))
     >>> float(loss), dlogits.tolist()
     (0.6931471805599453, [[0.5, -0.5]])
+
+    A training loop reuses one gradient buffer, or lets the gradient replace the logits:
+
+    >>> logits, buffer = np.array([[0.0, 0.0]]), np.empty((1, 2))
+    >>> _, dlogits = softmax_cross_entropy_with_grad(logits, np.array([1]), out=buffer)
+    >>> dlogits is buffer, buffer.tolist()
+    (True, [[0.5, -0.5]])
+    >>> _, dlogits = softmax_cross_entropy_with_grad(logits, np.array([1]), out=logits)
+    >>> dlogits is logits, logits.tolist()
+    (True, [[0.5, -0.5]])
     """
     return _softmax_cross_entropy(
         logits,
@@ -463,12 +615,28 @@ def softmax_cross_entropy_with_grad(
         sample_weight=sample_weight,
         reduction=reduction,
         with_grad=True,
+        out=out,
     )
 
 
+_SOFTMAX_OUT = """\
+    out : array of the logits' shape and dtype, optional
+        Receives the gradient, and is returned as ``dlogits``, as NumPy's ``out=``: a training
+        loop that reuses one buffer saves the allocation and the page faults of a new gradient
+        every step. It must be writeable, C-contiguous, of the logits' array library and device,
+        and must not overlap the logits, except as ``out=logits``: the gradient then overwrites
+        the logits in place (they are lost), which needs float32 or float64 C-contiguous logits
+        with the class axis last, class-index targets, and neither ``softcap`` nor label
+        smoothing with class weights, which read the logits twice (the same rules on every
+        path). The fused kernels write straight into ``out`` (copied in for a class axis other
+        than the last); the generic path computes the gradient, then copies it in, which needs
+        a mutable array (not JAX's). PyTorch tensors that require grad are refused, as by
+        PyTorch's own ``out=``.
+"""
+
 softmax_cross_entropy.__doc__ = softmax_cross_entropy.__doc__.replace("{parameters}", _SOFTMAX_PARAMETERS)
 softmax_cross_entropy_with_grad.__doc__ = softmax_cross_entropy_with_grad.__doc__.replace(
-    "{parameters}", _SOFTMAX_PARAMETERS
+    "{parameters}", _SOFTMAX_PARAMETERS + _SOFTMAX_OUT
 )
 
 
@@ -805,7 +973,7 @@ def _check_sigmoid_options(label_smoothing: Any, reduction: Any) -> tuple[float,
 
 
 def _sigmoid_cross_entropy(
-    logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction, with_grad
+    logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction, with_grad, out=None
 ):
     smoothing, reduction = _check_sigmoid_options(label_smoothing, reduction)
     inputs = _prepare_elementwise(logits, targets, name="logits", weight=weight, sample_weight=sample_weight)
@@ -813,8 +981,14 @@ def _sigmoid_cross_entropy(
     pos_weight = _broadcast_option(
         "pos_weight", pos_weight, xp, inputs.stored, trailing_rule="one weight per class, last axis", dtype=inputs.dtype
     )
+    # Elementwise: each logit is read before its gradient is written, so out=logits needs only a
+    # writeable C-contiguous array, in any dtype.
+    in_place = out is not None and _check_out(out, logits, xp, targets, weight, pos_weight, sample_weight)
+    if in_place and not (_is_writeable(inputs.stored) and _is_c_contiguous(inputs.stored)):
+        raise ValueError(f"{_IN_PLACE} needs writeable C-contiguous logits")
     if kernels.accepts(xp, inputs.stored, inputs.targets, inputs.weight, pos_weight, inputs.sample_weight):
-        return _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad)
+        result = _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad, out=out)
+        return result if out is None else (result[0], _gradient_into(out, result[1]))
     x = inputs.values
     y = inputs.targets if smoothing == 0.0 else (1.0 - smoothing) * inputs.targets + 0.5 * smoothing
     positive = y if pos_weight is None else pos_weight * y
@@ -828,14 +1002,18 @@ def _sigmoid_cross_entropy(
     for factor in (inputs.weight, inputs.sample_weight):
         if factor is not None:
             grad = xmul(factor, grad, xp)
-    grad = grad * mean_scale(denominator, reduction, xp, grad)
-    return loss, xp.astype(grad, inputs.out_dtype, copy=False)
+    grad = xp.astype(grad * mean_scale(denominator, reduction, xp, grad), inputs.out_dtype, copy=False)
+    return loss, (grad if out is None else _gradient_into(out, grad))
 
 
 def _fused_sigmoid_cross_entropy(
-    inputs: _Elementwise, pos_weight: Any, smoothing: float, reduction: str, *, with_grad: bool
+    inputs: _Elementwise, pos_weight: Any, smoothing: float, reduction: str, *, with_grad: bool, out: Any = None
 ) -> Any:
-    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy, or CPU PyTorch outside autograd; validated)."""
+    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy, or CPU PyTorch outside autograd; validated).
+
+    The kernel layer forms the mean itself, so that a sum past the largest float can be summed
+    again scaled (:func:`crossentropy.kernels.sigmoid_cross_entropy_elements`).
+    """
     xp = inputs.xp
     denominator = _elementwise_denominator(inputs)
     scale = mean_scale(denominator, reduction, xp, xp.ones((), dtype=inputs.dtype))
@@ -848,23 +1026,13 @@ def _fused_sigmoid_cross_entropy(
         smoothing=smoothing,
         grad_scale=float(scale) if with_grad else None,
         per_element=reduction == "none",
+        denominator=float(denominator) if reduction == "mean" else None,
+        out=out if with_grad else None,
     )
-    loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
-    if reduction == "mean" and concrete_bool(xp.isinf(losses)):
-        # The sum passed the largest float, inside a row of the kernel or across rows, while the mean
-        # may fit: a second, forward-only pass sums the losses each divided by the denominator first.
-        mean, _ = kernels.sigmoid_cross_entropy_elements(
-            inputs.stored,
-            inputs.targets,
-            weight=inputs.weight,
-            pos_weight=pos_weight,
-            sample_weight=inputs.sample_weight,
-            smoothing=smoothing,
-            grad_scale=None,
-            per_element=False,
-            loss_scale=float(scale),
-        )
-        loss = xp.astype(mean, inputs.out_dtype, copy=False)
+    if reduction == "mean":
+        loss = xp.astype(losses, inputs.out_dtype, copy=False)
+    else:
+        loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
     return (loss, grad) if with_grad else loss
 
 
@@ -939,6 +1107,7 @@ def sigmoid_cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     sample_weight: Any = None,
     reduction: str = "mean",
+    out: Any = None,
 ) -> tuple[Any, Any]:
     r"""Sigmoid cross-entropy and its gradient with respect to the logits, in closed form.
 
@@ -949,12 +1118,14 @@ def sigmoid_cross_entropy_with_grad(
         \frac{\partial L}{\partial x} = \frac{s\, w}{D} \big( \sigma(x)(q y + 1 - y) - q y \big),
 
     :math:`\sigma(x) - y` without weights, with :math:`D` the mean's denominator (1 for
-    ``"sum"`` and ``"none"``: then it is the gradient of the summed losses).
+    ``"sum"`` and ``"none"``: then it is the gradient of the summed losses). The inputs are
+    never written to, unless ``out=logits`` asks for it.
     {parameters}
     Returns
     -------
     loss : array
     dlogits : array of the logits' shape and dtype
+        ``out`` itself when given.
 
     Examples
     --------
@@ -972,12 +1143,24 @@ def sigmoid_cross_entropy_with_grad(
         sample_weight=sample_weight,
         reduction=reduction,
         with_grad=True,
+        out=out,
     )
 
 
+_SIGMOID_OUT = """\
+    out : array of the logits' shape and dtype, optional
+        Receives the gradient, and is returned as ``dlogits``, as NumPy's ``out=`` (a buffer
+        reused across training steps). It must be writeable, C-contiguous, of the logits' array
+        library and device, and must not overlap the logits, except as ``out=logits``: the loss
+        is elementwise, each logit read before its gradient replaces it, so any writeable
+        C-contiguous logits (any dtype) can take their gradient in place. As in
+        :func:`softmax_cross_entropy_with_grad`: a mutable array, and no PyTorch tensor that
+        requires grad.
+"""
+
 sigmoid_cross_entropy.__doc__ = sigmoid_cross_entropy.__doc__.replace("{parameters}", _SIGMOID_PARAMETERS)
 sigmoid_cross_entropy_with_grad.__doc__ = sigmoid_cross_entropy_with_grad.__doc__.replace(
-    "{parameters}", _SIGMOID_PARAMETERS
+    "{parameters}", _SIGMOID_PARAMETERS + _SIGMOID_OUT
 )
 
 # PyTorch clamps log-probabilities at -100 in binary_cross_entropy, so p = 0 or 1 stays finite.

@@ -265,7 +265,7 @@ def softmax_cross_entropy_rows(
                 weighted_smoothing=bool(smoothing and weight is not None),
                 cap=cap,
             )
-            grad = x if in_place else _gradient_buffer(_host(out), logits, x.dtype)
+            grad = x if in_place else _gradient_buffer(_host(out), logits, x.dtype).reshape(-1, n_classes)
         if half:  # exponentials are kept in float32 rows, one per thread
             scratch = np.empty((numba.get_num_threads(), n_classes), dtype)
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
@@ -280,7 +280,7 @@ def softmax_cross_entropy_rows(
 
 
 def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype) -> np.ndarray:
-    """``out`` checked and viewed as the (rows, classes) array the kernels write."""
+    """``out`` checked and viewed as the kernels write it (half precision as bit patterns), the logits' shape."""
     if not isinstance(out, np.ndarray) or out.shape != logits.shape or out.dtype != logits.dtype:
         got = f"{type(out).__name__} of shape {getattr(out, 'shape', None)} and dtype {getattr(out, 'dtype', None)}"
         rule = f"an array of the logits' shape {logits.shape} and dtype {logits.dtype}"
@@ -289,7 +289,17 @@ def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype
         raise ValueError("`out` must be a writeable C-contiguous array")
     if np.may_share_memory(out, logits):
         raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
-    return out.view(kernel_dtype).reshape(-1, logits.shape[-1])
+    return out.view(kernel_dtype)
+
+
+def _same_memory(out: Any, logits: np.ndarray) -> bool:
+    """Whether ``out`` is an ndarray viewing exactly the memory of ``logits`` (same start, shape and strides)."""
+    return (
+        isinstance(out, np.ndarray)
+        and out.shape == logits.shape
+        and out.strides == logits.strides
+        and out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
+    )
 
 
 def _writes_over_logits(
@@ -302,13 +312,7 @@ def _writes_over_logits(
     smoothing with class weights (a second pass over the logits) reads them again; half
     precision keeps its exponentials in float32 rows and cannot either.
     """
-    same = (
-        isinstance(out, np.ndarray)
-        and out.shape == logits.shape
-        and out.strides == logits.strides
-        and out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
-    )
-    if not same:
+    if not _same_memory(out, logits):
         return False
     what = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
     if not logits.flags.c_contiguous or not logits.flags.writeable:
@@ -339,7 +343,8 @@ def sigmoid_cross_entropy_elements(
     grad_scale: float | None,
     per_element: bool,
     storage: str | None = None,
-    loss_scale: float = 1.0,
+    denominator: float | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     r"""Weighted sigmoid cross-entropy losses and, when ``grad_scale`` is given, the gradient.
 
@@ -363,20 +368,24 @@ def sigmoid_cross_entropy_elements(
         Return every element's loss (``reduction="none"``) instead of their sum.
     storage : {None, "bfloat16"}
         How to read uint16 ``logits``.
-    loss_scale : float, default 1
-        A factor of every element's loss, applied before the sums (forward only: ``grad_scale``
-        must be None). With the mean's :math:`1/D` the sum is the mean itself, and since the
-        losses are non-negative no partial sum exceeds it: the mean of losses whose plain sum
-        overflows.
+    denominator : float, optional
+        Return the mean, the sum divided by ``denominator`` (0 for a zero denominator), instead
+        of the sum (``per_element`` False). Where the sum passes the largest float while the mean
+        may not, the losses are summed again each times :math:`1/D`, so that no partial sum
+        exceeds the mean: in a second, forward-only pass, or in the same pass when the gradient
+        overwrites the logits.
+    out : ndarray or CPU torch.Tensor of the logits' shape and dtype, C-contiguous, optional
+        Where to write the gradient (with ``grad_scale``). It must not overlap ``logits``,
+        unless it is ``logits`` itself: the gradient then overwrites them, element by element
+        (any dtype; the logits must be writeable and C-contiguous).
 
     Returns
     -------
     (losses, grad)
-        ``losses`` of the logits' shape, or their sum as a 0-d array, in the accumulation
-        dtype; ``grad`` of the logits' shape and dtype, or None.
+        ``losses`` of the logits' shape, or their sum (or mean) as a 0-d array, in the
+        accumulation dtype; ``grad`` of the logits' shape and dtype, ``out`` itself when
+        given, or None.
     """
-    if loss_scale != 1.0 and grad_scale is not None:
-        raise ValueError(f"`loss_scale` rescales a forward-only call (`grad_scale=None`); got grad_scale={grad_scale}")
     from ._sigmoid import sigmoid_cross_entropy_flat
 
     caller = logits
@@ -394,19 +403,42 @@ def sigmoid_cross_entropy_elements(
     w_vector, w_full = layout.option(layout.weight, width)
     q_vector, q_full = layout.option(layout.pos_weight, width)
     row_factor = layout.row_factor(n_rows)
-    if loss_scale != 1.0:
-        row_factor = row_factor * dtype.type(loss_scale)
     losses = np.empty(size if per_element else n_rows, dtype)
     store = grad_scale is not None
-    grad = np.empty(size if store else 1, x.dtype)
-    scale = dtype.type(grad_scale if store else 0.0)
-    with _threading.launch_lock():
-        sigmoid_cross_entropy_flat(
-            x, t, w_vector, w_full, q_vector, q_full, row_factor, dtype.type(smoothing), scale, losses, grad, store
-        )
-    with np.errstate(over="ignore"):  # a sum past the largest float is inf (the core then rescales, for a mean)
+    in_place = store and out is not None and _same_memory(_host(out), logits)
+    if in_place and not (logits.flags.c_contiguous and logits.flags.writeable):
+        raise ValueError("writing the gradient over the logits (`out=logits`) needs writeable C-contiguous logits")
+    if store and out is not None and not in_place:
+        grad = _gradient_buffer(_host(out), logits, x.dtype).reshape(-1)
+    else:
+        grad = np.empty(size if store and not in_place else 1, x.dtype)
+    mean = denominator is not None and not per_element
+    inverse = dtype.type(1.0 / denominator if mean and denominator != 0 else 0.0)
+    scaled = np.empty(n_rows if in_place and not per_element else 1, dtype)  # the kernel fills it in place
+
+    def run(row_factor: np.ndarray, losses: np.ndarray, store: bool) -> None:
+        options = (dtype.type(smoothing), dtype.type(grad_scale if store else 0.0))
+        with _threading.launch_lock():
+            sigmoid_cross_entropy_flat(
+                x, t, w_vector, w_full, q_vector, q_full, row_factor, *options, losses, grad, store, in_place, scaled,
+                inverse,
+            )  # fmt: skip
+
+    run(row_factor, losses, store)
+    with np.errstate(over="ignore"):  # a sum past the largest float is inf
         loss = losses.reshape(shape) if per_element else np.asarray(losses.sum(dtype=dtype))
-    return _like(loss, caller), (_like(grad.view(logits.dtype).reshape(shape), caller) if store else None)
+    if mean and denominator == 0:
+        loss = np.zeros((), dtype)
+    elif mean and not np.isinf(loss):
+        loss = np.asarray(loss / dtype.type(denominator))
+    elif mean:  # the sum overflowed, the mean may not: the losses each divided by D first
+        if not in_place:  # the logits are still there: a forward-only pass with the row factors divided
+            run(row_factor * inverse, losses, False)
+            scaled = losses
+        loss = np.asarray(scaled.sum(dtype=dtype))
+    if not store:
+        return _like(loss, caller), None
+    return _like(loss, caller), (_like(grad.view(logits.dtype).reshape(shape), caller) if out is None else out)
 
 
 class _SigmoidLayout:

@@ -19,11 +19,18 @@ The flat input is processed in rows of ``width`` elements, in parallel over rows
 is either a vector of ``width`` entries repeated along each row (class weights, scalars) or an
 array of the whole flat length, and each row has one factor (its sample weight); the layout is
 chosen by :mod:`crossentropy.kernels`.
+
+The gradient can overwrite the logits (``in_place``): each element is read before its gradient
+is written, in a loop of its own over the one array, which LLVM vectorizes (two views of one
+memory would fail its run-time overlap check and run element by element, 18 times slower).
+Since the logits are gone afterwards, that loop also sums the losses times ``loss_scale`` (the
+mean's :math:`1/D`), so that a mean whose plain sum overflows can still be formed.
 """
 
 from __future__ import annotations
 
 from numba import njit, prange
+from numba.extending import overload
 
 from ._cache import refresh
 from ._math import INLINE_OPTIONS, JIT_OPTIONS, accumulator, exp_nonpositive, log1p_unit, narrow, select, widen
@@ -79,9 +86,59 @@ def _row(x, t, w, q, row_factor, keep, lift, grad_scale, losses, grad, store, pe
     return total
 
 
+def _row_in_place(x, t, w, q, row_factor, keep, lift, grad_scale, losses, per_element, loss_scale):  # pragma: no cover
+    """:func:`_row` with the gradient written over ``x``: ``(sum, sum of loss * loss_scale)`` of the row.
+
+    One array read and written in one loop: LLVM sees no aliasing and vectorizes it. Read-only
+    logits (never written in place) get a stub that is never called.
+    """
+    raise NotImplementedError
+
+
+def _row_over_itself(x, t, w, q, row_factor, keep, lift, grad_scale, losses, per_element, loss_scale):
+    total = accumulator(x)(0)
+    scaled = accumulator(x)(0)
+    if per_element:
+        for j in range(x.shape[0]):
+            loss, slope = _element(widen(x[j]), t[j], q[j], w[j] * row_factor, keep, lift)
+            losses[j] = loss
+            x[j] = narrow(slope * grad_scale, x)
+    else:
+        for j in range(x.shape[0]):
+            loss, slope = _element(widen(x[j]), t[j], q[j], w[j] * row_factor, keep, lift)
+            total += loss
+            scaled += loss * loss_scale
+            x[j] = narrow(slope * grad_scale, x)
+    return total, scaled
+
+
+@overload(_row_in_place, jit_options=INLINE_OPTIONS)
+def _row_in_place_overload(x, t, w, q, row_factor, keep, lift, grad_scale, losses, per_element, loss_scale):
+    if x.mutable:
+        return _row_over_itself
+    return lambda x, t, w, q, row_factor, keep, lift, grad_scale, losses, per_element, loss_scale: (
+        row_factor,
+        row_factor,
+    )  # never called: read-only logits are not written in place
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def sigmoid_cross_entropy_flat(
-    logits, targets, w_vector, w_full, q_vector, q_full, row_factor, smoothing, grad_scale, losses, grad, store
+    logits,
+    targets,
+    w_vector,
+    w_full,
+    q_vector,
+    q_full,
+    row_factor,
+    smoothing,
+    grad_scale,
+    losses,
+    grad,
+    store,
+    in_place,
+    scaled_losses,
+    loss_scale,
 ):
     r"""Elementwise sigmoid cross-entropy of flat arrays, in rows of ``w_vector.shape[0]`` elements.
 
@@ -95,7 +152,11 @@ def sigmoid_cross_entropy_flat(
     smoothing : label smoothing
     grad_scale : the reduction's scale of the gradient
     losses : (L,) per-element losses, or (number of rows,) row sums
-    grad : (L,) output of the logits' type when ``store``, else (1,)
+    grad : (L,) output of the logits' type when ``store`` (and not ``in_place``), else (1,)
+    in_place : write the gradient over ``logits`` (with ``store``)
+    scaled_losses : (number of rows,) row sums of loss * ``loss_scale`` when ``in_place`` with row
+        sums, else (1,)
+    loss_scale : the factor of ``scaled_losses``
 
     Everything but ``logits`` and ``grad`` is in the accumulation dtype.
     """
@@ -112,6 +173,24 @@ def sigmoid_cross_entropy_flat(
         length = stop - start
         w = w_full[start:stop] if w_full.shape[0] > 0 else w_vector[:length]
         q = q_full[start:stop] if q_full.shape[0] > 0 else q_vector[:length]
+        if store and in_place:
+            total, scaled = _row_in_place(
+                logits[start:stop],
+                targets[start:stop],
+                w,
+                q,
+                row_factor[r],
+                keep,
+                lift,
+                grad_scale,
+                losses[start:stop] if per_element else losses[:0],
+                per_element,
+                loss_scale,
+            )
+            if not per_element:
+                losses[r] = total
+                scaled_losses[r] = scaled
+            continue
         total = _row(
             logits[start:stop],
             targets[start:stop],
