@@ -126,8 +126,12 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
     # Reductions only (no temporary of the rows' size); half precision sums in float32. Rows with an
-    # entry outside [0, 1] are not probabilities and are not summed (logits of ±3e38 would overflow).
-    in_unit_interval = (xp.min(rows) >= 0) & (xp.max(rows) <= 1)
+    # entry outside [0, 1] are not probabilities and are not summed (logits of ±3e38 would overflow);
+    # a negative entry, as most logits have, settles it after one reduction.
+    non_negative = xp.min(rows) >= 0
+    if concrete_bool(non_negative) is False:
+        return
+    in_unit_interval = non_negative & (xp.max(rows) <= 1)
     if concrete_bool(in_unit_interval) is False:
         return
     sums = xp.sum(rows, axis=-1, dtype=compute_dtype(xp, rows.dtype))
