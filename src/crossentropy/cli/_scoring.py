@@ -37,6 +37,9 @@ from ..kernels._threading import launch_lock
 __all__ = ["InvalidValue", "ScoreReport", "ScoreSpec", "Scorer"]
 
 _CLIP_EPS = float(np.finfo(np.float64).eps)
+# The partial sums of a batch (per chunk: per-class totals and scratch rows) stay under this,
+# so a batch of many classes is split into fewer chunks rather than taking memory per class and thread.
+_CHUNK_BYTES = 16 << 20
 
 _PROBLEM_TEXT = {
     kernel.BAD_NAN: "is NaN",
@@ -240,7 +243,7 @@ class Scorer:
         Columns and options.
     n_chunks : int, optional
         Independent partial sums a batch is split into (parallel over rows); default four per
-        Numba thread.
+        Numba thread, fewer for many classes (the sums of all chunks stay under 16 MiB).
     """
 
     def __init__(self, spec: ScoreSpec, *, n_chunks: int | None = None) -> None:
@@ -318,7 +321,7 @@ class Scorer:
             weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
             if weight.shape != (n_rows,):
                 raise ValueError(f"`sample_weight` must have shape ({n_rows},); got {weight.shape}")
-        n_chunks = max(1, min(self._n_chunks, n_rows))
+        n_chunks = self._chunks(n_rows, 2 * spec.n_classes)
         totals = np.zeros((n_chunks, kernel.N_TOTALS))
         per_class = np.zeros((n_chunks, spec.n_classes, kernel.N_CLASS_TOTALS))
         bins = np.zeros((n_chunks, spec.n_bins, kernel.N_BIN_TOTALS))
@@ -348,7 +351,7 @@ class Scorer:
 
         spec = self.spec
         size = int(data.shape[0])
-        n_segments = max(1, min(self._n_chunks, size >> 16))
+        n_segments = self._chunks(size >> 16, layout.n_numbers + 2 * spec.n_classes)
         totals = np.zeros((n_segments, kernel.N_TOTALS))
         per_class = np.zeros((n_segments, spec.n_classes, kernel.N_CLASS_TOTALS))
         bins = np.zeros((n_segments, spec.n_bins, kernel.N_BIN_TOTALS))
@@ -369,6 +372,22 @@ class Scorer:
         n_rows = int(rows.sum())
         self._absorb(totals, per_class, bins, problems, first_rows, n_rows)
         return n_rows
+
+    def _chunks(self, at_most: int, scratch_columns: int) -> int:
+        """How many chunks (or segments) a batch is split into.
+
+        At most ``at_most`` and the scorer's ``n_chunks``, and few enough that their partial
+        sums and ``scratch_columns`` float64 each stay under :data:`_CHUNK_BYTES` in all.
+        """
+        spec = self.spec
+        per_chunk = 8 * (
+            spec.n_classes * kernel.N_CLASS_TOTALS
+            + spec.n_bins * kernel.N_BIN_TOTALS
+            + kernel.N_TOTALS
+            + kernel.N_PROBLEMS
+            + scratch_columns
+        )
+        return max(1, min(self._n_chunks, at_most, _CHUNK_BYTES // per_chunk))
 
     def _absorb(
         self,

@@ -17,8 +17,11 @@ import bisect
 import contextlib
 import csv
 import io
+import os
 import re
+import shutil
 import stat
+import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,6 +33,7 @@ __all__ = [
     "FORMATS",
     "MAX_COLUMNS",
     "MAX_LINE_BYTES",
+    "ArrayBatch",
     "CsvLines",
     "CsvSource",
     "InputError",
@@ -47,6 +51,8 @@ MAX_LINE_BYTES = 16 << 20
 MAX_COLUMNS = 1 << 20
 """The most columns a file may have (1,048,576)."""
 
+# pyarrow converts the columns of a CSV block in groups of at most this many.
+_CONVERT_COLUMNS = 8192
 # A carriage return that neither ends a line (before its line feed) nor the file.
 _BARE_CARRIAGE_RETURN = re.compile(rb"\r(?!\n|\Z)")
 
@@ -345,7 +351,7 @@ class CsvSource(Source):
                 carry = bytes(buffer[cut:size])
                 if size == 0:
                     break
-                if len(carry) > MAX_LINE_BYTES:
+                if cut == 0 and len(carry) > MAX_LINE_BYTES:
                     raise InputError(
                         f"{self.path}: row {first_row + 1} (line {self._line_at(offset + cut)}): the line is longer "
                         f"than {MAX_LINE_BYTES:,} bytes, the most crossentropy score reads in one line"
@@ -383,26 +389,29 @@ class CsvSource(Source):
                 f"{self.where(row)}: has a carriage return (\\r) that does not end the line; lines must end in "
                 "\\n or \\r\\n"
             )
-        types = {name: pa.float64() for name in numeric}
-        if labels is not None:
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        if len(wanted) <= _CONVERT_COLUMNS:
+            return self._read_csv(text, first_row, numeric, labels, wanted)
+        # pyarrow's conversion takes about 9 kB a column while it runs: many columns go a group at a time.
+        columns: list[Any] = []
+        for start in range(0, len(wanted), _CONVERT_COLUMNS):
+            group = wanted[start : start + _CONVERT_COLUMNS]
+            columns += self._read_csv(text, first_row, numeric, labels, group).columns
+        return pa.Table.from_arrays(columns, names=wanted)
+
+    def _read_csv(self, text: Any, first_row: int, numeric: Sequence[str], labels: str | None, group: list[str]) -> Any:
+        """The columns ``group`` of a block, parsed by pyarrow."""
+        pa = _pyarrow()
+        types = {name: pa.float64() for name in group if name != labels}
+        if labels in group:
             types[labels] = pa.dictionary(pa.int32(), pa.string())
         parse = pa.csv.ParseOptions(delimiter=self.delimiter)
-        wanted = list(numeric) + ([labels] if labels is not None else [])
-        convert = pa.csv.ConvertOptions(column_types=types, include_columns=wanted, strings_can_be_null=False)
-        # pyarrow cannot parse a line longer than its block: blocks of 1 MiB, or of four header lines
-        # for wide files; a block that still fails is parsed again whole before it is called bad.
-        block_size = max(1 << 20, 4 * self._header_bytes)
-        while True:
-            read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=block_size)
-            try:
-                return pa.csv.read_csv(
-                    pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert
-                )
-            except pa.ArrowInvalid as error:
-                if block_size <= len(text):
-                    block_size = len(text) + 1
-                    continue
-                raise self._locate(text, first_row, numeric, error) from None
+        convert = pa.csv.ConvertOptions(column_types=types, include_columns=group, strings_can_be_null=False)
+        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
+        try:
+            return pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as error:
+            raise self._locate(text, first_row, numeric, error) from None
 
     def _locate(self, text: Any, first_row: int, numeric: Sequence[str], error: Exception) -> Exception:
         """An :class:`InputError` at the cell behind pyarrow's ``error`` (found by re-reading the block)."""
@@ -555,6 +564,16 @@ class ParquetSource(Source):
                 yield pa.Table.from_batches([batch])
 
 
+def _read_exactly(descriptor: int, view: memoryview, offset: int) -> bool:
+    """Fill the bytes ``view`` from ``offset`` of the file; False if the file ends first."""
+    while len(view):
+        n_read = os.preadv(descriptor, [view], offset)
+        if n_read == 0:
+            return False
+        view, offset = view[n_read:], offset + n_read
+    return True
+
+
 def _open_npy_stream(stream: Any, where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
     """Read the header of a ``.npy`` stream; returns ``(dtype, shape, fortran_order)``."""
     try:
@@ -577,12 +596,74 @@ class _Block:
         self.names, self.read, self.dtype, self.shape, self.fields = names, read, dtype, shape, fields
 
 
+class ArrayBatch:
+    """Rows ``first_row ...`` of a NumPy file, as one block of rows of each member it reads.
+
+    ``crossentropy score`` takes the numeric columns as one float64 matrix (:meth:`numbers`: a
+    run of neighbouring columns of a 2-d member in one copy) and the label column as a pyarrow
+    array (:meth:`column`), so a file of many columns costs no Python work per column and batch.
+    NumPy arrays have no missing values.
+    """
+
+    def __init__(self, source: NumpySource, blocks: dict[str, np.ndarray], first_row: int, num_rows: int) -> None:
+        self.source, self.blocks, self.first_row, self.num_rows = source, blocks, first_row, num_rows
+
+    def _values(self, name: str) -> np.ndarray:
+        member, index = self.source.member_of(name)
+        block = self.blocks[member]
+        values = block[name] if block.dtype.names is not None else block
+        return values[:, index] if index is not None else values
+
+    def column(self, name: str) -> Any:
+        """The column ``name`` as a pyarrow chunked array (as a table's), read as labels (text or whole numbers)."""
+        return _pyarrow().chunked_array([self.source.label_column(self._values(name), name, self.first_row)])
+
+    def numbers(self, names: Sequence[str]) -> np.ndarray:
+        """The columns ``names`` as a C-ordered float64 array of shape ``(num_rows, len(names))``."""
+        out = np.empty((self.num_rows, len(names)))
+        for member, index, start, end in self.source.column_runs(tuple(names)):
+            block = self.blocks[member]
+            if index is None:
+                out[:, start] = self._number_column(names[start])
+                continue
+            self._check_numbers(block.dtype, names[start])
+            # A Fortran-ordered block is transposed in slabs of columns that stay in the cache.
+            step = end - start if block.flags.c_contiguous else 256
+            for first in range(start, end, step):
+                last = min(first + step, end)
+                out[:, first:last] = block[:, index + first - start : index + last - start]
+        return out
+
+    def _check_numbers(self, dtype: np.dtype, name: str) -> None:
+        if dtype.kind not in "biuf":
+            raise InputError(f"{self.source.where(column=name)}: dtype {dtype} holds neither numbers nor text")
+
+    def _number_column(self, name: str) -> np.ndarray:
+        values = self._values(name)
+        if values.dtype.kind in "SU":
+            text = np.char.decode(values, "utf-8", "replace") if values.dtype.kind == "S" else values
+            for offset, cell in enumerate(text.tolist()):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise InputError(
+                        f"{self.source.where(self.first_row + offset, name)}: {cell!r} is not a number"
+                    ) from None
+            return text.astype(np.float64)
+        self._check_numbers(values.dtype, name)
+        return values
+
+
 class NumpySource(Source):
     """A ``.npy`` array (structured: one column per field; 2-d: columns ``0``, ``1``, ...) or a ``.npz`` archive.
 
     In an archive, a 1-d member is the column of its name and a 2-d member ``key`` of width k the
     columns ``key_0`` ... ``key_{k-1}``; every member has one entry per row. Members are read
-    from the archive as streams, so compressed archives need no more memory than a batch.
+    in blocks of rows, so memory follows the batch, not the file: C-ordered members as streams
+    (compressed ones too), Fortran-ordered 2-d members one column slice at a time at its offset
+    in the file; a compressed Fortran-ordered member, which cannot be read at an offset, is
+    first decompressed into an anonymous temporary file (disk the size of the member).
+    Batches are :class:`ArrayBatch` objects.
     """
 
     kind = "NumPy"
@@ -595,6 +676,7 @@ class NumpySource(Source):
         self._done = 0
         self._members: dict[str, tuple[str, int | None]] = {}  # column -> (member, index within a 2-d member)
         self._member_info: dict[str, tuple[np.dtype, tuple[int, ...], bool]] = {}
+        self._runs: dict[tuple[str, ...], list[tuple[str, int | None, int, int]]] = {}
         if kind == "npy":
             with path.open("rb") as stream:
                 self._add_member("", *_open_npy_stream(stream, str(path)))
@@ -651,16 +733,55 @@ class NumpySource(Source):
     def progress(self) -> tuple[float, float]:
         return float(self._done), float(self._rows)
 
+    def member_of(self, column: str) -> tuple[str, int | None]:
+        """``(member, index)``: the member holding ``column`` and its index in a 2-d member (else None)."""
+        return self._members[column]
+
+    def column_runs(self, names: tuple[str, ...]) -> list[tuple[str, int | None, int, int]]:
+        """``(member, index, start, end)``: ``names[start:end]`` are the columns ``index, index + 1, ...`` of a
+        2-d ``member``; a column of a 1-d member or a field is a run of its own, with ``index`` None.
+
+        Worked out once per tuple of names, not per batch.
+        """
+        runs = self._runs.get(names)
+        if runs is None:
+            runs = []
+            for j, name in enumerate(names):
+                member, index = self._members[name]
+                last = runs[-1] if runs else None
+                if index is not None and last and last[:2] == (member, index - (j - last[2])) and last[3] == j:
+                    runs[-1] = (member, last[1], last[2], j + 1)
+                else:
+                    runs.append((member, index, j, j + 1))
+            self._runs[names] = runs
+        return runs
+
+    def _batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None,
+        lines: bool,
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, ArrayBatch)`` of ``batch_rows`` rows (the last one fewer)."""
+        wanted = list(numeric) + ([labels] if labels is not None else [])
+        members = sorted({self._members[name][0] for name in wanted})
+        with contextlib.ExitStack() as stack:
+            archive = stack.enter_context(zipfile.ZipFile(self.path)) if self.kind == "npz" else None
+            iterators = {member: self._member_batches(member, batch_rows, archive) for member in members}
+            for iterator in iterators.values():
+                stack.callback(iterator.close)
+            for first_row in range(0, self._rows, batch_rows):
+                count = min(batch_rows, self._rows - first_row)
+                blocks = {member: next(iterator) for member, iterator in iterators.items()}
+                self._done = first_row + count
+                yield first_row, ArrayBatch(self, blocks, first_row, count)
+
     def _member_batches(self, member: str, batch_rows: int, archive: Any) -> Iterator[np.ndarray]:
         dtype, shape, fortran = self._member_info[member]
         if fortran and len(shape) == 2:
-            # Columns are contiguous, rows are not: read whole (memory grows with the file here only).
-            stream = self.path.open("rb") if not member else archive.open(member + ".npy")
-            with stream:
-                _open_npy_stream(stream, str(self.path))
-                whole = np.frombuffer(stream.read(), dtype=dtype).reshape(shape, order="F")
-            for start in range(0, shape[0], batch_rows):
-                yield whole[start : start + batch_rows]
+            yield from self._fortran_batches(member, batch_rows, archive)
             return
         row_bytes = dtype.itemsize * (shape[1] if len(shape) == 2 else 1)
         stream = self.path.open("rb") if not member else archive.open(member + ".npy")
@@ -674,30 +795,63 @@ class NumpySource(Source):
                 block = np.frombuffer(data, dtype=dtype)
                 yield block.reshape(count, shape[1]) if len(shape) == 2 else block
 
-    def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
-        pa = _pyarrow()
-        members = sorted({self._members[name][0] for name in wanted})
-        archive = zipfile.ZipFile(self.path) if self.kind == "npz" else None
-        try:
-            iterators = {member: self._member_batches(member, batch_rows, archive) for member in members}
-            first_row = 0
-            while first_row < self._rows:
-                blocks = {member: next(iterator) for member, iterator in iterators.items()}
-                arrays = []
-                for name in wanted:
-                    member, index = self._members[name]
-                    block = blocks[member]
-                    values = block[name] if block.dtype.names is not None else block
-                    values = values[:, index] if index is not None else values
-                    arrays.append(self._arrow_column(values, name, name == labels, first_row))
-                table = pa.Table.from_arrays(arrays, names=wanted)
-                yield table
-                first_row += table.num_rows
-        finally:
-            if archive is not None:
-                archive.close()
+    def _fortran_batches(self, member: str, batch_rows: int, archive: Any) -> Iterator[np.ndarray]:
+        """Row blocks of a Fortran-ordered 2-d member: its columns are contiguous, its rows are not.
 
-    def _arrow_column(self, values: np.ndarray, name: str, is_label: bool, first_row: int) -> Any:
+        A block of rows is one read per column, at the column's offset; the block is
+        Fortran-ordered too, so each read lands in one contiguous slice of it.
+        """
+        dtype, (n_rows, n_columns), _ = self._member_info[member]
+        with self._data_at_offsets(member, archive) as (descriptor, offset):
+            for start in range(0, n_rows, batch_rows):
+                count = min(batch_rows, n_rows - start)
+                block = np.empty((count, n_columns), dtype=dtype, order="F")
+                size = count * dtype.itemsize
+                data = memoryview(block.T.reshape(-1).view(np.uint8))  # column k is data[k * size : (k + 1) * size]
+                for k in range(n_columns):
+                    where = offset + (k * n_rows + start) * dtype.itemsize
+                    part = data[k * size : (k + 1) * size]
+                    if os.preadv(descriptor, [part], where) != size and not _read_exactly(descriptor, part, where):
+                        raise InputError(f"{self.where(start)}: the file ends early (truncated array)")
+                yield block
+
+    @contextlib.contextmanager
+    def _data_at_offsets(self, member: str, archive: Any) -> Iterator[tuple[int, int]]:
+        """``(file descriptor, offset of the array data)`` of ``member``, for reads at offsets.
+
+        The ``.npy`` file itself, or the archive for a stored (uncompressed) member; a compressed
+        member is decompressed into an anonymous temporary file first.
+        """
+        with contextlib.ExitStack() as stack:
+            if not member:
+                stream = stack.enter_context(self.path.open("rb"))
+            else:
+                info = archive.getinfo(member + ".npy")
+                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
+                    stream = stack.enter_context(self.path.open("rb"))
+                    stream.seek(info.header_offset)
+                    local = stream.read(30)  # the local file header, whose name and extra field precede the data
+                    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                        raise InputError(f"{self.path}: member {member!r}: the archive is damaged")
+                    lengths = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                    stream.seek(info.header_offset + 30 + lengths)
+                else:
+                    stream = stack.enter_context(tempfile.TemporaryFile())
+                    try:
+                        with archive.open(info) as packed:
+                            shutil.copyfileobj(packed, stream, 1 << 20)
+                        stream.flush()
+                    except OSError as error:
+                        raise InputError(
+                            f"{self.path}: member {member!r}: a compressed Fortran-ordered member is decompressed "
+                            f"into a temporary file in {tempfile.gettempdir()} first, which failed: {_reason(error)}"
+                        ) from None
+                    stream.seek(0)
+            _open_npy_stream(stream, f"{self.path}: member {member!r}" if member else str(self.path))
+            yield stream.fileno(), stream.tell()
+
+    def label_column(self, values: np.ndarray, name: str, first_row: int) -> Any:
+        """A column of labels as a pyarrow array: text, or whole numbers as int64."""
         pa = _pyarrow()
         if values.dtype.kind == "S":
             values = np.char.decode(values, "utf-8", "replace")
@@ -705,17 +859,13 @@ class NumpySource(Source):
             return pa.array(values.astype(str))
         if values.dtype.kind not in "biuf":
             raise InputError(f"{self.where(column=name)}: dtype {values.dtype} holds neither numbers nor text")
-        if is_label:
-            if values.dtype.kind == "f":
-                whole = np.isfinite(values) & (values == np.round(values))
-                if not whole.all():
-                    row = int(np.argmin(whole))
-                    raise InputError(
-                        f"{self.where(first_row + row, name)}: label {values[row]!r} is not a whole number"
-                    )
-                values = values.astype(np.int64)
-            return pa.array(values.astype(np.int64) if values.dtype.kind in "bu" else values)
-        return pa.array(np.ascontiguousarray(values, dtype=np.float64))
+        if values.dtype.kind == "f":
+            whole = np.isfinite(values) & (values == np.round(values))
+            if not whole.all():
+                row = int(np.argmin(whole))
+                raise InputError(f"{self.where(first_row + row, name)}: label {values[row]!r} is not a whole number")
+            values = values.astype(np.int64)
+        return pa.array(values.astype(np.int64) if values.dtype.kind in "bu" else values)
 
 
 def open_source(path: str | Path, *, file_format: str | None = None, delimiter: str | None = None) -> Source:

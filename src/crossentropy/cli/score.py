@@ -25,7 +25,7 @@ from ._options import logarithm_base, positive_int, unit_fraction
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
-from ._sources import FORMATS, CsvLines, InputError, Source, open_source
+from ._sources import FORMATS, ArrayBatch, CsvLines, InputError, Source, open_source
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
 
@@ -50,6 +50,7 @@ Rows are counted from 1 without the header; lines count the header.
 """
 
 _BATCH_ROWS = 1 << 17
+_BATCH_BYTES = 16 << 20  # of float64 numbers a batch: fewer rows for wide files, so memory stays bounded
 _MAX_LISTED = 12
 
 
@@ -161,16 +162,31 @@ def _patterns(values: Sequence[str] | None) -> list[str]:
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
 
 
+def _first_repeated(values: Sequence[str]) -> str | None:
+    """The smallest value that occurs more than once, or None (one pass with a set)."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for value in values:
+        if value in seen:
+            repeated.add(value)
+        seen.add(value)
+    return min(repeated) if repeated else None
+
+
 def _match(source: Source, patterns: list[str], option: str) -> list[tuple[str, str]]:
-    """``(column, class)`` pairs selected by ``patterns``, in pattern then file order."""
+    """``(column, class)`` pairs selected by ``patterns``, in pattern then file order.
+
+    Linear in the number of columns for each pattern (a wide file has hundreds of thousands).
+    """
+    names = set(source.columns)
     chosen: list[tuple[str, str]] = []
     for pattern in patterns:
-        if pattern in source.columns:
+        if pattern in names:
             chosen.append((pattern, pattern))
             continue
         if not any(c in pattern for c in "*?["):
             raise _missing(source, pattern, option)
-        matched = [name for name in source.columns if fnmatch.fnmatchcase(name, pattern)]
+        matched = fnmatch.filter(source.columns, pattern)
         if not matched:
             raise InputError(
                 f"{source.where()}: no column matches {option} {pattern!r}. Columns: {_listing(source.columns)}"
@@ -179,14 +195,12 @@ def _match(source: Source, patterns: list[str], option: str) -> list[tuple[str, 
         head, _, tail = pattern.partition("*")
         for name in matched:
             chosen.append((name, name[len(head) : len(name) - len(tail)] if capture else name))
-    columns = [column for column, _ in chosen]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise InputError(f"{source.where()}: {option} selects column {repeated[0]!r} twice")
-    classes = [name for _, name in chosen]
-    repeated = sorted({c for c in classes if classes.count(c) > 1})
-    if repeated:
-        raise InputError(f"{source.where()}: {option} names class {repeated[0]!r} twice")
+    repeated = _first_repeated([column for column, _ in chosen])
+    if repeated is not None:
+        raise InputError(f"{source.where()}: {option} selects column {repeated!r} twice")
+    repeated = _first_repeated([name for _, name in chosen])
+    if repeated is not None:
+        raise InputError(f"{source.where()}: {option} names class {repeated!r} twice")
     return chosen
 
 
@@ -196,17 +210,18 @@ def select_columns(source: Source, args: argparse.Namespace) -> Selection:
         raise InputError(f"{source.where()}: give the targets either as --target COL or as --target-probs PATTERN")
     if args.probs and args.logits:
         raise InputError(f"{source.where()}: give the predictions either as --probs or as --logits, not both")
-    used: list[str] = []
+    names = set(source.columns)
+    used: set[str] = set()
     if args.target is not None:
-        if args.target not in source.columns:
+        if args.target not in names:
             raise _missing(source, args.target, "--target")
-        used.append(args.target)
+        used.add(args.target)
     if args.sample_weight is not None:
-        if args.sample_weight not in source.columns:
+        if args.sample_weight not in names:
             raise _missing(source, args.sample_weight, "--sample-weight")
-        used.append(args.sample_weight)
+        used.add(args.sample_weight)
     target_pairs = _match(source, _patterns(args.target_probs), "--target-probs") if args.target_probs else []
-    used += [column for column, _ in target_pairs]
+    used.update(column for column, _ in target_pairs)
     option = "--logits" if args.logits else "--probs"
     if args.logits or args.probs:
         pairs = _match(source, _patterns(args.logits or args.probs), option)
@@ -230,8 +245,9 @@ def select_columns(source: Source, args: argparse.Namespace) -> Selection:
     ordered_targets: tuple[str, ...] = ()
     if target_pairs:
         by_class = dict((name, column) for column, name in target_pairs)
+        predicted = set(classes)
         missing = [name for name in classes if name not in by_class]
-        extra = [name for name in by_class if name not in classes]
+        extra = [name for name in by_class if name not in predicted]
         if missing or extra:
             raise InputError(
                 f"{source.where()}: the classes of --target-probs and of {option} must be the same; "
@@ -342,9 +358,15 @@ def score_source(
     tolerance: float = 1e-6,
     base: float | None = None,
     progress: bool | None = None,
-    batch_rows: int = _BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> ScoreReport:
-    """Score every row of ``source``; bad input raises :class:`InputError` naming the row and column."""
+    """Score every row of ``source``; bad input raises :class:`InputError` naming the row and column.
+
+    ``batch_rows`` (Parquet and NumPy files; CSV is read in blocks of bytes) defaults to
+    131,072 rows, fewer when the columns would make a batch larger than 32 MiB of float64.
+    """
+    if batch_rows is None:
+        batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // (8 * (len(selection.numeric) + 1))))
     labels = _Labels(source, selection) if selection.target is not None else None
     spec = ScoreSpec(
         classes=selection.classes,
@@ -377,21 +399,14 @@ def score_source(
                 table = item
             if table.num_rows == 0:
                 continue
-            for name in selection.numeric:
-                column = table.column(name)
-                if column.null_count:
-                    row = first_row + int(np.argmax(np.asarray(column.is_null())))
-                    raw = getattr(source, "cell_text", lambda *_: None)(row, name)
-                    shown = "empty" if raw is None or not raw.strip() else f"{raw!r}, read as missing"
-                    raise InputError(f"{source.where(row, name)}: the value is {shown}; a number is needed")
-            predictions = np.column_stack([table.column(name).to_numpy() for name in selection.predictions])
-            targets = labels.encode(table.column(selection.target), first_row) if labels is not None else None
+            predictions = _numbers(source, table, selection.predictions, first_row)
             target_probs = (
-                np.column_stack([table.column(name).to_numpy() for name in selection.target_probs])
-                if selection.target_probs
-                else None
+                _numbers(source, table, selection.target_probs, first_row) if selection.target_probs else None
             )
-            weight = table.column(selection.sample_weight).to_numpy() if selection.sample_weight else None
+            weight = (
+                _numbers(source, table, [selection.sample_weight], first_row)[:, 0] if selection.sample_weight else None
+            )
+            targets = labels.encode(table.column(selection.target), first_row) if labels is not None else None
             try:
                 scorer.add(predictions, targets, target_probs=target_probs, sample_weight=weight)
             except InvalidValue as problem:
@@ -411,6 +426,24 @@ def score_source(
     report.warnings += _normalization_warnings(source, selection, scorer, report, renormalize, tolerance)
     report.source = {"file": str(source.path), "format": source.kind, "bytes": source.size_bytes}
     return report
+
+
+def _numbers(source: Source, table: Any, names: Sequence[str], first_row: int) -> np.ndarray:
+    """The columns ``names`` of a batch as a float64 array of shape ``(n_rows, len(names))``.
+
+    A pyarrow table's missing cell (an empty CSV field, ``NA``) is an :class:`InputError`; an
+    :class:`ArrayBatch` (NumPy files, which have none) builds the array without a column loop.
+    """
+    if isinstance(table, ArrayBatch):
+        return table.numbers(names)
+    columns = [table.column(name) for name in names]
+    for name, column in zip(names, columns, strict=True):
+        if column.null_count:
+            row = first_row + int(np.argmax(np.asarray(column.is_null())))
+            raw = getattr(source, "cell_text", lambda *_: None)(row, name)
+            shown = "empty" if raw is None or not raw.strip() else f"{raw!r}, read as missing"
+            raise InputError(f"{source.where(row, name)}: the value is {shown}; a number is needed")
+    return np.column_stack([column.to_numpy() for column in columns])
 
 
 def _located(source: Source, selection: Selection, problem: InvalidValue) -> InputError:
