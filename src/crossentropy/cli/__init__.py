@@ -1,7 +1,8 @@
 """The ``crossentropy`` command.
 
 Every sub-command prints a readable table (or JSON with ``--json``), exits 0 on success and 2
-on bad input with a one-line message and no traceback.
+on bad input with a one-line message and no traceback; interrupted (Ctrl-C), it exits 130 with
+the one line ``crossentropy COMMAND: interrupted``, leaving no half-written file.
 """
 
 from __future__ import annotations
@@ -92,16 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # No OMP_WAIT_POLICY here any more: the kernels' threads no longer run on GNU OpenMP and sleep between
     # calls (crossentropy/kernels/_threading.py), so nothing spins to take pyarrow's and BLAS's cores.
-    if args.command == "demo":
-        return demo.command(args)
-    if args.command == "bench":
-        return bench.command(args)
-    if args.command == "score":
-        return score.command(args)
-    if args.command == "gallery":
-        return gallery.command(args)
-    parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2
-    return 2
+    commands = {"demo": demo.command, "bench": bench.command, "score": score.command, "gallery": gallery.command}
+    if args.command not in commands:
+        parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, no traceback, and the shell's code for SIGINT (128 + 2). Output files are
+        # written atomically, so none is left half-written.
+        print(f"crossentropy {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

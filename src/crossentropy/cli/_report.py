@@ -1,6 +1,8 @@
 """The report of ``crossentropy score --report DIR``: an HTML page with PNG figures and the numbers as JSON.
 
-Each file is written atomically (:func:`crossentropy.cli._files.write_atomic`).
+Everything is rendered in memory first, then the four files are written together
+(:func:`crossentropy.cli._files.write_all_atomic`): an interrupted or failed run leaves the
+directory as it was.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import pyplot, write_atomic, write_figure
+from ._files import figure_png, pyplot, write_all_atomic
 from ._scoring import ScoreReport
 
 __all__ = ["OUTPUT_NAMES", "per_class_figure", "reliability_figure", "write_report"]
@@ -80,11 +82,10 @@ def write_report(report: ScoreReport, directory: Path, *, title: str) -> list[Pa
 
     Returns the paths written, the HTML page first.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    reliability = write_figure(directory / "reliability.png", reliability_figure(report))
-    per_class = write_figure(directory / "per_class.png", per_class_figure(report))
-    figures = report.as_dict()
-    data = write_atomic(directory / "report.json", lambda file: json.dump(figures, file, indent=2))
+    index, reliability, per_class, data = (directory / name for name in OUTPUT_NAMES)
+    reliability_png = figure_png(reliability_figure(report))
+    per_class_png = figure_png(per_class_figure(report))
+    numbers = json.dumps(report.as_dict(), indent=2)
     class_header, class_rows = report.per_class_rows()
     warnings = "".join(f'<p class="warning">{html.escape(w)}</p>' for w in report.warnings)
     source = report.source
@@ -106,5 +107,11 @@ def write_report(report: ScoreReport, directory: Path, *, title: str) -> list[Pa
 <p>The numbers as JSON: <a href="{data.name}">{data.name}</a>.</p>
 </body></html>
 """
-    index = write_atomic(directory / "index.html", lambda file: file.write(page))
-    return [index, reliability, per_class, data]
+    return write_all_atomic(
+        {
+            index: page.encode(),
+            reliability: reliability_png,
+            per_class: per_class_png,
+            data: numbers.encode(),
+        }
+    )

@@ -13,6 +13,7 @@ import difflib
 import fnmatch
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -504,15 +505,17 @@ def command(args: argparse.Namespace) -> int:
             progress=args.progress,
         )
     except InputError as error:
-        print(f"crossentropy score: error: {error}", file=sys.stderr)
-        return 2
+        return _error(error)
     for warning in report.warnings:
         print(f"crossentropy score: warning: {warning}", file=sys.stderr)
     written: list[Path] = []
     if report_dir is not None:
         from ._report import write_report
 
-        written = write_report(report, report_dir, title=f"crossentropy score {args.file.name}")
+        try:
+            written = write_report(report, report_dir, title=f"crossentropy score {args.file.name}")
+        except OSError as error:
+            return _error(f"{report_dir}: the report cannot be written: {error.strerror or error}")
     if args.json:
         figures = report.as_dict()
         if written:
@@ -526,6 +529,13 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: object) -> int:
+    """Print ``message`` as the one line of an error on stderr; returns exit code 2."""
+    text = re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip()
+    print(f"crossentropy score: error: {text}", file=sys.stderr)
+    return 2
+
+
 def selection_text(report: ScoreReport) -> str:
     spec = report.spec
     what = "logits" if spec.is_logits else "probabilities"
@@ -535,8 +545,11 @@ def selection_text(report: ScoreReport) -> str:
 
 def _check_report_dir(directory: Path, input_file: Path) -> Path:
     """``--report DIR`` must be a directory we may write to and must not be, or hold, the input."""
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory}: --report must name a directory; this is a file (it is left alone)")
-    if directory.resolve() == input_file.resolve().parent and input_file.name in OUTPUT_NAMES:
-        raise InputError(f"{input_file}: --report {directory} would write over the input file")
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory}: --report must name a directory; this is a file (it is left alone)")
+        if directory.resolve() == input_file.resolve().parent and input_file.name in OUTPUT_NAMES:
+            raise InputError(f"{input_file}: --report {directory} would write over the input file")
+    except OSError as error:
+        raise InputError(f"{directory}: --report cannot be used: {error.strerror or error}") from None
     return directory
