@@ -292,3 +292,14 @@ def test_the_rules_are_documented():
         assert "``out=logits``" in doc
     assert "class-index targets" in ce.softmax_cross_entropy_with_grad.__doc__
     assert tolerance(np.float32)  # the shared tolerances are in use here
+
+
+def test_nested_lists_as_logits_take_an_ndarray_out():
+    for function, targets, shape in (
+        (ce.softmax_cross_entropy_with_grad, [1], (1, 2)),
+        (ce.sigmoid_cross_entropy_with_grad, [[1.0, 0.0]], (1, 2)),
+    ):
+        out = np.empty(shape)
+        _, written = function([[0.0, 0.0]], targets, out=out)
+        assert written is out
+        np.testing.assert_array_equal(out, function(np.zeros(shape), np.asarray(targets))[1])

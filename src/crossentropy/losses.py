@@ -305,6 +305,7 @@ def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
     ``logits`` as the caller passed them; ``others``: the other inputs, which may not carry
     autograd history either (PyTorch's ``out=`` arguments take no part in autograd).
     """
+    logits = as_namespace_array(logits, xp, name="logits")  # the same object for an array; lists become one
     if not array_api_compat.is_array_api_obj(out) or array_api_compat.array_namespace(out) is not xp:
         kind = type(logits).__name__
         raise TypeError(f"`out` must be an array of the logits' kind ({kind}); got {type(out).__name__}")
