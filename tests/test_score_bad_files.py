@@ -273,3 +273,17 @@ def test_input_output_error_in_the_middle_of_the_file(tmp_path, capsys, monkeypa
         _patch_open(monkeypatch, path, flaky)
     line = assert_one_line(*score(capsys, path, *target_args(file_format)), f"preds.{file_format}")
     assert "Input/output error" in line
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+def test_a_damaged_npz_archive(tmp_path, capsys, save):
+    """Bytes overwritten inside a member: its CRC (or the deflate stream) fails while the rows are read."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "damaged.npz"
+    save(path, labels=rng.integers(0, 3, 100_000), logits=rng.normal(size=(100_000, 3)))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    line = assert_one_line(*score(capsys, path, "--target", "labels", "--logits", "logits_*"), "damaged.npz")
+    assert "the archive is damaged" in line

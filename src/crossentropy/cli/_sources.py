@@ -19,10 +19,10 @@ import csv
 import io
 import os
 import re
-import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -765,6 +765,12 @@ class NumpySource(Source):
         lines: bool,
     ) -> Iterator[tuple[int, Any]]:
         """Yield ``(first_row, ArrayBatch)`` of ``batch_rows`` rows (the last one fewer)."""
+        try:
+            yield from self._array_batches(numeric, labels, batch_rows)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a CRC or deflate error of a member
+            raise InputError(f"{self.path}: the archive is damaged ({error})") from None
+
+    def _array_batches(self, numeric: Sequence[str], labels: str | None, batch_rows: int) -> Iterator[tuple[int, Any]]:
         wanted = list(numeric) + ([labels] if labels is not None else [])
         members = sorted({self._members[name][0] for name in wanted})
         with contextlib.ExitStack() as stack:
@@ -837,15 +843,17 @@ class NumpySource(Source):
                     stream.seek(info.header_offset + 30 + lengths)
                 else:
                     stream = stack.enter_context(tempfile.TemporaryFile())
-                    try:
-                        with archive.open(info) as packed:
-                            shutil.copyfileobj(packed, stream, 1 << 20)
-                        stream.flush()
-                    except OSError as error:
-                        raise InputError(
-                            f"{self.path}: member {member!r}: a compressed Fortran-ordered member is decompressed "
-                            f"into a temporary file in {tempfile.gettempdir()} first, which failed: {_reason(error)}"
-                        ) from None
+                    with archive.open(info) as packed:
+                        while chunk := packed.read(1 << 20):
+                            try:
+                                stream.write(chunk)
+                            except OSError as error:
+                                raise InputError(
+                                    f"{self.path}: member {member!r}: a compressed Fortran-ordered member is "
+                                    f"decompressed into a temporary file in {tempfile.gettempdir()} first, which "
+                                    f"failed: {_reason(error)}"
+                                ) from None
+                    stream.flush()
                     stream.seek(0)
             _open_npy_stream(stream, f"{self.path}: member {member!r}" if member else str(self.path))
             yield stream.fileno(), stream.tell()
