@@ -10,6 +10,7 @@ subprocesses.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -141,6 +142,18 @@ def test_csv_of_262144_fields_matches_the_log_softmax(tmp_path, quoted):
             file.write(f"{label}," + ",".join(cells) + "\n")
     expected = -log_softmax(logits, axis=1)[np.arange(3), labels].mean()
     assert float(score_in_child(path, "--target", "label", "--logits", "c*")) == pytest.approx(expected, rel=1e-12)
+
+
+def test_lines_longer_than_pyarrows_blocks_are_parsed(tmp_path, capsys):
+    """pyarrow parses in blocks of 1 MiB and fails on a line over two of them ("straddling object")."""
+    path = tmp_path / "long.csv"
+    long_zero = "0." + "0" * (5 << 20) + "9"  # 5 MiB of digits
+    # The quoted cell is not plain, so pyarrow parses the block rather than the fast path.
+    path.write_text(f'label,cat,dog\ncat,"0.9",0.1\ndog,{long_zero},0.1\ndog,0.3,{long_zero}\n')
+    code = main(["score", str(path), "--target", "label", "--renormalize", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 3
 
 
 def test_more_columns_than_allowed(tmp_path):

@@ -35,8 +35,10 @@ __all__ = [
     "MAX_LINE_BYTES",
     "ArrayBatch",
     "CsvLines",
+    "CsvMatrix",
     "CsvSource",
     "InputError",
+    "MatrixBatch",
     "PlainLayout",
     "Source",
     "open_source",
@@ -51,8 +53,8 @@ MAX_LINE_BYTES = 16 << 20
 MAX_COLUMNS = 1 << 20
 """The most columns a file may have (1,048,576)."""
 
-# pyarrow converts the columns of a CSV block in groups of at most this many.
-_CONVERT_COLUMNS = 8192
+# pyarrow converts the columns of a CSV block in groups of this many, or in this many groups.
+_CONVERT_COLUMNS, _CONVERT_PASSES = 8192, 32
 # A carriage return that neither ends a line (before its line feed) nor the file.
 _BARE_CARRIAGE_RETURN = re.compile(rb"\r(?!\n|\Z)")
 
@@ -193,6 +195,16 @@ class Source:
 
     def _row_text(self, row: int) -> str:
         return f"row {row + 1}"
+
+    def cell_text(self, row: int, column: str) -> str | None:
+        """The raw text of a cell, where the format has one (for error messages)."""
+        return None
+
+    def missing_value(self, row: int, column: str) -> InputError:
+        """The error for a missing number (an empty cell, ``NA``) at 0-based ``row`` of ``column``."""
+        raw = self.cell_text(row, column)
+        shown = "empty" if raw is None or not raw.strip() else f"{raw!r}, read as missing"
+        return InputError(f"{self.where(row, column)}: the value is {shown}; a number is needed")
 
     def _float_columns(self, table: Any, numeric: Sequence[str], first_row: int) -> Any:
         """Cast ``numeric`` columns to float64; a cell that is not a number is an :class:`InputError`."""
@@ -380,7 +392,6 @@ class CsvSource(Source):
         A carriage return inside a line (outside quotes) is an :class:`InputError`: pyarrow would
         take it for a line break, the line numbers of the messages would not.
         """
-        pa = _pyarrow()
         position = _bare_carriage_return(text)
         if position >= 0:
             head = bytes(text[:position])
@@ -392,12 +403,25 @@ class CsvSource(Source):
         wanted = list(numeric) + ([labels] if labels is not None else [])
         if len(wanted) <= _CONVERT_COLUMNS:
             return self._read_csv(text, first_row, numeric, labels, wanted)
-        # pyarrow's conversion takes about 9 kB a column while it runs: many columns go a group at a time.
-        columns: list[Any] = []
-        for start in range(0, len(wanted), _CONVERT_COLUMNS):
-            group = wanted[start : start + _CONVERT_COLUMNS]
-            columns += self._read_csv(text, first_row, numeric, labels, group).columns
-        return pa.Table.from_arrays(columns, names=wanted)
+        # pyarrow's conversion takes about 9 kB a column while it runs, and a table a few more kB
+        # a column: many columns are converted a group at a time, straight into one matrix. Each
+        # group parses the whole block again, so there are at most _CONVERT_PASSES groups.
+        index = {name: k for k, name in enumerate(numeric)}
+        matrix, label_column = None, None
+        size = max(_CONVERT_COLUMNS, -(-len(wanted) // _CONVERT_PASSES))
+        for start in range(0, len(wanted), size):
+            group = wanted[start : start + size]
+            table = self._read_csv(text, first_row, numeric, labels, group)
+            if matrix is None:
+                matrix = np.empty((table.num_rows, len(numeric)))
+            for name, column in zip(group, table.columns, strict=True):
+                if name == labels:
+                    label_column = column
+                    continue
+                if column.null_count:
+                    raise self.missing_value(first_row + int(np.argmax(np.asarray(column.is_null()))), name)
+                matrix[:, index[name]] = column.to_numpy()
+        return CsvMatrix(matrix, numeric, label_column)
 
     def _read_csv(self, text: Any, first_row: int, numeric: Sequence[str], labels: str | None, group: list[str]) -> Any:
         """The columns ``group`` of a block, parsed by pyarrow."""
@@ -407,11 +431,21 @@ class CsvSource(Source):
             types[labels] = pa.dictionary(pa.int32(), pa.string())
         parse = pa.csv.ParseOptions(delimiter=self.delimiter)
         convert = pa.csv.ConvertOptions(column_types=types, include_columns=group, strings_can_be_null=False)
-        read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=1 << 20)
-        try:
-            return pa.csv.read_csv(pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert)
-        except pa.ArrowInvalid as error:
-            raise self._locate(text, first_row, numeric, error) from None
+        # pyarrow fails on a line that spans more than two of its blocks ("straddling object"):
+        # blocks of 1 MiB, or of four header lines for wide files, and a block that still fails is
+        # parsed again in one piece before it is called bad.
+        block_size = max(1 << 20, 4 * self._header_bytes)
+        while True:
+            read = pa.csv.ReadOptions(column_names=self.columns, use_threads=True, block_size=block_size)
+            try:
+                return pa.csv.read_csv(
+                    pa.py_buffer(text), read_options=read, parse_options=parse, convert_options=convert
+                )
+            except pa.ArrowInvalid as error:
+                if block_size <= len(text):
+                    block_size = len(text) + 1
+                    continue
+                raise self._locate(text, first_row, numeric, error) from None
 
     def _locate(self, text: Any, first_row: int, numeric: Sequence[str], error: Exception) -> Exception:
         """An :class:`InputError` at the cell behind pyarrow's ``error`` (found by re-reading the block)."""
@@ -596,7 +630,44 @@ class _Block:
         self.names, self.read, self.dtype, self.shape, self.fields = names, read, dtype, shape, fields
 
 
-class ArrayBatch:
+class MatrixBatch:
+    """A batch whose numeric columns come as one float64 matrix rather than as a pyarrow array each.
+
+    For files of many columns: no Python object per column and batch. ``num_rows`` rows;
+    :meth:`numbers` gives columns as a float64 array, :meth:`column` the label column as a
+    pyarrow chunked array (as a table's :meth:`pyarrow.Table.column` does).
+    """
+
+    num_rows: int
+
+    def numbers(self, names: Sequence[str]) -> np.ndarray:
+        """The columns ``names`` as a float64 array of shape ``(num_rows, len(names))``."""
+        raise NotImplementedError
+
+    def column(self, name: str) -> Any:
+        """The label column ``name`` as a pyarrow chunked array."""
+        raise NotImplementedError
+
+
+class CsvMatrix(MatrixBatch):
+    """A block of a wide CSV file parsed by pyarrow: the ``numeric`` columns in one matrix, in their order."""
+
+    def __init__(self, matrix: np.ndarray, numeric: Sequence[str], labels: Any) -> None:
+        self.matrix, self.num_rows, self._labels = matrix, matrix.shape[0], labels
+        self._index = {name: k for k, name in enumerate(numeric)}
+
+    def numbers(self, names: Sequence[str]) -> np.ndarray:
+        positions = [self._index[name] for name in names]
+        first = positions[0] if positions else 0
+        if positions == list(range(first, first + len(positions))):
+            return self.matrix[:, first : first + len(positions)]  # neighbours: a view
+        return self.matrix[:, positions]
+
+    def column(self, name: str) -> Any:
+        return self._labels
+
+
+class ArrayBatch(MatrixBatch):
     """Rows ``first_row ...`` of a NumPy file, as one block of rows of each member it reads.
 
     ``crossentropy score`` takes the numeric columns as one float64 matrix (:meth:`numbers`: a

@@ -26,7 +26,7 @@ from ._options import logarithm_base, positive_int, unit_fraction
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
-from ._sources import FORMATS, ArrayBatch, CsvLines, InputError, Source, open_source
+from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, Source, open_source
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
 
@@ -434,18 +434,15 @@ def score_source(
 def _numbers(source: Source, table: Any, names: Sequence[str], first_row: int) -> np.ndarray:
     """The columns ``names`` of a batch as a float64 array of shape ``(n_rows, len(names))``.
 
-    A pyarrow table's missing cell (an empty CSV field, ``NA``) is an :class:`InputError`; an
-    :class:`ArrayBatch` (NumPy files, which have none) builds the array without a column loop.
+    A pyarrow table's missing cell (an empty CSV field, ``NA``) is an :class:`InputError`; a
+    :class:`MatrixBatch` (NumPy files, wide CSV blocks) holds the numbers already checked.
     """
-    if isinstance(table, ArrayBatch):
+    if isinstance(table, MatrixBatch):
         return table.numbers(names)
     columns = [table.column(name) for name in names]
     for name, column in zip(names, columns, strict=True):
         if column.null_count:
-            row = first_row + int(np.argmax(np.asarray(column.is_null())))
-            raw = getattr(source, "cell_text", lambda *_: None)(row, name)
-            shown = "empty" if raw is None or not raw.strip() else f"{raw!r}, read as missing"
-            raise InputError(f"{source.where(row, name)}: the value is {shown}; a number is needed")
+            raise source.missing_value(first_row + int(np.argmax(np.asarray(column.is_null()))), name)
     return np.column_stack([column.to_numpy() for column in columns])
 
 
