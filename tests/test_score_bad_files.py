@@ -287,3 +287,15 @@ def test_a_damaged_npz_archive(tmp_path, capsys, save):
     path.write_bytes(bytes(data))
     line = assert_one_line(*score(capsys, path, "--target", "labels", "--logits", "logits_*"), "damaged.npz")
     assert "the archive is damaged" in line
+
+
+def test_a_report_folder_that_cannot_be_written(tmp_path, capsys):
+    """``--report`` under a file: the folder cannot be made; one line, and the file is left alone."""
+    path = tmp_path / "preds.csv"
+    path.write_bytes(HEADER + ROWS)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep")
+    code, err = score(capsys, path, "--target", "label", "--report", str(blocker / "report"))
+    line = assert_one_line(code, err, "blocker")
+    assert "report" in line
+    assert blocker.read_text() == "keep"
