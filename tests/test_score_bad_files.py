@@ -299,3 +299,11 @@ def test_a_report_folder_that_cannot_be_written(tmp_path, capsys):
     line = assert_one_line(code, err, "blocker")
     assert "report" in line
     assert blocker.read_text() == "keep"
+
+
+@pytest.mark.parametrize("delimiter", ["", ";;"])
+def test_a_delimiter_of_other_than_one_character(tmp_path, capsys, delimiter):
+    path = tmp_path / "preds.csv"
+    path.write_bytes(HEADER + ROWS)
+    code, err = score(capsys, path, "--target", "label", "--delimiter", delimiter)
+    assert_one_line(code, err, "preds.csv", "--delimiter")

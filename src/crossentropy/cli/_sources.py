@@ -243,6 +243,8 @@ class CsvSource(Source):
 
     def __init__(self, path: Path, *, delimiter: str = ",", block_bytes: int = 16 << 20) -> None:
         super().__init__(path)
+        if len(delimiter) != 1:
+            raise InputError(f"{path}: --delimiter must be one character; got {delimiter!r}")
         self.delimiter = delimiter
         self.block_bytes = block_bytes
         self._done = 0
