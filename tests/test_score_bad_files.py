@@ -307,3 +307,20 @@ def test_a_delimiter_of_other_than_one_character(tmp_path, capsys, delimiter):
     path.write_bytes(HEADER + ROWS)
     code, err = score(capsys, path, "--target", "label", "--delimiter", delimiter)
     assert_one_line(code, err, "preds.csv", "--delimiter")
+
+
+def test_damaged_parquet_pages(tmp_path, capsys):
+    """Bytes overwritten near the start of the data (page headers, dictionaries): one line if it shows."""
+    path = write_predictions(tmp_path / "good.parquet", "parquet")
+    data = path.read_bytes()
+    rng = np.random.default_rng(0)
+    codes = []
+    for position in range(4, 244, 20):
+        damaged = tmp_path / "damaged.parquet"
+        noise = rng.integers(0, 256, 16, dtype=np.uint8).tobytes()
+        damaged.write_bytes(data[:position] + noise + data[position + 16 :])
+        code, err = score(capsys, damaged, *target_args("parquet"))
+        if code != 0:  # damage inside the numbers may go unnoticed, or show as a value out of range
+            assert_one_line(code, err, "damaged.parquet")
+        codes.append(code)
+    assert 2 in codes

@@ -596,8 +596,12 @@ class ParquetSource(Source):
             batches = self._file.iter_batches(
                 batch_size=batch_rows, row_groups=[group], columns=wanted, use_threads=True
             )
-            for batch in batches:
-                yield pa.Table.from_batches([batch])
+            try:
+                for batch in batches:
+                    yield pa.Table.from_batches([batch])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:  # damaged pages (I/O errors are OSError)
+                message = re.sub(r"\s+", " ", str(error)).strip()
+                raise InputError(f"{self.path}: row group {group + 1} cannot be read ({message})") from None
 
 
 def _read_exactly(descriptor: int, view: memoryview, offset: int) -> bool:
