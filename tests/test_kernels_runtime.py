@@ -250,6 +250,32 @@ def test_the_threading_choice_defers_to_the_user_and_to_threads_already_started(
     assert numba.config.THREADING_LAYER_PRIORITY == ["tbb", "omp", "workqueue"]
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_an_installed_tbb_package_is_loaded_for_numba_to_find(monkeypatch, installed):
+    """Numba looks ``libtbb.so.12`` up by name, which misses the ``tbb`` wheel's copy in a virtual environment."""
+    import ctypes
+    from importlib import metadata
+
+    class File:
+        name = "libtbb.so.12"
+
+        def locate(self):
+            return Path("/venv/lib/libtbb.so.12")
+
+    def files(name):
+        if not installed:
+            raise metadata.PackageNotFoundError(name)
+        return [File()]
+
+    loaded = []
+    monkeypatch.setattr(metadata, "files", files)
+    monkeypatch.setattr(ctypes, "CDLL", lambda path, mode: loaded.append((path, mode)))
+    monkeypatch.setattr(_threading, "_tbb_preloaded", False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    _threading._preload_tbb()
+    assert loaded == ([("/venv/lib/libtbb.so.12", ctypes.RTLD_GLOBAL)] if installed else [])
+
+
 # --------------------------------------------------------------------------------------------
 # Numba's on-disk cache: the user's cache folder, not the package's.
 

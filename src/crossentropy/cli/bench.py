@@ -1036,6 +1036,7 @@ def _environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba.threading_layer(),  # started by get_num_threads()
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
@@ -1314,7 +1315,8 @@ def _environment_text(result: BenchResult) -> str:
     env, config = result.environment, result.config
     return (
         f"{env['processor']}, {env['cpu_count']} cores; NumPy {env['numpy']}, PyTorch {env['torch']} "
-        f"({env['torch_threads']} threads), Numba {env['numba']} ({env['numba_threads']} threads). "
+        f"({env['torch_threads']} threads), Numba {env['numba']} ({env['numba_threads']} threads, "
+        f"{env.get('numba_threading_layer', 'unknown')} layer). "
         f"Median of {config.repeat} repetitions after a warm-up"
         f"{f' (generic path: {config.generic_repeat})' if config.generic else ''}; run time {result.total_s:.0f} s; "
         f"other processes used {_percent(env.get('other_processes_cpu_share')) or 'an unknown share'} of the cores."

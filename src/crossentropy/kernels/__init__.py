@@ -20,12 +20,13 @@ Read-only inputs (``np.frombuffer``, ``np.load(..., mmap_mode="r")``) are fine t
 ever written into the caller's arrays unless the gradient is asked to overwrite the logits.
 
 Threads: unless you chose Numba's threading layer (``NUMBA_THREADING_LAYER``), importing this
-package keeps GNU OpenMP out of it: the layer is TBB where Numba can load it, else Numba's
-built-in ``workqueue``. So a ``fork`` child (``multiprocessing``, ``DataLoader`` workers) can
-call the kernels after its parent did, and Numba's threads sleep between calls instead of
-spinning on the cores BLAS and PyTorch need next; under ``workqueue`` the kernels' launches from
-several Python threads take turns. The layer is process-wide and fixed at Numba's first
-parallel launch (:mod:`crossentropy.kernels._threading` has the details and the measurements).
+package keeps GNU OpenMP out of it: the layer is TBB if the ``tbb`` package is installed, else
+Numba's built-in ``workqueue``. So a ``fork`` child (``multiprocessing``, ``DataLoader``
+workers) can call the kernels after its parent did, and Numba's threads sleep between calls
+instead of spinning on the cores BLAS and PyTorch need next; under ``workqueue`` the kernels'
+launches from several Python threads take turns. The layer is process-wide and fixed at Numba's
+first parallel launch (:mod:`crossentropy.kernels._threading` has the details and the
+measurements).
 
 The first call in a process compiles the kernels it needs (seconds) and stores them in an
 on-disk cache in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux,
