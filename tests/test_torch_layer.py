@@ -538,5 +538,6 @@ def test_inplace_refuses_a_second_backward_it_cannot_recompute():
     logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) * 1.0
     loss = cet.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace=True)
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match=r"cannot be recomputed for a second backward .*call the loss again with inplace=False"):
+    expected = r"cannot be recomputed for a second backward .*call the loss again with inplace=False"
+    with pytest.raises(RuntimeError, match=expected):
         loss.backward()
