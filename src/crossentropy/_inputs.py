@@ -300,9 +300,11 @@ def reduce_loss(loss: Any, denominator: Any, reduction: str, xp: Any, out_dtype:
         return xp.astype(summed, out_dtype, copy=False)
     mean = safe_divide(summed, denominator, xp)
     # Both are formed on every call (no data-dependent branch: JAX's jit, no device sync); the
-    # second costs a pass over the per-sample losses.
-    scaled = total(xmul(mean_scale(denominator, "mean", xp, summed), loss, xp), xp)
-    return xp.astype(xp.where(xp.isinf(summed), scaled, mean), out_dtype, copy=False)
+    # second costs a pass over the per-sample losses and one temporary of their size. An empty
+    # denominator keeps the mean's 0 (its scale 0 would turn an infinite loss into NaN).
+    scale = mean_scale(denominator, "mean", xp, summed)
+    scaled = total(loss * scale, xp)
+    return xp.astype(xp.where(xp.isinf(summed) & (scale != 0), scaled, mean), out_dtype, copy=False)
 
 
 def safe_divide(numerator: Any, denominator: Any, xp: Any) -> Any:
