@@ -99,8 +99,8 @@ def main() -> None:
         "# Sigmoid cross-entropy benchmark",
         "",
         f"NumPy {np.__version__}, PyTorch {torch.__version__} ({torch.get_num_threads()} threads), Numba "
-        f"{numba.__version__} ({numba.get_num_threads()} threads); float32, median of {REPEAT} after a warm-up, "
-        "milliseconds. `benchmarks/sigmoid_cross_entropy.py`.",
+        f"{numba.__version__} ({numba.get_num_threads()} threads, {numba.threading_layer()} layer); float32, "
+        f"median of {REPEAT} after a warm-up, milliseconds. `benchmarks/sigmoid_cross_entropy.py`.",
         "",
         "Forward + gradient into a new array and into a reused buffer (`out=`), each also as a fraction of "
         "NumPy's copy bandwidth on the same logits: against `x.copy()` (a new array, fresh pages) and "
