@@ -11,11 +11,18 @@ falls on every layer alike. Each process measures:
 - the CPU time the process spends in the 100 ms after a kernel call while its Python thread
   sleeps: the workers spinning;
 - whether a ``multiprocessing`` fork child can compute a loss after the parent did;
-- the kernel itself: 4096x32000 float32 forward and gradient, and a small 64x1000 forward.
+- the kernel itself: 4096x32000 float32 forward and gradient, and a small 64x1000 forward;
+- the other direction: ``crossentropy.torch.cross_entropy``'s forward pass on 4096x32000 float32
+  logits right after a PyTorch operation (an elementwise product of 2^20 floats, which PyTorch
+  spreads over its OpenMP threads), and with nothing in the 20 ms before it. PyTorch's own
+  OpenMP threads spin for milliseconds after an operation, and take the cores of a kernel
+  whose threads are not theirs.
 
-Layers: what crossentropy picks by default (``workqueue`` here, ``tbb`` if the ``tbb`` package
-is installed), GNU OpenMP (Numba's default on Linux without TBB) with its default wait policy
-and with ``OMP_WAIT_POLICY=PASSIVE``, and TBB when it can be loaded. Writes
+Configurations: what crossentropy picks by default in a process with PyTorch (GNU OpenMP, on
+PyTorch's own OpenMP runtime) and in one without (``workqueue``, or ``tbb`` if the ``tbb`` package
+is installed); ``workqueue`` with PyTorch, to show why the default differs there; GNU OpenMP
+without PyTorch (Numba's own default on Linux without TBB); and TBB when it can be loaded. A
+process without PyTorch times NumPy's matmuls only. Writes
 ``results/threads_after_kernel.{md,csv}`` next to this script (``--out`` elsewhere).
 
     .venv/bin/python benchmarks/threads_after_kernel.py            # about six minutes
@@ -37,15 +44,26 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NO_TORCH_KEY = "THREADS_AFTER_KERNEL_WITHOUT_TORCH"
 NAME = "threads_after_kernel"
 # (label, environment) of each layer measured; tbb is added when a process can load it.
+NO_TORCH = {NO_TORCH_KEY: "1"}  # the child never imports PyTorch
 LAYERS = [
-    ("crossentropy's default", {}),
-    ("GNU OpenMP", {"NUMBA_THREADING_LAYER": "omp"}),
-    ("GNU OpenMP, OMP_WAIT_POLICY=PASSIVE", {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "PASSIVE"}),
+    ("crossentropy's default, with PyTorch", {}),
+    ("crossentropy's default, without PyTorch", dict(NO_TORCH)),
+    ("workqueue, with PyTorch", {"NUMBA_THREADING_LAYER": "workqueue"}),
+    ("GNU OpenMP, without PyTorch", {"NUMBA_THREADING_LAYER": "omp", **NO_TORCH}),
 ]
 TBB = ("TBB", {"NUMBA_THREADING_LAYER": "tbb"})
 SIZES = {"512²": 512, "1024²": 1024, "2048²": 2048}  # ~1.5, ~15 and ~150 ms on two idle cores
+# Per-process samples pooled across the processes of a layer.
+KERNEL_METRICS = (
+    "cpu_ms_after_kernel",
+    "kernel_4096x32000_ms",
+    "kernel_64x1000_us",
+    "torch_layer_quiet_ms",
+    "torch_layer_after_torch_op_ms",
+)
 
 
 def _child(repeat: int) -> dict:
@@ -54,7 +72,10 @@ def _child(repeat: int) -> dict:
 
     import numba
     import numpy as np
-    import torch
+
+    with_torch = os.environ.get(NO_TORCH_KEY) != "1"
+    if with_torch:
+        import torch
 
     import crossentropy as ce
 
@@ -68,9 +89,10 @@ def _child(repeat: int) -> dict:
 
     matmuls = {}
     for size_name, n in SIZES.items():
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        an, bn = a.numpy().copy(), b.numpy().copy()
-        matmuls[f"PyTorch {size_name}"] = lambda a=a, b=b: torch.mm(a, b)
+        an, bn = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        if with_torch:
+            a, b = torch.from_numpy(an.copy()), torch.from_numpy(bn.copy())
+            matmuls[f"PyTorch {size_name}"] = lambda a=a, b=b: torch.mm(a, b)
         matmuls[f"NumPy {size_name}"] = lambda a=an, b=bn: a @ b
 
     def timed(function) -> float:
@@ -84,7 +106,7 @@ def _child(repeat: int) -> dict:
     kernel()  # loads (or compiles) the kernel and starts Numba's threads
     out["layer"] = numba.threading_layer()
     out["numba_threads"] = numba.get_num_threads()
-    out["torch_threads"] = torch.get_num_threads()
+    out["torch_threads"] = torch.get_num_threads() if with_torch else None
 
     # Pair after pair, so that drift and load from other processes fall on both alike: a kernel
     # call and the matmul right after it; then 20 ms of sleep (past any spinning), one matmul to
@@ -120,6 +142,26 @@ def _child(repeat: int) -> dict:
     ce.softmax_cross_entropy(small_x, small_y)
     out["kernel_64x1000_us"] = [1e6 * timed(lambda: ce.softmax_cross_entropy(small_x, small_y)) for _ in range(300)]
 
+    # The other direction: the torch layer's kernel right after a PyTorch operation, or after a pause.
+    after_torch, quiet = [], []
+    if with_torch:
+        import crossentropy.torch as cet
+
+        logits, target = torch.from_numpy(big_x), torch.from_numpy(big_y)
+        operand = torch.randn(1024, 1024)
+
+        def loss() -> None:
+            with torch.no_grad():
+                cet.cross_entropy(logits, target)
+
+        loss()
+        for _ in range(7):
+            operand.mul(1.5)
+            after_torch.append(1e3 * timed(loss))
+            time.sleep(0.02)
+            quiet.append(1e3 * timed(loss))
+    out["torch_layer_after_torch_op_ms"], out["torch_layer_quiet_ms"] = after_torch, quiet
+
     if hasattr(os, "fork"):
         context = multiprocessing.get_context("fork")
         child = context.Process(target=kernel)
@@ -130,7 +172,9 @@ def _child(repeat: int) -> dict:
 
 
 def _run_child(env: dict, repeat: int) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", NO_TORCH_KEY)
+    }
     result = subprocess.run(
         [sys.executable, __file__, "--child", "--repeat", str(repeat)],
         env={**environ, **env},
@@ -155,10 +199,15 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _ms(values: list[float], digits: int = 1) -> str:
+    """The median for a table cell, or "n/a" where nothing was measured (no PyTorch in the process)."""
+    return f"{_median(values):.{digits}f}" if values else "n/a"
+
+
 def _merge(results: list[dict]) -> dict:
     """The processes of one layer, their repetitions pooled."""
     merged: dict = {"layer": results[0]["layer"], "fork": [r.get("fork_child_exit") for r in results]}
-    for key in ("cpu_ms_after_kernel", "kernel_4096x32000_ms", "kernel_64x1000_us"):
+    for key in KERNEL_METRICS:
         merged[key] = [v for r in results for v in r[key]]
     for key in ("none_ms", "after_ms"):
         merged[key] = {name: [v for r in results for v in r[key][name]] for name in results[0][key]}
@@ -205,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = [
             (f"{name} {key}", merged[key][name]) for name in merged["none_ms"] for key in ("none_ms", "after_ms")
         ]
-        metrics += [(key, merged[key]) for key in ("cpu_ms_after_kernel", "kernel_4096x32000_ms", "kernel_64x1000_us")]
+        metrics += [(key, merged[key]) for key in KERNEL_METRICS]
         for metric, samples in metrics:
             writer.writerow(
                 [label, merged["layer"], metric, f"{_median(samples):.4g}", ";".join(f"{v:.4g}" for v in samples)]
@@ -242,29 +291,35 @@ def _markdown(summary: dict, args, elapsed: float, load_before, load_after) -> s
         "## The layers",
         "",
         "`CPU after a call`: milliseconds of CPU the process spends in the 100 ms after a kernel call (256x4000 "
-        "float32, forward and gradient) while its Python thread sleeps: Numba's workers spinning.",
+        "float32, forward and gradient) while its Python thread sleeps: the kernel's threads spinning (with PyTorch "
+        "on GNU OpenMP, those are PyTorch's OpenMP threads, which wait after a kernel as after any PyTorch operation).",
+        "",
+        "`torch layer fwd`: `crossentropy.torch.cross_entropy` on 4096x32000 float32 logits without autograd, with "
+        "nothing in the 20 ms before it (`quiet`) and right after a PyTorch operation on 2^20 floats (`after "
+        "PyTorch`), whose OpenMP threads then spin.",
         "",
         "| threading layer | fork child after a kernel | CPU after a call (ms) | kernel 4096x32000 fwd+grad (ms) "
-        "| kernel 64x1000 fwd (µs) |",
-        "|---|---|---:|---:|---:|",
+        "| kernel 64x1000 fwd (µs) | torch layer fwd, quiet (ms) | torch layer fwd, after PyTorch (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for label, merged in summary.items():
         if "error" in merged:
-            lines.append(f"| {label} | failed: {merged['error']} | | | |")
+            lines.append(f"| {label} | failed: {merged['error']} | | | | | |")
             continue
         fork = merged["fork"]
         fork_text = "computes" if all(code == 0 for code in fork) else f"killed (exit {fork[0]})"
         lines.append(
             f"| {label}: `{merged['layer']}` | {fork_text} | {_median(merged['cpu_ms_after_kernel']):.2f} "
-            f"| {_median(merged['kernel_4096x32000_ms']):.1f} | {_median(merged['kernel_64x1000_us']):.0f} |"
+            f"| {_median(merged['kernel_4096x32000_ms']):.1f} | {_median(merged['kernel_64x1000_us']):.0f} "
+            f"| {_ms(merged['torch_layer_quiet_ms'])} | {_ms(merged['torch_layer_after_torch_op_ms'])} |"
         )
     lines += [
         "",
         "## A matmul right after a kernel call",
         "",
         "Each matmul is timed right after a kernel call (`after`), and right after another matmul with no kernel "
-        "call in the 20 ms before it (`none`), pair after pair; `after / none` above 1 is time lost to Numba's "
-        "workers still running when the kernel has returned. Other processes only ever slow a matmul down, but "
+        "call in the 20 ms before it (`none`), pair after pair; `after / none` above 1 is time lost to the kernel's "
+        "threads still running when it has returned. Other processes only ever slow a matmul down, but "
         "on a shared machine they move the fastest and the median of the repetitions alike, by tens of percent "
         "between runs: read the ratios against that.",
         "",

@@ -9,10 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
-import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
@@ -135,27 +132,74 @@ def _losses(x: np.ndarray, y: np.ndarray) -> list[float]:
     return [float(loss), float(np.abs(grad).sum()), float(binary)]
 
 
-def _send_losses(connection, x, y) -> None:
-    connection.send(_losses(x, y))
+def _child_report(connection, x, y) -> None:
+    """The losses in this (child) process, whether the kernels ran them, and what a direct kernel launch says."""
+    try:
+        with _threading.launch_lock():
+            direct = "launches"
+    except RuntimeError as error:
+        direct = str(error)
+    connection.send((_losses(x, y), kernels.enabled(), direct))
     connection.close()
+
+
+def _run_script(code: str, **env: str) -> str:
+    """The last line ``code`` prints in a fresh Python, with Numba's threading choice left to crossentropy."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True, timeout=300
+    )
+    return result.stdout.strip().splitlines()[-1]
 
 
 @needs_fork
 def test_a_fork_child_computes_losses_after_the_parent_did():
-    """GNU OpenMP kills such a child ("fork() called from a process already using GNU OpenMP")."""
+    """GNU OpenMP kills such a child ("fork() called from a process already using GNU OpenMP").
+
+    This process has PyTorch, so its kernels run on GNU OpenMP (PyTorch's threads): the child
+    computes the losses with the generic code, and a direct kernel launch there says why not.
+    """
     x = RNG.standard_normal((64, 300)).astype(np.float32)
     y = RNG.integers(0, 300, 64)
     want = _losses(x, y)  # the parent runs the kernels first
+    assert numba.threading_layer() == "omp"
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     with warnings.catch_warnings():  # Python 3.12+: fork() of a multi-threaded process
         warnings.simplefilter("ignore", DeprecationWarning)
-        child = context.Process(target=_send_losses, args=(sender, x, y))
+        child = context.Process(target=_child_report, args=(sender, x, y))
         child.start()
     sender.close()
     child.join(120)
     assert child.exitcode == 0, f"the fork child ended with {child.exitcode}"
-    assert receiver.recv() == want
+    got, kernels_on, direct = receiver.recv()
+    np.testing.assert_allclose(got, want, **tolerance(np.float32))
+    assert not kernels_on
+    assert "cannot run in a fork child of a process whose kernels ran on GNU OpenMP" in direct
+    assert kernels.enabled()  # the parent keeps them
+
+
+@needs_fork
+def test_without_pytorch_a_fork_child_runs_the_kernels_too():
+    code = """
+import multiprocessing, numpy as np, numba, sys
+import crossentropy as ce
+from crossentropy import kernels
+x = np.random.default_rng(0).standard_normal((64, 300)).astype(np.float32)
+y = np.arange(64) % 300
+want = float(ce.softmax_cross_entropy(x, y))
+def child(connection):
+    connection.send((float(ce.softmax_cross_entropy(x, y)), kernels.enabled()))
+receiver, sender = multiprocessing.Pipe(duplex=False)
+process = multiprocessing.get_context("fork").Process(target=child, args=(sender,))
+process.start(); process.join(120)
+got, kernels_on = receiver.recv()
+print("torch" in sys.modules, numba.threading_layer(), process.exitcode, got == want, kernels_on)
+"""
+    torch_loaded, layer, exitcode, equal, kernels_on = _run_script(code).split()
+    assert torch_loaded == "False"
+    assert layer in ("workqueue", "tbb")
+    assert (exitcode, equal, kernels_on) == ("0", "True", "True")
 
 
 class _LossDataset(torch.utils.data.Dataset):
@@ -180,56 +224,77 @@ def test_dataloader_workers_compute_losses_after_the_parent_did():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         got = list(loader)
-    assert got == want
+    np.testing.assert_allclose(got, want, **tolerance(np.float32))
 
 
-def test_threads_calling_the_kernels_at_once_get_the_serial_results():
+THREADS_AT_ONCE = """
+import threading, numpy as np, sys
+from concurrent.futures import ThreadPoolExecutor
+import crossentropy as ce, numba
+rng = np.random.default_rng(0)
+inputs = [(rng.standard_normal((96, 257)).astype(np.float32), rng.integers(0, 257, 96)),
+          (rng.standard_normal((40, 1000)), rng.integers(0, 1000, 40))] * 3
+def losses(x, y):
+    loss, grad = ce.softmax_cross_entropy_with_grad(x, y)
+    return [float(loss), float(np.abs(grad).sum()), float(ce.sigmoid_cross_entropy(x, (x > 0).astype(x.dtype)))]
+want = [losses(x, y) for x, y in inputs]
+start = threading.Barrier(len(inputs))
+def work(i):
+    start.wait()
+    return [losses(*inputs[i]) for _ in range(15)]
+with ThreadPoolExecutor(len(inputs)) as pool:
+    got = list(pool.map(work, range(len(inputs))))
+print(numba.threading_layer(), all(run == want[i] for i, runs in enumerate(got) for run in runs))
+"""
+
+
+@pytest.mark.parametrize("with_torch", [False, True], ids=["numpy-only", "with-pytorch"])
+def test_threads_calling_the_kernels_at_once_get_the_serial_results(with_torch):
     """Under Numba's workqueue layer two threads launching at once abort the process: the launches take turns."""
-    inputs = [
-        (RNG.standard_normal((96, 257)).astype(np.float32), RNG.integers(0, 257, 96)),
-        (RNG.standard_normal((40, 1000)), RNG.integers(0, 1000, 40)),
-    ] * 3
-    want = [_losses(x, y) for x, y in inputs]
-    start = threading.Barrier(len(inputs))
-
-    def work(i: int) -> list[list[float]]:
-        start.wait()
-        return [_losses(*inputs[i]) for _ in range(15)]
-
-    with ThreadPoolExecutor(len(inputs)) as pool:
-        got = list(pool.map(work, range(len(inputs))))
-    for i, runs in enumerate(got):
-        assert all(run == want[i] for run in runs)
+    layer, same = _run_script(("import torch\n" if with_torch else "") + THREADS_AT_ONCE).split()
+    assert layer == ("omp" if with_torch else "workqueue") or layer == "tbb"
+    assert same == "True"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the spin time measured is GNU OpenMP's, on Linux")
 def test_numba_threads_sleep_between_kernel_calls():
-    """GNU OpenMP's workers spin a few milliseconds after each call, taking cores from BLAS and PyTorch."""
-    x = RNG.standard_normal((256, 2000)).astype(np.float32)
-    y = RNG.integers(0, 2000, 256)
+    """GNU OpenMP's workers spin a few milliseconds after each call, taking cores from BLAS.
+
+    Without PyTorch in the process, which is where the kernels' threads are their own (with
+    PyTorch they are PyTorch's, and wait as after any PyTorch operation).
+    """
+    code = """
+import time, numpy as np
+import crossentropy as ce
+rng = np.random.default_rng(0)
+x, y = rng.standard_normal((256, 2000)).astype(np.float32), rng.integers(0, 2000, 256)
+for _ in range(3):  # past the first calls' one-time work (compilation or cache loading, Numba's thread start)
     ce.softmax_cross_entropy_with_grad(x, y)
-    spent = 0.0
-    for _ in range(5):
-        ce.softmax_cross_entropy_with_grad(x, y)
-        begin = time.process_time()  # every thread of the process, while this one sleeps
-        time.sleep(0.05)
-        spent += time.process_time() - begin
+    time.sleep(0.05)
+spent = 0.0
+for _ in range(5):
+    ce.softmax_cross_entropy_with_grad(x, y)
+    begin = time.process_time()  # every thread of the process, while this one sleeps
+    time.sleep(0.05)
+    spent += time.process_time() - begin
+print(spent)
+"""
+    spent = float(_run_script(code))
     assert spent < 0.005, f"{1e3 * spent:.1f} ms of CPU time in 250 ms of idling after kernel calls"
 
 
 def _layer_in_subprocess(code: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
     script = "import numpy as np\nimport crossentropy as ce\nimport numba\n" + code
     script += "\nce.softmax_cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64))\nprint(numba.threading_layer())"
-    result = subprocess.run(
-        [sys.executable, "-c", script], env={**environ, **env}, capture_output=True, text=True, check=True, timeout=300
-    )
-    return result.stdout.strip().splitlines()[-1]
+    return _run_script(script, **env)
 
 
-def test_the_threading_layer_is_fork_safe_by_default_and_the_users_choice_is_kept():
-    assert numba.threading_layer() in ("workqueue", "tbb")  # this process: imported crossentropy, chose nothing
+def test_the_threading_layer_follows_pytorch_and_the_users_choice_is_kept():
+    assert _layer_in_subprocess("") in ("workqueue", "tbb")  # no PyTorch: fork-safe and idle
+    assert _layer_in_subprocess("import torch") == "omp"  # PyTorch's own OpenMP threads
+    assert numba.threading_layer() == "omp"  # this process: PyTorch imported before any kernel ran
     assert _layer_in_subprocess("", NUMBA_THREADING_LAYER="omp") == "omp"
+    assert _layer_in_subprocess("import torch", NUMBA_THREADING_LAYER="workqueue") == "workqueue"
     assert _layer_in_subprocess("numba.config.THREADING_LAYER = 'omp'") == "omp"
 
 
@@ -237,9 +302,10 @@ def test_the_threading_choice_defers_to_the_user_and_to_threads_already_started(
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
-    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
-    assert not _threading.user_chose()
-    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["omp", "tbb", "workqueue"])
+    for ours in (["tbb", "omp", "workqueue"], ["tbb", "workqueue", "omp"], ["omp", "tbb", "workqueue"]):
+        monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ours)
+        assert not _threading.user_chose()
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["workqueue", "omp", "tbb"])
     assert _threading.user_chose()
     monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "default")

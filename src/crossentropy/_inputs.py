@@ -57,8 +57,10 @@ class ProbabilitiesAsLogitsWarning(UserWarning):
 
 # The default ``ignore_index`` of every loss, as PyTorch's; with probability targets only it is allowed.
 DEFAULT_IGNORE_INDEX = -100
-# Rows inspected by the probabilities-as-logits check: a few, so it costs nothing measurable.
+# Rows inspected by the probabilities-as-logits check: a few, so it costs nothing measurable; and the
+# classes of the first row looked at first for a negative entry, which settles it for most logits.
 _ROWS_CHECKED = 8
+_PREFIX_CHECKED = 1024
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,14 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1."""
     if x.shape[-1] < 2:
         return
+    # A negative entry, as nearly every row of logits has within its first classes, settles it at the
+    # cost of a reduction small enough to run on one thread: PyTorch splits larger ones over its
+    # OpenMP threads, which then spin for milliseconds, on the cores the kernel that follows needs.
+    if concrete_bool(xp.min(x[(*(0,) * (x.ndim - 1), slice(0, _PREFIX_CHECKED))]) >= 0) is False:
+        return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
     # Reductions only (no temporary of the rows' size); half precision sums in float32. Rows with an
-    # entry outside [0, 1] are not probabilities and are not summed (logits of ±3e38 would overflow);
-    # a negative entry, as most logits have, settles it after one reduction.
+    # entry outside [0, 1] are not probabilities and are not summed (logits of ±3e38 would overflow).
     non_negative = xp.min(rows) >= 0
     if concrete_bool(non_negative) is False:
         return

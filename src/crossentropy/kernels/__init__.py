@@ -19,14 +19,17 @@ bfloat16 reaches NumPy without a copy). Rows run in parallel on Numba's threads
 Read-only inputs (``np.frombuffer``, ``np.load(..., mmap_mode="r")``) are fine too: nothing is
 ever written into the caller's arrays unless the gradient is asked to overwrite the logits.
 
-Threads: unless you chose Numba's threading layer (``NUMBA_THREADING_LAYER``), importing this
-package keeps GNU OpenMP out of it: the layer is TBB if the ``tbb`` package is installed, else
-Numba's built-in ``workqueue``. So a ``fork`` child (``multiprocessing``, ``DataLoader``
-workers) can call the kernels after its parent did, and Numba's threads sleep between calls
-instead of spinning on the cores BLAS and PyTorch need next; under ``workqueue`` the kernels'
-launches from several Python threads take turns. The layer is process-wide and fixed at Numba's
-first parallel launch (:mod:`crossentropy.kernels._threading` has the details and the
-measurements).
+Threads: unless you chose Numba's threading layer (``NUMBA_THREADING_LAYER``), the kernels'
+first call picks it. Without PyTorch in the process, it keeps GNU OpenMP out: TBB if the ``tbb``
+package is installed, else Numba's built-in ``workqueue``, so a ``fork`` child can call the
+kernels after its parent did and Numba's threads sleep between calls instead of spinning on the
+cores BLAS needs next (the kernels' launches from several Python threads take turns under
+``workqueue``). With PyTorch, the kernels run on PyTorch's own OpenMP threads (Numba's GNU
+OpenMP layer binds to PyTorch's runtime), so a kernel right after a PyTorch operation does not
+fight PyTorch's spinning threads for the cores; in a ``fork`` child of such a process (a
+``DataLoader`` worker) GNU OpenMP cannot run, and the losses run their generic code there. The
+layer is process-wide and fixed at Numba's first parallel launch
+(:mod:`crossentropy.kernels._threading` has the details and the measurements).
 
 The first call in a process compiles the kernels it needs (seconds) and stores them in an
 on-disk cache in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux,
@@ -74,12 +77,13 @@ _SIGMOID_ROW = 8192
 # NumPy dtypes the kernels read as stored; half precision accumulates in float32.
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
-_threading.configure()  # Numba's threading layer: fork-safe and idle between calls (see _threading)
+_threading.configure()  # Numba's threading layer: fork-safe, idle between calls, PyTorch's neighbour (see _threading)
 
 
 def enabled() -> bool:
-    """Whether NumPy inputs run the fused kernels (True unless inside :func:`disabled`)."""
-    return _ENABLED.get()
+    """Whether NumPy inputs run the fused kernels: True unless inside :func:`disabled`, or in a ``fork``
+    child of a process whose kernels ran on GNU OpenMP, which cannot run there (the generic code does)."""
+    return _ENABLED.get() and _threading.usable()
 
 
 @contextlib.contextmanager

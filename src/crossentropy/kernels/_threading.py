@@ -1,4 +1,4 @@
-"""Numba's threading layer for the kernels: fork-safe, thread-safe, and idle between calls.
+"""Numba's threading layer for the kernels: fork-safe, thread-safe, idle between calls, and PyTorch's neighbour.
 
 Numba runs the kernels' ``prange`` loops on one of three threading layers. The layer is
 process-wide, and it is fixed at Numba's first parallel launch in the process (the first call
@@ -18,34 +18,47 @@ layer         a ``fork`` child calling a kernel  kernels on several threads  aft
 
 Numba's default order is ``tbb``, ``omp``, ``workqueue``, and TBB is rarely there (it needs
 ``pip install tbb``, and even then Numba does not find ``libtbb`` in a virtual environment
-without ``LD_LIBRARY_PATH``), so on Linux Numba's default is GNU OpenMP: a ``multiprocessing``
-fork child or a ``torch.utils.data.DataLoader`` worker that computes a loss after its parent did
-is killed, and the OpenMP workers spin after each kernel, on the cores BLAS and PyTorch need next.
+without ``LD_LIBRARY_PATH``), so on Linux Numba's default is GNU OpenMP.
 
-What this package does, at import (:func:`configure`): unless the user chose
-(``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY`` in the environment, a
-``.numba_config.yaml``, or ``numba.config.THREADING_LAYER``/``THREADING_LAYER_PRIORITY`` changed
-before the first parallel launch) and unless Numba's threads already run, it moves ``workqueue``
-ahead of ``omp`` in Numba's priority; and on Linux it loads the ``tbb`` package's ``libtbb``
-when that package is installed (also when the user chose ``tbb``), so that Numba finds it. The
-layer is then TBB when ``tbb`` is installed (fork- and thread-safe, the fastest to start a small
-call), else ``workqueue``, which is built into Numba on every platform: fork-safe and asleep
-between calls. ``workqueue`` is not thread-safe, so :func:`launch_lock` makes the kernels'
-launches take turns under it (a lock, only for that layer); a kernel uses every Numba thread
-already, so callers on several threads lose little by waiting. Its price is the hand-over to its
-worker threads: about 60 µs more per call than a spinning GNU OpenMP (a 64x1000 forward pass:
-110-200 µs against 75-100 µs, TBB 85-90 µs, on this project's loaded 2-core machine, where GNU
-OpenMP also took 6-8 ms per call in some processes, its spinning threads waiting for each
-other), and none on large inputs (4096x32000 float32, forward and gradient, by ``crossentropy
-bench`` in alternating runs with other processes on half the cores: 61 and 40 ms on
-``workqueue``, 67 and 71 ms on GNU OpenMP).
+**What this package does.** Unless the user chose (``NUMBA_THREADING_LAYER`` or
+``NUMBA_THREADING_LAYER_PRIORITY`` in the environment, a ``.numba_config.yaml``, or
+``numba.config.THREADING_LAYER``/``THREADING_LAYER_PRIORITY`` changed before the first parallel
+launch) and unless Numba's threads already run, it sets Numba's priority when the kernels first
+launch (:func:`launch_lock`), by whether PyTorch is in the process then:
 
-``tbb`` is not a dependency: its wheels exist for x86-64 only (no ARM Linux, no Apple silicon),
-under Intel's own licence, and add 10 MB; ``workqueue`` meets the three requirements everywhere.
-Other Numba code of the process is not covered by the lock: whoever runs parallel Numba
-functions of their own on several threads at once should install ``tbb`` or choose
-``NUMBA_THREADING_LAYER=omp`` (not fork-safe), which this package respects. Measured by
-``benchmarks/threads_after_kernel.py`` (``benchmarks/results/threads_after_kernel.md``).
+- **Without PyTorch:** ``tbb`` (when installed), else ``workqueue``, ahead of GNU OpenMP.
+  ``workqueue`` is built into Numba everywhere: fork-safe and asleep between calls. It is not
+  thread-safe, so :func:`launch_lock` makes the kernels' launches take turns under it (a lock,
+  only for that layer; a kernel uses every Numba thread already, so callers on several threads
+  lose little by waiting).
+- **With PyTorch** (``crossentropy.torch`` imports it before any kernel runs): GNU OpenMP first.
+  PyTorch's CPU wheels load their OpenMP runtime into the process's global symbols, so Numba's
+  ``omp`` layer runs the kernels on PyTorch's own OpenMP threads: one pool for both, and a kernel
+  right after a PyTorch operation finds those threads awake instead of fighting them for the
+  cores while they spin. On ``workqueue`` it does fight them, and loses:
+  ``crossentropy.torch.cross_entropy`` on 4096x32000 float32 logits right after a PyTorch
+  operation took 23-30 ms there against 17-18 ms on PyTorch's threads (two runs of
+  ``benchmarks/threads_after_kernel.py``). After a kernel, the threads wait as they do after any
+  PyTorch operation (PyTorch's wait policy, ``OMP_WAIT_POLICY``): a PyTorch matmul right after
+  one runs as fast as with no kernel before it, and a NumPy matmul as slowly as after a PyTorch
+  operation (1024²: 1.75x and 1.47x the time with nothing before it).
+
+  GNU OpenMP cannot run in a ``fork`` child of a process that used it (Numba kills the child,
+  which would otherwise hang). So in such a child (a ``multiprocessing`` "fork" worker, a
+  ``torch.utils.data.DataLoader`` worker), :func:`usable` is False: the losses run the library's
+  generic code, exact and single-threaded there, as PyTorch's DataLoader workers are; direct
+  callers of the kernels get a clear error from :func:`launch_lock`. Children started with
+  "spawn" or "forkserver" run the kernels as usual.
+
+On Linux an installed ``tbb`` package's ``libtbb`` is loaded so that Numba finds it (also when
+the user chose ``tbb``). ``tbb`` is not a dependency: its wheels exist for x86-64 only (no ARM
+Linux, no Apple silicon), under Intel's own licence, and add 10 MB. The price of ``workqueue`` is
+the hand-over to its worker threads: about 120 µs more per small call than GNU OpenMP (a 64x1000
+forward pass: 190 µs against 71 µs). Other Numba code of the process is not covered
+by the lock: whoever runs parallel Numba functions of their own on several threads at once
+without PyTorch should install ``tbb`` or choose ``NUMBA_THREADING_LAYER=omp`` (not fork-safe),
+which this package respects. Measured by ``benchmarks/threads_after_kernel.py``
+(``benchmarks/results/threads_after_kernel.md``).
 """
 
 from __future__ import annotations
@@ -59,25 +72,44 @@ from typing import Any
 
 import numba
 
-# Numba's default priority, and this package's: the same without GNU OpenMP ahead of workqueue.
+# Numba's default priority, and this package's two (module docstring): without PyTorch in the
+# process, workqueue ahead of GNU OpenMP; with it, GNU OpenMP first, to run on PyTorch's threads.
 _NUMBA_PRIORITY = ["tbb", "omp", "workqueue"]
-_PRIORITY = ["tbb", "workqueue", "omp"]
+_PRIORITY_WITHOUT_TORCH = ["tbb", "workqueue", "omp"]
+_PRIORITY_WITH_TORCH = ["omp", "tbb", "workqueue"]
 # Layers that abort when two threads launch parallel work at once.
 _NOT_THREAD_SAFE = frozenset({"workqueue"})
 
 _lock = threading.Lock()
 _serialize: bool | None = None  # whether the active layer needs the lock; None until known
 _tbb_preloaded = False
+_fork_child_of_gnu_openmp = False  # this process is a fork child of one whose GNU OpenMP threads ran
 
 
-def _reset_after_fork() -> None:
+def _after_fork_in_child() -> None:
+    global _lock, _fork_child_of_gnu_openmp
     # A lock held by another thread at the fork stays held in the child, where no thread releases it.
-    global _lock
     _lock = threading.Lock()
+    if _runs_gnu_openmp():  # the parent's threads ran on GNU OpenMP, which cannot run here
+        _fork_child_of_gnu_openmp = True
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _runs_gnu_openmp() -> bool:
+    """Whether Numba's threads were started, on GNU OpenMP (inherited by a fork child as it was in the parent)."""
+    if not started() or numba.threading_layer() != "omp":
+        return False
+    from numba.np.ufunc import omppool
+
+    return getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+
+
+def usable() -> bool:
+    """Whether the kernels can run in this process: not in a fork child of a process whose kernels ran on GNU OpenMP."""
+    return not _fork_child_of_gnu_openmp
 
 
 def started() -> bool:
@@ -95,18 +127,21 @@ def user_chose() -> bool:
         return True
     if str(numba.config.THREADING_LAYER).lower() != "default":
         return True
-    return list(numba.config.THREADING_LAYER_PRIORITY) not in (_NUMBA_PRIORITY, _PRIORITY)
+    ours = (_NUMBA_PRIORITY, _PRIORITY_WITHOUT_TORCH, _PRIORITY_WITH_TORCH)
+    return list(numba.config.THREADING_LAYER_PRIORITY) not in ours
 
 
 def configure() -> None:
-    """Put ``workqueue`` ahead of GNU OpenMP in Numba's priority, unless the user chose or the layer is fixed.
+    """Set Numba's priority by whether PyTorch is in the process (module docstring), unless the user
+    chose or the layer is fixed.
 
     Also makes an installed ``tbb`` package findable by Numba, unless the layer cannot be TBB.
     """
     if started():
         return
     if not user_chose():
-        numba.config.THREADING_LAYER_PRIORITY = list(_PRIORITY)
+        with_torch = "torch" in sys.modules
+        numba.config.THREADING_LAYER_PRIORITY = list(_PRIORITY_WITH_TORCH if with_torch else _PRIORITY_WITHOUT_TORCH)
     if str(numba.config.THREADING_LAYER).lower() not in ("omp", "workqueue"):
         _preload_tbb()
 
@@ -149,8 +184,19 @@ def launch_lock() -> Any:
     """A context manager to hold around a kernel call: the process's lock under ``workqueue``, else a no-op.
 
     Starts Numba's threads first, on the layer of :func:`configure` unless they run already.
+
+    Raises
+    ------
+    RuntimeError
+        In a fork child of a process whose kernels ran on GNU OpenMP (:func:`usable`).
     """
     global _serialize
+    if not usable():
+        raise RuntimeError(
+            "crossentropy's kernels cannot run in a fork child of a process whose kernels ran on GNU OpenMP "
+            "(it would hang); the losses run their generic code here, and a child started with the 'spawn' or "
+            "'forkserver' method runs the kernels"
+        )
     if _serialize is None:
         _serialize = _start()
     return _lock if _serialize else contextlib.nullcontext()
