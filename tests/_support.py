@@ -90,3 +90,14 @@ def assert_matches(actual, expected, dtype, what: str) -> None:
         assert got.dtype == want.dtype, what
         assert got.shape == want.shape, what
         np.testing.assert_allclose(got, want, **tolerance(dtype), err_msg=what)
+
+
+def assert_one_line(code: int, err: str, *fragments: str) -> str:
+    """A command's exit code 2 and standard error of one line, no traceback, holding every fragment; the line."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -22,6 +22,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.parquet as pq  # noqa: E402
+from _support import assert_one_line  # noqa: E402
 
 from crossentropy.cli import main  # noqa: E402
 
@@ -34,16 +35,6 @@ def score(capsys, path: Path, *args: str) -> tuple[int, str]:
     """Run ``crossentropy score`` in this process; returns the exit code and stderr."""
     code = main(["score", str(path), *args])
     return code, capsys.readouterr().err
-
-
-def assert_one_line(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
+from _support import assert_one_line
 from scipy.special import log_softmax
 
 from crossentropy.cli import main
@@ -95,16 +96,6 @@ def peak_rss_kib(*command: str | Path) -> tuple[int, subprocess.CompletedProcess
     )
     stderr, _, peak = result.stderr.rstrip().rpartition("\npeak ")
     return int(peak), subprocess.CompletedProcess(result.args, result.returncode, result.stdout, stderr)
-
-
-def assert_one_line(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     # A negative entry, as nearly every row of logits has within its first classes, settles it at the
     # cost of a reduction small enough to run on one thread: PyTorch splits larger ones over its
     # OpenMP threads, which then spin for milliseconds, on the cores the kernel that follows needs.
-    if concrete_bool(xp.min(x[(*(0,) * (x.ndim - 1), slice(0, _PREFIX_CHECKED))]) >= 0) is False:
+    prefix = x[(*(0,) * (x.ndim - 1), slice(0, min(_PREFIX_CHECKED, x.shape[-1])))]
+    if concrete_bool(xp.min(prefix) >= 0) is False:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
     # Reductions only (no temporary of the rows' size); half precision sums in float32. Rows with an
