@@ -1024,7 +1024,11 @@ def _environment() -> dict[str, Any]:
     import numba
 
     torch = _import_torch()
-    from .. import __version__
+    from .. import __version__, softmax_cross_entropy
+
+    # The kernels' first call picks Numba's threading layer (by whether PyTorch is loaded, which it
+    # is now): start the threads that way, not by numba.get_num_threads() below.
+    softmax_cross_entropy(np.zeros((1, 2), np.float32), np.zeros(1, np.int64))
 
     return {
         "crossentropy": __version__,
@@ -1036,7 +1040,7 @@ def _environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": numba.threading_layer(),  # started by get_num_threads()
+        "numba_threading_layer": numba.threading_layer(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
