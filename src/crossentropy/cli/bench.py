@@ -742,8 +742,8 @@ def _public_call(inputs: _Inputs, *, with_grad: bool, generic: bool) -> Callable
     return call
 
 
-def _kernel_call(inputs: _Inputs, *, with_grad: bool, out: np.ndarray | None = None) -> Callable[[], Any]:
-    """The kernel layer: plain mean cross-entropy, the gradient new or written into ``out``."""
+def _kernel_call(inputs: _Inputs, *, with_grad: bool) -> Callable[[], Any]:
+    """The kernel layer: plain mean cross-entropy, with a new gradient when ``with_grad``."""
     from .. import kernels
 
     n_rows = inputs.shape[0]
@@ -763,7 +763,6 @@ def _kernel_call(inputs: _Inputs, *, with_grad: bool, out: np.ndarray | None = N
             z=0.0,
             cap=None,
             storage=storage,
-            out=out,
         )
         return losses.sum() / n_rows, grad
 
