@@ -295,10 +295,6 @@ def _softmax_cross_entropy(
     return loss, (grad if out is None else _gradient_into(out, grad))
 
 
-# What the in-place errors call writing the gradient over the logits.
-_IN_PLACE = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
-
-
 def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
     """Validate ``out``, the caller's array for the gradient; True when it is ``logits`` itself (in place).
 
@@ -345,22 +341,16 @@ def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
 
 
 def _check_softmax_in_place(inputs: ClassInputs, *, weighted_smoothing: bool, cap: float | None) -> None:
-    """The rules of ``out=logits`` for the softmax cross-entropy, the same on every path.
-
-    The kernels read each logit once and write its gradient in its place: C-contiguous
-    float32/float64 logits with the class axis last, class-index targets, and no option that
-    reads the logits again (a soft-cap, label smoothing with class weights).
-    """
-    xp, stored = inputs.xp, inputs.stored
-    if not (_is_writeable(stored) and _is_c_contiguous(stored)):
-        raise ValueError(f"{_IN_PLACE} needs writeable C-contiguous logits, with the class axis last")
-    if stored.dtype not in (xp.float32, xp.float64):
-        raise ValueError(f"{_IN_PLACE} needs float32 or float64 logits; got {stored.dtype}")
-    if not inputs.is_index:
-        raise ValueError(f"{_IN_PLACE} needs class-index targets, not probabilities")
-    if cap is not None or weighted_smoothing:
-        option = "`softcap`" if cap is not None else "label smoothing with class weights"
-        raise ValueError(f"{_IN_PLACE} cannot be used with {option}, which reads the logits twice")
+    """The rules of ``out=logits`` for the softmax cross-entropy (:func:`crossentropy.kernels.check_softmax_in_place`),
+    the same on every path."""
+    stored = inputs.stored
+    kernels.check_softmax_in_place(
+        contiguous=_is_writeable(stored) and _is_c_contiguous(stored),
+        dtype=stored.dtype,
+        index_targets=inputs.is_index,
+        weighted_smoothing=weighted_smoothing,
+        cap=cap,
+    )
 
 
 def _gradient_into(out: Any, grad: Any) -> Any:
@@ -986,7 +976,7 @@ def _sigmoid_cross_entropy(
     # writeable C-contiguous array, in any dtype.
     in_place = out is not None and _check_out(out, logits, xp, targets, weight, pos_weight, sample_weight)
     if in_place and not (_is_writeable(inputs.stored) and _is_c_contiguous(inputs.stored)):
-        raise ValueError(f"{_IN_PLACE} needs writeable C-contiguous logits")
+        raise ValueError(f"{kernels.IN_PLACE} needs writeable C-contiguous logits")
     if kernels.accepts(xp, inputs.stored, inputs.targets, inputs.weight, pos_weight, inputs.sample_weight):
         result = _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad, out=out)
         return result if out is None else (result[0], _gradient_into(out, result[1]))

@@ -310,26 +310,45 @@ def _same_memory(out: Any, logits: np.ndarray) -> bool:
 def _writes_over_logits(
     out: np.ndarray, logits: np.ndarray, *, index_targets: bool, weighted_smoothing: bool, cap: float | None
 ) -> bool:
-    """True when ``out`` is ``logits`` itself, and check that the gradient can then overwrite them.
-
-    With index targets the kernels read each logit once and can write its gradient in its
-    place, unless a soft-cap (whose derivative needs the logits in the last pass) or label
-    smoothing with class weights (a second pass over the logits) reads them again; half
-    precision keeps its exponentials in float32 rows and cannot either.
-    """
+    """True when ``out`` is ``logits`` itself, and check that the gradient can then overwrite them
+    (:func:`check_softmax_in_place`)."""
     if not _same_memory(out, logits):
         return False
-    what = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
-    if not logits.flags.c_contiguous or not logits.flags.writeable:
-        raise ValueError(f"{what} needs writeable C-contiguous logits")
-    if logits.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{what} needs float32 or float64 logits; got {logits.dtype}")
+    check_softmax_in_place(
+        contiguous=bool(logits.flags.c_contiguous and logits.flags.writeable),
+        dtype=logits.dtype,
+        index_targets=index_targets,
+        weighted_smoothing=weighted_smoothing,
+        cap=cap,
+    )
+    return True
+
+
+# What the in-place errors call writing the gradient over the logits.
+IN_PLACE = "writing the gradient over the logits (`out=logits`; `inplace=True` in crossentropy.torch)"
+
+
+def check_softmax_in_place(
+    *, contiguous: bool, dtype: Any, index_targets: bool, weighted_smoothing: bool, cap: float | None
+) -> None:
+    """Raise unless the softmax gradient can overwrite the logits: the rules of ``out=logits``, on every path.
+
+    With index targets the kernels read each logit once and can write its gradient in its
+    place: writeable C-contiguous (``contiguous``) float32/float64 logits with the class axis
+    last, and no option that reads the logits again, a soft-cap (whose derivative needs the
+    logits in the last pass) or label smoothing with class weights (a second pass); half
+    precision keeps its exponentials in float32 rows and cannot either. ``dtype`` is the logits'
+    dtype in any array library.
+    """
+    if not contiguous:
+        raise ValueError(f"{IN_PLACE} needs writeable C-contiguous logits, with the class axis last")
+    if str(dtype).rsplit(".", 1)[-1] not in ("float32", "float64"):  # numpy's, torch.float32, array_api_strict's
+        raise ValueError(f"{IN_PLACE} needs float32 or float64 logits; got {dtype}")
     if not index_targets:
-        raise ValueError(f"{what} needs class-index targets, not probabilities")
+        raise ValueError(f"{IN_PLACE} needs class-index targets, not probabilities")
     if cap is not None or weighted_smoothing:
         option = "`softcap`" if cap is not None else "label smoothing with class weights"
-        raise ValueError(f"{what} cannot be used with {option}, which reads the logits twice")
-    return True
+        raise ValueError(f"{IN_PLACE} cannot be used with {option}, which reads the logits twice")
 
 
 def _rows(x: np.ndarray, dtype: Any) -> np.ndarray:
