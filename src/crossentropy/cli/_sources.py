@@ -101,18 +101,23 @@ def _bare_carriage_return(text: Any) -> int:
     return -1
 
 
+def repeated(values: Sequence[str]) -> set[str]:
+    """The values that occur more than once (one pass with a set: linear in the number of values)."""
+    seen: set[str] = set()
+    again: set[str] = set()
+    for value in values:
+        if value in seen:
+            again.add(value)
+        seen.add(value)
+    return again
+
+
 def _check_unique(path: Path, columns: Sequence[str], where: str = "") -> None:
     """Column names must be unique, and at most :data:`MAX_COLUMNS`."""
     if len(columns) > MAX_COLUMNS:
         raise InputError(f"{path}: {where}has {len(columns):,} columns; at most {MAX_COLUMNS:,} are allowed")
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for name in columns:
-        if name in seen:
-            repeated.add(name)
-        seen.add(name)
-    if repeated:
-        raise InputError(f"{path}: {where}column names must be unique; {', '.join(map(repr, sorted(repeated)))} repeat")
+    if twice := repeated(columns):
+        raise InputError(f"{path}: {where}column names must be unique; {', '.join(map(repr, sorted(twice)))} repeat")
 
 
 def _pyarrow() -> Any:

@@ -26,7 +26,7 @@ from ._options import logarithm_base, positive_int, unit_fraction
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
-from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, Source, open_source
+from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, Source, open_source, repeated
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
 
@@ -165,17 +165,6 @@ def _patterns(values: Sequence[str] | None) -> list[str]:
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
 
 
-def _first_repeated(values: Sequence[str]) -> str | None:
-    """The smallest value that occurs more than once, or None (one pass with a set)."""
-    seen: set[str] = set()
-    repeated: set[str] = set()
-    for value in values:
-        if value in seen:
-            repeated.add(value)
-        seen.add(value)
-    return min(repeated) if repeated else None
-
-
 def _match(source: Source, patterns: list[str], option: str) -> list[tuple[str, str]]:
     """``(column, class)`` pairs selected by ``patterns``, in pattern then file order.
 
@@ -198,12 +187,10 @@ def _match(source: Source, patterns: list[str], option: str) -> list[tuple[str, 
         head, _, tail = pattern.partition("*")
         for name in matched:
             chosen.append((name, name[len(head) : len(name) - len(tail)] if capture else name))
-    repeated = _first_repeated([column for column, _ in chosen])
-    if repeated is not None:
-        raise InputError(f"{source.where()}: {option} selects column {repeated!r} twice")
-    repeated = _first_repeated([name for _, name in chosen])
-    if repeated is not None:
-        raise InputError(f"{source.where()}: {option} names class {repeated!r} twice")
+    if twice := repeated([column for column, _ in chosen]):
+        raise InputError(f"{source.where()}: {option} selects column {min(twice)!r} twice")
+    if twice := repeated([name for _, name in chosen]):
+        raise InputError(f"{source.where()}: {option} names class {min(twice)!r} twice")
     return chosen
 
 
