@@ -191,7 +191,7 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
     input, weight, bias, target = ctx.saved_tensors
     wanted = [t for t, need in zip((input, weight, bias), ctx.needs, strict=True) if need]
     with torch.enable_grad(), kernels.disabled():
-        loss = _checkpointed(input, weight, bias, target, ctx.options, recompute=False)
+        loss = _pytorch_chunks(input, weight, bias, target, ctx.options, recompute=False)
         found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
     return tuple(next(found) if need else None for need in ctx.needs)
 
@@ -201,11 +201,12 @@ def _fused(*args: Any) -> torch.Tensor:
     return LinearCrossEntropyFunction.apply(*args)
 
 
-def _checkpointed(input, weight, bias, target, options: LinearOptions, *, recompute: bool = True) -> torch.Tensor:
-    """Plain PyTorch (any device): chunk losses under activation checkpointing, differentiable by autograd.
+def _pytorch_chunks(input, weight, bias, target, options: LinearOptions, *, recompute: bool = True) -> torch.Tensor:
+    """Plain PyTorch (any device): the loss from chunks of rows, differentiable by autograd.
 
-    Without ``recompute`` the chunks keep their logits for the backward pass instead: for
-    ``torch.func`` transforms, which do not support the saved-tensor hooks of checkpointing.
+    With ``recompute`` the chunks run under activation checkpointing (their logits are recomputed
+    in the backward pass); without it, or under ``torch.func`` transforms (which refuse the
+    saved-tensor hooks of checkpointing), they keep their logits for the backward pass.
     """
 
     def chunk_losses(rows, weight, bias, rows_target):
@@ -320,5 +321,5 @@ def linear_cross_entropy(
     if on_kernels:
         loss = _fused(rows, weight, bias, row_target, options)
     else:
-        loss = _checkpointed(rows, weight, bias, row_target, options)
+        loss = _pytorch_chunks(rows, weight, bias, row_target, options)
     return loss.reshape(target.shape) if options.reduction == "none" else loss
