@@ -6,6 +6,10 @@ Tolerances follow the dtype of the computation under test: float64 ~1e-10 relati
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -101,3 +105,10 @@ def assert_one_line(code: int, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def run_cli(*args: str | Path, timeout: float = 120, **options) -> subprocess.CompletedProcess:
+    """``python -m crossentropy.cli ARGS`` in a fresh process, its output captured as text; ``options``
+    go to :func:`subprocess.run` (``cwd``, ``preexec_fn``)."""
+    command = [sys.executable, "-m", "crossentropy.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, **options)

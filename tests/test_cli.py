@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
+
+from _support import run_cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossentropy.cli", *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_cli(*args)
 
 
 def test_help_has_examples_and_bad_usage_exits_2():

@@ -11,11 +11,11 @@ import json
 import math
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _support import run_cli
 
 from crossentropy.cli.demo import DEFAULT_EPOCHS, gradient_step, split_digits
 from crossentropy.data import load_digits
@@ -24,13 +24,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossentropy.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

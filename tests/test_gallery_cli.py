@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
+from _support import run_cli
 
 from crossentropy.gallery import NAMES, experiment
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossentropy.cli", "gallery", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_cli("gallery", *args, timeout=300)
 
 
 def test_every_name_has_an_experiment():

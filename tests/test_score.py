@@ -20,6 +20,7 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from _support import run_cli  # noqa: E402
 from scipy.special import softmax  # noqa: E402
 from scipy.stats import entropy as scipy_entropy  # noqa: E402
 from sklearn.metrics import log_loss as sklearn_log_loss  # noqa: E402
@@ -33,14 +34,7 @@ CLASSES = ["cat", "dog", "owl"]
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossentropy.cli", "score", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-    )
+    return run_cli("score", *args, cwd=cwd)
 
 
 def make_data(n: int = 500, seed: int = 0, n_classes: int = 3):

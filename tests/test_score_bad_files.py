@@ -22,7 +22,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line  # noqa: E402
+from _support import assert_one_line, run_cli  # noqa: E402
 
 from crossentropy.cli import main  # noqa: E402
 
@@ -134,14 +134,7 @@ def _drop_file_capabilities() -> None:
 
 
 def _run_without_file_capabilities(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crossentropy.cli", "score", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=_drop_file_capabilities if os.geteuid() == 0 else None,
-    )
+    return run_cli("score", *args, preexec_fn=_drop_file_capabilities if os.geteuid() == 0 else None)
 
 
 @pytest.mark.parametrize("file_format", FORMATS)
