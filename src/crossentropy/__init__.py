@@ -13,6 +13,7 @@ accepts NumPy, PyTorch, JAX or CuPy arrays and returns the same kind of array.
 """
 
 from ._inputs import ProbabilitiesAsLogitsWarning
+from ._validation import checks_disabled
 from .information import Decomposition, cross_entropy, decompose, entropy, js_divergence, kl_divergence
 from .losses import (
     binary_cross_entropy,
@@ -46,6 +47,7 @@ __all__ = [
     "backward_corrected_cross_entropy",
     "binary_cross_entropy",
     "brier_score",
+    "checks_disabled",
     "class_weights",
     "cross_entropy",
     "decompose",

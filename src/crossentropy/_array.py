@@ -24,6 +24,7 @@ __all__ = [
     "concrete_bool",
     "get_namespace",
     "host_float",
+    "in_host_memory",
     "is_integer",
     "is_real_floating",
     "is_transformed_tensor",
@@ -113,6 +114,18 @@ def host_float(x: Any) -> float:
     if array_api_compat.is_torch_array(x):
         x = x.detach()
     return float(x)
+
+
+def in_host_memory(x: Any) -> bool:
+    """Whether reading a value of the array ``x`` costs no device-to-host transfer: NumPy arrays, CPU
+    PyTorch tensors, and JAX arrays on the CPU; not CUDA tensors, CuPy arrays or other devices."""
+    if array_api_compat.is_torch_array(x):
+        return x.device.type == "cpu"
+    if array_api_compat.is_cupy_array(x):
+        return False
+    if array_api_compat.is_jax_array(x):
+        return all(device.platform == "cpu" for device in getattr(x, "devices", lambda: ())())
+    return True
 
 
 def is_transformed_tensor(x: Any) -> bool:

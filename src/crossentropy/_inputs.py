@@ -27,6 +27,7 @@ from ._validation import (
     check_nonnegative,
     check_not_empty,
     check_shape,
+    checks_values,
     shown,
 )
 
@@ -123,8 +124,9 @@ class ClassInputs:
 
 
 def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
-    """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1."""
-    if x.shape[-1] < 2:
+    """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1 (not inside
+    :func:`~crossentropy.checks_disabled` for logits on a device)."""
+    if x.shape[-1] < 2 or not checks_values(x):
         return
     # A negative entry, as nearly every row of logits has within its first classes, settles it at the
     # cost of a reduction small enough to run on one thread: PyTorch splits larger ones over its
