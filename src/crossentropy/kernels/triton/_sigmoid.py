@@ -43,11 +43,17 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-__all__ = ["BLOCK", "sigmoid_cross_entropy_elements"]
+__all__ = ["BLOCK", "BLOCK_FLOAT64", "sigmoid_cross_entropy_elements"]
 
-# Elements a program covers, and its warps: 8 elements a thread, two 16-byte loads of float32.
+# Elements a program covers, and its warps: 8 elements a thread (two 16-byte loads of float32), 48 to
+# 80 registers on sm_90 by ptxas, no spills; float64 takes half the block (4 a thread, about 100
+# registers, where 8 took 150-180).
 BLOCK = 2048
+BLOCK_FLOAT64 = 1024
 NUM_WARPS = 8
+# Floating-point contraction (a * b + c as one FMA), as Triton's default so far; given explicitly,
+# as Triton 3.9 warns when it is left to a default that 3.10 changes.
+_FP_FUSION = True
 # Partial sums the finishing kernel adds at a time.
 _FINISH_BLOCK = 1024
 
@@ -75,7 +81,7 @@ def _load(pointer, mask, MASKED: tl.constexpr):
 @triton.jit
 def _option(pointer, base, local, mask, n_classes, MODE: tl.constexpr, MASKED: tl.constexpr, ACC: tl.constexpr,
             IDX: tl.constexpr):  # fmt: skip
-    """The option's values for the block starting at flat offset ``base`` (a factor of 1 when absent)."""
+    """The values of an option (not ``_NONE``) for the block that starts at flat offset ``base``."""
     if MODE == _SCALAR:
         value = tl.load(pointer).to(ACC)
     elif MODE == _CLASS:
@@ -84,11 +90,24 @@ def _option(pointer, base, local, mask, n_classes, MODE: tl.constexpr, MASKED: t
     elif MODE == _ROW:
         first = (base % n_classes).to(IDX)
         value = _load(pointer + base // n_classes + (first + local.to(IDX)) // n_classes, mask, MASKED).to(ACC)
-    elif MODE == _FULL:
-        value = _load(pointer + base + local, mask, MASKED).to(ACC)
     else:
-        value = 1.0
+        value = _load(pointer + base + local, mask, MASKED).to(ACC)
     return value
+
+
+@triton.jit
+def _weight(w_ptr, s_ptr, base, local, mask, n_classes, W_MODE: tl.constexpr, S_MODE: tl.constexpr,
+            MASKED: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr):  # fmt: skip
+    """:math:`s w` for the block (at least one of the two given)."""
+    if W_MODE == _NONE:
+        weight = _option(s_ptr, base, local, mask, n_classes, S_MODE, MASKED, ACC, IDX)
+    elif S_MODE == _NONE:
+        weight = _option(w_ptr, base, local, mask, n_classes, W_MODE, MASKED, ACC, IDX)
+    else:
+        weight = _option(w_ptr, base, local, mask, n_classes, W_MODE, MASKED, ACC, IDX) * _option(
+            s_ptr, base, local, mask, n_classes, S_MODE, MASKED, ACC, IDX
+        )
+    return weight
 
 
 @triton.jit
@@ -100,8 +119,9 @@ def _times(factor, value):
 @triton.jit
 def _block(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, base, pid, n_elements, n_classes,
            n_blocks, keep, lift, scale, inverse, W_MODE: tl.constexpr, Q_MODE: tl.constexpr, S_MODE: tl.constexpr,
-           STORE: tl.constexpr, PER_ELEMENT: tl.constexpr, MEAN: tl.constexpr, SMOOTH: tl.constexpr,
-           MASKED: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+           WEIGHTED: tl.constexpr, STORE: tl.constexpr, PER_ELEMENT: tl.constexpr, MEAN: tl.constexpr,
+           SMOOTH: tl.constexpr, MASKED: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
+           BLOCK: tl.constexpr):  # fmt: skip
     """Losses (and gradient) of the ``BLOCK`` elements from flat offset ``base`` (module docstring)."""
     local = tl.arange(0, BLOCK)
     mask = local < (n_elements - base).to(tl.int32) if MASKED else None  # a whole block takes no mask
@@ -109,25 +129,30 @@ def _block(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, b
     y = _load(t_ptr + base + local, mask, MASKED).to(ACC)
     if SMOOTH:
         y = keep * y + lift
-    qy = y * _option(q_ptr, base, local, mask, n_classes, Q_MODE, MASKED, ACC, IDX)
+    q = 1.0 if Q_MODE == _NONE else _option(q_ptr, base, local, mask, n_classes, Q_MODE, MASKED, ACC, IDX)
+    qy = q * y
     not_y = 1.0 - y
-    weight = _option(w_ptr, base, local, mask, n_classes, W_MODE, MASKED, ACC, IDX)
-    weight = weight * _option(s_ptr, base, local, mask, n_classes, S_MODE, MASKED, ACC, IDX)
     e = tl.exp(-tl.abs(x))
     u = 1.0 + e
     exact = u == 1.0  # ln(1 + e) = e to the last place
     log_term = tl.where(exact, e, tl.log(u) * (e / tl.where(exact, 1.0, u - 1.0)))
     softplus_pos = tl.where(x > 0, x, 0.0) + log_term  # -log sigmoid(-x)
     softplus_neg = tl.where(x < 0, -x, 0.0) + log_term  # -log sigmoid(x)
-    loss = _times(weight, _times(qy, softplus_neg) + _times(not_y, softplus_pos))
+    loss = _times(qy, softplus_neg) + _times(not_y, softplus_pos)
+    if WEIGHTED:
+        weight = _weight(w_ptr, s_ptr, base, local, mask, n_classes, W_MODE, S_MODE, MASKED, ACC, IDX)
+        loss = _times(weight, loss)
     if STORE:
         inv_u = 1.0 / u
         sigmoid = tl.where(x >= 0, inv_u, e * inv_u)
-        grad = (sigmoid * (qy + not_y) - qy) * weight * scale
+        grad = sigmoid * (qy + not_y) - qy
+        if WEIGHTED:
+            grad = grad * weight
+        grad = (grad * scale).to(grad_ptr.dtype.element_ty)
         if MASKED:
-            tl.store(grad_ptr + base + local, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+            tl.store(grad_ptr + base + local, grad, mask=mask)
         else:
-            tl.store(grad_ptr + base + local, grad.to(grad_ptr.dtype.element_ty))
+            tl.store(grad_ptr + base + local, grad)
     if PER_ELEMENT:
         if MASKED:
             tl.store(loss_ptr + base + local, loss, mask=mask)
@@ -145,10 +170,10 @@ def _block(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, b
 def _sigmoid_cross_entropy_kernel(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, scale_ptr,
                                   scale_value, den_ptr, inverse_value, smooth_ptr, smoothing, n_elements, n_classes,
                                   n_blocks, W_MODE: tl.constexpr, Q_MODE: tl.constexpr, S_MODE: tl.constexpr,
-                                  STORE: tl.constexpr, PER_ELEMENT: tl.constexpr, MEAN: tl.constexpr,
-                                  SMOOTH: tl.constexpr, SCALE_FROM_PTR: tl.constexpr, DEN_FROM_PTR: tl.constexpr,
-                                  SMOOTH_FROM_PTR: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
-                                  BLOCK: tl.constexpr):  # fmt: skip
+                                  WEIGHTED: tl.constexpr, STORE: tl.constexpr, PER_ELEMENT: tl.constexpr,
+                                  MEAN: tl.constexpr, SMOOTH: tl.constexpr, SCALE_FROM_PTR: tl.constexpr,
+                                  DEN_FROM_PTR: tl.constexpr, SMOOTH_FROM_PTR: tl.constexpr, ACC: tl.constexpr,
+                                  IDX: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """One block of the flat input: its losses (per element, or its partial sums) and its gradient.
 
     Scalars come as kernel arguments (float32 accumulation) or from 0-d tensors on the device
@@ -168,12 +193,12 @@ def _sigmoid_cross_entropy_kernel(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, l
     lift = epsilon / 2.0
     if base + BLOCK <= n_elements:
         _block(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, base, pid, n_elements, n_classes,
-               n_blocks, keep, lift, scale, inverse, W_MODE, Q_MODE, S_MODE, STORE, PER_ELEMENT, MEAN, SMOOTH, False,
-               ACC, IDX, BLOCK)  # fmt: skip
+               n_blocks, keep, lift, scale, inverse, W_MODE, Q_MODE, S_MODE, WEIGHTED, STORE, PER_ELEMENT, MEAN,
+               SMOOTH, False, ACC, IDX, BLOCK)  # fmt: skip
     else:
         _block(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, loss_ptr, partial_ptr, base, pid, n_elements, n_classes,
-               n_blocks, keep, lift, scale, inverse, W_MODE, Q_MODE, S_MODE, STORE, PER_ELEMENT, MEAN, SMOOTH, True,
-               ACC, IDX, BLOCK)  # fmt: skip
+               n_blocks, keep, lift, scale, inverse, W_MODE, Q_MODE, S_MODE, WEIGHTED, STORE, PER_ELEMENT, MEAN,
+               SMOOTH, True, ACC, IDX, BLOCK)  # fmt: skip
 
 
 @triton.jit
@@ -446,7 +471,8 @@ def sigmoid_cross_entropy_elements(
         if not den_from_ptr:
             inverse_arg = 1.0 / denominator if denominator != 0 else 0.0
 
-    n_blocks = triton.cdiv(size, BLOCK)
+    block = BLOCK_FLOAT64 if accumulation == torch.float64 else BLOCK
+    n_blocks = triton.cdiv(size, block)
     if per_element:
         losses = torch.empty(shape, dtype=accumulation, device=device)
         partials = losses  # unused
@@ -458,7 +484,7 @@ def sigmoid_cross_entropy_elements(
     def pointer(value: Any) -> Any:
         return value if isinstance(value, torch.Tensor) else placeholder
 
-    index_dtype = tl.int64 if n_classes >= 2**31 - 2 * BLOCK else tl.int32
+    index_dtype = tl.int64 if n_classes >= 2**31 - 2 * block else tl.int32
     acc = _TRITON_DTYPES[accumulation]
     with _interpreter_errstate():
         if n_blocks:
@@ -468,9 +494,11 @@ def sigmoid_cross_entropy_elements(
                 pointer(den_arg) if den_from_ptr else placeholder, inverse_arg,
                 pointer(smooth_arg), 0.0 if smooth_from_ptr else smooth_arg,
                 size, n_classes, n_blocks,
-                W_MODE=w_mode, Q_MODE=q_mode, S_MODE=s_mode, STORE=store, PER_ELEMENT=per_element, MEAN=mean,
+                W_MODE=w_mode, Q_MODE=q_mode, S_MODE=s_mode, WEIGHTED=w_mode != _NONE.value or s_mode != _NONE.value,
+                STORE=store, PER_ELEMENT=per_element, MEAN=mean,
                 SMOOTH=smoothing != 0, SCALE_FROM_PTR=scale_from_ptr, DEN_FROM_PTR=den_from_ptr,
-                SMOOTH_FROM_PTR=smooth_from_ptr, ACC=acc, IDX=index_dtype, BLOCK=BLOCK, num_warps=NUM_WARPS,
+                SMOOTH_FROM_PTR=smooth_from_ptr, ACC=acc, IDX=index_dtype, BLOCK=block, num_warps=NUM_WARPS,
+                enable_fp_fusion=_FP_FUSION,
             )  # fmt: skip
         if not per_element:
             if not n_blocks:
@@ -479,7 +507,7 @@ def sigmoid_cross_entropy_elements(
                 partials, losses, max(n_blocks, 1), pointer(den_arg) if den_from_ptr else placeholder,
                 0.0 if den_from_ptr or not mean else den_arg,
                 MEAN=mean, DEN_FROM_PTR=den_from_ptr, LARGEST=float(torch.finfo(accumulation).max), ACC=acc,
-                BLOCK=_FINISH_BLOCK, num_warps=4,
+                BLOCK=_FINISH_BLOCK, num_warps=4, enable_fp_fusion=_FP_FUSION,
             )  # fmt: skip
     return losses, grad
 
