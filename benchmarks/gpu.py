@@ -1,0 +1,1066 @@
+"""Softmax cross-entropy on one GPU: ``crossentropy.torch.cross_entropy`` against PyTorch and Liger-Kernel.
+
+One command, under eight minutes on one H100 (``benchmarks/gpu_run.sh`` runs it on a lent
+machine; ``benchmarks/README.md``, section "GPU", says how)::
+
+    python3 benchmarks/gpu.py                           # the full run, files in benchmarks/results/
+    python3 benchmarks/gpu.py --quick                   # one small shape, few repeats
+    python3 benchmarks/gpu.py --device cpu --quick      # the same code on tiny CPU tensors (the smoke test)
+
+What it measures, for float32 and bfloat16 logits at N in {8192, 32768} x V in {32000, 128256,
+262144} (standard-normal logits, uniform class-index targets, ``reduction="mean"``):
+
+* the device-to-device copy bandwidth first (a large ``dst.copy_(src)``, bytes read + written
+  over the time), the yardstick of every pass;
+* per method, the forward pass (under ``torch.no_grad``) and forward + backward
+  (``torch.autograd.grad(loss, logits)``, which returns the gradient without accumulating it
+  into ``.grad``), each warmed up and then timed ``--repeat`` times with CUDA events, median
+  reported; before every timed call a read of a buffer twice the L2's size evicts the inputs and
+  any dirty lines, and methods that write over the logits get them re-filled from the same seed,
+  both outside the timed region;
+* the peak memory of one call: ``torch.cuda.max_memory_allocated()`` after
+  ``reset_peak_memory_stats()``, above the memory allocated just before the call (the inputs);
+* the minimum traffic of a pass (forward: the logits read once; forward + backward: the logits
+  read once and the gradient written once; targets and the loss are not counted) over the
+  median time, as a fraction of the copy bandwidth;
+* a correctness spot check per shape and method: the loss against ``F.cross_entropy`` of the
+  float32 logits (computed in row chunks), the gradient on 16 sampled rows (the first, the last
+  and random ones) against softmax - one-hot in float64, and N times every row's gradient sum
+  (0 in exact arithmetic: a row left unwritten shows here). A method that fails it has its
+  times marked as invalid; a failure of ours makes the exit code 1.
+
+Methods: ``F.cross_entropy`` eager; ``torch.compile(F.cross_entropy, dynamic=True)`` (one
+compilation per dtype and pass; the first call's excess over the median is reported as the
+compile time and kept out of the timings); Liger-Kernel's ``LigerCrossEntropyLoss`` ("not
+installed" where ``liger_kernel`` is missing); ours, ``crossentropy.torch.cross_entropy`` with
+``inplace=False`` and ``inplace=True``, each with its value checks on and under
+``crossentropy.checks_disabled()``. A method that runs out of memory on a shape is "OOM"; a
+shape whose inputs alone do not fit is skipped, saying so; a time-budget guard (``--budget-s``)
+marks the cells it had no time for "not measured (time budget)".
+
+Output in ``--out``: ``gpu.md`` (environment and tables), ``gpu.json`` (every number), ``gpu.png``
+(a chart, when matplotlib is installed). Both text files are rewritten after every shape, so a
+run cut short still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+FULL_SHAPES = ((8192, 32000), (8192, 128256), (8192, 262144), (32768, 32000), (32768, 128256), (32768, 262144))
+QUICK_SHAPES = {"cuda": ((4096, 32000),), "cpu": ((64, 1000),)}
+DTYPES = ("bfloat16", "float32")
+PASSES = ("fwd", "fwdbwd")
+PASS_NAMES = {"fwd": "forward", "fwdbwd": "forward + backward"}
+SEED = 1234
+CHECK_ROWS = 16  # rows of the gradient compared with the float64 reference
+# Spot-check tolerances (relative loss error; relative L2 error of the gradient's softmax part on
+# the sampled rows; absolute error of N * their target entries, about -1; on every row, the
+# absolute errors of N * the row sum and of N * the row's L1 norm). They let PyTorch's own
+# bfloat16 path pass (its log-softmax is rounded to bfloat16: up to 3 per cent per element at
+# |log p| in [8, 16), the same sign for many entries of a row) and catch a wrong kernel (rows
+# unwritten or shifted, a wrong class, a missing 1/N, NaN).
+TOLERANCES = {
+    "float32": {"loss": 1e-4, "grad": 1e-3, "target": 1e-4, "rows": 1e-3},
+    "bfloat16": {"loss": 2e-2, "grad": 5e-2, "target": 2e-2, "rows": 5e-2},
+}
+BUDGET_MARGIN_S = 20.0  # kept back from --budget-s for writing the files and the chart
+
+NOT_MEASURED = "not measured (time budget)"
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    short: str  # a column of the summary at the end of the output
+    ours: bool = False
+    writes_input: bool = False  # may write over the logits: re-filled before every call, outside the timed region
+
+
+METHODS = (
+    Method("eager", "F.cross_entropy (eager)", "eager"),
+    Method("compiled", "torch.compile(F.cross_entropy)", "compiled"),
+    Method("liger", "Liger LigerCrossEntropyLoss", "liger", writes_input=True),
+    Method("ours", "ours", "ours", ours=True),
+    Method("ours_nochecks", "ours, checks_disabled()", "ours-nochk", ours=True),
+    Method("ours_inplace", "ours inplace=True", "inplace", ours=True, writes_input=True),
+    Method(
+        "ours_inplace_nochecks", "ours inplace=True, checks_disabled()", "inplace-nochk", ours=True, writes_input=True
+    ),
+)
+
+
+class Unavailable(Exception):
+    """A method that cannot run here; its message is what the tables show."""
+
+
+# --------------------------------------------------------------------------------------------
+# the device: timers, memory, cache flush
+
+
+class Device:
+    def __init__(self, name: str) -> None:
+        self.torch = torch.device(name)
+        self.cuda = self.torch.type == "cuda"
+        self.flush_buffer: torch.Tensor | None = None
+        if self.cuda:
+            props = torch.cuda.get_device_properties(self.torch)
+            self.l2_bytes = int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
+            self.flush_buffer = torch.empty(2 * self.l2_bytes // 4, dtype=torch.float32, device=self.torch)
+            self.flush_buffer.normal_()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.torch)
+
+    def flush(self) -> None:
+        """Evict the L2: read a buffer twice its size (clean lines of an unrelated buffer afterwards)."""
+        if self.flush_buffer is not None:
+            self.flush_buffer.sum()
+
+    def free_bytes(self) -> int:
+        if self.cuda:
+            return torch.cuda.mem_get_info(self.torch)[0]
+        with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        return 2**40
+
+    def cleanup(self) -> None:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def timed(self, call: Callable[[], Any], prepare: Callable[[], None], count: int) -> list[float]:
+        """Milliseconds of ``count`` calls of ``call``, each after ``prepare()`` (outside the timed region).
+
+        CUDA: one pair of events around each call, read after one synchronize at the end; a call
+        that reads a value on the host inside is timed with its wait. CPU: the host clock.
+        """
+        if not self.cuda:
+            times = []
+            for _ in range(count):
+                prepare()
+                start = time.perf_counter()
+                out = call()
+                times.append((time.perf_counter() - start) * 1e3)
+                del out
+            return times
+        events = []
+        for _ in range(count):
+            prepare()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = call()
+            end.record()
+            events.append((start, end))
+            del out
+        self.sync()
+        return [start.elapsed_time(end) for start, end in events]
+
+    def peak(self, call: Callable[[], Any], prepare: Callable[[], None]) -> int | None:
+        """Bytes allocated at the peak of one call above those allocated before it (CUDA only)."""
+        if not self.cuda:
+            return None
+        prepare()
+        self.sync()
+        torch.cuda.reset_peak_memory_stats(self.torch)
+        base = torch.cuda.memory_allocated(self.torch)
+        out = call()
+        self.sync()
+        peak = torch.cuda.max_memory_allocated(self.torch) - base
+        del out
+        return peak
+
+
+def out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    return (getattr(torch.cuda, "OutOfMemoryError", MemoryError), MemoryError)
+
+
+def copy_bandwidth(device: Device, nbytes: int, repeat: int) -> dict[str, Any]:
+    """Device-to-device copy bandwidth: bytes read + written by ``dst.copy_(src)`` over its median time."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device.torch).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    device.sync()
+    times = device.timed(lambda: dst.copy_(src), lambda: None, repeat)
+    median = statistics.median(times)
+    return {
+        "bytes_per_buffer": nbytes,
+        "times_ms": times,
+        "median_ms": median,
+        "bytes_per_s": 2 * nbytes / (median / 1e3),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# methods
+
+
+def _import_ours() -> Any:
+    if importlib.util.find_spec("crossentropy") is None:  # not installed: the checkout's own source
+        sys.path.insert(0, str(ROOT / "src"))
+    crossentropy = importlib.import_module("crossentropy")
+    importlib.import_module("crossentropy.torch")
+    return crossentropy
+
+
+def _plain_cross_entropy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(x, y)
+
+
+class Methods:
+    """Makes each method's callable ``(logits, targets) -> loss`` and its context, or says why it cannot."""
+
+    def __init__(self, compile_backend: str) -> None:
+        self.ours = _import_ours()
+        self.compiled = torch.compile(_plain_cross_entropy, dynamic=True, backend=compile_backend)
+        self.checks_disabled = getattr(self.ours, "checks_disabled", None)
+        self._liger: Any = None
+        self._liger_error: str | None = None
+        if importlib.util.find_spec("liger_kernel") is None:
+            self._liger_error = "not installed"
+        else:
+            try:
+                from liger_kernel.transformers import LigerCrossEntropyLoss
+
+                self._liger = LigerCrossEntropyLoss()
+            except Exception as error:
+                self._liger_error = f"import failed: {type(error).__name__}: {error}"[:200]
+
+    def get(self, method: Method) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[], Any]]:
+        context: Callable[[], Any] = contextlib.nullcontext
+        if method.key == "eager":
+            return F.cross_entropy, context
+        if method.key == "compiled":
+            return self.compiled, context
+        if method.key == "liger":
+            if self._liger is None:
+                raise Unavailable(self._liger_error)
+            return self._liger, context
+        if method.key.endswith("_nochecks"):
+            if self.checks_disabled is None:
+                raise Unavailable("missing: crossentropy.checks_disabled")
+            context = self.checks_disabled
+        inplace = "inplace" in method.key
+        functional = self.ours.torch.cross_entropy
+
+        def ours(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return functional(x, y, inplace=inplace)
+
+        return ours, context
+
+
+# --------------------------------------------------------------------------------------------
+# one shape: inputs, reference, cells
+
+
+@dataclass
+class Inputs:
+    n: int
+    v: int
+    dtype: torch.dtype
+    logits: torch.Tensor  # a leaf that requires grad
+    targets: torch.Tensor
+    generator: torch.Generator
+
+    def refill(self) -> None:
+        """The same standard-normal logits again (a re-seeded generator), for methods that overwrote them."""
+        self.generator.manual_seed(SEED)
+        with torch.no_grad():
+            self.logits.normal_(generator=self.generator)
+
+    @property
+    def bytes(self) -> int:
+        return self.logits.numel() * self.logits.element_size()
+
+
+def make_inputs(device: Device, n: int, v: int, dtype: torch.dtype) -> Inputs:
+    generator = torch.Generator(device=device.torch)
+    generator.manual_seed(SEED + 1)
+    targets = torch.randint(0, v, (n,), device=device.torch, generator=generator)
+    logits = torch.empty(n, v, dtype=dtype, device=device.torch).requires_grad_()
+    inputs = Inputs(n, v, dtype, logits, targets, generator)
+    inputs.refill()
+    return inputs
+
+
+@dataclass
+class Reference:
+    loss: float
+    row_losses: torch.Tensor  # float32, one per row
+    rows: torch.Tensor
+    grad_rows: torch.Tensor  # N * gradient of the mean loss on ``rows``: softmax - one-hot, float64
+
+
+def make_reference(inputs: Inputs) -> Reference:
+    """F.cross_entropy of the float32 logits (summed in row chunks), and softmax - one-hot on sampled rows."""
+    x, y, n, v = inputs.logits.detach(), inputs.targets, inputs.n, inputs.v
+    chunk = max(1, 2**27 // v)
+    row_losses = torch.empty(n, dtype=torch.float32, device=x.device)
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            part = x[start : start + chunk].float()
+            row_losses[start : start + chunk] = F.cross_entropy(part, y[start : start + chunk], reduction="none")
+            del part
+        total = float(row_losses.double().sum())
+        generator = torch.Generator().manual_seed(SEED + 2)
+        picked = torch.randperm(n, generator=generator)[: CHECK_ROWS - 8].tolist()
+        rows = sorted({*range(min(4, n)), *range(max(0, n - 4), n), *picked})
+        rows_t = torch.tensor(rows, device=x.device)
+        grad = torch.softmax(x[rows_t].double(), dim=1)
+        grad[torch.arange(len(rows), device=x.device), y[rows_t]] -= 1.0
+    return Reference(total / n, row_losses, rows_t, grad)
+
+
+def check_result(inputs: Inputs, reference: Reference, loss: torch.Tensor, grad: torch.Tensor | None) -> dict:
+    """Errors of one call's loss (and gradient) against the reference.
+
+    On the sampled rows: the relative L2 error of the non-target entries (the softmax) and the
+    error of the target entries (p_y - 1). On every row, so that no row escapes: N times the row
+    sum (0 in exact arithmetic) and N times the row's L1 norm against its exact value
+    2 (1 - p_y), p_y = exp(-loss_n); a row left unwritten, zeroed, scaled or holding the logits fails.
+    """
+    out: dict[str, Any] = {}
+    value = float(loss.detach().float())
+    out["loss"] = value
+    out["loss_rel_err"] = abs(value - reference.loss) / abs(reference.loss) if math.isfinite(value) else math.inf
+    if grad is None:
+        return out
+    with torch.no_grad():
+        rows = reference.rows
+        got = grad[rows].double() * inputs.n
+        ref = reference.grad_rows
+        cols = inputs.targets[rows]
+        index = torch.arange(len(rows), device=got.device)
+        target_err = (got[index, cols] - ref[index, cols]).abs().max()
+        got[index, cols] = 0.0
+        ref = ref.clone()
+        ref[index, cols] = 0.0
+        grad_err = torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref)
+        # Reductions that read every element once, without a float32 copy of the gradient.
+        row_sums = grad.sum(dim=1, dtype=torch.float32) * inputs.n
+        row_l1 = torch.linalg.vector_norm(grad, ord=1, dim=1, dtype=torch.float32) * inputs.n
+        row_l1_err = (row_l1 - 2 * (1 - torch.exp(-reference.row_losses))).abs()
+    out["grad_rel_err"] = _finite_or_inf(grad_err.max())
+    out["target_err"] = _finite_or_inf(target_err)
+    out["row_sum_err"] = _finite_or_inf(row_sums.abs().max())
+    out["row_l1_err"] = _finite_or_inf(row_l1_err.max())
+    return out
+
+
+def _finite_or_inf(value: torch.Tensor) -> float:
+    """A 0-d tensor as a float; NaN (which ``max`` propagates) becomes inf, so that it fails."""
+    number = float(value)
+    return number if math.isfinite(number) else math.inf
+
+
+def verdict(dtype: str, check: dict) -> str:
+    tol = TOLERANCES[dtype]
+    keys = [
+        ("loss_rel_err_fwd", "loss"),
+        ("loss_rel_err", "loss"),
+        ("grad_rel_err", "grad"),
+        ("target_err", "target"),
+        ("row_sum_err", "rows"),
+        ("row_l1_err", "rows"),
+    ]
+    present = [(k, t) for k, t in keys if k in check]
+    if not present:
+        return "not run"
+    bad = [k for k, t in present if not check[k] <= tol[t]]  # NaN fails too
+    if bad:
+        return "FAIL (" + ", ".join(bad) + ")"
+    return "pass" if "grad_rel_err" in check else "pass (forward only)"
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class Budget:
+    seconds: float
+    start: float = field(default_factory=time.perf_counter)
+    rate: dict[str, float] = field(default_factory=dict)  # seconds per logits byte, per method and pass
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.start)
+
+    def allows(self, key: str, nbytes: int) -> bool:
+        estimate = self.rate.get(key, max(self.rate.values(), default=0.0)) * nbytes
+        return self.left() > max(2.0, 1.2 * estimate)
+
+    def record(self, key: str, nbytes: int, seconds: float) -> None:
+        self.rate[key] = seconds / max(nbytes, 1)
+
+
+def error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+
+
+def run_pass(
+    kind: str,
+    method: Method,
+    fn: Callable,
+    context: Callable[[], Any],
+    inputs: Inputs,
+    reference: Reference,
+    device: Device,
+    warmup: int,
+    repeat: int,
+    result: dict,
+) -> None:
+    """Times one pass of one method into ``result[kind]``; spot-checks its first call into ``result['check']``."""
+    x, y = inputs.logits, inputs.targets
+    detached = x.detach()
+
+    if kind == "fwd":
+
+        def call() -> torch.Tensor:
+            with torch.no_grad(), context():
+                return fn(detached, y)
+
+    else:
+
+        def call() -> tuple[torch.Tensor, torch.Tensor]:
+            with context():
+                loss = fn(x, y)
+                (grad,) = torch.autograd.grad(loss, x)
+            return loss.detach(), grad
+
+    def prepare() -> None:
+        if method.writes_input:
+            inputs.refill()
+        device.flush()
+
+    entry: dict[str, Any] = {"min_bytes": inputs.bytes * (1 if kind == "fwd" else 2)}
+    result[kind] = entry
+    failure: str | None = None
+    try:
+        prepare()
+        device.sync()
+        start = time.perf_counter()
+        out = call()
+        device.sync()
+        entry["first_call_s"] = time.perf_counter() - start
+        loss, grad = (out, None) if kind == "fwd" else out
+        check = check_result(inputs, reference, loss, grad)
+        suffix = "_fwd" if kind == "fwd" else ""
+        result.setdefault("check", {}).update({key + suffix: value for key, value in check.items()})
+        del out, loss, grad
+        for _ in range(warmup - 1):
+            prepare()
+            out = call()
+            del out
+        device.sync()
+        times = device.timed(call, prepare, repeat)
+        entry["times_ms"] = times
+        entry["median_ms"] = statistics.median(times)
+        entry["peak_bytes"] = device.peak(call, prepare)
+        entry["status"] = "ok"
+    except out_of_memory_errors():
+        failure = "OOM"
+    except Exception as error:
+        failure = "error: " + error_text(error)
+        entry["traceback"] = traceback.format_exc()
+        print(f"  {method.key} {kind}: {failure}", file=sys.stderr, flush=True)
+    if failure is not None:  # outside the except clause, so the traceback's frames (and tensors) are gone
+        entry["status"] = failure
+        device.cleanup()
+    if method.writes_input:
+        inputs.refill()
+
+
+def measure_shape(
+    n: int,
+    v: int,
+    dtype_name: str,
+    device: Device,
+    methods: Methods,
+    selected: tuple[Method, ...],
+    warmup: int,
+    repeat: int,
+    budget: Budget,
+) -> dict:
+    """All methods on one shape and dtype; a dict of cells keyed by method."""
+    dtype = getattr(torch, dtype_name)
+    cells: dict[str, Any] = {m.key: {} for m in selected}
+    shape = {"n": n, "v": v, "dtype": dtype_name, "cells": cells}
+    input_bytes = n * v * dtype.itemsize + n * 8
+    free = device.free_bytes()
+    if input_bytes > 0.95 * free:
+        shape["skipped"] = f"inputs ({input_bytes / 1e9:.1f} GB) do not fit in the {free / 1e9:.1f} GB free"
+        for cell in cells.values():
+            cell["status"] = "skipped: inputs do not fit"
+        return shape
+    if not budget.allows("reference", n * v):
+        for cell in cells.values():
+            cell["status"] = NOT_MEASURED
+        return shape
+    start = time.perf_counter()
+    inputs = make_inputs(device, n, v, dtype)
+    reference = make_reference(inputs)
+    device.sync()
+    budget.record("reference", n * v, time.perf_counter() - start)
+    shape["reference_loss"] = reference.loss
+    shape["check_rows"] = reference.rows.tolist()
+    for method in selected:
+        cell = cells[method.key]
+        try:
+            fn, context = methods.get(method)
+        except Unavailable as why:
+            cell["status"] = str(why)
+            continue
+        inputs.refill()  # fresh logits whatever the method before did
+        for kind in PASSES:
+            key = f"{method.key}/{kind}"
+            if not budget.allows(key, n * v):
+                cell[kind] = {"status": NOT_MEASURED}
+                continue
+            start = time.perf_counter()
+            run_pass(kind, method, fn, context, inputs, reference, device, warmup, repeat, cell)
+            elapsed = time.perf_counter() - start
+            if method.key != "compiled" or cell[kind].get("status") == "ok":
+                budget.record(key, n * v, elapsed - cell[kind].get("first_call_s", 0.0))
+            print(f"  {dtype_name} {n}x{v} {method.key:<22} {kind:<6} {describe(cell[kind])}", flush=True)
+        if "check" in cell:
+            cell["check"]["verdict"] = verdict(dtype_name, cell["check"])
+        device.cleanup()
+    del inputs, reference
+    device.cleanup()
+    return shape
+
+
+def describe(entry: dict) -> str:
+    if entry.get("status") != "ok":
+        return entry.get("status", "?")
+    peak = entry.get("peak_bytes")
+    return f"{entry['median_ms']:.3f} ms" + (f", peak {peak / 1e9:.2f} GB" if peak is not None else "")
+
+
+# --------------------------------------------------------------------------------------------
+# environment
+
+
+def version_of(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(device: Device, methods: Methods, args: argparse.Namespace) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python3 benchmarks/gpu.py " + " ".join(sys.argv[1:]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": version_of("triton"),
+        "liger_kernel": version_of("liger-kernel"),
+        "crossentropy": getattr(methods.ours, "__version__", "?"),
+        "crossentropy_path": str(Path(methods.ours.__file__).parent),
+        "checks_disabled": methods.checks_disabled is not None,
+        "compile": f"torch.compile(F.cross_entropy, dynamic=True, backend={args.compile_backend!r})",
+        "device": str(device.torch),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+    }
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            env["git_commit"] = commit.stdout.strip()
+    if device.cuda:
+        props = torch.cuda.get_device_properties(device.torch)
+        env.update(
+            gpu=torch.cuda.get_device_name(device.torch),
+            gpu_memory_bytes=props.total_memory,
+            multiprocessors=props.multi_processor_count,
+            l2_bytes=device.l2_bytes,
+            capability=".".join(map(str, torch.cuda.get_device_capability(device.torch))),
+        )
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.mem,power.limit", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            if smi.returncode == 0:
+                env["nvidia_smi"] = smi.stdout.strip()
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+        env["threads"] = torch.get_num_threads()
+    if methods._liger is not None:
+        with contextlib.suppress(Exception):
+            from liger_kernel.backends import resolve_impl
+
+            env["liger_impl"] = resolve_impl("cross_entropy", device=device.torch).impl_name
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _ms(entry: dict | None) -> float | None:
+    if entry and entry.get("status") == "ok":
+        return entry["median_ms"]
+    return None
+
+
+def _status(cell: dict, kind: str) -> str:
+    """A cell's status for a table: errors by their type alone (the message is under "Errors")."""
+    if "status" in cell:
+        return cell["status"]
+    entry = cell.get(kind)
+    status = entry.get("status", "?") if entry else "?"
+    return status.split(":")[0] + ": " + status.split(":")[1].strip() if status.startswith("error:") else status
+
+
+def _pair(left: str, right: str) -> str:
+    return left if left == right else f"{left} / {right}"
+
+
+def _gb(nbytes: float | None) -> str:
+    return "n/a" if nbytes is None else f"{nbytes / 1e9:.3g}"
+
+
+def _valid(cell: dict) -> bool:
+    return not cell.get("check", {}).get("verdict", "").startswith("FAIL")
+
+
+def shape_rows(shape: dict, selected: tuple[Method, ...], copy_bps: float) -> list[str]:
+    """Markdown rows of one shape: times, peaks, fraction of the copy bandwidth, speed-ups."""
+    cells = shape["cells"]
+    label = f"{shape['n']}×{shape['v']}"
+    rows = []
+    for method in selected:
+        cell = cells[method.key]
+        if "status" in cell:
+            rows.append(f"| {label} | {method.label} | {cell['status']} | | | | | |")
+            continue
+        mark = "" if _valid(cell) else " ✗"
+        texts = {}
+        for kind in PASSES:
+            ms = _ms(cell.get(kind))
+            texts[kind] = _status(cell, kind) if ms is None else f"{ms:.3f}{mark}"
+        peak_text = " / ".join(_gb(cell[k].get("peak_bytes")) if _ms(cell.get(k)) is not None else "—" for k in PASSES)
+        fractions = []
+        for kind in PASSES:
+            ms = _ms(cell.get(kind))
+            if ms is None:
+                fractions.append("—")
+            else:
+                fractions.append(f"{cell[kind]['min_bytes'] / (ms / 1e3) / copy_bps:.0%}")
+        speedups = {}
+        for ref in ("eager", "liger"):
+            parts = []
+            for kind in PASSES:
+                ms, ref_cell = _ms(cell.get(kind)), cells.get(ref, {})
+                ref_ms = _ms(ref_cell.get(kind)) if _valid(ref_cell) else None
+                parts.append("—" if ms is None or ref_ms is None else f"{ref_ms / ms:.2f}×")
+            speedups[ref] = " / ".join(parts)
+        rows.append(
+            f"| {label} | {method.label} | {texts['fwd']} | {texts['fwdbwd']} | {peak_text} | "
+            f"{' / '.join(fractions)} | {speedups['eager']} | {speedups['liger']} |"
+        )
+    return rows
+
+
+def check_rows(shape: dict, selected: tuple[Method, ...]) -> list[str]:
+    rows = []
+    label = f"{shape['n']}×{shape['v']}"
+
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1e}"
+
+    for method in selected:
+        cell = shape["cells"][method.key]
+        check = cell.get("check")
+        if check is None:
+            rows.append(f"| {label} | {method.label} | | | | | | | {cell.get('status', 'not run')} |")
+            continue
+        rows.append(
+            f"| {label} | {method.label} | {fmt(check.get('loss_rel_err_fwd'))} | {fmt(check.get('loss_rel_err'))} | "
+            f"{fmt(check.get('grad_rel_err'))} | {fmt(check.get('target_err'))} | {fmt(check.get('row_sum_err'))} | "
+            f"{fmt(check.get('row_l1_err'))} | {check.get('verdict', 'not run')} |"
+        )
+    return rows
+
+
+def markdown(report: dict, selected: tuple[Method, ...]) -> str:
+    env, copy = report["environment"], report["copy_bandwidth"]
+    copy_bps = copy["bytes_per_s"]
+    settings = report["settings"]
+    lines = ["# Softmax cross-entropy on the GPU: crossentropy against PyTorch and Liger-Kernel", ""]
+    lines.append(
+        f"`{env['command']}` on {env['date_utc']}; {report.get('elapsed_s', 0):.0f} s. Raw numbers: `gpu.json`."
+    )
+    if not env["checks_disabled"]:
+        lines += ["", "**`crossentropy.checks_disabled` is missing from this checkout: its rows are not measured.**"]
+    lines += ["", "## Environment", ""]
+    if env.get("gpu"):
+        lines.append(
+            f"- GPU: {env['gpu']} (compute capability {env['capability']}, {env['multiprocessors']} SMs, "
+            f"{env['l2_bytes'] / 2**20:.0f} MiB L2, {env['gpu_memory_bytes'] / 2**30:.1f} GiB); "
+            f"nvidia-smi (driver, SM and memory clocks, power limit): {env.get('nvidia_smi', 'n/a')}"
+        )
+    else:
+        lines.append(f"- device: {env['device']} ({env.get('cpu', '')}, {env.get('threads', '?')} threads)")
+    lines.append(
+        f"- Python {env['python']}, torch {env['torch']} (CUDA {env['torch_cuda']}), triton {env['triton']}, "
+        f"liger-kernel {env['liger_kernel']}"
+        + (f" (implementation {env['liger_impl']})" if env.get("liger_impl") else "")
+        + f", crossentropy {env['crossentropy']}"
+        + (f" (commit {env['git_commit']})" if env.get("git_commit") else "")
+        + f" from `{env['crossentropy_path']}`"
+        + (f"; TRITON_INTERPRET={env['triton_interpret']}" if env["triton_interpret"] else "")
+    )
+    lines.append(
+        f"- copy bandwidth: **{copy_bps / 1e9:.0f} GB/s** (`dst.copy_(src)` of {copy['bytes_per_buffer'] / 2**30:.2f} "
+        f"GiB, bytes read + written over the median of {len(copy['times_ms'])} copies)"
+    )
+    timer = "CUDA events" if env.get("gpu") else "the host clock (CPU)"
+    lines.append(
+        f"- timing: {timer}; {settings['warmup']} warm-up call(s), then the median of {settings['repeat']}; "
+        + ("before each call a read of a buffer twice the L2's size evicts the inputs; " if env.get("gpu") else "")
+        + "methods that may write over the logits (ours inplace=True, Liger) get them re-filled from the same seed "
+        "before each call, outside the timed region"
+    )
+    lines.append(
+        "- minimum traffic of a pass, counted against the copy bandwidth: forward = the logits read once "
+        "(N·V·bytes per element); forward + backward = the logits read once and the gradient written once "
+        "(2·N·V·bytes per element); the targets and the loss are not counted. *% copy BW* = (minimum bytes / "
+        "median time) / copy bandwidth"
+    )
+    lines.append(
+        "- forward: under `torch.no_grad()`; forward + backward: `torch.autograd.grad(loss, logits)` on a leaf "
+        "(the gradient returned, not accumulated into `.grad`); `reduction='mean'`, standard-normal logits, "
+        "uniform class-index targets"
+    )
+    lines.append(
+        "- peak: `torch.cuda.max_memory_allocated()` during one call, above the memory allocated just before it "
+        "(the inputs), after `reset_peak_memory_stats()`; forward + backward includes the gradient it returns. "
+        "GB = 10⁹ bytes"
+    )
+    lines.append(
+        "- speed-up: the reference's median time over the method's (> 1: faster than eager PyTorch, or than Liger); "
+        "✗ marks times of a method that failed its spot check (not a valid result)"
+    )
+    lines.append(f"- {env['compile']}: compile time (first call minus the median) in its own table, not in the timings")
+    lines.append(f"- time budget: {settings['budget_s']:.0f} s")
+
+    for dtype in settings["dtypes"]:
+        shapes = [s for s in report["shapes"] if s["dtype"] == dtype]
+        if not shapes:
+            continue
+        lines += ["", f"## {dtype}", ""]
+        lines.append(
+            "| N×V | method | forward ms | fwd+bwd ms | peak GB fwd / fwd+bwd | % copy BW fwd / fwd+bwd "
+            "| speed-up vs eager fwd / fwd+bwd | vs Liger fwd / fwd+bwd |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for shape in shapes:
+            lines += shape_rows(shape, selected, copy_bps)
+        lines += ["", "Minimum traffic per shape (GB, forward / forward + backward): "]
+        lines.append(
+            ", ".join(
+                f"{s['n']}×{s['v']}: {_gb(s['n'] * s['v'] * getattr(torch, dtype).itemsize)} / "
+                f"{_gb(2 * s['n'] * s['v'] * getattr(torch, dtype).itemsize)}"
+                for s in shapes
+            )
+        )
+        skipped = [s for s in shapes if "skipped" in s]
+        for s in skipped:
+            lines.append(f"\n{s['n']}×{s['v']} skipped: {s['skipped']}.")
+        lines += ["", f"### Spot check, {dtype}", ""]
+        tol = TOLERANCES[dtype]
+        lines.append(
+            f"Loss: relative error against F.cross_entropy of the float32 logits (tolerance {tol['loss']:.0e}). "
+            f"Gradient g (times N) on {CHECK_ROWS} sampled rows (the first four, the last four, random ones) against "
+            f"softmax - one-hot in float64: *grad err*, the relative L2 error of the non-target entries "
+            f"({tol['grad']:.0e}), and *target err*, the largest error of the target entries ({tol['target']:.0e}). "
+            f"On every row: *row sum*, max |N·Σ_c g_nc| (0 in exact arithmetic), and *row L1*, "
+            f"max |N·Σ_c |g_nc| - 2(1 - p_y)| ({tol['rows']:.0e} each): a row unwritten, zeroed or scaled fails."
+        )
+        lines += [
+            "",
+            "| N×V | method | loss err fwd | loss err fwd+bwd | grad err | target err | row sum | row L1 | result |",
+        ]
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for shape in shapes:
+            lines += check_rows(shape, selected)
+
+    compile_rows = []
+    for shape in report["shapes"]:
+        cell = shape["cells"].get("compiled", {})
+        for kind in PASSES:
+            entry = cell.get(kind, {})
+            if entry.get("status") == "ok":
+                excess = entry["first_call_s"] - entry["median_ms"] / 1e3
+                compile_rows.append(
+                    f"| {shape['dtype']} | {shape['n']}×{shape['v']} | {PASS_NAMES[kind]} "
+                    f"| {entry['first_call_s']:.2f} | {excess:.2f} |"
+                )
+    if compile_rows:
+        lines += ["", "## torch.compile: first calls", ""]
+        lines.append(
+            "One compiled function for the whole run (`dynamic=True`): a dtype or pass seen for the first time "
+            "compiles; a later shape should not (a first call much longer than the median means it recompiled)."
+        )
+        lines += ["", "| dtype | N×V | pass | first call s | minus median s |", "|---|---|---|---:|---:|"]
+        lines += compile_rows
+
+    errors = []
+    for shape in report["shapes"]:
+        for key, cell in shape["cells"].items():
+            for kind in PASSES:
+                status = cell.get(kind, {}).get("status", "")
+                if status.startswith("error"):
+                    errors.append(f"- {shape['dtype']} {shape['n']}×{shape['v']} {key} {PASS_NAMES[kind]}: {status}")
+    if errors:
+        lines += ["", "## Errors", "", "Full tracebacks in `gpu.json`.", "", *errors]
+    return "\n".join(lines) + "\n"
+
+
+def summary(report: dict, selected: tuple[Method, ...]) -> str:
+    """A short table for the end of the output: forward + backward milliseconds and the spot checks."""
+    lines = [
+        "forward + backward, median ms (✗: failed its spot check)",
+        "dtype N×V".ljust(22) + "".join(m.short.rjust(14) for m in selected),
+    ]
+    for shape in report["shapes"]:
+        row = f"{shape['dtype']} {shape['n']}×{shape['v']}".ljust(22)
+        for method in selected:
+            cell = shape["cells"][method.key]
+            ms = _ms(cell.get("fwdbwd")) if "status" not in cell else None
+            text = _status(cell, "fwdbwd") if ms is None else f"{ms:.3f}" + ("" if _valid(cell) else "✗")
+            row += text[:13].rjust(14)
+        lines.append(row)
+    failed = [
+        f"{s['dtype']} {s['n']}x{s['v']} {k}: {c['check']['verdict']}"
+        for s in report["shapes"]
+        for k, c in s["cells"].items()
+        if c.get("check", {}).get("verdict", "").startswith("FAIL")
+    ]
+    lines.append("spot checks: " + ("; ".join(failed) if failed else "no failure"))
+    return "\n".join(lines)
+
+
+def chart(report: dict, selected: tuple[Method, ...], path: Path) -> str | None:
+    """Bars of the fraction of copy bandwidth, per dtype and pass; None, or why there is no chart."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart"
+    copy_bps = report["copy_bandwidth"]["bytes_per_s"]
+    dtypes = [d for d in report["settings"]["dtypes"] if any(s["dtype"] == d for s in report["shapes"])]
+    if not dtypes:
+        return "nothing measured: no chart"
+    fig, axes = plt.subplots(len(dtypes), 2, figsize=(14, 4.2 * len(dtypes)), squeeze=False)
+    width = 0.8 / len(selected)
+    for row, dtype in enumerate(dtypes):
+        shapes = [s for s in report["shapes"] if s["dtype"] == dtype]
+        for col, kind in enumerate(PASSES):
+            ax = axes[row][col]
+            for i, method in enumerate(selected):
+                xs, ys = [], []
+                for j, shape in enumerate(shapes):
+                    cell = shape["cells"][method.key]
+                    ms = _ms(cell.get(kind)) if "status" not in cell and _valid(cell) else None
+                    if ms is not None:
+                        xs.append(j + (i - (len(selected) - 1) / 2) * width)
+                        ys.append(100 * cell[kind]["min_bytes"] / (ms / 1e3) / copy_bps)
+                ax.bar(xs, ys, width, label=method.label)
+            ax.set_xticks(range(len(shapes)), [f"{s['n']}×{s['v']}" for s in shapes], fontsize=8)
+            ax.set_ylabel("% of copy bandwidth")
+            ax.set_title(f"{dtype}, {PASS_NAMES[kind]} (minimum traffic / time)")
+            ax.axhline(100, color="grey", linewidth=0.8, linestyle="--")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    device = report["environment"].get("gpu") or report["environment"]["device"]
+    fig.suptitle(f"Softmax cross-entropy on {device}: missing bars are OOM, skipped or not measured", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write_files(report: dict, selected: tuple[Method, ...], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out / "gpu.md").write_text(markdown(report, selected))
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`--shapes` must look like 8192x32000,32768x131072; got {text!r}") from None
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"`--shapes` must look like 8192x32000,32768x131072; got {text!r}")
+    return shapes  # type: ignore[return-value]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of gpu.md, gpu.json, gpu.png")
+    parser.add_argument("--quick", action="store_true", help="one small shape, few repeats")
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, or cpu (the smoke mode)")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="stop measuring after this many seconds")
+    parser.add_argument("--shapes", type=parse_shapes, help="NxV[,NxV...] instead of the default shapes")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: bfloat16,float32")
+    parser.add_argument("--repeat", type=int, help="timed calls per pass (default 10; --quick 3)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first, the spot-checked one included (default 2)")
+    parser.add_argument("--methods", help="comma-separated subset of: " + ",".join(m.key for m in METHODS))
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    args = parser.parse_args(argv)
+    dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        parser.error(f"`--dtypes` must be a subset of {','.join(DTYPES)}; got {args.dtypes!r}")
+    args.dtypes = dtypes
+    keys = [m.key for m in METHODS]
+    if args.methods:
+        chosen = [k.strip() for k in args.methods.split(",") if k.strip()]
+        if not chosen or any(k not in keys for k in chosen):
+            parser.error(f"`--methods` must be a subset of {','.join(keys)}; got {args.methods!r}")
+        args.methods = tuple(m for m in METHODS if m.key in chosen)
+    else:
+        args.methods = METHODS
+    for name in ("repeat", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"`--{name}` must be >= 1; got {value}")
+    return args
+
+
+@contextlib.contextmanager
+def _section(title: str) -> Iterator[None]:
+    print(f"== {title}", flush=True)
+    yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = Budget(max(args.budget_s - BUDGET_MARGIN_S, 1.0))
+    try:
+        device = Device(args.device)
+    except (RuntimeError, AssertionError) as error:
+        print(f"gpu.py: `--device` {args.device!r} is not usable: {error_text(error)}", file=sys.stderr)
+        return 2
+    if device.cuda and not torch.cuda.is_available():
+        print("gpu.py: no CUDA device here; run with `--device cpu --quick` for the smoke mode", file=sys.stderr)
+        return 2
+    kind = "cuda" if device.cuda else "cpu"
+    shapes = args.shapes or (QUICK_SHAPES[kind] if args.quick else FULL_SHAPES)
+    repeat = args.repeat or (3 if args.quick else 10)
+    warmup = args.warmup or (1 if args.quick else 2)
+
+    methods = Methods(args.compile_backend)
+    env = environment(device, methods, args)
+    if not env["checks_disabled"]:
+        print(
+            "gpu.py: crossentropy.checks_disabled is missing from this checkout: the checks_disabled() rows "
+            "are reported as missing, not measured",
+            file=sys.stderr,
+            flush=True,
+        )
+    with _section("environment"):
+        for key, value in env.items():
+            print(f"  {key}: {value}", flush=True)
+
+    with _section("copy bandwidth"):
+        free = device.free_bytes()
+        nbytes = min(2**31, free // 8) if device.cuda else 2**26
+        copy = copy_bandwidth(device, nbytes, 20 if device.cuda else 5)
+        print(f"  {copy['bytes_per_s'] / 1e9:.0f} GB/s ({nbytes / 2**30:.2f} GiB per buffer)", flush=True)
+
+    report: dict[str, Any] = {
+        "environment": env,
+        "copy_bandwidth": copy,
+        "settings": {
+            "shapes": shapes,
+            "dtypes": args.dtypes,
+            "methods": [m.key for m in args.methods],
+            "repeat": repeat,
+            "warmup": warmup,
+            "budget_s": args.budget_s,
+            "tolerances": TOLERANCES,
+            "seed": SEED,
+        },
+        "shapes": [],
+    }
+    # Measured smallest first, so that a budget cut drops the largest shapes; reported in --shapes order.
+    order = sorted(((d, s) for d in args.dtypes for s in shapes), key=lambda ds: (ds[1][0] * ds[1][1], ds[0]))
+    measured: dict[tuple[str, int, int], dict] = {}
+    for dtype_name, (n, v) in order:
+        with _section(f"{dtype_name} {n}x{v}"):
+            measured[(dtype_name, n, v)] = measure_shape(
+                n, v, dtype_name, device, methods, args.methods, warmup, repeat, budget
+            )
+        report["shapes"] = [measured[(d, n_, v_)] for d in args.dtypes for n_, v_ in shapes if (d, n_, v_) in measured]
+        report["elapsed_s"] = time.perf_counter() - budget.start
+        write_files(report, args.methods, args.out)
+
+    report["elapsed_s"] = time.perf_counter() - budget.start
+    write_files(report, args.methods, args.out)
+    note = chart(report, args.methods, args.out / "gpu.png")
+    if note:
+        with open(args.out / "gpu.md", "a") as md:
+            md.write(f"\nChart: {note}.\n")
+        print(f"chart: {note}", flush=True)
+    print(markdown(report, args.methods), flush=True)
+    print(summary(report, args.methods), flush=True)
+    print(f"files: {args.out / 'gpu.md'}, {args.out / 'gpu.json'}" + ("" if note else f", {args.out / 'gpu.png'}"))
+    ours_failed = any(
+        c.get("check", {}).get("verdict", "").startswith("FAIL")
+        for s in report["shapes"]
+        for m in args.methods
+        if m.ours
+        for c in [s["cells"][m.key]]
+    )
+    return 1 if ours_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

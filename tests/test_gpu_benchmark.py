@@ -1,0 +1,154 @@
+"""``benchmarks/gpu.py`` in its CPU smoke mode, so that the GPU benchmark cannot rot between GPU runs.
+
+``--device cpu --quick`` runs the very code the GPU run does (methods, passes, spot checks,
+tables, chart) on one tiny shape with the host clock instead of CUDA events. No timing is
+asserted: the tests check that every method and pass is there, that the spot check passed, and
+that the spot check itself catches a wrong gradient.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu = load_script()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("gpu")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def report(smoke) -> dict:
+    result, out = smoke
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return json.loads((out / "gpu.json").read_text())
+
+
+def test_files_and_tables(smoke, report):
+    result, out = smoke
+    md = (out / "gpu.md").read_text()
+    for dtype in gpu.DTYPES:
+        assert f"## {dtype}" in md
+        assert f"### Spot check, {dtype}" in md
+    assert "| N×V | method | forward ms | fwd+bwd ms | peak GB fwd / fwd+bwd |" in md
+    assert "copy bandwidth:" in md
+    assert "the logits read once and the gradient written once" in md  # the minimum traffic is stated
+    for method in gpu.METHODS:
+        assert md.count(f"| 64×1000 | {method.label} |") == 4  # two dtypes, times and spot check
+    if importlib.util.find_spec("liger_kernel") is None:
+        assert md.count("| Liger LigerCrossEntropyLoss | not installed |") == 2
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "gpu.png").stat().st_size > 0
+    assert "spot checks: no failure" in result.stdout  # the summary at the end of the output
+
+
+def test_every_method_and_pass_is_reported_and_the_spot_check_passed(report):
+    assert report["copy_bandwidth"]["bytes_per_s"] > 0
+    assert {(s["dtype"], s["n"], s["v"]) for s in report["shapes"]} == {(d, 64, 1000) for d in gpu.DTYPES}
+    for shape in report["shapes"]:
+        assert set(shape["cells"]) == {m.key for m in gpu.METHODS}
+        for method in gpu.METHODS:
+            cell = shape["cells"][method.key]
+            if method.key == "liger" and "status" in cell:
+                continue  # not installed here, or cannot run on the CPU: said in the table
+            verdict = cell["check"]["verdict"]
+            assert verdict.startswith("pass"), (shape["dtype"], method.key, cell["check"])
+            assert cell["fwd"]["status"] == "ok"
+            assert len(cell["fwd"]["times_ms"]) == report["settings"]["repeat"]
+            bf16_inplace = method.key.startswith("ours_inplace") and shape["dtype"] == "bfloat16"
+            if not bf16_inplace:  # the CPU kernels write gradients over float32/float64 logits only
+                assert cell["fwdbwd"]["status"] == "ok", cell["fwdbwd"]
+                assert verdict == "pass"
+                assert math.isfinite(cell["fwdbwd"]["median_ms"])
+
+
+def reference_case(n=32, v=50, dtype=torch.float32):
+    inputs = gpu.make_inputs(gpu.Device("cpu"), n, v, dtype)
+    return inputs, gpu.make_reference(inputs)
+
+
+def correct_gradient(inputs):
+    x = inputs.logits.detach().clone().requires_grad_()
+    loss = torch.nn.functional.cross_entropy(x, inputs.targets)
+    (grad,) = torch.autograd.grad(loss, x)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_spot_check_passes_pytorch(dtype):
+    inputs, reference = reference_case(dtype=dtype)
+    loss, grad = correct_gradient(inputs)
+    check = gpu.check_result(inputs, reference, loss, grad)
+    assert gpu.verdict(str(dtype).removeprefix("torch."), check) == "pass", check
+
+
+@pytest.mark.parametrize(
+    ("damage", "caught"),
+    [
+        (lambda g, x, rows: g[unsampled(rows)].zero_(), ["row_l1_err"]),  # a row no program wrote
+        (lambda g, x, rows: g[unsampled(rows)].copy_(x[unsampled(rows)]), ["row_sum_err", "row_l1_err"]),  # inplace
+        (lambda g, x, rows: g.mul_(2), ["grad_rel_err", "target_err", "row_l1_err"]),  # the mean's 1/N wrong
+        (lambda g, x, rows: g.copy_(torch.roll(g, 1, dims=0)), ["grad_rel_err", "target_err", "row_l1_err"]),
+        (lambda g, x, rows: g[-1, 0].add_(float("nan")), ["grad_rel_err", "row_sum_err", "row_l1_err"]),
+    ],
+    ids=["zeroed-row", "logits-left-in-a-row", "scale", "shifted-rows", "nan"],
+)
+def test_the_spot_check_catches_a_wrong_gradient(damage, caught):
+    inputs, reference = reference_case()
+    loss, grad = correct_gradient(inputs)
+    damage(grad, inputs.logits.detach(), reference.rows.tolist())
+    check = gpu.check_result(inputs, reference, loss, grad)
+    assert gpu.verdict("float32", check) == f"FAIL ({', '.join(caught)})", check
+
+
+def unsampled(rows: list[int]) -> int:
+    """A row the sampled comparison does not look at (only the checks over every row can catch it)."""
+    return next(i for i in range(100) if i not in rows)
+
+
+def test_the_spot_check_catches_a_wrong_loss():
+    inputs, reference = reference_case()
+    loss, grad = correct_gradient(inputs)
+    verdict = gpu.verdict("float32", gpu.check_result(inputs, reference, loss * 1.01, grad))
+    assert verdict == "FAIL (loss_rel_err)"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--dtypes", "float16"], ["--methods", "nope"], ["--shapes", "8x"], ["--repeat", "0"]]
+)
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu.parse_args(argv)
+    assert exit_.value.code == 2
