@@ -24,8 +24,8 @@ of more than 2^31 elements are fine); only the last block is masked, so the othe
 store whole vectors. Options are read in their broadcast layout (:func:`_layout`): a scalar,
 one value per class of the last axis, one value per row of the class axis, or one per element;
 only other layouts are expanded to the full shape first. A sum or mean is formed from one
-partial sum per program, summed in a fixed order by a second, single-program kernel, which
-also applies the mean's rule for a sum past the largest float: the main kernel sums each
+partial sum per program, added in a fixed order (in float64) by a second, single-program
+kernel, which also applies the mean's rule for a sum past the largest float: the main kernel sums each
 block's :math:`\ell / D` too, so that :math:`\sum_n (\ell_n / D)` is there when
 :math:`\sum_n \ell_n` overflows while the mean does not. Nothing is read back to the host:
 ``grad_scale`` and ``denominator`` may be 0-d tensors on the device, read by the kernels.
@@ -207,24 +207,27 @@ def _finish_kernel(partial_ptr, loss_ptr, n_blocks, den_ptr, den_value, MEAN: tl
                    BLOCK: tl.constexpr):  # fmt: skip
     r"""The sum of the partial sums, in a fixed order; with ``MEAN`` the mean by the rule of the module docstring.
 
-    :math:`\sum \ell / D`, or :math:`\sum (\ell / D)` where the plain sum passes ``LARGEST``
-    while :math:`D \ne 0`, and 0 for :math:`D = 0`.
+    :math:`\sum \ell / D`, or :math:`\sum (\ell / D)` where the plain sum passes ``LARGEST`` (the
+    accumulation dtype's largest number) while :math:`D \ne 0`, and 0 for :math:`D = 0`. The
+    partial sums are added in float64, as many as ``BLOCK`` side by side (a million float32 partial
+    sums of 2^31 elements would lose several digits added in float32), then rounded once.
     """
     local = tl.arange(0, BLOCK)
-    total = tl.zeros([BLOCK], ACC)
-    scaled = tl.zeros([BLOCK], ACC)
+    total = tl.zeros([BLOCK], tl.float64)
+    scaled = tl.zeros([BLOCK], tl.float64)
     for start in range(0, n_blocks, BLOCK):
         index = start + local
         inside = index < n_blocks
-        total += tl.load(partial_ptr + index, mask=inside, other=0.0)
+        total += tl.load(partial_ptr + index, mask=inside, other=0.0).to(tl.float64)
         if MEAN:
-            scaled += tl.load(partial_ptr + n_blocks + index, mask=inside, other=0.0)
+            scaled += tl.load(partial_ptr + n_blocks + index, mask=inside, other=0.0).to(tl.float64)
     result = tl.sum(total, axis=0)
     if MEAN:
         denominator = tl.load(den_ptr).to(ACC) if DEN_FROM_PTR else tl.cast(den_value, ACC)
+        denominator = denominator.to(tl.float64)
         empty = denominator == 0
         mean = result / tl.where(empty, 1.0, denominator)
-        overflow = tl.abs(result) > LARGEST  # inf; NaN stays NaN through the plain mean
+        overflow = tl.abs(result) > LARGEST  # inf in the accumulation dtype; NaN stays NaN through the plain mean
         result = tl.where(empty, 0.0, tl.where(overflow, tl.sum(scaled, axis=0), mean))
     tl.store(loss_ptr, result.to(ACC))
 
@@ -253,20 +256,18 @@ def _layout(name: str, option: Any, shape: tuple[int, ...], device: torch.device
     if option is None:
         return _NONE.value, None
     option = _check_tensor(name, option, device)
+    given = tuple(option.shape)
+    extra = option.dim() - len(shape)
+    if extra > 0 and all(n == 1 for n in option.shape[:extra]):  # leading axes of length 1 beyond the logits' own
+        option = option.reshape(option.shape[extra:])
     try:
         broadcast = torch.broadcast_shapes(tuple(option.shape), shape)
     except RuntimeError:
         broadcast = None
     if broadcast != shape:
-        raise ValueError(
-            f"`{name}` must be broadcastable to the logits' shape {shape}; got shape {tuple(option.shape)}"
-        )
+        raise ValueError(f"`{name}` must be broadcastable to the logits' shape {shape}; got shape {given}")
     if option.numel() == 1:
         return _SCALAR.value, option.reshape(1)
-    # Leading axes of length 1 beyond the logits' own go (broadcastable: they are all 1).
-    option = option.reshape(
-        tuple(option.shape)[option.dim() - len(shape) :] if option.dim() > len(shape) else option.shape
-    )
     if tuple(option.shape) == shape:
         return _FULL.value, option.contiguous()
     if option.shape[-1] == shape[-1] and all(n == 1 for n in option.shape[:-1]):
