@@ -358,7 +358,7 @@ def test_extreme_and_infinite_logits(device, dtype):
     total, _ = sigmoid_cross_entropy_elements(
         logits, targets, **{**options, "weight": weight}, grad_scale=None, per_element=False
     )
-    expected = math.log(2.0) + 88.0 + 104.0 + 2 * 1e4 * 0 + math.exp(-30.0)
+    expected = math.log(2.0) + 88.0 + 104.0 + math.exp(-30.0)
     assert_close(total, expected, dtype)
 
 
@@ -385,9 +385,9 @@ def test_mean_whose_sum_overflows(device, tensor_denominator):
     numba_mean, _ = _numba({"logits": logits, "targets": targets, **options}, grad_scale=None, per_element=False,
                            denominator=float(n))  # fmt: skip
     assert_close(mean, numba_mean, torch.float32)
-    # A mean that overflows too stays infinite; a zero denominator gives 0 whatever the sum.
+    # A mean that overflows too (finite losses of 3e38, D = 1) is infinite; a zero denominator gives 0.
     twice, _ = sigmoid_cross_entropy_elements(
-        logits * 100, targets, **options, grad_scale=None, per_element=False, denominator=denominator(1.0)
+        logits * 10, targets, **options, grad_scale=None, per_element=False, denominator=denominator(1.0)
     )
     assert twice.item() == float("inf")
     empty, _ = sigmoid_cross_entropy_elements(
@@ -503,6 +503,41 @@ def test_block_boundaries(device, dtype):
         expected.backward()
         assert_close(loss, expected.detach(), dtype, err_msg=f"n={n}: loss")
         assert_close(grad, oracle_x.grad, dtype, err_msg=f"n={n}: gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_zero_dimensional_and_empty_logits(device, dtype):
+    """One logit of shape () with every option (all scalars), against PyTorch in float64; an empty input
+    sums to 0 (a mean too, whatever its denominator) and has an empty gradient."""
+    x, t, w, q, s = 1.5, 0.25, 0.7, 2.0, 1.5
+
+    def tensor(value):
+        return torch.tensor(value, dtype=dtype, device=device)
+
+    loss, grad = sigmoid_cross_entropy_elements(
+        tensor(x), tensor(t), weight=tensor(w), pos_weight=tensor(q), sample_weight=tensor(s), smoothing=0.2,
+        grad_scale=0.5, per_element=True,
+    )  # fmt: skip
+    oracle_x = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    expected = F.binary_cross_entropy_with_logits(
+        oracle_x, torch.tensor(0.8 * t + 0.1, dtype=torch.float64), weight=torch.tensor(w * s, dtype=torch.float64),
+        pos_weight=torch.tensor(q, dtype=torch.float64),
+    )  # fmt: skip
+    (0.5 * expected).backward()
+    _check_kinds(loss, grad, tensor(x), True)
+    assert_close(loss, expected.detach(), dtype)
+    assert_close(grad, oracle_x.grad, dtype)
+    empty = torch.empty(0, 3, dtype=dtype, device=device)
+    options = {"weight": None, "pos_weight": None, "sample_weight": None, "smoothing": 0.0}
+    losses, grad = sigmoid_cross_entropy_elements(empty, empty, **options, grad_scale=1.0, per_element=True)
+    assert losses.shape == (0, 3)
+    assert grad.shape == (0, 3)
+    for denominator in (None, 0.0, 2.0):
+        total, _ = sigmoid_cross_entropy_elements(
+            empty, empty, **options, grad_scale=None, per_element=False, denominator=denominator
+        )
+        assert total.item() == 0.0
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -462,8 +462,11 @@ def sigmoid_cross_entropy_elements(
     else:
         grad = torch.empty(shape, dtype=logits.dtype, device=device)
 
-    scale_arg, scale_from_ptr = _scalar("grad_scale", grad_scale if store else 0.0, accumulation, device)
-    smooth_arg, smooth_from_ptr = _scalar("smoothing", float(smoothing), accumulation, device)
+    # Unused scalars (no gradient, no smoothing) stay plain arguments: no tensor to fill for float64.
+    scale_arg, scale_from_ptr = _scalar("grad_scale", grad_scale, accumulation, device) if store else (0.0, False)
+    smooth_arg, smooth_from_ptr = (
+        _scalar("smoothing", float(smoothing), accumulation, device) if smoothing != 0 else (0.0, False)
+    )
     den_arg, den_from_ptr, inverse_arg = 0.0, False, 0.0
     if mean:
         # A tensor D (or a float64 one) is read by the kernels, which form 1/D themselves; a
