@@ -16,8 +16,9 @@ from _support import assert_matches, both_paths, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels._math import exp_nonpositive, tanh
-from crossentropy.kernels._softmax import BLOCK
+from crossentropy.kernels import numba as numba_kernels
+from crossentropy.kernels.numba._math import exp_nonpositive, tanh
+from crossentropy.kernels.numba._softmax import BLOCK
 
 RNG = np.random.default_rng(31)
 DTYPES = [np.float32, np.float64]
@@ -229,16 +230,18 @@ def test_every_option_combination_compiles_once_per_dtype():
 
 
 def _spy_on_kernels(monkeypatch) -> list[str]:
-    """Record the names of the kernel entry points called from now on."""
+    """Record the names of the Numba backend's entry points called from now on."""
+    from crossentropy.kernels import numba as numba_backend
+
     calls = []
     for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
-        original = getattr(kernels, name)
+        original = getattr(numba_backend, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
             calls.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(kernels, name, spy)
+        monkeypatch.setattr(numba_backend, name, spy)
     return calls
 
 
@@ -282,7 +285,7 @@ def _plain_rows(logits, targets, **options):
     """The kernel layer with the plain mean's factors (no weights)."""
     n = targets.shape[0]
     ones = np.ones(n, np.float32)
-    return kernels.softmax_cross_entropy_rows(
+    return numba_kernels.softmax_cross_entropy_rows(
         logits,
         targets,
         weight=None,
@@ -443,11 +446,11 @@ def test_row_offsets_do_not_overflow_past_two_to_the_31_elements():
 def test_the_numba_cache_is_cleared_when_a_kernel_source_changes(tmp_path):
     from types import SimpleNamespace
 
-    from crossentropy.kernels import _cache
+    from crossentropy.kernels.numba import _cache
 
     dispatcher = SimpleNamespace(
         _cache=SimpleNamespace(_cache_path=str(tmp_path)),
-        py_func=SimpleNamespace(__module__="crossentropy.kernels._softmax"),
+        py_func=SimpleNamespace(__module__="crossentropy.kernels.numba._softmax"),
     )
     stale = [tmp_path / "_softmax.kernel-12.py311.nbi", tmp_path / "_softmax.kernel-12.py311.1.nbc"]
     other = tmp_path / "_sigmoid.kernel-3.py311.nbi"

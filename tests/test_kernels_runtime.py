@@ -20,7 +20,8 @@ from _support import tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels import _cache, _threading
+from crossentropy.kernels import numba as numba_kernels
+from crossentropy.kernels.numba import _cache, _threading
 
 RNG = np.random.default_rng(2024)
 KERNELS_DIR = Path(kernels.__file__).parent
@@ -79,7 +80,7 @@ def test_read_only_inputs_run_on_the_kernels_and_stay_untouched(loss, dtype, tar
 def test_read_only_logits_refuse_to_take_the_gradient_in_place():
     logits = _read_only(np.zeros((2, 3), np.float32), "frombuffer", Path())
     with pytest.raises(ValueError, match="needs writeable C-contiguous logits"):
-        kernels.softmax_cross_entropy_rows(
+        numba_kernels.softmax_cross_entropy_rows(
             logits,
             np.zeros(2, np.int64),
             weight=None,
@@ -403,7 +404,7 @@ def test_the_kernels_cache_goes_to_the_users_folder_not_the_package(tmp_path):
     environ = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     environ.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"))
     script = (
-        "import json, crossentropy.kernels._softmax as s, crossentropy.kernels._sigmoid as g\n"
+        "import json, crossentropy.kernels.numba._softmax as s, crossentropy.kernels.numba._sigmoid as g\n"
         "print(json.dumps([s.softmax_cross_entropy_index._cache._cache_path,"
         " g.sigmoid_cross_entropy_flat._cache._cache_path]))"
     )

@@ -14,7 +14,7 @@ import torch
 from _support import assert_matches, both_paths, tolerance
 
 import crossentropy as ce
-from crossentropy.kernels._math import log1p_unit
+from crossentropy.kernels.numba._math import log1p_unit
 
 RNG = np.random.default_rng(47)
 DTYPES = [np.float32, np.float64]

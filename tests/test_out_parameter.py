@@ -15,7 +15,7 @@ from _support import assert_close, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
-from crossentropy.kernels._softmax import BLOCK
+from crossentropy.kernels.numba._softmax import BLOCK
 
 RNG = np.random.default_rng(7)
 FUNCTIONS = {"softmax": ce.softmax_cross_entropy_with_grad, "sigmoid": ce.sigmoid_cross_entropy_with_grad}

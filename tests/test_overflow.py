@@ -18,7 +18,7 @@ from _support import assert_close
 import crossentropy as ce
 import crossentropy.torch as cet
 from crossentropy import kernels
-from crossentropy.kernels._softmax import BLOCK
+from crossentropy.kernels.numba._softmax import BLOCK
 
 # Logit magnitude per dtype: the difference of two opposite logits (2B) passes the largest number.
 BIG = {np.float32: 3e38, np.float64: 1e308}

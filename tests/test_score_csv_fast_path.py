@@ -1,6 +1,6 @@
 """The Numba CSV fast path of ``crossentropy score``: the same numbers as pyarrow's parser, or a fallback to it.
 
-``crossentropy.kernels._csv`` parses plain numeric CSV and scores it in one pass; anything else
+``crossentropy.cli._kernels._csv`` parses plain numeric CSV and scores it in one pass; anything else
 goes through pyarrow. These tests hold the fast path to ``float(text)`` (correct rounding) and
 to the pyarrow path (the same figures), and check that unusual input falls back cleanly.
 """
@@ -18,10 +18,10 @@ pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarr
 
 from numba import njit
 
+from crossentropy.cli._kernels._csv import decimal_to_double
 from crossentropy.cli._scoring import Scorer, ScoreSpec
 from crossentropy.cli._sources import CsvSource, PlainLayout
 from crossentropy.cli.score import Selection, score_source
-from crossentropy.kernels._csv import decimal_to_double
 
 
 @njit

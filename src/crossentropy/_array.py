@@ -27,6 +27,7 @@ __all__ = [
     "in_host_memory",
     "is_integer",
     "is_real_floating",
+    "is_torch_tensor",
     "is_transformed_tensor",
     "log_base_divisor",
     "move_axes",
@@ -114,6 +115,13 @@ def host_float(x: Any) -> float:
     if array_api_compat.is_torch_array(x):
         x = x.detach()
     return float(x)
+
+
+def is_torch_tensor(x: Any) -> bool:
+    """``isinstance(x, torch.Tensor)`` without importing PyTorch, and traceable by TorchDynamo
+    (``array_api_compat.is_torch_array`` is ``lru_cache``-wrapped, which Dynamo warns about)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def in_host_memory(x: Any) -> bool:

@@ -36,6 +36,7 @@ from ._array import (
     compute_dtype,
     concrete_bool,
     get_namespace,
+    in_host_memory,
     onehot_mask,
     take_last,
     xmul,
@@ -257,12 +258,13 @@ def _softmax_cross_entropy(
         in_place = _check_out(out, logits, xp, targets, weight, sample_weight)
         if in_place:
             _check_softmax_in_place(inputs, weighted_smoothing=bool(smoothing and weight is not None), cap=cap)
-    if kernels.accepts(xp, inputs.stored, inputs.indices, inputs.probs, weight, inputs.sample_weight):
+    backend = kernels.select(xp, inputs.stored, inputs.indices, inputs.probs, weight, inputs.sample_weight)
+    if backend is not None:
         # The kernels write the caller's buffer when its layout is theirs (class axis last), else a new one.
         direct = in_place or (out is not None and inputs.axis == inputs.stored.ndim - 1)
         kernel_out = (inputs.stored if in_place else out) if direct else None
         result = _fused_softmax_cross_entropy(
-            inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out
+            backend, inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out
         )
         return result if out is None else (result[0], _gradient_into(out, result[1]))
     capped = _cap_and_normalize(inputs.logits, cap, xp)
@@ -350,6 +352,7 @@ def _check_softmax_in_place(inputs: ClassInputs, *, weighted_smoothing: bool, ca
         index_targets=inputs.is_index,
         weighted_smoothing=weighted_smoothing,
         cap=cap,
+        on_host=in_host_memory(stored),
     )
 
 
@@ -372,7 +375,8 @@ def _same_memory(a: Any, b: Any) -> bool:
     if a is b:
         return True
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return kernels._same_memory(a, b)
+        same_layout = a.shape == b.shape and a.strides == b.strides
+        return same_layout and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     if array_api_compat.is_torch_array(a) and array_api_compat.is_torch_array(b):
         same_layout = a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
         return same_layout and a.data_ptr() == b.data_ptr()
@@ -413,6 +417,7 @@ def _strides(x: Any) -> Any:
 
 
 def _fused_softmax_cross_entropy(
+    backend: kernels.Backend,
     inputs: ClassInputs,
     weight: Any,
     smoothing: float,
@@ -423,14 +428,15 @@ def _fused_softmax_cross_entropy(
     with_grad: bool,
     out: Any = None,
 ) -> Any:
-    """:func:`_softmax_cross_entropy` on the fused CPU kernels (NumPy, or CPU PyTorch outside autograd; validated)."""
+    """:func:`_softmax_cross_entropy` on the fused kernels of ``backend`` (validated inputs, outside autograd)."""
     xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
     row_weight = inputs.row_weight()
     class_factor = None if weight is None or not inputs.is_index else _gather_class_weight(weight, inputs.indices, xp)
     denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
-    rows = xp.ones(batch_shape, dtype=inputs.dtype) if row_weight is None else row_weight
-    losses, grad = kernels.softmax_cross_entropy_rows(
+    device = array_api_compat.device(x)  # the kernels' buffers live with the logits (a GPU backend's on the GPU)
+    rows = xp.ones(batch_shape, dtype=inputs.dtype, device=device) if row_weight is None else row_weight
+    losses, grad = backend.softmax_cross_entropy_rows(
         x,
         inputs.indices if inputs.is_index else inputs.probs,
         weight=weight,
@@ -977,8 +983,11 @@ def _sigmoid_cross_entropy(
     in_place = out is not None and _check_out(out, logits, xp, targets, weight, pos_weight, sample_weight)
     if in_place and not (_is_writeable(inputs.stored) and _is_c_contiguous(inputs.stored)):
         raise ValueError(f"{kernels.IN_PLACE} needs writeable C-contiguous logits")
-    if kernels.accepts(xp, inputs.stored, inputs.targets, inputs.weight, pos_weight, inputs.sample_weight):
-        result = _fused_sigmoid_cross_entropy(inputs, pos_weight, smoothing, reduction, with_grad=with_grad, out=out)
+    backend = kernels.select(xp, inputs.stored, inputs.targets, inputs.weight, pos_weight, inputs.sample_weight)
+    if backend is not None:
+        result = _fused_sigmoid_cross_entropy(
+            backend, inputs, pos_weight, smoothing, reduction, with_grad=with_grad, out=out
+        )
         return result if out is None else (result[0], _gradient_into(out, result[1]))
     x = inputs.values
     y = inputs.targets if smoothing == 0.0 else (1.0 - smoothing) * inputs.targets + 0.5 * smoothing
@@ -998,26 +1007,36 @@ def _sigmoid_cross_entropy(
 
 
 def _fused_sigmoid_cross_entropy(
-    inputs: _Elementwise, pos_weight: Any, smoothing: float, reduction: str, *, with_grad: bool, out: Any = None
+    backend: kernels.Backend,
+    inputs: _Elementwise,
+    pos_weight: Any,
+    smoothing: float,
+    reduction: str,
+    *,
+    with_grad: bool,
+    out: Any = None,
 ) -> Any:
-    """:func:`_sigmoid_cross_entropy` on the fused CPU kernel (NumPy, or CPU PyTorch outside autograd; validated).
+    """:func:`_sigmoid_cross_entropy` on the fused kernel of ``backend`` (validated inputs, outside autograd).
 
     The kernel layer forms the mean itself, so that a sum past the largest float can be summed
-    again scaled (:func:`crossentropy.kernels.sigmoid_cross_entropy_elements`).
+    again scaled (:func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`). The scale
+    and the denominator go as 0-d arrays: a GPU backend keeps them on the device.
     """
     xp = inputs.xp
     denominator = _elementwise_denominator(inputs)
-    scale = mean_scale(denominator, reduction, xp, xp.ones((), dtype=inputs.dtype))
-    losses, grad = kernels.sigmoid_cross_entropy_elements(
+    scale = mean_scale(
+        denominator, reduction, xp, xp.ones((), dtype=inputs.dtype, device=array_api_compat.device(inputs.stored))
+    )
+    losses, grad = backend.sigmoid_cross_entropy_elements(
         inputs.stored,
         inputs.targets,
         weight=inputs.weight,
         pos_weight=pos_weight,
         sample_weight=inputs.sample_weight,
         smoothing=smoothing,
-        grad_scale=float(scale) if with_grad else None,
+        grad_scale=scale if with_grad else None,
         per_element=reduction == "none",
-        denominator=float(denominator) if reduction == "mean" else None,
+        denominator=denominator if reduction == "mean" else None,
         out=out if with_grad else None,
     )
     if reduction == "mean":

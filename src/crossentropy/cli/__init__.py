@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # No OMP_WAIT_POLICY here any more: the kernels' threads no longer run on GNU OpenMP and sleep between
-    # calls (crossentropy/kernels/_threading.py), so nothing spins to take pyarrow's and BLAS's cores.
+    # calls (crossentropy/kernels/numba/_threading.py), so nothing spins to take pyarrow's and BLAS's cores.
     commands = {"demo": demo.command, "bench": bench.command, "score": score.command, "gallery": gallery.command}
     if args.command not in commands:
         parser.error(f"unknown command {args.command!r}")  # argparse exits with code 2

@@ -2,7 +2,7 @@ r"""Streaming evaluation of probabilistic predictions: the figures of ``crossent
 
 A :class:`Scorer` takes batches of predictions (probabilities or logits, one column per class)
 and targets (class indices or distributions), adds their sums with the fused kernel of
-:mod:`crossentropy.kernels._scoring`, and turns the totals into a :class:`ScoreReport`. Memory
+:mod:`crossentropy.cli._kernels._scoring`, and turns the totals into a :class:`ScoreReport`. Memory
 is that of one batch, whatever the number of batches, and the figures are those of the whole
 file at once: every figure is a ratio of sums, and sums add up across batches.
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import _scoring as kernel
-from ..kernels._threading import launch_lock
+from ..kernels.numba._threading import launch_lock
+from ._kernels import _scoring as kernel
 
 __all__ = ["InvalidValue", "ScoreReport", "ScoreSpec", "Scorer"]
 
@@ -338,7 +338,7 @@ class Scorer:
     def add_csv_lines(
         self, data: np.ndarray, layout: Any, *, target_slot: int = -1, weight_slot: int = -1
     ) -> int | None:
-        """Parse and score a block of plain CSV lines in one pass (:func:`crossentropy.kernels._csv.score_lines`).
+        """Parse and score a block of plain CSV lines in one pass (:func:`crossentropy.cli._kernels._csv.score_lines`).
 
         ``data`` holds complete lines, each ending in a line break; ``layout`` (a
         :class:`crossentropy.cli._sources.PlainLayout`) puts the ``n_classes`` predictions at
@@ -347,7 +347,7 @@ class Scorer:
         not plain or holds a value that cannot be scored: the caller then scores it through
         :meth:`add`, which explains what is wrong.
         """
-        from ..kernels import _csv
+        from ._kernels import _csv
 
         spec = self.spec
         size = int(data.shape[0])

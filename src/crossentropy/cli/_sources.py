@@ -510,7 +510,7 @@ class CsvSource(Source):
 
 
 class PlainLayout:
-    """Where the fields of a CSV line go, for the Numba fast path (:mod:`crossentropy.kernels._csv`).
+    """Where the fields of a CSV line go, for the Numba fast path (:mod:`crossentropy.cli._kernels._csv`).
 
     ``roles`` and ``slots`` per field: skipped, a number stored at a slot (the order of
     ``numeric``), or the label, matched against ``known_labels``. Usable only when every label
@@ -525,7 +525,7 @@ class PlainLayout:
         known_labels: Sequence[str] | None,
         delimiter: str,
     ) -> None:
-        from ..kernels import _csv
+        from ._kernels import _csv
 
         self.usable = (labels is None or known_labels is not None) and len(delimiter.encode()) == 1
         self.roles = np.zeros(len(columns), dtype=np.int8)

@@ -743,8 +743,8 @@ def _public_call(inputs: _Inputs, *, with_grad: bool, generic: bool) -> Callable
 
 
 def _kernel_call(inputs: _Inputs, *, with_grad: bool) -> Callable[[], Any]:
-    """The kernel layer: plain mean cross-entropy, with a new gradient when ``with_grad``."""
-    from .. import kernels
+    """The Numba kernel layer: plain mean cross-entropy, with a new gradient when ``with_grad``."""
+    from ..kernels import numba as kernels
 
     n_rows = inputs.shape[0]
     row_weight = np.ones(n_rows, np.float32)

@@ -23,8 +23,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._cache import refresh
-from ._math import JIT_OPTIONS
+from ...kernels.numba._cache import refresh
+from ...kernels.numba._math import JIT_OPTIONS
 from ._scoring import score_row
 
 SKIP, NUMBER, LABEL = 0, 1, 2
@@ -179,7 +179,7 @@ def score_lines(
     (``roles`` and ``slots`` per field: numbers at their slots, the ``n_classes`` predictions
     first, the target distribution from ``target_slot`` if it is not -1, the weight at
     ``weight_slot`` if it is not -1; the label matched against the class ``names``) and scored by
-    :func:`crossentropy.kernels._scoring.score_row` into the accumulators of its segment.
+    :func:`crossentropy.cli._kernels._scoring.score_row` into the accumulators of its segment.
     ``rows[s]`` counts the lines of segment ``s``; problems are recorded under the row number
     within the segment (the caller adds the rows of the segments before it). ``failed[s]`` is
     the first row of segment ``s`` that is not plain (its sums are then incomplete), or -1.

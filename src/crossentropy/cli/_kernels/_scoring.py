@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._cache import refresh
-from ._math import JIT_OPTIONS
+from ...kernels.numba._cache import refresh
+from ...kernels.numba._math import JIT_OPTIONS
 
 # Columns of ``totals``.
 ROWS, WEIGHT, CROSS_ENTROPY, CORRECT, SQUARED_ERROR, PREDICTED_ENTROPY, TARGET_ENTROPY, KL = range(8)

@@ -22,8 +22,9 @@ kernel module with its kernels, attaches the cache.
 
 **Freshness.** Numba keys a cached kernel on the source file of the jitted function alone, so an
 edit to a helper in another file (``_math.py``) would keep loading stale machine code.
-:func:`refresh` stamps the cache folder with a digest of every source file of this package and
-clears a module's cached kernels when the digest changes.
+:func:`refresh` stamps the cache folder with a digest of every source file of this folder and of
+the kernel's own folder (the command line keeps its kernels in ``cli/_kernels``) and clears a
+module's cached kernels when the digest changes.
 """
 
 from __future__ import annotations
@@ -121,12 +122,20 @@ def _attach(dispatcher: Any) -> None:
         dispatcher._cache = NullCache()
 
 
-def _digest() -> str:
+def _digest(folders: list[Path]) -> str:
     sha = hashlib.sha256()
-    for path in sorted(_SOURCES.glob("*.py")):
-        sha.update(path.name.encode())
-        sha.update(path.read_bytes())
+    for folder in folders:
+        for path in sorted(folder.glob("*.py")):
+            sha.update(path.name.encode())
+            sha.update(path.read_bytes())
     return sha.hexdigest()
+
+
+def _source_folders(module_name: str) -> list[Path]:
+    """This folder (the shared math) and the folder of the module ``module_name``, when it is another."""
+    module_file = getattr(sys.modules.get(module_name), "__file__", None)
+    folder = Path(module_file).parent if module_file else _SOURCES
+    return [_SOURCES] if folder == _SOURCES else [_SOURCES, folder]
 
 
 def refresh(*dispatchers: Any) -> None:
@@ -135,13 +144,13 @@ def refresh(*dispatchers: Any) -> None:
     A cache folder that cannot be read or written is left alone (Numba then compiles in memory,
     as it does without a cache).
     """
-    digest = _digest()
     for dispatcher in dispatchers:
         _attach(dispatcher)
         cache = getattr(dispatcher, "_cache", None)
         cache_dir = getattr(cache, "_cache_path", None)
         if cache_dir is None:
             continue
+        digest = _digest(_source_folders(dispatcher.py_func.__module__))
         module = dispatcher.py_func.__module__.rsplit(".", 1)[-1]
         stamp = Path(cache_dir) / f"{module}.sources.sha256"
         try:

@@ -45,7 +45,7 @@ FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 # branch that would otherwise stop every loop with a division from vectorizing.
 # The kernels' own row-level arithmetic is not fast-math: reassociation could turn
 # (m - u_y) + log s back into (m + log s) - u_y, which loses float32 digits for large logits.
-# No cache=True: Numba would keep the cache in this package's folder; kernels/_cache.py's refresh()
+# No cache=True: Numba would keep the cache in this package's folder; kernels/numba/_cache.py's refresh()
 # gives each kernel an on-disk cache in the user's cache folder instead.
 JIT_OPTIONS = {"error_model": "numpy"}
 # Helpers called from the kernels' loops.

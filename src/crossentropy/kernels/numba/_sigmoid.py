@@ -13,12 +13,12 @@ weight :math:`q`, weight :math:`w` and :math:`e = e^{-|x|}`:
 
 with products ``0 * inf = 0`` (an infinite logit with no target mass on its side costs nothing).
 One exponential and one logarithm an element, both the vectorizable float32 versions of
-:mod:`crossentropy.kernels._math`.
+:mod:`crossentropy.kernels.numba._math`.
 
 The flat input is processed in rows of ``width`` elements, in parallel over rows. Every option
 is either a vector of ``width`` entries repeated along each row (class weights, scalars) or an
 array of the whole flat length, and each row has one factor (its sample weight); the layout is
-chosen by :mod:`crossentropy.kernels`.
+chosen by :mod:`crossentropy.kernels.numba`.
 
 The gradient can overwrite the logits (``in_place``): each element is read before its gradient
 is written, in a loop of its own over the one array, which LLVM vectorizes (two views of one

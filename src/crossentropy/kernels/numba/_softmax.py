@@ -23,7 +23,7 @@ Sums of differences :math:`u_c - m` (label smoothing, probability targets) overf
 of ±3e38 in float32 (±1e308 in float64) while the loss they enter may fit. The loops keep the
 plain differences, which cost nothing beyond the exponentials' own; a row whose sum comes out
 ``-inf`` is summed again from its logits with
-:func:`~crossentropy.kernels._math.scaled_difference`, each term scaled by the coefficient it
+:func:`~crossentropy.kernels.numba._math.scaled_difference`, each term scaled by the coefficient it
 enters the loss with, so that no step overflows while the loss fits (a ``-inf`` logit with
 target mass gives ``-inf`` again, and an infinite loss). Writing the gradient over the logits
 leaves nothing to read again: that loop sums the scaled differences from the start.
@@ -32,9 +32,9 @@ leaves nothing to read again: that loop sums the scaled differences from the sta
 of the maximum of ``x`` (``tanh`` is increasing), so the cap costs one ``tanh`` per element
 and nothing else.
 
-The kernels take arrays already validated and laid out by :mod:`crossentropy.kernels`: 2-d
+The kernels take arrays already validated and laid out by :mod:`crossentropy.kernels.numba`: 2-d
 C-contiguous logits (float32, float64, or half-precision bit patterns, see
-:mod:`crossentropy.kernels._math`), targets and options in the accumulation dtype, ignored
+:mod:`crossentropy.kernels.numba._math`), targets and options in the accumulation dtype, ignored
 rows marked by a row weight of 0 (skipped, with a zero gradient), and per-row factors computed
 there.
 """

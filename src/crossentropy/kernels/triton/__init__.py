@@ -1,1 +1,59 @@
-"""Triton kernels of the softmax and sigmoid cross-entropies (the GPU backend of :mod:`crossentropy.kernels`)."""
+"""The Triton backend: the softmax and sigmoid cross-entropies as GPU kernels, for PyTorch tensors.
+
+It accepts CUDA tensors of float16, bfloat16, float32 and float64 (accumulated in float32, and
+float64 for float64), and under ``TRITON_INTERPRET=1`` CPU tensors too: Triton's interpreter then
+runs the very same kernels on the CPU, exactly and slowly, which is how every CI run tests them.
+The entry points have the arguments and the semantics of the Numba backend's
+(:mod:`crossentropy.kernels.numba`):
+
+- :func:`softmax_cross_entropy_rows` (:mod:`._softmax`): per row, an online log-sum-exp over
+  tiles of the vocabulary, then the gradient in a second sweep, written into a new tensor, a
+  given one, or over the logits themselves (any dtype and option: each tile is read before it
+  is written); forward-only calls allocate O(N).
+- :func:`sigmoid_cross_entropy_elements` (:mod:`._sigmoid`): the elementwise loss and gradient,
+  reduced on the device.
+
+Nothing in them reads a value back to the host: reductions, denominators and the mean's
+overflow rule stay on the device, so a training step is not stalled (the value checks before
+them can be switched off too: :func:`crossentropy.checks_disabled`).
+
+Triton is imported when a kernel first runs, not when :mod:`crossentropy` is.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["accepts", "interpreted", "sigmoid_cross_entropy_elements", "softmax_cross_entropy_rows"]
+
+
+def interpreted() -> bool:
+    """Whether Triton runs its interpreter (``TRITON_INTERPRET=1``): kernels on the CPU, in NumPy."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def accepts(x: Any) -> bool:
+    """Whether ``x`` is a PyTorch tensor these kernels read: on a CUDA device (any device under
+    :func:`interpreted`, where Triton runs on the CPU), float16, bfloat16, float32 or float64."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        return False
+    dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    on_device = x.device.type == "cuda" or (x.device.type == "cpu" and interpreted())
+    return on_device and x.dtype in dtypes
+
+
+def softmax_cross_entropy_rows(*args: Any, **options: Any) -> Any:
+    """See :func:`crossentropy.kernels.triton._softmax.softmax_cross_entropy_rows`."""
+    from ._softmax import softmax_cross_entropy_rows as rows
+
+    return rows(*args, **options)
+
+
+def sigmoid_cross_entropy_elements(*args: Any, **options: Any) -> Any:
+    """See :func:`crossentropy.kernels.triton._sigmoid.sigmoid_cross_entropy_elements`."""
+    from ._sigmoid import sigmoid_cross_entropy_elements as elements
+
+    return elements(*args, **options)
