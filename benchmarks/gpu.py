@@ -92,6 +92,7 @@ TOLERANCES = {
 BUDGET_MARGIN_S = 20.0  # kept back from --budget-s for writing the files and the chart
 
 NOT_MEASURED = "not measured (time budget)"
+DEVICE_FAILED = "not measured (the device failed)"
 FIRST_CALL_NOTE_S = 0.5  # a first call this much longer than the median is listed under "First calls"
 
 
@@ -158,6 +159,19 @@ class Device:
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
+
+    def failure(self) -> str | None:
+        """None while the device still computes; after a sticky CUDA error (an illegal address, a device-side
+        assert) every later call fails, so the run stops measuring: what the error says."""
+        if not self.cuda:
+            return None
+        try:
+            torch.cuda.synchronize(self.torch)
+            if float(torch.ones(1, device=self.torch) + 1) != 2.0:
+                return "the device computes 1 + 1 wrong"
+        except Exception as error:
+            return error_text(error)
+        return None
 
     def timed(self, call: Callable[[], Any], prepare: Callable[[], None], count: int) -> list[float]:
         """Milliseconds of ``count`` calls of ``call``, each after ``prepare()`` (outside the timed region).
@@ -242,7 +256,13 @@ class Methods:
     """Makes each method's callable ``(logits, targets) -> loss`` and its context, or says why it cannot."""
 
     def __init__(self, compile_backend: str) -> None:
-        self.ours = _import_ours()
+        self.ours: Any = None
+        self._ours_error: str | None = None
+        try:
+            self.ours = _import_ours()
+        except Exception as error:  # a broken checkout: the other methods are still measured
+            self._ours_error = "import failed: " + error_text(error)
+            print(f"gpu.py: crossentropy could not be imported: {error_text(error)}", file=sys.stderr, flush=True)
         self.compiled = torch.compile(_plain_cross_entropy, dynamic=True, backend=compile_backend)
         self.checks_disabled = getattr(self.ours, "checks_disabled", None)
         self.broken: dict[tuple[str, str, str], str] = {}  # (method, dtype, pass) not to be tried again: why
@@ -268,6 +288,8 @@ class Methods:
             if self._liger is None:
                 raise Unavailable(self._liger_error)
             return self._liger, context
+        if self.ours is None:
+            raise Unavailable(self._ours_error)
         if method.key.endswith("_nochecks"):
             if self.checks_disabled is None:
                 raise Unavailable("missing: crossentropy.checks_disabled")
@@ -504,9 +526,11 @@ def run_pass(
         print(f"  {method.key} {kind}: {failure}", file=sys.stderr, flush=True)
     if failure is not None:  # outside the except clause, so the traceback's frames (and tensors) are gone
         entry["status"] = failure
-        device.cleanup()
+        with contextlib.suppress(Exception):  # raises again on a broken device: measure_shape finds out
+            device.cleanup()
     if method.writes_input:
-        inputs.refill()
+        with contextlib.suppress(Exception):
+            inputs.refill()
 
 
 def measure_shape(
@@ -567,12 +591,26 @@ def measure_shape(
             elif method.key == "compiled" and entry["status"].startswith("error"):  # each retry would compile again
                 methods.broken[(method.key, dtype_name, kind)] = f"not run: the compilation failed at {n}×{v}"
             print(f"  {dtype_name} {n}x{v} {method.key:<22} {kind:<6} {describe(cell[kind])}", flush=True)
+            if entry["status"].startswith("error") and (problem := device.failure()):
+                shape["device_failure"] = f"{method.label}, {PASS_NAMES[kind]}: {problem}"
+                print(f"gpu.py: the device failed ({shape['device_failure']}); measuring stops", file=sys.stderr)
+                for other in selected:
+                    for other_kind in PASSES:
+                        if "status" not in cells[other.key] and other_kind not in cells[other.key]:
+                            cells[other.key][other_kind] = {"status": DEVICE_FAILED}
+                break
         if "check" in cell:
             cell["check"]["verdict"] = verdict(dtype_name, cell["check"])
+        if "device_failure" in shape:
+            return shape
         device.cleanup()
     del inputs, reference
     device.cleanup()
     return shape
+
+
+def unmeasured(n: int, v: int, dtype_name: str, selected: tuple[Method, ...], status: str) -> dict:
+    return {"n": n, "v": v, "dtype": dtype_name, "cells": {m.key: {"status": status} for m in selected}}
 
 
 def describe(entry: dict) -> str:
@@ -603,8 +641,8 @@ def environment(device: Device, methods: Methods, args: argparse.Namespace) -> d
         "torch_cuda": torch.version.cuda,
         "triton": version_of("triton"),
         "liger_kernel": version_of("liger-kernel"),
-        "crossentropy": getattr(methods.ours, "__version__", "?"),
-        "crossentropy_path": str(Path(methods.ours.__file__).parent),
+        "crossentropy": getattr(methods.ours, "__version__", methods._ours_error),
+        "crossentropy_path": str(Path(methods.ours.__file__).parent) if methods.ours else "",
         "checks_disabled": methods.checks_disabled is not None,
         "compile": f"torch.compile(F.cross_entropy, dynamic=True, backend={args.compile_backend!r})",
         "device": str(device.torch),
@@ -745,6 +783,13 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
     )
     if not env["checks_disabled"]:
         lines += ["", "**`crossentropy.checks_disabled` is missing from this checkout: its rows are not measured.**"]
+    for shape in report["shapes"]:
+        if "device_failure" in shape:
+            lines += [
+                "",
+                f"**The device failed at {shape['dtype']} {shape['n']}×{shape['v']} ({shape['device_failure']}): "
+                "nothing after it was measured. Rerun the rest with `--methods` or `--shapes`.**",
+            ]
     lines += ["", "## Environment", ""]
     if env.get("gpu"):
         lines.append(
@@ -1065,11 +1110,25 @@ def main(argv: list[str] | None = None) -> int:
     # Measured smallest first, so that a budget cut drops the largest shapes; reported in --shapes order.
     order = sorted(((d, s) for d in args.dtypes for s in shapes), key=lambda ds: (ds[1][0] * ds[1][1], ds[0]))
     measured: dict[tuple[str, int, int], dict] = {}
+    failed: str | None = None
     for dtype_name, (n, v) in order:
+        if failed:
+            measured[(dtype_name, n, v)] = unmeasured(n, v, dtype_name, args.methods, DEVICE_FAILED)
+            continue
         with _section(f"{dtype_name} {n}x{v}"):
-            measured[(dtype_name, n, v)] = measure_shape(
-                n, v, dtype_name, device, methods, args.methods, warmup, repeat, budget
-            )
+            try:
+                shape = measure_shape(n, v, dtype_name, device, methods, args.methods, warmup, repeat, budget)
+            except Exception as error:  # outside the passes (the inputs, the reference): the shape is lost
+                print(f"gpu.py: {dtype_name} {n}x{v}: {error_text(error)}", file=sys.stderr, flush=True)
+                status = "OOM" if isinstance(error, out_of_memory_errors()) else "error: " + error_text(error)
+                shape = unmeasured(n, v, dtype_name, args.methods, status)
+                shape["traceback"] = traceback.format_exc()
+                with contextlib.suppress(Exception):
+                    device.cleanup()
+                if problem := device.failure():
+                    shape["device_failure"] = problem
+            measured[(dtype_name, n, v)] = shape
+            failed = shape.get("device_failure")
         report["shapes"] = [measured[(d, n_, v_)] for d in args.dtypes for n_, v_ in shapes if (d, n_, v_) in measured]
         report["elapsed_s"] = time.perf_counter() - budget.start
         write_files(report, args.methods, args.out)

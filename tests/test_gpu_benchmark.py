@@ -153,3 +153,82 @@ def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         gpu.parse_args(argv)
     assert exit_.value.code == 2
+
+
+class FakeMethods:
+    """Methods whose callables are given: to drive measure_shape through its failure paths on the CPU."""
+
+    def __init__(self, **calls):
+        self.calls = calls
+        self.broken = {}
+
+    def get(self, method):
+        return self.calls[method.key], gpu.contextlib.nullcontext
+
+
+def measure(methods, selected, device=None):
+    device = device or gpu.Device("cpu")
+    return gpu.measure_shape(16, 10, "float32", device, methods, selected, 1, 2, gpu.Budget(60))
+
+
+def raise_(error):
+    def call(x, y):
+        raise error
+
+    return call
+
+
+def test_out_of_memory_is_reported_as_oom_and_the_others_still_run():
+    eager, ours = gpu.METHODS[0], gpu.METHODS[3]
+    methods = FakeMethods(
+        eager=raise_(torch.OutOfMemoryError("CUDA out of memory")), ours=torch.nn.functional.cross_entropy
+    )
+    shape = measure(methods, (eager, ours))
+    assert shape["cells"]["eager"]["fwd"]["status"] == "OOM"
+    assert shape["cells"]["eager"]["fwdbwd"]["status"] == "OOM"
+    assert shape["cells"]["ours"]["fwdbwd"]["status"] == "ok"
+    assert shape["cells"]["ours"]["check"]["verdict"] == "pass"
+
+
+def test_an_error_is_reported_and_a_failed_device_stops_the_shape():
+    eager, compiled, ours = gpu.METHODS[0], gpu.METHODS[1], gpu.METHODS[3]
+    methods = FakeMethods(eager=raise_(RuntimeError("boom")), compiled=raise_(RuntimeError("inductor")), ours=None)
+    shape = measure(methods, (eager, compiled, ours))
+    assert shape["cells"]["eager"]["fwd"]["status"] == "error: RuntimeError: boom"
+    assert "traceback" in shape["cells"]["eager"]["fwd"]
+    assert methods.broken == {  # a failed compilation is not retried on the next shapes
+        ("compiled", "float32", "fwd"): "not run: the compilation failed at 16×10",
+        ("compiled", "float32", "fwdbwd"): "not run: the compilation failed at 16×10",
+    }
+
+    class BrokenDevice(gpu.Device):
+        def failure(self):
+            return "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+    shape = measure(FakeMethods(eager=raise_(RuntimeError("boom")), ours=None), (eager, ours), BrokenDevice("cpu"))
+    assert shape["device_failure"].startswith("F.cross_entropy (eager), forward: RuntimeError: CUDA error")
+    assert shape["cells"]["eager"]["fwdbwd"]["status"] == gpu.DEVICE_FAILED
+    assert shape["cells"]["ours"] == {"fwd": {"status": gpu.DEVICE_FAILED}, "fwdbwd": {"status": gpu.DEVICE_FAILED}}
+    assert "The device failed at float32 16×10" in gpu.markdown(
+        {
+            "environment": {
+                "command": "",
+                "date_utc": "",
+                "checks_disabled": True,
+                "device": "cpu",
+                "python": "",
+                "torch": "",
+                "torch_cuda": "",
+                "triton": "",
+                "liger_kernel": "",
+                "crossentropy": "",
+                "crossentropy_path": "",
+                "triton_interpret": "",
+                "compile": "",
+            },
+            "copy_bandwidth": {"bytes_per_s": 1e9, "bytes_per_buffer": 1, "times_ms": [1.0]},
+            "settings": {"dtypes": ("float32",), "warmup": 1, "repeat": 2, "budget_s": 60},
+            "shapes": [shape],
+        },
+        (eager, ours),
+    )
