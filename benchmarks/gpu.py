@@ -278,6 +278,16 @@ class Methods:
             except Exception as error:
                 self._liger_error = f"import failed: {type(error).__name__}: {error}"[:200]
 
+    def backend_of(self, logits: torch.Tensor) -> str:
+        """The kernel backend that computes these logits for ours (``crossentropy.kernels.for_torch``)."""
+        if self.ours is None:
+            return "n/a"
+        try:
+            chosen = importlib.import_module("crossentropy.kernels").for_torch(logits)
+        except Exception as error:
+            return f"unknown ({error_text(error)})"
+        return "reference (the generic code)" if chosen is None else str(getattr(chosen, "name", chosen))
+
     def get(self, method: Method) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[], Any]]:
         context: Callable[[], Any] = contextlib.nullcontext
         if method.key == "eager":
@@ -565,6 +575,7 @@ def measure_shape(
     device.sync()
     budget.record("reference", n * v, time.perf_counter() - start)
     shape["reference_loss"] = reference.loss
+    shape["ours_backend"] = methods.backend_of(inputs.logits)
     shape["check_rows"] = reference.rows.tolist()
     for method in selected:
         cell = cells[method.key]
@@ -700,10 +711,6 @@ def _status(cell: dict, kind: str) -> str:
     entry = cell.get(kind)
     status = entry.get("status", "?") if entry else "?"
     return status.split(":")[0] + ": " + status.split(":")[1].strip() if status.startswith("error:") else status
-
-
-def _pair(left: str, right: str) -> str:
-    return left if left == right else f"{left} / {right}"
 
 
 def _gb(nbytes: float | None) -> str:
@@ -854,6 +861,12 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
         lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
         for shape in shapes:
             lines += shape_rows(shape, selected, copy_bps)
+        backends = sorted({s["ours_backend"] for s in shapes if "ours_backend" in s})
+        if backends:
+            lines += [
+                "",
+                "Ours computed on the kernel backend (`crossentropy.kernels.for_torch`): " + ", ".join(backends),
+            ]
         lines += ["", "Minimum traffic per shape (GB, forward / forward + backward): "]
         lines.append(
             ", ".join(
@@ -1150,7 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
         if m.ours
         for c in [s["cells"][m.key]]
     )
-    return 1 if ours_failed else 0
+    return 1 if ours_failed or failed else 0
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def test_files_and_tables(smoke, report):
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "gpu.png").stat().st_size > 0
     assert "spot checks: no failure" in result.stdout  # the summary at the end of the output
+    assert "Ours computed on the kernel backend (`crossentropy.kernels.for_torch`): numba" in md
 
 
 def test_every_method_and_pass_is_reported_and_the_spot_check_passed(report):
@@ -164,6 +165,9 @@ class FakeMethods:
 
     def get(self, method):
         return self.calls[method.key], gpu.contextlib.nullcontext
+
+    def backend_of(self, logits):
+        return "fake"
 
 
 def measure(methods, selected, device=None):
