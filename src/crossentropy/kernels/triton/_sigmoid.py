@@ -24,11 +24,11 @@ of more than 2^31 elements are fine); only the last block is masked, so the othe
 store whole vectors. Options are read in their broadcast layout (:func:`_layout`): a scalar,
 one value per class of the last axis, one value per row of the class axis, or one per element;
 only other layouts are expanded to the full shape first. A sum or mean is formed from one
-partial sum per program, added in a fixed order (in float64) by a second, single-program
-kernel, which also applies the mean's rule for a sum past the largest float: the main kernel sums each
-block's :math:`\ell / D` too, so that :math:`\sum_n (\ell_n / D)` is there when
-:math:`\sum_n \ell_n` overflows while the mean does not. Nothing is read back to the host:
-``grad_scale`` and ``denominator`` may be 0-d tensors on the device, read by the kernels.
+partial sum per program, added in float64 by PyTorch's reduction (in a fixed order for a given
+size), and rounded once; for the mean, the main kernel sums each block's :math:`\ell / D` too,
+so that :math:`\sum_n (\ell_n / D)` is there when :math:`\sum_n \ell_n` passes the largest
+float while the mean does not, and a one-program kernel chooses. Nothing is read back to the
+host: ``grad_scale`` and ``denominator`` may be 0-d tensors on the device, read by the kernels.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ NUM_WARPS = 8
 # Floating-point contraction (a * b + c as one FMA), as Triton's default so far; given explicitly,
 # as Triton 3.9 warns when it is left to a default that 3.10 changes.
 _FP_FUSION = True
-# Partial sums the finishing kernel adds at a time.
-_FINISH_BLOCK = 1024
 
 # Layouts of an option (weight, positive weight, sample weight) over the flat input.
 _NONE = tl.constexpr(0)  # absent: a factor of 1
@@ -202,34 +200,22 @@ def _sigmoid_cross_entropy_kernel(x_ptr, t_ptr, w_ptr, q_ptr, s_ptr, grad_ptr, l
 
 
 @triton.jit
-def _finish_kernel(partial_ptr, loss_ptr, n_blocks, den_ptr, den_value, MEAN: tl.constexpr,
-                   DEN_FROM_PTR: tl.constexpr, LARGEST: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK: tl.constexpr):  # fmt: skip
-    r"""The sum of the partial sums, in a fixed order; with ``MEAN`` the mean by the rule of the module docstring.
+def _mean_kernel(sums_ptr, loss_ptr, den_ptr, den_value, DEN_FROM_PTR: tl.constexpr, LARGEST: tl.constexpr,
+                 ACC: tl.constexpr):  # fmt: skip
+    r"""The mean from the float64 sums :math:`\sum \ell` and :math:`\sum (\ell / D)` (module docstring).
 
-    :math:`\sum \ell / D`, or :math:`\sum (\ell / D)` where the plain sum passes ``LARGEST`` (the
-    accumulation dtype's largest number) while :math:`D \ne 0`, and 0 for :math:`D = 0`. The
-    partial sums are added in float64, as many as ``BLOCK`` side by side (a million float32 partial
-    sums of 2^31 elements would lose several digits added in float32), then rounded once.
+    :math:`(\sum \ell) / D`, or :math:`\sum (\ell / D)` where the plain sum passes ``LARGEST``
+    (the accumulation dtype's largest number) while :math:`D \ne 0`, and 0 for :math:`D = 0`;
+    rounded once to the accumulation dtype.
     """
-    local = tl.arange(0, BLOCK)
-    total = tl.zeros([BLOCK], tl.float64)
-    scaled = tl.zeros([BLOCK], tl.float64)
-    for start in range(0, n_blocks, BLOCK):
-        index = start + local
-        inside = index < n_blocks
-        total += tl.load(partial_ptr + index, mask=inside, other=0.0).to(tl.float64)
-        if MEAN:
-            scaled += tl.load(partial_ptr + n_blocks + index, mask=inside, other=0.0).to(tl.float64)
-    result = tl.sum(total, axis=0)
-    if MEAN:
-        denominator = tl.load(den_ptr).to(ACC) if DEN_FROM_PTR else tl.cast(den_value, ACC)
-        denominator = denominator.to(tl.float64)
-        empty = denominator == 0
-        mean = result / tl.where(empty, 1.0, denominator)
-        overflow = tl.abs(result) > LARGEST  # inf in the accumulation dtype; NaN stays NaN through the plain mean
-        result = tl.where(empty, 0.0, tl.where(overflow, tl.sum(scaled, axis=0), mean))
-    tl.store(loss_ptr, result.to(ACC))
+    total = tl.load(sums_ptr)
+    scaled = tl.load(sums_ptr + 1)
+    denominator = tl.load(den_ptr).to(ACC) if DEN_FROM_PTR else tl.cast(den_value, ACC)
+    denominator = denominator.to(tl.float64)
+    empty = denominator == 0
+    mean = total / tl.where(empty, 1.0, denominator)
+    overflow = tl.abs(total) > LARGEST  # inf in the accumulation dtype; NaN stays NaN through the plain mean
+    tl.store(loss_ptr, tl.where(empty, 0.0, tl.where(overflow, scaled, mean)).to(ACC))
 
 
 _INTERPRETED = isinstance(_sigmoid_cross_entropy_kernel, InterpretedFunction)
@@ -480,9 +466,10 @@ def sigmoid_cross_entropy_elements(
     if per_element:
         losses = torch.empty(shape, dtype=accumulation, device=device)
         partials = losses  # unused
-    else:
-        losses = torch.empty((), dtype=accumulation, device=device)
-        partials = torch.empty((2 if mean else 1) * max(n_blocks, 1), dtype=accumulation, device=device)
+    else:  # one partial sum per block (and one of the losses divided by D, for the mean)
+        make = torch.empty if n_blocks else torch.zeros  # every block writes its own; none: a sum of 0
+        partials = make((2 if mean else 1) * max(n_blocks, 1), dtype=accumulation, device=device)
+        losses = partials  # unused
     placeholder = x
 
     def pointer(value: Any) -> Any:
@@ -504,16 +491,21 @@ def sigmoid_cross_entropy_elements(
                 SMOOTH_FROM_PTR=smooth_from_ptr, ACC=acc, IDX=index_dtype, BLOCK=block, num_warps=NUM_WARPS,
                 enable_fp_fusion=_FP_FUSION,
             )  # fmt: skip
-        if not per_element:
-            if not n_blocks:
-                partials.zero_()
-            _finish_kernel[(1,)](
-                partials, losses, max(n_blocks, 1), pointer(den_arg) if den_from_ptr else placeholder,
-                0.0 if den_from_ptr or not mean else den_arg,
-                MEAN=mean, DEN_FROM_PTR=den_from_ptr, LARGEST=float(torch.finfo(accumulation).max), ACC=acc,
-                BLOCK=_FINISH_BLOCK, num_warps=4, enable_fp_fusion=_FP_FUSION,
-            )  # fmt: skip
-    return losses, grad
+    if per_element:
+        return losses, grad
+    # The partial sums added in float64 by PyTorch's reduction (a fixed order for a given size), then
+    # rounded once: a million float32 partial sums of 2^31 elements would lose digits added in float32.
+    sums = partials.view(2 if mean else 1, -1).sum(dim=1, dtype=torch.float64)
+    if not mean:
+        return sums[0].to(accumulation), grad
+    loss = torch.empty((), dtype=accumulation, device=device)
+    with _interpreter_errstate():
+        _mean_kernel[(1,)](
+            sums, loss, pointer(den_arg) if den_from_ptr else placeholder, 0.0 if den_from_ptr else den_arg,
+            DEN_FROM_PTR=den_from_ptr, LARGEST=float(torch.finfo(accumulation).max), ACC=acc, num_warps=1,
+            enable_fp_fusion=_FP_FUSION,
+        )  # fmt: skip
+    return loss, grad
 
 
 def _interpreter_errstate() -> contextlib.AbstractContextManager:
