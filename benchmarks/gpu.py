@@ -160,6 +160,19 @@ class Device:
         if self.cuda:
             torch.cuda.empty_cache()
 
+    def poison(self, like: torch.Tensor) -> bool:
+        """Leave a block of ``like``'s size full of NaN in PyTorch's caching allocator (CUDA), where the next
+        allocation of that size (a gradient) lands: an element the method leaves unwritten then shows as NaN
+        instead of as a correct value left there by the method before. False when it did not fit."""
+        if not self.cuda:
+            return False
+        try:
+            block = torch.full_like(like, math.nan, requires_grad=False)
+        except out_of_memory_errors():
+            return False
+        del block  # back to the cache, not to the driver
+        return True
+
     def failure(self) -> str | None:
         """None while the device still computes; after a sticky CUDA error (an illegal address, a device-side
         assert) every later call fails, so the run stops measuring: what the error says."""
@@ -507,6 +520,8 @@ def run_pass(
     result[kind] = entry
     failure: str | None = None
     try:
+        if kind == "fwdbwd":
+            entry["poisoned"] = device.poison(detached)
         prepare()
         device.sync()
         start = time.perf_counter()
@@ -886,7 +901,10 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
             f"softmax - one-hot in float64: *grad err*, the relative L2 error of the non-target entries "
             f"({tol['grad']:.0e}), and *target err*, the largest error of the target entries ({tol['target']:.0e}). "
             f"On every row: *row sum*, max |N·Σ_c g_nc| (0 in exact arithmetic), and *row L1*, "
-            f"max |N·Σ_c |g_nc| - 2(1 - p_y)| ({tol['rows']:.0e} each): a row unwritten, zeroed or scaled fails."
+            f"max |N·Σ_c |g_nc| - 2(1 - p_y)| ({tol['rows']:.0e} each): a row unwritten, zeroed or scaled fails. "
+            "The checked call is each method's first; on CUDA a block of the gradient's size filled with NaN is "
+            "left in PyTorch's caching allocator just before it, so that an element left unwritten in a new "
+            "gradient shows as NaN rather than as the correct value of the method before."
         )
         lines += [
             "",
