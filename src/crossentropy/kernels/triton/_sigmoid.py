@@ -1,7 +1,8 @@
 r"""Triton kernel of sigmoid (binary and multi-label) cross-entropy: one pass, elementwise.
 
-The GPU twin of :func:`crossentropy.kernels.sigmoid_cross_entropy_elements` (the Numba kernel
-of :mod:`crossentropy.kernels._sigmoid`), for PyTorch tensors on a CUDA device, or on the CPU
+The GPU twin of the Numba backend's entry point of the same name
+(:func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`, the math in
+:mod:`crossentropy.kernels.numba._sigmoid`), for PyTorch tensors on a CUDA device, or on the CPU
 under ``TRITON_INTERPRET=1`` (set before this module is imported). For each element, with
 smoothed target :math:`y = (1-\varepsilon) t + \varepsilon / 2`, positive weight :math:`q`,
 weight :math:`w`, sample weight :math:`s` and :math:`e = e^{-|x|}`:
@@ -311,8 +312,8 @@ def sigmoid_cross_entropy_elements(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Weighted sigmoid cross-entropy losses and, when ``grad_scale`` is given, the gradient, on the GPU.
 
-    The semantics of :func:`crossentropy.kernels.sigmoid_cross_entropy_elements` (the Numba
-    kernel) for CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``. Elementwise,
+    The semantics of the Numba backend's :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`
+    for CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``. Elementwise,
 
     .. math::
 
