@@ -1,7 +1,8 @@
 """Softmax cross-entropy on one GPU: ``crossentropy.torch.cross_entropy`` against PyTorch and Liger-Kernel.
 
-One command, under eight minutes on one H100 (``benchmarks/gpu_run.sh`` runs it on a lent
-machine; ``benchmarks/README.md``, section "GPU", says how)::
+One command, meant to finish in under eight minutes on one H100: its time budget (``--budget-s``,
+default 420 s) stops the measuring before. Not yet run on a GPU. ``benchmarks/gpu_run.sh`` runs it
+on a lent machine; ``benchmarks/README.md``, section "GPU", says how::
 
     python3 benchmarks/gpu.py                           # the full run, files in benchmarks/results/
     python3 benchmarks/gpu.py --quick                   # one small shape, few repeats
@@ -26,8 +27,10 @@ What it measures, for float32 and bfloat16 logits at N in {8192, 32768} x V in {
 * a correctness spot check per shape and method: the loss against ``F.cross_entropy`` of the
   float32 logits (computed in row chunks), the gradient on 16 sampled rows (the first, the last
   and random ones) against softmax - one-hot in float64, and N times every row's gradient sum
-  (0 in exact arithmetic: a row left unwritten shows here). A method that fails it has its
-  times marked as invalid; a failure of ours makes the exit code 1.
+  (0 in exact arithmetic) and L1 norm (2 (1 - p_y)), so that a row left unwritten shows; before
+  the checked call a NaN block of the gradient's size is left in the CUDA caching allocator. A
+  method that fails has its times marked as invalid; a failure of ours makes the exit code 1, as
+  does a device that stops computing (after which nothing more is measured; the files are written).
 
 Methods: ``F.cross_entropy`` eager; ``torch.compile(F.cross_entropy, dynamic=True)`` (one
 compilation per dtype and pass; the first call's excess over the median is reported as the
@@ -519,6 +522,7 @@ def run_pass(
     entry: dict[str, Any] = {"min_bytes": inputs.bytes * (1 if kind == "fwd" else 2)}
     result[kind] = entry
     failure: str | None = None
+    out = loss = grad = None
     try:
         if kind == "fwdbwd":
             entry["poisoned"] = device.poison(detached)
@@ -532,11 +536,11 @@ def run_pass(
         check = check_result(inputs, reference, loss, grad)
         suffix = "_fwd" if kind == "fwd" else ""
         result.setdefault("check", {}).update({key + suffix: value for key, value in check.items()})
-        del out, loss, grad
+        out = loss = grad = None
         for _ in range(warmup - 1):
             prepare()
             out = call()
-            del out
+            out = None
         device.sync()
         times = device.timed(call, prepare, repeat)
         entry["times_ms"] = times
@@ -551,6 +555,7 @@ def run_pass(
         print(f"  {method.key} {kind}: {failure}", file=sys.stderr, flush=True)
     if failure is not None:  # outside the except clause, so the traceback's frames (and tensors) are gone
         entry["status"] = failure
+        out = loss = grad = None  # the call's outputs, if any, back to the allocator before it is emptied
         with contextlib.suppress(Exception):  # raises again on a broken device: measure_shape finds out
             device.cleanup()
     if method.writes_input:
