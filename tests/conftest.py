@@ -7,17 +7,10 @@ do not).
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
-
-# Without a CUDA GPU the Triton kernels run in Triton's interpreter, on CPU tensors (exact and slow).
-# triton.jit reads the variable when a kernel is defined, so it is set before anything imports them.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from _support import assert_close, assert_same_kind, result_dtype_name, to_numpy, tolerance
 
 # The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
