@@ -173,6 +173,23 @@ def test_matches_numba(device, dtype, n_classes, block_v, n_rows, index, options
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("index", [True, False], ids=["index", "probs"])
+@pytest.mark.parametrize("options", [OPTIONS[0], ALL_OPTIONS], ids=_ids)
+def test_vocabulary_of_256k_in_default_tiles(device, index, options):
+    """Rows of 2^18 + 17 classes in the default tiles, the maximum in the last tile of one row, the first of another."""
+    case = Case(3, 2**18 + 17, torch.float32, device, index=index, options=options, seed=2)
+    case.logits[0, -3] = 25.0
+    case.logits[1, 5] = 25.0
+    result = case.triton()
+    assert_result(result, case.numba(), torch.float32, "256k")
+    if index and not options:  # an independent float64 oracle of the loss: LSE - x_y
+        x = case.logits.double()
+        y = case.targets[[0, 1]]
+        expected = torch.logsumexp(x[[0, 1]], dim=-1) - x[[0, 1]].gather(1, y[:, None])[:, 0]
+        assert_close(result[0][[0, 1]], expected, torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("index", [True, False], ids=["index", "probs"])
 @pytest.mark.parametrize("options", OPTIONS, ids=_ids)

@@ -108,7 +108,8 @@ def _soft_cap(x, cap, inv_cap):
     return cap * t, 4.0 * e * r * r
 
 
-@triton.jit
+# The options' bit patterns are values, not shapes: no recompilation for their divisibility by 16.
+@triton.jit(do_not_specialize=["keep_bits", "floor_bits", "z_bits", "cap_bits"])
 def _softmax_cross_entropy_kernel(
     x_ptr,
     x_stride,
