@@ -170,7 +170,7 @@ def _softmax_cross_entropy_kernel(
         u_y = tl.load(x_rows + y_safe, mask=live, other=0.0).to(ACC)
         if CAPPED:
             u_y, _target_slope = _soft_cap(u_y, cap, inv_cap)
-        if WEIGHTED:  # noqa: SIM108 (a constexpr branch, not a value choice)
+        if WEIGHTED:  # noqa: SIM108 (constexpr branches)
             w_y = tl.load(w_ptr + y_safe, mask=live, other=0.0).to(ACC)
         else:
             w_y = tl.full([ROWS], 1.0, ACC)
@@ -189,9 +189,12 @@ def _softmax_cross_entropy_kernel(
             u = tl.where(mask, u, -float("inf"))  # padding stays out of the sums (the cap maps -inf to -c)
         else:
             u = x
-        m = tl.max(u, axis=1)
-        if INDEX:
-            m = tl.maximum(m, u_y)  # the target is in the row: the same maximum, after its read
+        if INDEX:  # noqa: SIM108 (constexpr branches)
+            # The target is in the row, so the maximum is the same; fed to the reduction by every
+            # thread holding a copy of it, its read comes before any gradient is written over it.
+            m = tl.max(tl.maximum(u, u_y[:, None]), axis=1)
+        else:
+            m = tl.max(u, axis=1)
         ref = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exponentials of 0, not NaN
         e = tl.exp(u - ref[:, None])
         s = tl.sum(e, axis=1)
@@ -252,9 +255,10 @@ def _softmax_cross_entropy_kernel(
                 lane_half += tl.where(a != 0, a * (0.5 * u - 0.5 * new_ref), 0.0)
                 lane_a += a
             lane_m = new_m
-        m = tl.max(lane_m, axis=1)
-        if INDEX:
-            m = tl.maximum(m, u_y)
+        if INDEX:  # noqa: SIM108 (constexpr branches)
+            m = tl.max(tl.maximum(lane_m, u_y[:, None]), axis=1)  # as above: u_y read before pass 2 writes
+        else:
+            m = tl.max(lane_m, axis=1)
         ref = tl.where(m == -float("inf"), 0.0, m)
         s = tl.sum(lane_s * tl.exp(lane_m - ref[:, None]), axis=1)
         if HALVES:
