@@ -1,7 +1,7 @@
 r"""Triton kernel of the softmax cross-entropy: every option of the core API, one or two reads of the logits.
 
-:func:`softmax_cross_entropy_rows` is the GPU backend's twin of the Numba entry point
-:func:`crossentropy.kernels.softmax_cross_entropy_rows`: the same arguments, the same per-row
+:func:`softmax_cross_entropy_rows` is the GPU backend's twin of the Numba backend's entry point
+of the same name (``crossentropy.kernels.numba``): the same arguments, the same per-row
 losses and gradient, for PyTorch tensors on a CUDA device (or on the CPU under
 ``TRITON_INTERPRET=1``, Triton's interpreter, which must be in the environment before this
 module is imported).
@@ -72,7 +72,8 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 # smoothing or soft-cap: the per-element work is a max, an exponential and a sum) and "heavy" ones
 # (smoothing or probability targets sum target weights over the row, a soft-cap adds a tanh).
 # Chosen from ptxas's register counts for sm_90 (no spills at these sizes; the heavy calls spill
-# beyond them) and for a few thousand elements in flight per program.
+# beyond them) and for a few thousand elements in flight per program; not yet timed on a GPU,
+# so these tables are the place to tune.
 #
 # Widest padded row that a program keeps whole in registers (one read of the logits).
 SINGLE_TILE_MAX = {"light": {2: 32768, 4: 32768, 8: 8192}, "heavy": {2: 8192, 4: 8192, 8: 4096}}
@@ -405,7 +406,7 @@ def softmax_cross_entropy_rows(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Per-row weighted losses :math:`r_n \ell_n` and, when ``grad_factor`` is given, the gradient.
 
-    The Triton twin of :func:`crossentropy.kernels.softmax_cross_entropy_rows`, for PyTorch
+    The Triton twin of the Numba backend's ``softmax_cross_entropy_rows``, for PyTorch
     tensors on a CUDA device (on the CPU under ``TRITON_INTERPRET=1``). With :math:`u = c
     \tanh(x / c)` under a soft-cap :math:`c` (else :math:`u = x`), :math:`\varepsilon` the label
     smoothing, :math:`w` the class weights (1 without) and :math:`C` the class count, the target
@@ -477,6 +478,25 @@ def softmax_cross_entropy_rows(
     ValueError
         For shapes that do not match, a device Triton cannot run on, or an ``out`` that breaks
         the rules above.
+
+    Examples
+    --------
+    On a CUDA GPU (the CPU runs it under ``TRITON_INTERPRET=1`` only, as the tests do): the
+    second row's uniform logits give :math:`\ln 3`.
+
+    >>> import torch
+    >>> from crossentropy.kernels.triton._softmax import softmax_cross_entropy_rows
+    >>> device = "cuda" if torch.cuda.is_available() else "cpu"
+    >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.0, 0.0, 0.0]], device=device)
+    >>> y = torch.tensor([0, 2], device=device)
+    >>> ones = torch.ones(2, device=device)
+    >>> losses, grad = softmax_cross_entropy_rows(
+    ...     x, y, weight=None, row_weight=ones, grad_factor=ones, smoothing=0.0, z=0.0, cap=None
+    ... )
+    >>> [round(v, 4) for v in losses.tolist()]
+    [0.417, 1.0986]
+    >>> [[round(v, 4) for v in row] for row in grad.tolist()]
+    [[-0.341, 0.2424, 0.0986], [0.3333, 0.3333, -0.6667]]
     """
     if not isinstance(logits, torch.Tensor) or logits.dtype not in _DTYPES:
         got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
