@@ -456,10 +456,11 @@ def softmax_cross_entropy_rows(
     cap : float or None
         Soft-cap :math:`c`.
     out : torch.Tensor of the logits' shape and dtype, optional
-        Receives the gradient and is returned; its class stride must be 1. It must not overlap
-        the logits unless it is the logits themselves (same start, shape and strides): then the
-        gradient overwrites the logits, which works for every dtype and option (each tile is read
-        before it is written) and needs rows with class stride 1 that do not overlap.
+        Receives the gradient and is returned (ignored without ``grad_factor``, as by the Numba
+        backend); its class stride must be 1. It must not overlap the logits unless it is the
+        logits themselves (same start, shape and strides): then the gradient overwrites the
+        logits, which works for every dtype and option (each tile is read before it is written)
+        and needs rows with class stride 1 that do not overlap.
     block_v : int, optional
         Tile width, a power of two: rows wider than it run the two-pass loop over tiles of this
         width (the default chooses from :data:`SINGLE_TILE_MAX` and :data:`TILE`). For tests and
