@@ -1,43 +1,34 @@
-"""Autograd functions that run the fused CPU kernels inside PyTorch's autograd.
+"""The options of the fused losses, the scaling of a kept gradient, and ``cross_entropy(..., inplace=True)``.
 
-The kernels compute the loss and its gradient in one pass, in the forward call; the gradient is
-kept until ``backward``, which scales it by the incoming gradient in place and hands it over
-(no copy, and no second pass over the logits). A second backward through the same graph
-(``retain_graph=True``) recomputes it from the saved inputs.
-
-A backward that builds a graph itself (``create_graph=True``: gradient penalties, Hessian-vector
-products, ``gradgradcheck``) returns the gradient from its closed form in PyTorch operations
-instead, computed from the saved logits, so autograd differentiates it again; the
-precomputed one is dropped.
-
-The functions are called only for plain CPU tensors that autograd tracks; everything else goes
-through :mod:`crossentropy`'s own functions (the kernels without autograd, or the generic
-array-API path, which autograd differentiates): other devices, ``torch.func`` transforms and
-forward-mode AD (see :func:`crossentropy.kernels.accepts_torch`).
+The fused calls of :mod:`crossentropy.torch` run as ``torch.library`` custom operators
+(:mod:`crossentropy.torch._ops`, and :mod:`crossentropy.torch.linear` for the linear loss), which
+``torch.compile`` keeps in its graph. One call cannot: ``cross_entropy(..., inplace=True)`` writes
+the gradient over the logits, and PyTorch registers autograd formulas for functional operators
+only. It stays the ``torch.autograd.Function`` here, eager: under ``torch.compile`` it runs
+between the compiled graphs (a graph break, which ``fullgraph=True`` refuses). Its forward call
+computes the loss, the kernels writing the gradient over the logits, and tells autograd that the
+logits changed; its backward scales that gradient by the incoming one in place and hands it
+over. Having no logits left to recompute it from, a second backward (``retain_graph=True``) or
+one that builds a graph (``create_graph=True``) raises a clear error.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from .. import kernels
 from .._array import is_transformed_tensor
-from ..losses import (
-    _softmax_cross_entropy,
-    sigmoid_cross_entropy,
-    sigmoid_cross_entropy_with_grad,
-)
+from ..losses import _softmax_cross_entropy
 
-__all__ = ["FusedSigmoidCrossEntropy", "FusedSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions"]
+__all__ = ["InplaceSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions", "is_eager", "scaled"]
 
 
 @dataclass(frozen=True)
 class SoftmaxOptions:
-    """Non-tensor options of :class:`FusedSoftmaxCrossEntropy`: those of :func:`crossentropy.softmax_cross_entropy`."""
+    """Non-tensor options of the softmax loss: those of :func:`crossentropy.softmax_cross_entropy`."""
 
     axis: int
     ignore_index: int | None
@@ -45,7 +36,6 @@ class SoftmaxOptions:
     z_loss: float
     softcap: float | None
     reduction: str
-    inplace: bool = False
 
     def keywords(self) -> dict[str, Any]:
         return {
@@ -74,7 +64,7 @@ class SoftmaxOptions:
 
 @dataclass(frozen=True)
 class SigmoidOptions:
-    """Non-tensor options of :class:`FusedSigmoidCrossEntropy`: those of :func:`crossentropy.sigmoid_cross_entropy`."""
+    """Non-tensor options of the sigmoid loss: those of :func:`crossentropy.sigmoid_cross_entropy`."""
 
     label_smoothing: float
     reduction: str
@@ -83,88 +73,54 @@ class SigmoidOptions:
         return {"label_smoothing": self.label_smoothing, "reduction": self.reduction}
 
 
-def _scaled(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    """``grad`` times the incoming gradient (broadcastable to it): in place for the kernels' own
-    gradient, untouched for a factor of 1; a new tensor when either has a graph, or when the
-    incoming gradient is batched (``vmap``, and gradcheck's batched-gradient check)."""
-    if grad.requires_grad or grad_output.requires_grad or is_transformed_tensor(grad_output):
+def is_eager(*tensors: Tensor) -> bool:
+    """Whether ``tensors`` are plain tensors of an eager call, whose values may be read and which may
+    be written in place: not the fake or functional tensors of a trace (``torch.compile``,
+    ``opcheck``), nor batched or wrapped by a transform (``vmap``, batched gradients)."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(type(t) is Tensor and not is_transformed_tensor(t) for t in tensors)
+
+
+def scaled(grad: Tensor, grad_output: Tensor) -> Tensor:
+    """``grad``, a gradient the kernels computed, times the incoming gradient (broadcastable to it).
+
+    In place in an eager call, and untouched for a factor of 1 (the usual ``loss.backward()``):
+    no copy. A new tensor when either has a graph (``create_graph=True``), when the incoming
+    gradient is batched, and under tracing, where no value can be read.
+    """
+    if grad.requires_grad or grad_output.requires_grad or not is_eager(grad, grad_output):
         return grad * grad_output
     if grad_output.numel() != 1 or bool(grad_output != 1):
         grad.mul_(grad_output)
     return grad
 
 
-def _closed_form_if_graph() -> contextlib.AbstractContextManager:
-    """Within ``backward``: the generic closed form when it builds a graph (``create_graph=True``),
-    which autograd can differentiate again; else the kernels again, which give the very gradient
-    of the first backward (a second backward with ``retain_graph=True`` repeats it exactly)."""
-    return kernels.disabled() if torch.is_grad_enabled() else contextlib.nullcontext()
+class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
+    """:func:`crossentropy.softmax_cross_entropy` on the kernels, the gradient written over the logits.
 
-
-class FusedSoftmaxCrossEntropy(torch.autograd.Function):
-    """:func:`crossentropy.softmax_cross_entropy` with its gradient from the fused kernels.
-
-    ``apply(logits, targets, weight, sample_weight, options)``; differentiable in ``logits``
-    only (the callers send anything else that autograd tracks to the generic path).
+    ``apply(logits, targets, weight, sample_weight, options)``, for a call whose logits need a
+    gradient and no other input does; differentiable in ``logits`` only, once.
     """
 
     @staticmethod
     def forward(ctx, logits, targets, weight, sample_weight, options: SoftmaxOptions):
         ctx.options = options
-        ctx.grad = None
-        if not ctx.needs_input_grad[0]:
-            return options.compute(logits, targets, weight, sample_weight, with_grad=False)
         loss, ctx.grad = options.compute(
-            logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=options.inplace
+            logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=True
         )
-        if options.inplace:  # the logits now hold their gradient: autograd must know they changed
-            torch.autograd.graph.increment_version(logits)
-        else:
-            ctx.save_for_backward(logits, targets, weight, sample_weight)
+        torch.autograd.graph.increment_version(logits)  # the logits now hold their gradient: autograd must know
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
-        if ctx.options.inplace and (grad is None or torch.is_grad_enabled()):
+        if grad is None or torch.is_grad_enabled():
             raise RuntimeError(
                 "cross_entropy(inplace=True) wrote the gradient over the logits, so it cannot be recomputed for a "
                 "second backward through the same graph (retain_graph=True) nor differentiated again "
                 "(create_graph=True); call the loss again with inplace=False"
             )
-        if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
-            logits, targets, weight, sample_weight = ctx.saved_tensors
-            with _closed_form_if_graph():
-                _, grad = ctx.options.compute(logits, targets, weight, sample_weight, with_grad=True)
         if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
             grad_output = grad_output.unsqueeze(ctx.options.axis)
-        return _scaled(grad, grad_output), None, None, None, None
-
-
-class FusedSigmoidCrossEntropy(torch.autograd.Function):
-    """:func:`crossentropy.sigmoid_cross_entropy` with its gradient from the fused kernel.
-
-    ``apply(logits, targets, weight, pos_weight, sample_weight, options)``; differentiable in
-    ``logits`` only.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, targets, weight, pos_weight, sample_weight, options: SigmoidOptions):
-        tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
-        ctx.options = options
-        ctx.grad = None
-        if not ctx.needs_input_grad[0]:
-            return sigmoid_cross_entropy(logits, targets, **tensors, **options.keywords())
-        loss, ctx.grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **options.keywords())
-        ctx.save_for_backward(logits, targets, weight, pos_weight, sample_weight)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad, ctx.grad = ctx.grad, None
-        if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
-            logits, targets, weight, pos_weight, sample_weight = ctx.saved_tensors
-            tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
-            with _closed_form_if_graph():
-                _, grad = sigmoid_cross_entropy_with_grad(logits, targets, **tensors, **ctx.options.keywords())
-        return _scaled(grad, grad_output), None, None, None, None, None
+        return scaled(grad, grad_output), None, None, None, None

@@ -49,9 +49,10 @@ from typing import Any, TypeVar
 import torch
 from torch.nn import _reduction
 
-from .. import kernels, losses, robust
+from .. import losses, robust
 from .._validation import parameter_names
-from ._autograd import FusedSigmoidCrossEntropy, FusedSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
+from . import _ops
+from ._autograd import InplaceSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
 
 __all__ = [
     "backward_corrected_cross_entropy",
@@ -81,6 +82,8 @@ def _pytorch_names(**names: str) -> Callable[[_Function], _Function]:
     def decorate(function: _Function) -> _Function:
         @functools.wraps(function)
         def named(*args: Any, **kwargs: Any) -> Any:
+            if torch.compiler.is_compiling():  # TorchDynamo cannot trace the names' context variable
+                return function(*args, **kwargs)
             with parameter_names(**shown):
                 return function(*args, **kwargs)
 
@@ -103,28 +106,33 @@ def _class_dim(input: torch.Tensor) -> int:
     return 1 if input.ndim >= 2 else 0
 
 
-def _fused(input: torch.Tensor, *others: Any) -> bool:
-    """Whether to run the fused kernels under autograd: a tracked CPU input, nothing else tracked.
+def _on_kernels(input: Any, target: Any, *others: Any) -> bool:
+    """Whether the call runs on the fused kernels, through the custom operators of :mod:`._ops`:
+    tensors (``others`` may be None) the kernels take, none but the input tracked by autograd
+    (autograd differentiates the generic code in the targets and weights). Anything else, such as
+    nested lists, goes to the generic code, which converts or refuses it.
 
     Calls under ``torch.func`` transforms or with forward-mode tangents run the generic code
     (see :func:`crossentropy.kernels.accepts_torch`), which PyTorch differentiates and batches.
     """
-    if not (torch.is_grad_enabled() and input.requires_grad and kernels.accepts_torch(input, *others)):
+    tensors = isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)
+    if not (tensors and all(t is None or isinstance(t, torch.Tensor) for t in others)):
         return False
-    return not any(isinstance(t, torch.Tensor) and t.requires_grad for t in others)
+    others = (target, *others)
+    if not _ops.kernels_take(input, *others):
+        return False
+    return not (torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in others))
 
 
-# The fused functions hand tensors to Numba kernels through NumPy, which TorchDynamo cannot trace:
-# under torch.compile they run eagerly between the compiled graphs (a graph break), as PyTorch's
-# documentation recommends for code outside its reach.
+def _needs_grad(input: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and input.requires_grad
+
+
+# ``inplace=True`` cannot be a custom operator (see ._autograd): an autograd function, which runs
+# eagerly between the compiled graphs under torch.compile (a graph break).
 @torch.compiler.disable
-def _fused_softmax(*args: Any) -> torch.Tensor:
-    return FusedSoftmaxCrossEntropy.apply(*args)
-
-
-@torch.compiler.disable
-def _fused_sigmoid(*args: Any) -> torch.Tensor:
-    return FusedSigmoidCrossEntropy.apply(*args)
+def _softmax_inplace(*args: Any) -> torch.Tensor:
+    return InplaceSoftmaxCrossEntropy.apply(*args)
 
 
 @_pytorch_names()
@@ -194,9 +202,14 @@ def cross_entropy(
     [6.9078, 0.0834]
     """
     reduction = _reduction_of(size_average, reduce, reduction)
-    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, inplace)
-    if _fused(input, target, weight, sample_weight):
-        return _fused_softmax(input, target, weight, sample_weight, options)
+    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
+    arguments = _ops.softmax_arguments(options)
+    if arguments is not None and _on_kernels(input, target, weight, sample_weight):
+        if not _needs_grad(input):
+            return _ops.softmax_cross_entropy(input, target, weight, sample_weight, *arguments)
+        if inplace:
+            return _softmax_inplace(input, target, weight, sample_weight, options)
+        return _ops.softmax_cross_entropy_with_grad(input, target, weight, sample_weight, *arguments)[0]
     return options.compute(input, target, weight, sample_weight, with_grad=False)
 
 
@@ -243,8 +256,11 @@ def binary_cross_entropy_with_logits(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     options = SigmoidOptions(label_smoothing, reduction)
-    if _fused(input, target, weight, pos_weight, sample_weight):
-        return _fused_sigmoid(input, target, weight, pos_weight, sample_weight, options)
+    arguments = _ops.sigmoid_arguments(options)
+    if arguments is not None and _on_kernels(input, target, weight, pos_weight, sample_weight):
+        operator = _ops.sigmoid_cross_entropy_with_grad if _needs_grad(input) else _ops.sigmoid_cross_entropy
+        result = operator(input, target, weight, pos_weight, sample_weight, *arguments)
+        return result[0] if _needs_grad(input) else result
     return losses.sigmoid_cross_entropy(
         input, target, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight, **options.keywords()
     )

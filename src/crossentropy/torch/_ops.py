@@ -1,0 +1,334 @@
+"""The fused softmax and sigmoid cross-entropies as ``torch.library`` custom operators.
+
+:func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.binary_cross_entropy_with_logits`
+send the calls the kernels take (:func:`kernels_take`) to four operators of the ``crossentropy``
+namespace, so that ``torch.compile`` (``fullgraph=True``, dynamic shapes included) puts them in
+its graph as they are, without a graph break, forward and backward:
+
+``crossentropy::softmax_cross_entropy_with_grad`` and ``crossentropy::sigmoid_cross_entropy_with_grad``
+    Return ``(loss, gradient)``: the kernels compute both in one pass. Custom operators are
+    functional, so the gradient of the (mean, sum or per-sample) loss with respect to the logits
+    is an output; ``setup_context`` keeps it (not as an input of the graph: no copy), marks it
+    non-differentiable, and the registered backward multiplies it by the incoming gradient.
+    For training steps, where the logits require grad.
+``crossentropy::softmax_cross_entropy`` and ``crossentropy::sigmoid_cross_entropy``
+    Return the loss alone (O(N) memory on the kernels): for evaluation, ``torch.no_grad()`` and
+    inputs that need no gradient. Their registered backward, which the torch layer does not use
+    (it picks the ``_with_grad`` operator when a gradient is wanted), computes the gradient
+    again through the ``_with_grad`` operator, so they are differentiable all the same.
+
+Each operator's implementation calls the library's core functions
+(:meth:`~crossentropy.torch._autograd.SoftmaxOptions.compute`,
+:func:`crossentropy.sigmoid_cross_entropy_with_grad`), which pick the kernels or the generic
+array-API code themselves; the operators are registered for every device, with no branch on one.
+Their fake implementations give the shapes and dtypes: the loss is 0-d for ``"mean"`` and
+``"sum"`` and of the batch shape for ``"none"`` (the logits' shape without the class dimension
+for the softmax loss, the logits' shape for the sigmoid one), the gradient of the logits' shape,
+both in the logits' dtype (the accumulation in float32 at least happens inside). Both outputs are
+contiguous. The tensors ``target`` (class indices or probabilities) and the optional ``weight``,
+``pos_weight`` and ``sample_weight`` are arguments; the options are ``int``, ``float``,
+``float?``, ``int?`` and ``str`` arguments. Messages of the checks inside name PyTorch's
+parameters (``input``, ``target``).
+
+The backward:
+
+- eager, first backward: the kept gradient, scaled in place by the incoming gradient (untouched
+  for a factor of 1) and handed over, as the ``torch.autograd.Function`` before did;
+- traced (``torch.compile``, ``opcheck``), or an incoming gradient that is batched (``vmap``,
+  batched gradcheck): the product, a new tensor (no data-dependent branch);
+- a second backward through the same graph (``retain_graph=True``): the gradient again from the
+  ``_with_grad`` operator, equal to the first;
+- a backward that builds a graph (``create_graph=True``: double backward, Hessian-vector
+  products, ``gradgradcheck``): the closed-form gradient in PyTorch operations, computed from the
+  saved logits with the kernels off, which autograd differentiates again (in eager mode;
+  ``torch.compile`` itself does not compile double backward).
+
+Forward-mode AD and ``torch.func`` transforms never reach the operators: the torch layer sends
+them to the generic code, which PyTorch differentiates and batches itself (see
+:func:`crossentropy.kernels.accepts_torch`). ``cross_entropy(..., inplace=True)``, which writes
+the gradient over the logits, cannot be such an operator (``register_autograd`` takes functional
+operators only): it stays a ``torch.autograd.Function`` (eager; a graph break under
+``torch.compile``).
+
+>>> import torch
+>>> logits, labels = torch.tensor([[2.0, 1.0, 0.1]]), torch.tensor([0])
+>>> loss, grad = torch.ops.crossentropy.softmax_cross_entropy_with_grad(
+...     logits, labels, None, None, 1, -100, 0.0, 0.0, None, "mean")
+>>> bool(torch.allclose(grad, torch.softmax(logits, 1) - torch.tensor([[1.0, 0.0, 0.0]])))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import kernels, losses
+from .._validation import parameter_names
+from ._autograd import SigmoidOptions, SoftmaxOptions, scaled
+
+__all__ = [
+    "kernels_take",
+    "sigmoid_arguments",
+    "sigmoid_cross_entropy",
+    "sigmoid_cross_entropy_with_grad",
+    "softmax_arguments",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_grad",
+]
+
+# Messages of the core's checks inside the operators name PyTorch's parameters.
+_PYTORCH_NAMES = {"logits": "input", "targets": "target"}
+
+
+def kernels_take(input: Tensor, *others: Any) -> bool:
+    """Whether a call goes to the operators: :func:`crossentropy.kernels.accepts_torch` of its tensors.
+
+    Under ``torch.compile`` TorchDynamo cannot read the kernels' switch (a context variable), and
+    tensors are never transformed there: the answer is that of a tensor of the input's device and
+    dtype, taken once when the graph is traced (:func:`torch.compiler.assume_constant_result`).
+    A call traced inside :func:`crossentropy.kernels.disabled` therefore runs the generic code in
+    its graph; the operators read the switch again each time they run.
+    """
+    if torch.compiler.is_compiling():
+        return _kernels_take_kind(input.device, input.dtype)
+    return kernels.accepts_torch(input, *others)
+
+
+@torch.compiler.assume_constant_result
+def _kernels_take_kind(device: torch.device, dtype: torch.dtype) -> bool:
+    return kernels.accepts_torch(torch.empty(0, device=device, dtype=dtype))
+
+
+def _plain_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def softmax_arguments(options: SoftmaxOptions) -> tuple | None:
+    """The options as the softmax operators' arguments, or None when one is not a Python number
+    (``int`` or ``float``, a NumPy ``float64`` included) or string where the operators take one (a
+    bool, a tensor, other NumPy scalars): the generic code then takes the call, and checks it."""
+    o = options
+    plain = (
+        type(o.axis) is int
+        and (o.ignore_index is None or (isinstance(o.ignore_index, int) and not isinstance(o.ignore_index, bool)))
+        and _plain_number(o.label_smoothing)
+        and _plain_number(o.z_loss)
+        and (o.softcap is None or _plain_number(o.softcap))
+        and isinstance(o.reduction, str)
+    )
+    if not plain:
+        return None
+    ignore_index = None if o.ignore_index is None else int(o.ignore_index)
+    softcap = None if o.softcap is None else float(o.softcap)
+    return o.axis, ignore_index, float(o.label_smoothing), float(o.z_loss), softcap, str(o.reduction)
+
+
+def sigmoid_arguments(options: SigmoidOptions) -> tuple | None:
+    """As :func:`softmax_arguments`, for the sigmoid operators."""
+    if not (_plain_number(options.label_smoothing) and isinstance(options.reduction, str)):
+        return None
+    return float(options.label_smoothing), str(options.reduction)
+
+
+def _contiguous(*tensors: Tensor) -> tuple[Tensor, ...]:
+    return tuple(t.contiguous() for t in tensors)
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("crossentropy::softmax_cross_entropy_with_grad", mutates_args=())
+def softmax_cross_entropy_with_grad(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    sample_weight: Tensor | None,
+    axis: int,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+) -> tuple[Tensor, Tensor]:
+    """The softmax cross-entropy and its gradient with respect to ``logits`` (class dimension ``axis``)."""
+    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    with parameter_names(**_PYTORCH_NAMES):
+        loss, grad = options.compute(logits, target, weight, sample_weight, with_grad=True)
+    return _contiguous(loss, grad)
+
+
+@torch.library.custom_op("crossentropy::softmax_cross_entropy", mutates_args=())
+def softmax_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    sample_weight: Tensor | None,
+    axis: int,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+) -> Tensor:
+    """The softmax cross-entropy alone (no gradient formed)."""
+    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    with parameter_names(**_PYTORCH_NAMES):
+        (loss,) = _contiguous(options.compute(logits, target, weight, sample_weight, with_grad=False))
+    return loss
+
+
+def _softmax_loss_shape(logits: Tensor, axis: int, reduction: str) -> list[Any]:
+    """The loss's shape: the logits' without the class dimension for ``"none"``, else ()."""
+    if reduction != "none":
+        return []
+    shape = list(logits.shape)
+    del shape[axis]
+    return shape
+
+
+@softmax_cross_entropy_with_grad.register_fake
+def _softmax_with_grad_fake(
+    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction
+):
+    return logits.new_empty(_softmax_loss_shape(logits, axis, reduction)), logits.new_empty(logits.shape)
+
+
+@softmax_cross_entropy.register_fake
+def _softmax_fake(
+    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction
+):
+    return logits.new_empty(_softmax_loss_shape(logits, axis, reduction))
+
+
+def _softmax_setup_context(ctx, inputs, output) -> None:
+    logits, target, weight, sample_weight, *options = inputs
+    ctx.options = SoftmaxOptions(*options)
+    ctx.save_for_backward(logits, target, weight, sample_weight)
+    ctx.grad = None
+    if isinstance(output, tuple):  # the _with_grad operator: keep the gradient for backward
+        ctx.grad = output[1]
+        ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _softmax_gradient_again(ctx) -> Tensor:
+    """The gradient of the loss, again from the saved inputs: in PyTorch operations from the closed
+    form when the backward builds a graph (``create_graph=True``), else from the operator (the
+    kernels, which repeat the first gradient exactly)."""
+    logits, target, weight, sample_weight = ctx.saved_tensors
+    options = ctx.options
+    if torch.is_grad_enabled():
+        with kernels.disabled(), parameter_names(**_PYTORCH_NAMES):
+            return options.compute(logits, target, weight, sample_weight, with_grad=True)[1]
+    arguments = (options.axis, options.ignore_index, options.label_smoothing, options.z_loss, options.softcap)
+    return softmax_cross_entropy_with_grad(logits, target, weight, sample_weight, *arguments, options.reduction)[1]
+
+
+def _softmax_backward(ctx, grad_output, *_):
+    nothing = (None,) * 9
+    if grad_output is None or not ctx.needs_input_grad[0]:
+        return (None, *nothing)
+    grad, ctx.grad = ctx.grad, None  # the first backward hands the kept gradient over
+    if grad is None or torch.is_grad_enabled():  # a second backward, or one that builds a graph
+        grad = _softmax_gradient_again(ctx)
+    if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
+        grad_output = grad_output.unsqueeze(ctx.options.axis)
+    return (scaled(grad, grad_output), *nothing)
+
+
+softmax_cross_entropy_with_grad.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+softmax_cross_entropy.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Sigmoid cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("crossentropy::sigmoid_cross_entropy_with_grad", mutates_args=())
+def sigmoid_cross_entropy_with_grad(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    sample_weight: Tensor | None,
+    label_smoothing: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor]:
+    """The sigmoid cross-entropy and its gradient with respect to ``logits``."""
+    options = SigmoidOptions(label_smoothing, reduction)
+    tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
+    with parameter_names(**_PYTORCH_NAMES):
+        loss, grad = losses.sigmoid_cross_entropy_with_grad(logits, target, **tensors, **options.keywords())
+    return _contiguous(loss, grad)
+
+
+@torch.library.custom_op("crossentropy::sigmoid_cross_entropy", mutates_args=())
+def sigmoid_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    sample_weight: Tensor | None,
+    label_smoothing: float,
+    reduction: str,
+) -> Tensor:
+    """The sigmoid cross-entropy alone (no gradient formed)."""
+    options = SigmoidOptions(label_smoothing, reduction)
+    tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
+    with parameter_names(**_PYTORCH_NAMES):
+        (loss,) = _contiguous(losses.sigmoid_cross_entropy(logits, target, **tensors, **options.keywords()))
+    return loss
+
+
+@sigmoid_cross_entropy_with_grad.register_fake
+def _sigmoid_with_grad_fake(logits, target, weight, pos_weight, sample_weight, label_smoothing, reduction):
+    shape = logits.shape if reduction == "none" else ()
+    return logits.new_empty(shape), logits.new_empty(logits.shape)
+
+
+@sigmoid_cross_entropy.register_fake
+def _sigmoid_fake(logits, target, weight, pos_weight, sample_weight, label_smoothing, reduction):
+    return logits.new_empty(logits.shape if reduction == "none" else ())
+
+
+def _sigmoid_setup_context(ctx, inputs, output) -> None:
+    logits, target, weight, pos_weight, sample_weight, *options = inputs
+    ctx.options = SigmoidOptions(*options)
+    ctx.save_for_backward(logits, target, weight, pos_weight, sample_weight)
+    ctx.grad = None
+    if isinstance(output, tuple):
+        ctx.grad = output[1]
+        ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+
+
+def _sigmoid_gradient_again(ctx) -> Tensor:
+    """As :func:`_softmax_gradient_again`, for the sigmoid loss."""
+    logits, target, weight, pos_weight, sample_weight = ctx.saved_tensors
+    options = ctx.options
+    if torch.is_grad_enabled():
+        tensors = {"weight": weight, "pos_weight": pos_weight, "sample_weight": sample_weight}
+        with kernels.disabled(), parameter_names(**_PYTORCH_NAMES):
+            return losses.sigmoid_cross_entropy_with_grad(logits, target, **tensors, **options.keywords())[1]
+    arguments = (options.label_smoothing, options.reduction)
+    return sigmoid_cross_entropy_with_grad(logits, target, weight, pos_weight, sample_weight, *arguments)[1]
+
+
+def _sigmoid_backward(ctx, grad_output, *_):
+    nothing = (None,) * 6
+    if grad_output is None or not ctx.needs_input_grad[0]:
+        return (None, *nothing)
+    grad, ctx.grad = ctx.grad, None
+    if grad is None or torch.is_grad_enabled():
+        grad = _sigmoid_gradient_again(ctx)
+    return (scaled(grad, grad_output), *nothing)
+
+
+sigmoid_cross_entropy_with_grad.register_autograd(_sigmoid_backward, setup_context=_sigmoid_setup_context)
+sigmoid_cross_entropy.register_autograd(_sigmoid_backward, setup_context=_sigmoid_setup_context)
