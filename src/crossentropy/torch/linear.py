@@ -1,23 +1,43 @@
 r"""Linear layer and cross-entropy in one, for large vocabularies: the N×V logits never exist at once.
 
 :func:`linear_cross_entropy` computes the cross-entropy of the logits ``input @ weight.T + bias``
-in chunks of rows (tokens). On the CPU, for each chunk the logits are formed in a reused float32
-buffer, the fused kernel turns them into losses and writes their gradient over them, and the
-gradients of ``input``, ``weight`` and ``bias`` are accumulated from it in float32 before the
+in chunks of rows (tokens). On the kernels, for each chunk the logits are formed in a reused
+float32 buffer, the fused kernel turns them into losses and writes their gradient over them, and
+the gradients of ``input``, ``weight`` and ``bias`` are accumulated from it in float32 before the
 next chunk overwrites it. Peak memory is one chunk of logits (two with a soft-cap, whose
 derivative needs the logits) plus the float32 gradient of ``weight``, instead of the N×V
 logits and their gradient.
 
-With ``reduction="mean"`` or ``"sum"`` the gradients are computed during the forward call and
-scaled by the incoming scalar in ``backward``; with ``reduction="none"`` the per-row incoming
-gradient is known only in ``backward``, which recomputes the logits chunk by chunk. Other devices
-run the same chunks in plain PyTorch under activation checkpointing (the logits of a chunk are
-recomputed in the backward pass instead of kept).
+This runs as ``torch.library`` custom operators, which ``torch.compile`` keeps in its graph
+(``fullgraph=True``, dynamic shapes), forward and backward:
+
+``crossentropy::linear_cross_entropy_with_grad``
+    With ``reduction="mean"`` or ``"sum"`` and a gradient wanted: the loss and, in the same
+    pass, the gradients asked for (``need_input``, ``need_weight``, ``need_bias``; a 0-element
+    placeholder for the others), in float32 (float64 for float64 input). ``setup_context``
+    keeps them, marked non-differentiable; the backward scales them by the incoming scalar
+    (in place in eager mode) and casts them to the parameters' dtypes.
+``crossentropy::linear_cross_entropy``
+    The loss alone (evaluation, ``reduction="none"``). Its backward, where the per-row incoming
+    gradient is known, recomputes the logits chunk by chunk in
+``crossentropy::linear_cross_entropy_backward``
+    The gradients of ``sum(grad_output * loss)``; also a second backward through the same graph
+    (``retain_graph=True``) of either operator. Not differentiable itself: a backward that builds
+    a graph (``create_graph=True``), and one with a batched incoming gradient (``vmap``, batched
+    gradcheck), differentiate the plain-PyTorch chunks with autograd instead (eager).
+
+The operators take the tensors the kernels take (:func:`crossentropy.kernels.accepts_torch`;
+the class indices are checked inside them); they are registered for every device, and when the
+kernels do not take their inputs where they run (switched off, a device without kernels), they
+compute the same chunks in plain PyTorch and differentiate them with autograd. Other calls, those
+under ``torch.func`` transforms or with forward-mode tangents among them, run the chunks in plain
+PyTorch under activation checkpointing (the logits of a chunk are recomputed in the backward pass
+instead of kept), which autograd differentiates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,6 +54,8 @@ from .._validation import (
     check_reduction,
 )
 from ..losses import softmax_cross_entropy
+from . import _ops
+from ._autograd import scaled
 
 __all__ = ["linear_cross_entropy"]
 
@@ -43,7 +65,7 @@ _CHUNK_ELEMENTS = 2**24
 
 @dataclass(frozen=True)
 class LinearOptions:
-    """Non-tensor options of :class:`LinearCrossEntropyFunction`."""
+    """Non-tensor options of the linear cross-entropy."""
 
     ignore_index: int
     label_smoothing: float
@@ -53,6 +75,17 @@ class LinearOptions:
     chunk_size: int
 
 
+def _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size) -> LinearOptions:
+    return LinearOptions(
+        ignore_index=check_integer_option("ignore_index", ignore_index),
+        label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
+        z_loss=check_number("z_loss", z_loss, low=0.0),
+        softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
+        reduction=check_reduction(reduction),
+        chunk_size=check_integer_option("chunk_size", chunk_size, low=1),
+    )
+
+
 @dataclass
 class _Gradients:
     """Gradients of the input, the weight and the bias in the accumulation dtype (None where not asked for)."""
@@ -60,16 +93,6 @@ class _Gradients:
     input: torch.Tensor | None
     weight: torch.Tensor | None
     bias: torch.Tensor | None
-
-    def scaled(self, factor: torch.Tensor) -> _Gradients:
-        """The gradients times ``factor``: in place, or new tensors when ``factor`` is batched by ``vmap``."""
-        if is_transformed_tensor(factor):
-            return _Gradients(*(None if g is None else g * factor for g in (self.input, self.weight, self.bias)))
-        if bool(factor != 1):
-            for gradient in (self.input, self.weight, self.bias):
-                if gradient is not None:
-                    gradient.mul_(factor)
-        return self
 
 
 def _chunked(
@@ -93,15 +116,15 @@ def _chunked(
     row_weight = valid.to(dtype)
     store = row_factor is not None
     grads = _Gradients(
-        torch.empty(input.shape, dtype=dtype) if store and needs[0] else None,
-        torch.zeros(weight.shape, dtype=dtype) if store and needs[1] else None,
-        torch.zeros(n_classes, dtype=dtype) if store and needs[2] and bias is not None else None,
+        input.new_empty(input.shape, dtype=dtype) if store and needs[0] else None,
+        input.new_zeros(weight.shape, dtype=dtype) if store and needs[1] else None,
+        input.new_zeros(n_classes, dtype=dtype) if store and needs[2] and bias is not None else None,
     )
     chunk = min(options.chunk_size, n_rows)
-    logits_buffer = torch.empty((chunk, n_classes), dtype=dtype)
+    logits_buffer = input.new_empty((chunk, n_classes), dtype=dtype)
     # The kernel writes the gradient over the logits, unless the soft-cap's derivative needs them.
-    grad_buffer = torch.empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
-    losses = torch.empty(n_rows, dtype=dtype)
+    grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
+    losses = input.new_empty(n_rows, dtype=dtype)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         rows = input[start:stop].to(dtype)
@@ -145,38 +168,45 @@ def _row_factor(target: torch.Tensor, options: LinearOptions, count: int, grad_o
     return factor.contiguous()
 
 
-class LinearCrossEntropyFunction(torch.autograd.Function):
-    """``apply(input (N, H), weight (V, H), bias (V,) or None, target (N,), options)`` on the CPU kernels."""
+def _losses_and_gradients(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    options: LinearOptions,
+    *,
+    grad_output: torch.Tensor | None,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, int, _Gradients]:
+    """Per-row losses, the mean's count and the gradients ``needs`` asks for of ``sum(grad_output * loss)``
+    (``grad_output``: 0-d or one per row; None, or nothing needed, forms no gradient), in the
+    accumulation dtype: the body of the operators.
 
-    @staticmethod
-    def forward(ctx, input, weight, bias, target, options: LinearOptions):
-        ctx.options = options
-        ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.needs = tuple(ctx.needs_input_grad[:3])
-        ctx.count = int((target != options.ignore_index).sum())
-        ctx.grads = None
-        eager = any(ctx.needs) and options.reduction != "none"
-        row_factor = _row_factor(target, options, ctx.count, None) if eager else None
-        losses, grads = _chunked(input, weight, bias, target, options, row_factor=row_factor, needs=ctx.needs)
-        if eager:
-            ctx.grads = grads
-        ctx.save_for_backward(input, weight, bias, target)
-        return reduce_loss(losses, ctx.count, options.reduction, get_namespace(losses), input.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        grads, ctx.grads = ctx.grads, None
-        if torch.is_grad_enabled() or is_transformed_tensor(grad_output):
-            return (*_gradients_by_autograd(ctx, grad_output), None, None)
-        if grads is not None:
-            grads = grads.scaled(grad_output)
-        else:  # reduction="none", or a second backward: recompute with the incoming gradient in the factors
-            input, weight, bias, target = ctx.saved_tensors
-            factor = _row_factor(target, ctx.options, ctx.count, grad_output)
-            _, grads = _chunked(input, weight, bias, target, ctx.options, row_factor=factor, needs=ctx.needs)
-        gradients = (grads.input, grads.weight, grads.bias)
-        cast = [None if g is None else g.to(dtype) for g, dtype in zip(gradients, ctx.dtypes, strict=True)]
-        return (*cast, None, None)
+    On the kernels when they take the input (chunks of rows, the gradient written over each chunk's
+    logits); else (switched off, or a device without kernels) the same chunks in plain PyTorch,
+    differentiated by autograd here. The class indices are checked first, on either path.
+    """
+    check_class_indices("target", target, get_namespace(target), weight.shape[0], options.ignore_index)
+    count = int((target != options.ignore_index).sum())
+    store = grad_output is not None and any(needs)
+    if all(t is None or kernels.accepts_torch(t) for t in (input, weight, bias)):
+        factor = _row_factor(target, options, count, grad_output) if store else None
+        losses, grads = _chunked(input, weight, bias, target, options, row_factor=factor, needs=needs)
+        return losses, count, grads
+    dtype = _accumulation_dtype(input)
+    leaves = [
+        None if t is None else t.detach().to(dtype).requires_grad_(need and store)
+        for t, need in zip((input, weight, bias), needs, strict=True)
+    ]
+    with torch.enable_grad() if store else torch.no_grad(), kernels.disabled():
+        losses = _pytorch_chunks(*leaves, target, replace(options, reduction="none"), recompute=store)
+        grads = _Gradients(None, None, None)
+        if store:
+            factor = _row_factor(target, options, count, grad_output).to(dtype)
+            wanted = [t for t in leaves if t is not None and t.requires_grad]
+            found = iter(torch.autograd.grad(losses, wanted, factor))
+            grads = _Gradients(*(next(found) if t is not None and t.requires_grad else None for t in leaves))
+    return losses.detach(), count, grads
 
 
 def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -196,9 +226,155 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
     return tuple(next(found) if need else None for need in ctx.needs)
 
 
-@torch.compiler.disable  # NumPy and Numba inside: runs eagerly between compiled graphs
-def _fused(*args: Any) -> torch.Tensor:
-    return LinearCrossEntropyFunction.apply(*args)
+# --------------------------------------------------------------------------------------------
+# The custom operators (see the module's docstring)
+# --------------------------------------------------------------------------------------------
+
+
+def _gradient_outputs(input, weight, bias, grads: _Gradients, needs) -> tuple[torch.Tensor, ...]:
+    """The gradients as operator outputs: a 0-element placeholder where not asked for."""
+    dtype = _accumulation_dtype(input)
+    values = (grads.input, grads.weight, grads.bias)
+    return tuple(g if g is not None else input.new_empty(0, dtype=dtype) for g, need in zip(values, needs, strict=True))
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy", mutates_args=())
+def _linear_cross_entropy(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+    chunk_size: int,
+) -> torch.Tensor:
+    """The loss of ``input`` (N, H) through ``weight`` (V, H) and ``bias``, for ``target`` (N,); no gradient formed."""
+    options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    losses, count, _ = _losses_and_gradients(input, weight, bias, target, options, grad_output=None, needs=_NO_NEEDS)
+    return reduce_loss(losses, count, reduction, get_namespace(losses), input.dtype).contiguous()
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy_with_grad", mutates_args=())
+def _linear_cross_entropy_with_grad(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+    chunk_size: int,
+    need_input: bool,
+    need_weight: bool,
+    need_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss and its gradients that ``need_*`` ask for (of the losses' sum for ``"none"``), in the
+    accumulation dtype; a 0-element placeholder for each other one."""
+    options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    needs = (need_input, need_weight, need_bias and bias is not None)
+    one = torch.ones((), dtype=torch.float64, device=input.device)
+    losses, count, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=one, needs=needs)
+    loss = reduce_loss(losses, count, reduction, get_namespace(losses), input.dtype).contiguous()
+    return loss, *_gradient_outputs(input, weight, bias, grads, needs)
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy_backward", mutates_args=())
+def _linear_cross_entropy_backward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    grad_output: torch.Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+    chunk_size: int,
+    need_input: bool,
+    need_weight: bool,
+    need_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of ``sum(grad_output * loss)`` (``grad_output``: 0-d, or one per row for
+    ``"none"``) that ``need_*`` ask for, in the accumulation dtype; a 0-element placeholder for each
+    other one. The backward of the two operators above; not differentiable itself."""
+    options = LinearOptions(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    needs = (need_input, need_weight, need_bias and bias is not None)
+    _, _, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=grad_output, needs=needs)
+    return _gradient_outputs(input, weight, bias, grads, needs)
+
+
+_NO_NEEDS = (False, False, False)
+
+
+def _fake_gradients(input, weight, bias, needs) -> tuple[torch.Tensor, ...]:
+    dtype = _accumulation_dtype(input)
+    shapes = (input.shape, weight.shape, (weight.shape[0],))
+    return tuple(
+        input.new_empty(shape if need else (0,), dtype=dtype)
+        for shape, need in zip(shapes, (needs[0], needs[1], needs[2] and bias is not None), strict=True)
+    )
+
+
+@_linear_cross_entropy.register_fake
+def _linear_fake(input, weight, bias, target, ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size):
+    return input.new_empty((input.shape[0],) if reduction == "none" else ())
+
+
+@_linear_cross_entropy_with_grad.register_fake
+def _linear_with_grad_fake(input, weight, bias, target, *options_and_needs):
+    *options, need_input, need_weight, need_bias = options_and_needs
+    reduction = options[4]
+    loss = input.new_empty((input.shape[0],) if reduction == "none" else ())
+    return loss, *_fake_gradients(input, weight, bias, (need_input, need_weight, need_bias))
+
+
+@_linear_cross_entropy_backward.register_fake
+def _linear_backward_fake(input, weight, bias, target, grad_output, *options_and_needs):
+    return _fake_gradients(input, weight, bias, options_and_needs[-3:])
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    input, weight, bias, target, *options = inputs
+    ctx.options = LinearOptions(*options[:6])
+    ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
+    ctx.needs = tuple(ctx.needs_input_grad[:3])
+    ctx.save_for_backward(input, weight, bias, target)
+    ctx.n_inputs = len(inputs)
+    ctx.grads = None
+    if isinstance(output, tuple):  # the _with_grad operator: keep the gradients for backward
+        kept = options[6:]  # need_input, need_weight, need_bias
+        if all(k or not n for n, k in zip(ctx.needs, kept, strict=True)):  # all that autograd needs
+            ctx.grads = output[1:]
+        ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+
+
+def _linear_backward(ctx, grad_output, *_):
+    grads, ctx.grads = ctx.grads, None  # the first backward hands the kept gradients over
+    nothing = (None,) * ctx.n_inputs
+    if grad_output is None or not any(ctx.needs):
+        return (None, None, None, *nothing[3:])
+    if torch.is_grad_enabled() or is_transformed_tensor(grad_output):
+        return (*_gradients_by_autograd(ctx, grad_output), *nothing[3:])
+    if grads is None or ctx.options.reduction == "none":  # reduction="none", or a second backward
+        input, weight, bias, target = ctx.saved_tensors
+        o = ctx.options
+        arguments = (o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, o.chunk_size)
+        grads = _linear_cross_entropy_backward(input, weight, bias, target, grad_output, *arguments, *ctx.needs)
+    else:
+        grads = tuple(scaled(g, grad_output) if need else g for g, need in zip(grads, ctx.needs, strict=True))
+    cast = [g.to(dtype) if need else None for g, dtype, need in zip(grads, ctx.dtypes, ctx.needs, strict=True)]
+    return (*cast, *nothing[3:])
+
+
+_linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+_linear_cross_entropy_with_grad.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
 def _pytorch_chunks(input, weight, bias, target, options: LinearOptions, *, recompute: bool = True) -> torch.Tensor:
@@ -305,21 +481,27 @@ def linear_cross_entropy(
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"`bias` must have shape ({weight.shape[0]},); got {tuple(bias.shape)}")
     n_classes = weight.shape[0]
-    check_class_indices("target", target, get_namespace(target), n_classes, ignore_index)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
-    options = LinearOptions(
-        ignore_index=check_integer_option("ignore_index", ignore_index),
-        label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
-        z_loss=check_number("z_loss", z_loss, low=0.0),
-        softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
-        reduction=check_reduction(reduction),
-        chunk_size=check_integer_option("chunk_size", chunk_size, low=1),
-    )
-    rows, row_target = input.reshape(-1, input.shape[-1]), target.reshape(-1)
-    on_kernels = all(t is None or kernels.accepts_torch(t) for t in (input, weight, bias))
-    if on_kernels:
-        loss = _fused(rows, weight, bias, row_target, options)
+    if torch.compiler.is_compiling():  # TorchDynamo cannot trace the checks: the operators make them when they run
+        softcap = None if softcap is None else float(softcap)
+        options = LinearOptions(
+            int(ignore_index), float(label_smoothing), float(z_loss), softcap, reduction, chunk_size
+        )
     else:
+        options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    rows, row_target = input.reshape(-1, input.shape[-1]), target.reshape(-1)
+    if all(
+        t is None or _ops.kernels_take(t, row_target) for t in (input, weight, bias)
+    ):  # the operators check `target`
+        o = options
+        arguments = (o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, o.chunk_size)
+        needs = [torch.is_grad_enabled() and t is not None and t.requires_grad for t in (input, weight, bias)]
+        if any(needs) and options.reduction != "none":  # the gradients in the forward call, scaled in backward
+            loss = _linear_cross_entropy_with_grad(rows, weight, bias, row_target, *arguments, *needs)[0]
+        else:
+            loss = _linear_cross_entropy(rows, weight, bias, row_target, *arguments)
+    else:
+        check_class_indices("target", target, get_namespace(target), n_classes, ignore_index)
         loss = _pytorch_chunks(rows, weight, bias, row_target, options)
     return loss.reshape(target.shape) if options.reduction == "none" else loss
