@@ -1,0 +1,441 @@
+"""The torch layer under ``torch.compile``, and its ``torch.library`` custom operators.
+
+- A training step (a small model, the three fused losses with their options, the gradients by
+  ``torch.autograd.grad`` or ``loss.backward()``, an SGD update) compiles with
+  ``fullgraph=True`` and dynamic shapes, gives eager's loss and gradients, and compiles once for
+  every batch size (``error_on_recompile``). So does an evaluation step under ``torch.no_grad()``.
+- The compiled graphs hold the operators: the forward graph the ``_with_grad`` operators, whose
+  gradient the backward graph scales instead of computing it again.
+- ``torch.library.opcheck`` passes for every operator, on representative arguments.
+- ``inplace=True`` stays eager: ``fullgraph=True`` refuses its graph break.
+
+The oracle is the same step run eagerly (held to PyTorch itself by the other test files), and
+PyTorch's own functions for the options PyTorch has. Most tests compile with the ``aot_eager``
+backend: AOTAutograd traces, functionalizes and partitions the graphs as for Inductor, without
+the C++ code generation, which takes a minute on a small machine; one test runs Inductor itself.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _support import assert_close
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+from torch._dynamo.utils import counters
+
+import crossentropy.torch as cet
+
+DTYPE = torch.float32
+
+
+def generator(*params) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(repr(params).encode()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_started():
+    """The kernels' threads start before anything compiles. Numba's GNU OpenMP layer, starting on
+    the kernels' first call, sets the process's OpenMP thread count, which PyTorch reads as its own
+    (``torch.get_num_threads()``), and Dynamo guards on it: a graph compiled before that first call
+    would compile again after it, whatever the batch size. The count is set back afterwards."""
+    threads = torch.get_num_threads()
+    cet.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]))
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo(kernels_started):
+    """Each test compiles afresh, with Dynamo tracing ``autograd.grad``/``backward`` into the graph."""
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        yield
+    torch._dynamo.reset()
+
+
+class Model(torch.nn.Module):
+    """A small classifier whose heads feed every loss: a softmax head of 5 classes (also spatial,
+    (N, 5, 3)), a sigmoid head of 4 labels, and hidden states for a linear head of 11 classes."""
+
+    def __init__(self):
+        super().__init__()
+        gen = generator("model")
+        self.body = torch.nn.Linear(6, 8)
+        self.classes = torch.nn.Linear(8, 5)
+        self.spatial = torch.nn.Linear(8, 15)
+        self.labels = torch.nn.Linear(8, 4)
+        self.vocabulary = torch.nn.Linear(8, 11)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.body(x))
+        spatial = self.spatial(hidden).reshape(-1, 5, 3)
+        return self.classes(hidden), spatial, self.labels(hidden), hidden
+
+
+def batch(n: int, seed=0):
+    """Inputs and targets for ``n`` samples; the second and fifth class targets are ignored (-100)."""
+    gen = generator("batch", n, seed)
+    x = torch.randn(n, 6, generator=gen)
+    y = torch.randint(0, 5, (n,), generator=gen)
+    y[1] = -100
+    return {
+        "x": x,
+        "y": y,
+        "probs": torch.softmax(torch.randn(n, 5, generator=gen), dim=1),
+        "y_spatial": torch.randint(0, 5, (n, 3), generator=gen),
+        "labels": torch.rand(n, 4, generator=gen),
+        "tokens": torch.where(torch.arange(n) == 4 % n, -100, torch.randint(0, 11, (n,), generator=gen)),
+        "sample_weight": torch.rand(n, generator=gen) + 0.5,
+    }
+
+
+# Batch sizes other than the model's static sizes (3, 4, 5, 6, 8, 11, 15): Dynamo gives equal sizes one
+# symbol ("duck sizing"), so a batch of 6 would be tied to the 6 input features, and specialized.
+BATCH_SIZES = (7, 10, 13)
+
+CLASS_WEIGHT = torch.tensor([0.5, 1.0, 2.0, 1.5, 0.8])
+POS_WEIGHT = torch.tensor([1.0, 3.0, 0.5, 2.0])
+
+
+def losses(model: Model, data: dict) -> torch.Tensor:
+    """Every fused loss with a few of its options, summed."""
+    logits, spatial, label_logits, hidden = model(data["x"])
+    y, sample_weight = data["y"], data["sample_weight"]
+    terms = [
+        cet.cross_entropy(logits, y),
+        cet.cross_entropy(logits, y, weight=CLASS_WEIGHT, label_smoothing=0.1, reduction="sum"),
+        cet.cross_entropy(logits, y, z_loss=1e-2, softcap=3.0, sample_weight=sample_weight),
+        cet.cross_entropy(logits, y, reduction="none").square().mean(),  # a per-sample incoming gradient
+        cet.cross_entropy(logits, data["probs"], label_smoothing=0.05),
+        cet.cross_entropy(spatial, data["y_spatial"], weight=CLASS_WEIGHT),
+        cet.binary_cross_entropy_with_logits(label_logits, data["labels"], pos_weight=POS_WEIGHT),
+        cet.binary_cross_entropy_with_logits(
+            label_logits, data["labels"], label_smoothing=0.1, sample_weight=sample_weight, reduction="sum"
+        ),
+        cet.binary_cross_entropy_with_logits(label_logits, data["labels"], reduction="none").mean(dim=0).sum(),
+        cet.linear_cross_entropy(hidden, model.vocabulary.weight, data["tokens"], bias=model.vocabulary.bias),
+        cet.linear_cross_entropy(hidden, model.vocabulary.weight, data["tokens"], z_loss=1e-2, softcap=4.0),
+        cet.linear_cross_entropy(
+            hidden, model.vocabulary.weight, data["tokens"], label_smoothing=0.1, reduction="none", chunk_size=3
+        ).sum(),
+    ]
+    return sum(terms)
+
+
+def grad_step(model: Model, data: dict):
+    loss = losses(model, data)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return loss.detach(), grads
+
+
+def sgd_step(model: Model, data: dict) -> torch.Tensor:
+    loss = losses(model, data)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    return loss.detach()
+
+
+def assert_grads_close(got, expected, dtype=DTYPE):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e, dtype)
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo compiled since the test began (an analysis it restarts within one compilation,
+    as it does to specialize Python floats it first took as symbols, counts once)."""
+    return counters["stats"]["unique_graphs"]
+
+
+def recording_backend():
+    """``aot_eager`` that also keeps the forward and backward graphs' code."""
+    graphs = {"forward": [], "backward": [], "inference": []}
+
+    def keep(kind):
+        def compiler(gm, example_inputs):
+            graphs[kind].append(gm.code)
+            return make_boxed_func(gm)
+
+        return compiler
+
+    backend = aot_autograd(
+        fw_compiler=keep("forward"), bw_compiler=keep("backward"), inference_compiler=keep("inference")
+    )
+    return backend, graphs
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation steps
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_training_step_compiles_in_one_graph_once_for_every_batch_size_and_equals_eager():
+    model = Model()
+    backend, graphs = recording_backend()
+    compiled = torch.compile(grad_step, backend=backend, fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in BATCH_SIZES:
+            data = batch(n)
+            loss, grads = compiled(model, data)
+            expected_loss, expected_grads = grad_step(model, data)
+            assert_close(loss, expected_loss, DTYPE)
+            assert_grads_close(grads, expected_grads)
+    assert compiled_graphs() == 1
+    # Dynamo traced autograd.grad: forward and backward are one graph without autograd, in which each
+    # loss's operator runs once (the kept gradients are scaled, not computed again).
+    (graph,) = graphs["inference"]
+    assert graph.count("crossentropy.softmax_cross_entropy_with_grad.default(") == 6
+    assert graph.count("crossentropy.sigmoid_cross_entropy_with_grad.default(") == 3
+    assert graph.count("crossentropy.linear_cross_entropy_with_grad.default(") == 2
+    # reduction="none": the per-row incoming gradient is known in the backward only
+    assert graph.count("crossentropy.linear_cross_entropy.default(") == 1
+    assert graph.count("crossentropy.linear_cross_entropy_backward.default(") == 1
+    assert "crossentropy.softmax_cross_entropy.default(" not in graph
+
+
+def test_a_compiled_loss_differentiated_outside_gives_eagers_gradients_from_its_backward_graph():
+    """The usual split: the compiled forward returns the loss, ``loss.backward()`` runs the backward
+    graph AOTAutograd partitioned from it, where the operators' registered backward was traced."""
+    model = Model()
+    backend, graphs = recording_backend()
+    compiled = torch.compile(losses, backend=backend, fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in BATCH_SIZES:
+            data = batch(n, seed="outside")
+            model.zero_grad()
+            loss = compiled(model, data)
+            loss.backward()
+            got = [p.grad.clone() for p in model.parameters()]
+            model.zero_grad()
+            expected = losses(model, data)
+            expected.backward()
+            assert_close(loss.detach(), expected.detach(), DTYPE)
+            assert_grads_close(got, [p.grad for p in model.parameters()])
+    assert compiled_graphs() == 1
+    (forward,) = graphs["forward"]
+    (backward,) = graphs["backward"]
+    for operator in ("softmax_cross_entropy_with_grad", "sigmoid_cross_entropy_with_grad"):
+        assert f"crossentropy.{operator}.default(" in forward
+        assert f"crossentropy.{operator}.default(" not in backward  # the kept gradient is scaled, not recomputed
+    assert "crossentropy.linear_cross_entropy_with_grad.default(" in forward
+    assert "crossentropy.linear_cross_entropy_backward.default(" in backward
+
+
+def test_the_compiled_training_step_equals_pytorchs_own_losses():
+    """An independent oracle: ``torch.nn.functional``'s losses in an eager step."""
+
+    def ours(model, data):
+        logits, _, label_logits, hidden = model(data["x"])
+        loss = cet.cross_entropy(logits, data["y"], weight=CLASS_WEIGHT, label_smoothing=0.1)
+        loss = loss + cet.binary_cross_entropy_with_logits(label_logits, data["labels"], pos_weight=POS_WEIGHT)
+        loss = loss + cet.linear_cross_entropy(
+            hidden, model.vocabulary.weight, data["tokens"], bias=model.vocabulary.bias
+        )
+        return loss.detach(), torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    def theirs(model, data):
+        logits, _, label_logits, hidden = model(data["x"])
+        loss = F.cross_entropy(logits, data["y"], weight=CLASS_WEIGHT, label_smoothing=0.1)
+        loss = loss + F.binary_cross_entropy_with_logits(label_logits, data["labels"], pos_weight=POS_WEIGHT)
+        loss = loss + F.cross_entropy(model.vocabulary(hidden), data["tokens"])
+        return loss.detach(), torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+
+    model = Model()
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True, dynamic=True)
+    for n in (9, 10):
+        data = batch(n, seed="pytorch")
+        loss, grads = compiled(model, data)
+        expected_loss, expected_grads = theirs(model, data)
+        assert_close(loss, expected_loss, DTYPE)
+        for g, e in zip(grads, expected_grads, strict=True):
+            assert (g is None) == (e is None)
+            if g is not None:
+                assert_close(g, e, DTYPE)
+
+
+def test_backward_and_an_sgd_update_compile_and_equal_eager():
+    compiled_model, eager_model = Model(), Model()
+    compiled = torch.compile(sgd_step, backend="aot_eager", fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for step, n in enumerate(BATCH_SIZES):
+            data = batch(n, seed=step)
+            for model in (compiled_model, eager_model):
+                for p in model.parameters():
+                    p.grad = None
+            assert_close(compiled(compiled_model, data), sgd_step(eager_model, data), DTYPE)
+            assert_grads_close(
+                [p.grad for p in compiled_model.parameters()], [p.grad for p in eager_model.parameters()]
+            )
+            assert_grads_close(list(compiled_model.parameters()), list(eager_model.parameters()))
+    assert compiled_graphs() == 1
+
+
+def test_an_evaluation_step_without_grad_compiles_and_equals_eager():
+    model = Model()
+    backend, graphs = recording_backend()
+    compiled = torch.compile(losses, backend=backend, fullgraph=True, dynamic=True)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        for n in (7, 12):
+            data = batch(n, seed="eval")
+            assert_close(compiled(model, data), losses(model, data), DTYPE)
+    assert compiled_graphs() == 1
+    (inference,) = graphs["inference"]  # AOTAutograd's graph without autograd
+    assert not graphs["forward"]
+    assert not graphs["backward"]
+    for operator in ("softmax_cross_entropy", "sigmoid_cross_entropy", "linear_cross_entropy"):
+        assert f"crossentropy.{operator}.default" in inference
+        assert f"crossentropy.{operator}_with_grad.default" not in inference  # no gradient formed
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # Inductor's own import
+def test_inductor_compiles_the_training_step_too():
+    model = Model()
+    compiled = torch.compile(grad_step, backend="inductor", fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in (7, 9):
+            data = batch(n, seed="inductor")
+            loss, grads = compiled(model, data)
+            expected_loss, expected_grads = grad_step(model, data)
+            assert_close(loss, expected_loss, DTYPE)
+            assert_grads_close(grads, expected_grads)
+    assert compiled_graphs() == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_other_dtypes_give_eagers_loss_and_gradients_in_their_dtype(dtype):
+    gen = generator("dtype", dtype)
+    x = torch.randn(6, 5, generator=gen).to(dtype).requires_grad_()
+    y = torch.randint(0, 5, (6,), generator=gen)
+
+    def step(x, y):
+        loss = cet.cross_entropy(x, y, label_smoothing=0.1) + cet.binary_cross_entropy_with_logits(
+            x, torch.sigmoid(x.detach())
+        )
+        return loss.detach(), torch.autograd.grad(loss, x)[0]
+
+    loss, grad = torch.compile(step, backend="aot_eager", fullgraph=True, dynamic=True)(x, y)
+    expected_loss, expected_grad = step(x, y)
+    assert loss.dtype == grad.dtype == dtype
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+
+
+def test_a_bad_target_inside_the_compiled_graph_gets_the_eager_message():
+    compiled = torch.compile(lambda x, y: cet.cross_entropy(x, y), backend="aot_eager", fullgraph=True)
+    with pytest.raises(ValueError, match=r"`target` must be class indices in \[0, 5\)"):
+        compiled(torch.randn(3, 5, requires_grad=True), torch.tensor([0, 7, 1]))
+
+
+# Dynamo itself, resuming after the graph break, looks up `.grad` of the non-leaf logits.
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+def test_inplace_stays_eager_and_fullgraph_refuses_its_graph_break():
+    def step(x, y):
+        return cet.cross_entropy(x * 1.0, y, inplace=True)
+
+    x, y = torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        torch.compile(step, backend="aot_eager", fullgraph=True)(x, y)
+    loss = torch.compile(step, backend="aot_eager")(x, y)  # without fullgraph: a graph break, then eager
+    loss.backward()
+    expected = torch.func.grad(lambda x: F.cross_entropy(x, y))(x.detach())
+    assert_close(x.grad, expected, DTYPE)
+
+
+# --------------------------------------------------------------------------------------------
+# torch.library.opcheck
+# --------------------------------------------------------------------------------------------
+
+
+def _softmax_samples():
+    gen = generator("opcheck-softmax")
+    x = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, -100, 3])
+    w = torch.rand(5, generator=gen, dtype=torch.float64) + 0.5
+    s = torch.rand(4, generator=gen, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(4, 5, generator=gen, dtype=torch.float64), 1)
+    spatial = torch.randn(2, 5, 3, generator=gen, requires_grad=True)
+    half = torch.randn(3, 7, generator=gen).to(torch.bfloat16).requires_grad_()
+    return [
+        ("plain", (x, y, None, None, 1, -100, 0.0, 0.0, None, "mean")),
+        ("every-option", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean")),
+        ("none", (x, y, w, None, 1, -100, 0.0, 0.01, None, "none")),
+        ("probabilities", (x, probs, w, None, 1, -100, 0.2, 0.0, None, "sum")),
+        ("spatial", (spatial, torch.randint(0, 5, (2, 3), generator=gen), None, None, 1, -100, 0.0, 0.0, None, "none")),
+        ("unbatched", (x[0].detach().requires_grad_(), torch.tensor(2), None, None, 0, -100, 0.0, 0.0, None, "none")),
+        ("bfloat16", (half, torch.tensor([0, 6, 3]), None, None, 1, -100, 0.1, 0.0, None, "mean")),
+    ]
+
+
+def _sigmoid_samples():
+    gen = generator("opcheck-sigmoid")
+    x = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(4, 3, generator=gen, dtype=torch.float64)
+    w = torch.rand(3, generator=gen, dtype=torch.float64)
+    s = torch.rand(4, generator=gen, dtype=torch.float64)
+    return [
+        ("plain", (x, t, None, None, None, 0.0, "mean")),
+        ("every-option", (x, t, w, w * 2, s, 0.1, "sum")),
+        ("none", (x, (t > 0.5).to(torch.int64), None, w, None, 0.0, "none")),
+        ("float32", (x.detach().float().requires_grad_(), t.float(), None, None, None, 0.0, "none")),
+    ]
+
+
+def _linear_samples():
+    gen = generator("opcheck-linear")
+    h = torch.randn(6, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, -100, 3, 4, 6])
+    options, plain = (-100, 0.1, 0.01, 2.0), (-100, 0.0, 0.0, None)
+    detached, some_detached = (h.detach(), w.detach(), b.detach(), t), (h.detach(), w.detach(), None, t)
+    cotangent, scalar = torch.rand(6, generator=gen, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    all_needed, weight_only = (True, True, True), (False, True, False)
+    return [
+        ("loss-none", "linear_cross_entropy", (h, w, b, t, *options, "none", 4)),
+        ("loss-mean", "linear_cross_entropy", (h, w, None, t, *plain, "mean", 4)),
+        ("with-grad-mean", "linear_cross_entropy_with_grad", (h, w, b, t, *options, "mean", 4, *all_needed)),
+        ("with-grad-some", "linear_cross_entropy_with_grad", (h, w, b, t, *options, "sum", 5, *weight_only)),
+        ("backward", "linear_cross_entropy_backward", (*detached, cotangent, *options, "none", 4, *all_needed)),
+        ("backward-some", "linear_cross_entropy_backward", (*some_detached, scalar, *plain, "mean", 2, *weight_only)),
+    ]
+
+
+OPCHECK_CASES = (
+    [
+        (f"softmax-{name}", operator, args)
+        for name, args in _softmax_samples()
+        for operator in ("softmax_cross_entropy", "softmax_cross_entropy_with_grad")
+    ]
+    + [
+        (f"sigmoid-{name}", operator, args)
+        for name, args in _sigmoid_samples()
+        for operator in ("sigmoid_cross_entropy", "sigmoid_cross_entropy_with_grad")
+    ]
+    + [(f"linear-{name}", operator, args) for name, operator, args in _linear_samples()]
+)
+
+
+@pytest.mark.parametrize(
+    ("operator", "args"), [case[1:] for case in OPCHECK_CASES], ids=[f"{c[0]}-{c[1]}" for c in OPCHECK_CASES]
+)
+def test_opcheck_passes(operator, args):
+    torch.library.opcheck(getattr(torch.ops.crossentropy, operator), args)
+
+
+def test_every_registered_operator_has_an_opcheck_case():
+    registered = {name for name in dir(torch.ops.crossentropy) if not name.startswith("_") and name != "name"}
+    registered = {
+        name for name in registered if isinstance(getattr(torch.ops.crossentropy, name), torch._ops.OpOverloadPacket)
+    }
+    assert registered == {operator for _, operator, _ in OPCHECK_CASES}
