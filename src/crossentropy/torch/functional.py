@@ -107,7 +107,7 @@ def _class_dim(input: torch.Tensor) -> int:
 
 
 def _on_kernels(input: Any, target: Any, *others: Any) -> bool:
-    """Whether the call runs on the fused kernels, through the custom operators of :mod:`._ops`:
+    """Whether the custom operators of :mod:`._ops` take the call, to run it on the fused kernels:
     tensors (``others`` may be None) the kernels take, none but the input tracked by autograd
     (autograd differentiates the generic code in the targets and weights). Anything else, such as
     nested lists, goes to the generic code, which converts or refuses it.
@@ -124,8 +124,22 @@ def _on_kernels(input: Any, target: Any, *others: Any) -> bool:
     return not (torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in others))
 
 
-def _needs_grad(input: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and input.requires_grad
+def _needs_grad(input: Any) -> bool:
+    return isinstance(input, torch.Tensor) and torch.is_grad_enabled() and input.requires_grad
+
+
+def _operator(input: Any, target: Any, *others: Any) -> str | None:
+    """Which custom operator of :mod:`._ops` computes the call: ``"with_grad"`` when the input needs a
+    gradient, ``"loss"`` for other calls under ``torch.compile``; None for the calls the operators do
+    not take (:func:`_on_kernels`), and for eager calls without a gradient, which the core function
+    runs on the same kernels directly, without the operator's dispatch (tens of microseconds)."""
+    if _needs_grad(input):
+        kind = "with_grad"
+    elif torch.compiler.is_compiling():
+        kind = "loss"
+    else:
+        return None
+    return kind if _on_kernels(input, target, *others) else None
 
 
 # ``inplace=True`` cannot be a custom operator (see ._autograd): an autograd function, which runs
@@ -204,12 +218,13 @@ def cross_entropy(
     reduction = _reduction_of(size_average, reduce, reduction)
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
     arguments = _ops.softmax_arguments(options)
-    if arguments is not None and _on_kernels(input, target, weight, sample_weight):
-        if not _needs_grad(input):
-            return _ops.softmax_cross_entropy(input, target, weight, sample_weight, *arguments)
-        if inplace:
-            return _softmax_inplace(input, target, weight, sample_weight, options)
+    operator = None if arguments is None else _operator(input, target, weight, sample_weight)
+    if operator == "with_grad" and inplace:
+        return _softmax_inplace(input, target, weight, sample_weight, options)
+    if operator == "with_grad":
         return _ops.softmax_cross_entropy_with_grad(input, target, weight, sample_weight, *arguments)[0]
+    if operator == "loss":
+        return _ops.softmax_cross_entropy(input, target, weight, sample_weight, *arguments)
     return options.compute(input, target, weight, sample_weight, with_grad=False)
 
 
@@ -257,10 +272,11 @@ def binary_cross_entropy_with_logits(
     reduction = _reduction_of(size_average, reduce, reduction)
     options = SigmoidOptions(label_smoothing, reduction)
     arguments = _ops.sigmoid_arguments(options)
-    if arguments is not None and _on_kernels(input, target, weight, pos_weight, sample_weight):
-        operator = _ops.sigmoid_cross_entropy_with_grad if _needs_grad(input) else _ops.sigmoid_cross_entropy
-        result = operator(input, target, weight, pos_weight, sample_weight, *arguments)
-        return result[0] if _needs_grad(input) else result
+    operator = None if arguments is None else _operator(input, target, weight, pos_weight, sample_weight)
+    if operator == "with_grad":
+        return _ops.sigmoid_cross_entropy_with_grad(input, target, weight, pos_weight, sample_weight, *arguments)[0]
+    if operator == "loss":
+        return _ops.sigmoid_cross_entropy(input, target, weight, pos_weight, sample_weight, *arguments)
     return losses.sigmoid_cross_entropy(
         input, target, weight=weight, pos_weight=pos_weight, sample_weight=sample_weight, **options.keywords()
     )
