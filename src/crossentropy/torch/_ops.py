@@ -12,10 +12,12 @@ its graph as they are, without a graph break, forward and backward:
     non-differentiable, and the registered backward multiplies it by the incoming gradient.
     For training steps, where the logits require grad.
 ``crossentropy::softmax_cross_entropy`` and ``crossentropy::sigmoid_cross_entropy``
-    Return the loss alone (O(N) memory on the kernels): for evaluation, ``torch.no_grad()`` and
-    inputs that need no gradient. Their registered backward, which the torch layer does not use
-    (it picks the ``_with_grad`` operator when a gradient is wanted), computes the gradient
-    again through the ``_with_grad`` operator, so they are differentiable all the same.
+    Return the loss alone (O(N) memory on the kernels): under ``torch.compile``, for evaluation
+    (``torch.no_grad()``) and inputs that need no gradient. Eager calls without a gradient skip
+    the operators' dispatch and call the core function, which runs the same kernels. Their
+    registered backward, which the torch layer does not use (it picks the ``_with_grad``
+    operator when a gradient is wanted), computes the gradient through the ``_with_grad``
+    operator, so they are differentiable all the same.
 
 Each operator's implementation calls the library's core functions
 (:meth:`~crossentropy.torch._autograd.SoftmaxOptions.compute`,

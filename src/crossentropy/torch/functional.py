@@ -9,11 +9,12 @@ losses and gradients. Keyword-only extras follow: ``z_loss``, ``softcap`` and
 sigmoid one. The other losses of the library (focal, poly-1, noise-robust, noise-corrected)
 come with PyTorch's layout (classes on dimension 1).
 
-On CPU tensors the softmax and sigmoid cross-entropies run on the fused kernels
-(:mod:`crossentropy.kernels`): the loss and its gradient in one pass, in the forward call,
-handed to autograd through a custom function. Other devices, and inputs for which autograd
-must also differentiate the targets or weights, run the library's generic code, which autograd
-differentiates. The caller's tensors are never written to, unless ``cross_entropy(...,
+On tensors a kernel backend takes (:mod:`crossentropy.kernels`) the softmax and sigmoid
+cross-entropies run on the fused kernels: the loss and its gradient in one pass, in the forward
+call, handed to autograd by ``torch.library`` custom operators (:mod:`crossentropy.torch._ops`),
+which ``torch.compile`` keeps in its graph (``fullgraph=True``). Other tensors, and inputs for
+which autograd must also differentiate the targets or weights, run the library's generic code,
+which autograd differentiates. The caller's tensors are never written to, unless ``cross_entropy(...,
 inplace=True)`` asks for the gradient to overwrite the logits.
 
 Deliberate differences from PyTorch:
