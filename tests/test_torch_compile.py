@@ -28,6 +28,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 import crossentropy.torch as cet
+from crossentropy import kernels
 
 DTYPE = torch.float32
 
@@ -352,6 +353,21 @@ def test_inplace_stays_eager_and_fullgraph_refuses_its_graph_break():
     assert_close(x.grad, expected, DTYPE)
 
 
+def test_a_graph_traced_with_the_kernels_on_runs_the_reference_code_inside_disabled():
+    """The routing is read when Dynamo traces; the operators read the kernels' switch each time they run."""
+    model = Model()
+    compiled = torch.compile(grad_step, backend="aot_eager", fullgraph=True, dynamic=True)
+    data = batch(7, seed="switch")
+    on = compiled(model, data)
+    with kernels.disabled(), torch._dynamo.config.patch(error_on_recompile=True):
+        off = compiled(model, data)
+        reference = grad_step(model, data)
+    assert_close(off[0], reference[0], DTYPE)
+    assert_grads_close(off[1], reference[1])
+    assert_close(on[0], reference[0], DTYPE)
+    assert_grads_close(on[1], reference[1])
+
+
 # --------------------------------------------------------------------------------------------
 # torch.library.opcheck
 # --------------------------------------------------------------------------------------------
@@ -431,6 +447,24 @@ OPCHECK_CASES = (
 )
 def test_opcheck_passes(operator, args):
     torch.library.opcheck(getattr(torch.ops.crossentropy, operator), args)
+
+
+@pytest.mark.parametrize(
+    ("operator", "args"), [case[1:] for case in OPCHECK_CASES], ids=[f"{c[0]}-{c[1]}" for c in OPCHECK_CASES]
+)
+def test_each_operator_gives_the_kernels_results_with_the_kernels_off(operator, args):
+    """With the kernels switched off where an operator runs, its implementation runs the generic code
+    (softmax, sigmoid) or plain-PyTorch chunks differentiated by autograd (linear): the same outputs."""
+    function = getattr(torch.ops.crossentropy, operator)
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    on = function(*detached)
+    with kernels.disabled():
+        off = function(*detached)
+    for got, expected in zip(
+        off if isinstance(off, tuple) else (off,), on if isinstance(on, tuple) else (on,), strict=True
+    ):
+        assert got.dtype == expected.dtype
+        assert_close(got, expected, expected.dtype)
 
 
 def test_every_registered_operator_has_an_opcheck_case():

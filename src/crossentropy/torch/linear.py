@@ -28,8 +28,8 @@ This runs as ``torch.library`` custom operators, which ``torch.compile`` keeps i
 
 The operators take the tensors the kernels take (:func:`crossentropy.kernels.accepts_torch`;
 the class indices are checked inside them); they are registered for every device, and when the
-kernels do not take their inputs where they run (switched off, a device without kernels), they
-compute the same chunks in plain PyTorch and differentiate them with autograd. Other calls, those
+kernels do not take a chunk's logits where they run (switched off, a device without kernels),
+the chunk's losses and logit gradient come from the core's generic code instead. Other calls, those
 under ``torch.func`` transforms or with forward-mode tangents among them, run the chunks in plain
 PyTorch under activation checkpointing (the logits of a chunk are recomputed in the backward pass
 instead of kept), which autograd differentiates.
@@ -37,7 +37,7 @@ instead of kept), which autograd differentiates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,7 +53,7 @@ from .._validation import (
     check_number,
     check_reduction,
 )
-from ..losses import softmax_cross_entropy
+from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from . import _ops
 from ._autograd import scaled
 
@@ -106,8 +106,10 @@ def _chunked(
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor, _Gradients]:
     """Per-row losses and, when ``row_factor`` is given, the gradients of ``sum(row_factor * loss)``
-    that ``needs`` asks for, one chunk of rows at a time on the kernels; everything in float32
-    (float64 for float64 input)."""
+    that ``needs`` asks for, one chunk of rows at a time; everything in float32 (float64 for
+    float64 input). On the kernels when they take the chunk's logits; else (switched off, or a
+    device without kernels) each chunk's losses and logit gradient come from the core's generic
+    code (:func:`_generic_rows`), the rest being the same."""
     n_rows, n_classes = input.shape[0], weight.shape[0]
     dtype = _accumulation_dtype(input)
     weight_acc, bias_acc = weight.to(dtype), None if bias is None else bias.to(dtype)
@@ -125,6 +127,7 @@ def _chunked(
     # The kernel writes the gradient over the logits, unless the soft-cap's derivative needs them.
     grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
     losses = input.new_empty(n_rows, dtype=dtype)
+    on_kernels = kernels.accepts_torch(logits_buffer)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         rows = input[start:stop].to(dtype)
@@ -133,17 +136,21 @@ def _chunked(
             torch.mm(rows, weight_acc.T, out=logits)
         else:
             torch.addmm(bias_acc, rows, weight_acc.T, out=logits)
-        losses[start:stop], dlogits = kernels.softmax_cross_entropy_rows(
-            logits,
-            safe_target[start:stop],
-            weight=None,
-            row_weight=row_weight[start:stop],
-            grad_factor=row_factor[start:stop].to(dtype) if store else None,
-            smoothing=options.label_smoothing,
-            z=options.z_loss,
-            cap=options.softcap,
-            out=(logits if grad_buffer is None else grad_buffer[: stop - start]) if store else None,
-        )
+        if not on_kernels:
+            factor = row_factor[start:stop].to(dtype) if store else None
+            losses[start:stop], dlogits = _generic_rows(logits, target[start:stop], factor, options)
+        else:
+            losses[start:stop], dlogits = kernels.softmax_cross_entropy_rows(
+                logits,
+                safe_target[start:stop],
+                weight=None,
+                row_weight=row_weight[start:stop],
+                grad_factor=row_factor[start:stop].to(dtype) if store else None,
+                smoothing=options.label_smoothing,
+                z=options.z_loss,
+                cap=options.softcap,
+                out=(logits if grad_buffer is None else grad_buffer[: stop - start]) if store else None,
+            )
         if grads.input is not None:
             torch.mm(dlogits, weight_acc, out=grads.input[start:stop])
         if grads.weight is not None:
@@ -151,6 +158,24 @@ def _chunked(
         if grads.bias is not None:
             grads.bias += dlogits.sum(dim=0)
     return losses, grads
+
+
+def _generic_rows(logits: torch.Tensor, target: torch.Tensor, factor: torch.Tensor | None, options: LinearOptions):
+    """What the kernels give for one chunk, from the core's generic code: the per-row losses (0 for
+    ignored rows) and, when ``factor`` is given, the gradient of ``sum(factor * loss)`` with respect
+    to ``logits`` (None otherwise)."""
+    keywords = {
+        "ignore_index": options.ignore_index,
+        "label_smoothing": options.label_smoothing,
+        "z_loss": options.z_loss,
+        "softcap": options.softcap,
+        "reduction": "none",
+    }
+    with kernels.disabled():
+        if factor is None:
+            return softmax_cross_entropy(logits, target, **keywords), None
+        losses, dlogits = softmax_cross_entropy_with_grad(logits, target, **keywords)
+    return losses, dlogits * factor.unsqueeze(-1)
 
 
 def _accumulation_dtype(input: torch.Tensor) -> torch.dtype:
@@ -182,31 +207,13 @@ def _losses_and_gradients(
     (``grad_output``: 0-d or one per row; None, or nothing needed, forms no gradient), in the
     accumulation dtype: the body of the operators.
 
-    On the kernels when they take the input (chunks of rows, the gradient written over each chunk's
-    logits); else (switched off, or a device without kernels) the same chunks in plain PyTorch,
-    differentiated by autograd here. The class indices are checked first, on either path.
+    The class indices are checked first.
     """
     check_class_indices("target", target, get_namespace(target), weight.shape[0], options.ignore_index)
     count = int((target != options.ignore_index).sum())
-    store = grad_output is not None and any(needs)
-    if all(t is None or kernels.accepts_torch(t) for t in (input, weight, bias)):
-        factor = _row_factor(target, options, count, grad_output) if store else None
-        losses, grads = _chunked(input, weight, bias, target, options, row_factor=factor, needs=needs)
-        return losses, count, grads
-    dtype = _accumulation_dtype(input)
-    leaves = [
-        None if t is None else t.detach().to(dtype).requires_grad_(need and store)
-        for t, need in zip((input, weight, bias), needs, strict=True)
-    ]
-    with torch.enable_grad() if store else torch.no_grad(), kernels.disabled():
-        losses = _pytorch_chunks(*leaves, target, replace(options, reduction="none"), recompute=store)
-        grads = _Gradients(None, None, None)
-        if store:
-            factor = _row_factor(target, options, count, grad_output).to(dtype)
-            wanted = [t for t in leaves if t is not None and t.requires_grad]
-            found = iter(torch.autograd.grad(losses, wanted, factor))
-            grads = _Gradients(*(next(found) if t is not None and t.requires_grad else None for t in leaves))
-    return losses.detach(), count, grads
+    factor = _row_factor(target, options, count, grad_output) if grad_output is not None and any(needs) else None
+    losses, grads = _chunked(input, weight, bias, target, options, row_factor=factor, needs=needs)
+    return losses, count, grads
 
 
 def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -231,11 +238,10 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
 # --------------------------------------------------------------------------------------------
 
 
-def _gradient_outputs(input, weight, bias, grads: _Gradients, needs) -> tuple[torch.Tensor, ...]:
+def _gradient_outputs(input: torch.Tensor, grads: _Gradients) -> tuple[torch.Tensor, ...]:
     """The gradients as operator outputs: a 0-element placeholder where not asked for."""
     dtype = _accumulation_dtype(input)
-    values = (grads.input, grads.weight, grads.bias)
-    return tuple(g if g is not None else input.new_empty(0, dtype=dtype) for g, need in zip(values, needs, strict=True))
+    return tuple(input.new_empty(0, dtype=dtype) if g is None else g for g in (grads.input, grads.weight, grads.bias))
 
 
 @torch.library.custom_op("crossentropy::linear_cross_entropy", mutates_args=())
@@ -280,7 +286,7 @@ def _linear_cross_entropy_with_grad(
     one = torch.ones((), dtype=torch.float64, device=input.device)
     losses, count, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=one, needs=needs)
     loss = reduce_loss(losses, count, reduction, get_namespace(losses), input.dtype).contiguous()
-    return loss, *_gradient_outputs(input, weight, bias, grads, needs)
+    return loss, *_gradient_outputs(input, grads)
 
 
 @torch.library.custom_op("crossentropy::linear_cross_entropy_backward", mutates_args=())
@@ -306,7 +312,7 @@ def _linear_cross_entropy_backward(
     options = LinearOptions(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
     needs = (need_input, need_weight, need_bias and bias is not None)
     _, _, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=grad_output, needs=needs)
-    return _gradient_outputs(input, weight, bias, grads, needs)
+    return _gradient_outputs(input, grads)
 
 
 _NO_NEEDS = (False, False, False)
