@@ -353,6 +353,31 @@ def test_inplace_stays_eager_and_fullgraph_refuses_its_graph_break():
     assert_close(x.grad, expected, DTYPE)
 
 
+def test_the_compiled_training_step_runs_each_kernel_once_per_loss(monkeypatch):
+    """The kernels compute inside the compiled graph, once per loss call: the backward scales their
+    gradient. (The Numba backend computes CPU tensors; its entry points are counted.)"""
+    from crossentropy.kernels import numba as numba_backend
+
+    calls = []
+    for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
+        original = getattr(numba_backend, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(numba_backend, name, spy)
+    model = Model()
+    compiled = torch.compile(grad_step, backend="aot_eager", fullgraph=True, dynamic=True)
+    compiled(model, batch(7, seed="spy"))
+    calls.clear()
+    compiled(model, batch(10, seed="spy"))
+    # 6 cross_entropy calls, 3 binary ones; the linear loss: 2 x 1 chunk forward with gradients,
+    # then reduction="none" in chunks of 3 rows: 4 chunks forward, 4 again in the backward
+    assert calls.count("softmax_cross_entropy_rows") == 6 + 2 + 4 + 4
+    assert calls.count("sigmoid_cross_entropy_elements") == 3
+
+
 def test_a_graph_traced_with_the_kernels_on_runs_the_reference_code_inside_disabled():
     """The routing is read when Dynamo traces; the operators read the kernels' switch each time they run."""
     model = Model()
