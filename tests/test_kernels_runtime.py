@@ -299,6 +299,27 @@ def test_the_threading_layer_follows_pytorch_and_the_users_choice_is_kept():
     assert _layer_in_subprocess("numba.config.THREADING_LAYER = 'omp'") == "omp"
 
 
+def test_the_kernels_keep_pytorchs_thread_count():
+    """Numba's GNU OpenMP start sets the shared runtime's count; the user's torch.set_num_threads() is kept
+    (and with it TorchDynamo's guard on it: no recompilation after the first kernel call)."""
+    code = (
+        "import numpy as np, torch, numba\n"
+        "torch.set_num_threads(1)\n"
+        "import crossentropy as ce\n"
+        "ce.softmax_cross_entropy(np.zeros((64, 10), np.float32), np.zeros(64, np.int64))\n"
+        "@numba.njit(parallel=True)\n"
+        "def ids(n):\n"
+        "    out = np.zeros(n, np.int64)\n"
+        "    for i in numba.prange(n):\n"
+        "        out[i] = numba.get_thread_id()\n"
+        "    return out\n"
+        "print(torch.get_num_threads(), len(set(ids(10000).tolist())), numba.get_num_threads())"
+    )
+    torch_threads, numba_used, numba_threads = map(int, _run_script(code, NUMBA_NUM_THREADS="2").split())
+    assert torch_threads == 1
+    assert numba_used == numba_threads == 2  # the kernels still run on their own count
+
+
 def test_the_threading_choice_defers_to_the_user_and_to_threads_already_started(monkeypatch):
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)

@@ -176,7 +176,13 @@ def _start() -> bool:
         # one changed since the import: read them now, pick again, and start the threads at once.
         numba.config.reload_config()
         configure()
+        torch = sys.modules.get("torch")
+        torch_threads = torch.get_num_threads() if torch is not None else None
         numba.get_num_threads()
+        # Starting on GNU OpenMP sets the shared runtime's thread count to Numba's, which is also
+        # PyTorch's: the user's torch.set_num_threads() (and TorchDynamo's guard on it) is restored.
+        if torch_threads is not None and torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
     return numba.threading_layer() in _NOT_THREAD_SAFE
 
 
