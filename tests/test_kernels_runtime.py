@@ -303,10 +303,12 @@ def test_the_kernels_keep_pytorchs_thread_count():
     """Numba's GNU OpenMP start sets the shared runtime's count; the user's torch.set_num_threads() is kept
     (and with it TorchDynamo's guard on it: no recompilation after the first kernel call)."""
     code = (
-        "import numpy as np, torch, numba\n"
+        "import torch, numpy as np\n"
         "torch.set_num_threads(1)\n"
+        "assert torch.get_num_threads() == 1\n"  # read once, as TorchDynamo does
         "import crossentropy as ce\n"
         "ce.softmax_cross_entropy(np.zeros((64, 10), np.float32), np.zeros(64, np.int64))\n"
+        "import numba\n"
         "@numba.njit(parallel=True)\n"
         "def ids(n):\n"
         "    out = np.zeros(n, np.int64)\n"
