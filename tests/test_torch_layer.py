@@ -503,6 +503,23 @@ def test_inplace_writes_the_gradient_over_the_logits_and_changes_nothing_else():
     assert_close(logits.detach(), reference_logits.grad, torch.float64)  # the logits now hold dL/dlogits
 
 
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_inplace_backward_hands_over_the_logits_own_memory(factor):
+    """No N x C tensor is allocated in backward: the gradient autograd receives is the logits' storage,
+    scaled in place by the incoming gradient."""
+    logits = torch.randn(6, 40, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 5, 9, 39, 2, 7])
+    with torch.no_grad():
+        leaf_logits = logits * 1.0
+    leaf_logits.requires_grad_()
+    reference = logits.detach().clone().requires_grad_()
+    (F.cross_entropy(reference, targets) * factor).backward()
+    storage = leaf_logits.untyped_storage().data_ptr()
+    (cet.cross_entropy(leaf_logits, targets, inplace=True) * factor).backward()
+    assert leaf_logits.grad.untyped_storage().data_ptr() == storage
+    assert_close(leaf_logits.grad, reference.grad, torch.float64)
+
+
 def test_inplace_logits_needed_elsewhere_make_autograd_complain():
     logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True) * 1.0
     penalty = logits.pow(2).sum()  # pow saves its input for backward

@@ -116,6 +116,12 @@ class Backend:
         (arguments: :func:`crossentropy.kernels.numba.softmax_cross_entropy_rows`)."""
         return self.load().softmax_cross_entropy_rows(*args, **options)
 
+    def scale_unless_one(self, grad: Any, factor: Any) -> Any:
+        """``grad`` (contiguous) times the one-element ``factor`` in place, skipped when it is 1, without
+        reading ``factor`` on the host: the backend's own ``scale_unless_one`` if it has one, else a product."""
+        scale = getattr(self.load(), "scale_unless_one", None)
+        return scale(grad, factor) if scale is not None else grad.mul_(factor)
+
     def sigmoid_cross_entropy_elements(self, *args: Any, **options: Any) -> Any:
         """This backend's ``sigmoid_cross_entropy_elements``
         (arguments: :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`)."""

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._array import is_transformed_tensor
+from .. import kernels
+from .._array import in_host_memory, is_transformed_tensor
 from ..losses import _softmax_cross_entropy
 
 __all__ = ["InplaceSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions", "is_eager", "scaled"]
@@ -86,14 +87,25 @@ def scaled(grad: Tensor, grad_output: Tensor) -> Tensor:
     """``grad``, a gradient the kernels computed, times the incoming gradient (broadcastable to it).
 
     In place in an eager call, and untouched for a factor of 1 (the usual ``loss.backward()``):
-    no copy. A new tensor when either has a graph (``create_graph=True``), when the incoming
-    gradient is batched, and under tracing, where no value can be read.
+    no copy. On a device the factor is not read back to the host: the kernel backend's
+    ``scale_unless_one`` reads it on the device. A new tensor when either has a graph
+    (``create_graph=True``), when the incoming gradient is batched, and under tracing, where no
+    value can be read.
     """
     if grad.requires_grad or grad_output.requires_grad or not is_eager(grad, grad_output):
         return grad * grad_output
-    if grad_output.numel() != 1 or bool(grad_output != 1):
-        grad.mul_(grad_output)
-    return grad
+    if grad_output.numel() != 1:  # reduction="none": one factor per sample
+        return grad.mul_(grad_output)
+    if in_host_memory(grad_output):
+        if bool(grad_output != 1):
+            grad.mul_(grad_output)
+        return grad
+    # On a device, comparing with 1 here would make the host wait for the device: the backend's
+    # kernel reads the factor there instead, and skips the pass over the gradient when it is 1.
+    backend = kernels.for_torch(grad)
+    if backend is not None and grad.is_contiguous():
+        return backend.scale_unless_one(grad, grad_output)
+    return grad.mul_(grad_output)
 
 
 class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
@@ -106,9 +118,8 @@ class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, weight, sample_weight, options: SoftmaxOptions):
         ctx.options = options
-        loss, ctx.grad = options.compute(
-            logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=True
-        )
+        loss, grad = options.compute(logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=True)
+        ctx.grad = grad.detach()  # the logits' own memory, scaled in place in backward (no N x C copy)
         torch.autograd.graph.increment_version(logits)  # the logits now hold their gradient: autograd must know
         return loss
 

@@ -12,6 +12,8 @@ The entry points have the arguments and the semantics of the Numba backend's
   is written); forward-only calls allocate O(N).
 - :func:`sigmoid_cross_entropy_elements` (:mod:`._sigmoid`): the elementwise loss and gradient,
   reduced on the device.
+- :func:`scale_unless_one` (:mod:`._scale`): the backward's product of a kept gradient and the
+  incoming gradient, in place, skipped on the device when that is 1.
 
 Nothing in them reads a value back to the host: reductions, denominators and the mean's
 overflow rule stay on the device, so a training step is not stalled (the value checks before
@@ -25,7 +27,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["accepts", "interpreted", "sigmoid_cross_entropy_elements", "softmax_cross_entropy_rows"]
+__all__ = [
+    "accepts",
+    "interpreted",
+    "scale_unless_one",
+    "sigmoid_cross_entropy_elements",
+    "softmax_cross_entropy_rows",
+]
 
 
 def interpreted() -> bool:
@@ -57,3 +65,10 @@ def sigmoid_cross_entropy_elements(*args: Any, **options: Any) -> Any:
     from ._sigmoid import sigmoid_cross_entropy_elements as elements
 
     return elements(*args, **options)
+
+
+def scale_unless_one(grad: Any, factor: Any) -> Any:
+    """See :func:`crossentropy.kernels.triton._scale.scale_unless_one`."""
+    from ._scale import scale_unless_one as scale
+
+    return scale(grad, factor)
