@@ -199,10 +199,12 @@ def cross_entropy(
     inplace : bool, default False
         Write the gradient over ``input`` during the forward call, saving the memory of a
         second N×C tensor (as Liger-Kernel does): afterwards ``input`` holds the gradient, not
-        the logits, and autograd refuses any other use of it that needs its values. Only on
-        the CPU kernels, with (N, C) or (C,) contiguous float32/float64 logits, class-index
-        targets, no ``softcap`` and no label smoothing with class weights (a clear error
-        otherwise); it changes nothing elsewhere (other devices, forward-only calls).
+        the logits, and autograd refuses any other use of it that needs its values; the
+        backward hands autograd that memory, scaled in place. Needs (N, C) or (C,) contiguous
+        logits on the kernels: on a GPU (Triton) any dtype and option; on the CPU (Numba)
+        float32/float64 logits, class-index targets, no ``softcap`` and no label smoothing with
+        class weights (a clear error otherwise). It changes nothing elsewhere (devices without
+        kernels, forward-only calls). An eager call: under ``torch.compile`` a graph break.
 
     Returns
     -------
