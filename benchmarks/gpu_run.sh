@@ -76,13 +76,14 @@ EOF
 } 2>&1 | tee "$OUT/env.txt"
 
 tests=()
-for f in tests/test_kernels_triton_softmax.py tests/test_kernels_triton_sigmoid.py \
-    tests/test_torch_layer.py tests/test_torch_semantics.py; do
+# The GPU cases (all but the device axis's cpu ones), end-to-end files first.
+for f in tests/test_torch_devices.py tests/test_kernels_backends.py tests/test_kernels_triton_scale.py \
+    tests/test_kernels_triton_softmax.py tests/test_kernels_triton_sigmoid.py; do
     [[ -e $f ]] && tests+=("$f")
 done
 echo "== GPU tests: ${tests[*]}"
 if ((${#tests[@]})); then
-    timeout 180 python3 -m pytest -q -p no:cacheprovider "${tests[@]}" -x 2>&1 | tee "$OUT/tests.log"
+    timeout 180 python3 -m pytest -q -p no:cacheprovider -k "not cpu" "${tests[@]}" 2>&1 | tee "$OUT/tests.log"
     tests_rc=$?
 else
     echo "no GPU test file in this checkout" | tee "$OUT/tests.log"

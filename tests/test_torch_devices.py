@@ -132,7 +132,7 @@ def test_linear_cross_entropy_matches_the_materialized_logits(device_name):
 
 
 @pytest.mark.skipif(not (TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU")
-def test_a_training_step_on_the_gpu_never_waits_for_the_device():
+def test_a_cuda_training_step_never_waits_for_the_device():
     """Under checks_disabled(), forward and backward of the fused losses make no host synchronization."""
     logits = torch.randn(64, 1000, device="cuda", requires_grad=True)
     target = torch.randint(0, 1000, (64,), device="cuda")
