@@ -6,12 +6,31 @@ Tolerances follow the dtype of the computation under test: float64 ~1e-10 relati
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+
+# Where the Triton kernels can run: on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, which
+# the root conftest.py sets without a GPU), and on a CUDA GPU.
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+NEEDS_TRITON_ON_CPU = pytest.mark.skipif(
+    not (TRITON_INSTALLED and os.environ.get("TRITON_INTERPRET") == "1"),
+    reason="needs triton and TRITON_INTERPRET=1 to run Triton on the CPU",
+)
+NEEDS_CUDA = pytest.mark.skipif(not (TRITON_INSTALLED and torch.cuda.is_available()), reason="needs a CUDA GPU")
+
+
+def triton_devices(cpu: str = "cpu") -> list:
+    """The device axis of the Triton tests: ``cpu`` (the interpreter; named ``cpu``) and ``cuda``, each
+    skipped with its reason where it cannot run."""
+    return [pytest.param(cpu, marks=NEEDS_TRITON_ON_CPU), pytest.param("cuda", marks=NEEDS_CUDA)]
+
 
 # (rtol, atol) per dtype name.
 _TOLERANCES = {

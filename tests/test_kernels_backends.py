@@ -9,40 +9,23 @@ so a backend that silently fell back to the reference could not pass.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
 import pytest
 import torch
-from _support import tolerance
+from _support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
 
 RNG = np.random.default_rng(53)
-TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-CUDA = torch.cuda.is_available()
-
 # (backend, device) pairs, each skipped with its reason where it cannot run.
 TARGETS = [
     pytest.param("numba", "cpu", id="numba-cpu"),
-    pytest.param(
-        "triton",
-        "cpu",
-        id="triton-cpu",
-        marks=pytest.mark.skipif(
-            not (TRITON_INSTALLED and INTERPRETED),
-            reason="needs triton and TRITON_INTERPRET=1 to run Triton on the CPU",
-        ),
-    ),
-    pytest.param(
-        "triton",
-        "cuda",
-        id="triton-cuda",
-        marks=pytest.mark.skipif(not (TRITON_INSTALLED and CUDA), reason="needs triton and a CUDA GPU"),
-    ),
+    pytest.param("triton", "cpu", id="triton-cpu", marks=NEEDS_TRITON_ON_CPU),
+    pytest.param("triton", "cuda", id="triton-cuda", marks=NEEDS_CUDA),
 ]
 SOFTMAX_OPTIONS = [
     {},
@@ -101,6 +84,23 @@ def _assert_close(got, want, dtype, what: str) -> None:
         np.testing.assert_allclose(a.cpu().numpy(), b.cpu().numpy(), **tolerance(dtype), err_msg=what)
 
 
+def _assert_backend_matches_reference(backend, losses, arrays, options, dtype, entry_calls) -> None:
+    """``losses`` (the loss and its ``_with_grad`` twin) on ``backend`` equal the reference, for every reduction,
+    and ran on that backend."""
+    loss, loss_with_grad = losses
+    for reduction in ("mean", "sum", "none"):
+        what = f"{backend} {loss.__name__} {options} {reduction}"
+        with kernels.disabled():
+            reference = loss_with_grad(*arrays, reduction=reduction, **options)
+        entry_calls.clear()
+        with kernels.backend(backend):
+            fused = loss_with_grad(*arrays, reduction=reduction, **options)
+            forward = loss(*arrays, reduction=reduction, **options)
+        assert entry_calls == [backend, backend], what
+        _assert_close(fused, reference, dtype, what)
+        _assert_close(forward, reference[0], dtype, what + " (forward only)")
+
+
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n_classes", [3, 700])
@@ -120,17 +120,8 @@ def test_softmax_backend_matches_reference(backend, device, dtype, n_classes, ta
         resolved["weight"] = _tensor(RNG.uniform(0.2, 2.0, n_classes), dtype, device)
     if options.get("sample_weight") == "sample":
         resolved["sample_weight"] = _tensor(RNG.uniform(0.0, 2.0, n_rows), dtype, device)
-    for reduction in ("mean", "sum", "none"):
-        what = f"{backend} {targets_kind} {options} {reduction}"
-        with kernels.disabled():
-            reference = ce.softmax_cross_entropy_with_grad(logits, targets, reduction=reduction, **resolved)
-        entry_calls.clear()
-        with kernels.backend(backend):
-            fused = ce.softmax_cross_entropy_with_grad(logits, targets, reduction=reduction, **resolved)
-            forward = ce.softmax_cross_entropy(logits, targets, reduction=reduction, **resolved)
-        assert entry_calls == [backend, backend], what
-        _assert_close(fused, reference, dtype, what)
-        _assert_close(forward, reference[0], dtype, what + " (forward only)")
+    losses = (ce.softmax_cross_entropy, ce.softmax_cross_entropy_with_grad)
+    _assert_backend_matches_reference(backend, losses, (logits, targets), resolved, dtype, entry_calls)
 
 
 @pytest.mark.parametrize(("backend", "device"), TARGETS)
@@ -148,17 +139,8 @@ def test_sigmoid_backend_matches_reference(backend, device, dtype, shape, option
             resolved[name] = _tensor(RNG.uniform(0.2, 2.0, shape), dtype, device)
     if options.get("sample_weight") == "leading":
         resolved["sample_weight"] = _tensor(RNG.uniform(0.0, 2.0, shape[:1]), dtype, device)
-    for reduction in ("mean", "sum", "none"):
-        what = f"{backend} {shape} {options} {reduction}"
-        with kernels.disabled():
-            reference = ce.sigmoid_cross_entropy_with_grad(logits, targets, reduction=reduction, **resolved)
-        entry_calls.clear()
-        with kernels.backend(backend):
-            fused = ce.sigmoid_cross_entropy_with_grad(logits, targets, reduction=reduction, **resolved)
-            forward = ce.sigmoid_cross_entropy(logits, targets, reduction=reduction, **resolved)
-        assert entry_calls == [backend, backend], what
-        _assert_close(fused, reference, dtype, what)
-        _assert_close(forward, reference[0], dtype, what + " (forward only)")
+    losses = (ce.sigmoid_cross_entropy, ce.sigmoid_cross_entropy_with_grad)
+    _assert_backend_matches_reference(backend, losses, (logits, targets), resolved, dtype, entry_calls)
 
 
 @pytest.mark.parametrize(("backend", "device"), TARGETS)

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
+from _support import triton_devices
 
 from crossentropy.torch._autograd import scaled
 
-TRITON = importlib.util.find_spec("triton") is not None
-DEVICES = [
-    pytest.param(
-        "cpu",
-        marks=pytest.mark.skipif(
-            not (TRITON and os.environ.get("TRITON_INTERPRET") == "1"),
-            reason="needs triton and TRITON_INTERPRET=1 to run Triton on the CPU",
-        ),
-    ),
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not (TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU")
-    ),
-]
+DEVICES = triton_devices()
 
 
 @pytest.mark.parametrize("device", DEVICES)

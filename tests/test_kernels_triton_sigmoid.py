@@ -16,7 +16,6 @@ need a GPU.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 
@@ -24,21 +23,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close
+from _support import NEEDS_CUDA, assert_close, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
+from crossentropy.kernels import numba as numba_backend
 from crossentropy.kernels.triton._sigmoid import BLOCK, BLOCK_FLOAT64, sigmoid_cross_entropy_elements
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()
-NEEDS_GPU = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-DEVICES = [
-    pytest.param(
-        "cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 to run Triton on the CPU")
-    ),
-    pytest.param("cuda", marks=NEEDS_GPU),
-]
+NEEDS_GPU = NEEDS_CUDA
+DEVICES = triton_devices()
 DTYPES = [torch.float32, torch.float64]
 HALF = [torch.float16, torch.bfloat16]
 # Longer than a block of either accumulation dtype, the class axis not a divisor of the block.
@@ -57,16 +52,7 @@ OPTIONS = [
 REDUCTIONS = ["none", "sum", "mean"]
 
 
-def _numba_backend():
-    """The Numba backend's module: ``crossentropy.kernels.numba`` in the registry of backends
-    (before it, ``crossentropy.kernels`` itself held the entry point)."""
-    try:
-        return importlib.import_module("crossentropy.kernels.numba")
-    except ImportError:  # pragma: no cover - the layout before the registry
-        return kernels
-
-
-NUMBA = _numba_backend()
+NUMBA = numba_backend  # the oracle: the Numba backend's entry points
 
 
 def _ids(options: dict) -> str:

@@ -19,28 +19,23 @@ the forward-only call's memory need a GPU.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 
 import numpy as np
 import pytest
 import torch
-from _support import tolerance
+from _support import NEEDS_CUDA, tolerance, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
+from crossentropy.kernels import numba as numba_backend
 from crossentropy.kernels.triton._softmax import softmax_cross_entropy_rows
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()
-NEEDS_GPU = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-DEVICES = [
-    pytest.param(
-        "cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="needs TRITON_INTERPRET=1 to run Triton on the CPU")
-    ),
-    pytest.param("cuda", marks=NEEDS_GPU),
-]
+NEEDS_GPU = NEEDS_CUDA
+DEVICES = triton_devices()
 DTYPES = [torch.float32, torch.float64]
 HALF = [torch.float16, torch.bfloat16]
 # (class count, forced tile width): a tiny row, one tile that is not a power of two, and rows of
@@ -61,16 +56,7 @@ OPTIONS = [
 ALL_OPTIONS = OPTIONS[-1]
 
 
-def _numba_backend():
-    """The Numba backend's module: ``crossentropy.kernels.numba`` in the registry of backends
-    (before it, ``crossentropy.kernels`` itself held the entry point)."""
-    try:
-        return importlib.import_module("crossentropy.kernels.numba")
-    except ImportError:  # pragma: no cover - the layout before the registry
-        return kernels
-
-
-NUMBA = _numba_backend()
+NUMBA = numba_backend  # the oracle: the Numba backend's entry points
 
 
 def _ids(options: dict) -> str:

@@ -10,31 +10,17 @@ backend forced: ``CROSSENTROPY_KERNELS=triton python -m pytest tests/test_torch_
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import tolerance
+from _support import NEEDS_CUDA, tolerance, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy import torch as cet
 
-TRITON = importlib.util.find_spec("triton") is not None
-DEVICES = [
-    pytest.param(
-        "cpu-triton",
-        marks=pytest.mark.skipif(
-            not (TRITON and os.environ.get("TRITON_INTERPRET") == "1"),
-            reason="needs triton and TRITON_INTERPRET=1 to run Triton on the CPU",
-        ),
-    ),
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not (TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU")
-    ),
-]
+DEVICES = triton_devices("cpu-triton")
 
 
 @contextlib.contextmanager
@@ -131,7 +117,7 @@ def test_linear_cross_entropy_matches_the_materialized_logits(device_name):
         _close(got, want, torch.float32)
 
 
-@pytest.mark.skipif(not (TRITON and torch.cuda.is_available()), reason="needs a CUDA GPU")
+@NEEDS_CUDA
 def test_a_cuda_training_step_never_waits_for_the_device():
     """Under checks_disabled(), forward and backward of the fused losses make no host synchronization."""
     logits = torch.randn(64, 1000, device="cuda", requires_grad=True)
