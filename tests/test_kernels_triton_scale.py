@@ -28,6 +28,17 @@ def test_scale_unless_one_multiplies_in_place(device, dtype, factor):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_each_program_strides_over_several_blocks(device, monkeypatch):
+    from crossentropy.kernels.triton import _scale
+
+    monkeypatch.setattr(_scale, "MAX_PROGRAMS", 2)  # 5 blocks of 4096 on 2 programs: 3 and 2 blocks each
+    grad = torch.randn(5 * _scale.BLOCK - 7, dtype=torch.float64, device=device)
+    expected = grad * 0.5
+    _scale.scale_unless_one(grad, torch.tensor(0.5, device=device))
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_scale_unless_one_refuses_what_it_cannot_scale_in_place(device):
     from crossentropy.kernels.triton import scale_unless_one
 

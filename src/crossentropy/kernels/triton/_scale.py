@@ -25,16 +25,21 @@ BLOCK = 4096
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# At most this many programs, each striding over blocks: when the factor is 1 the launch costs
+# about as much as an empty kernel, however large the gradient.
+MAX_PROGRAMS = 1024
+
+
 @triton.jit
-def _scale_unless_one_kernel(grad_ptr, factor_ptr, size, BLOCK: tl.constexpr):
+def _scale_unless_one_kernel(grad_ptr, factor_ptr, size, n_blocks, BLOCK: tl.constexpr):
     factor = tl.load(factor_ptr)  # float32, or float64 for a float64 gradient
     if factor != 1.0:
-        start = tl.program_id(0).to(tl.int64) * BLOCK
-        offsets = start + tl.arange(0, BLOCK)
-        mask = offsets < size
-        values = tl.load(grad_ptr + offsets, mask=mask)
-        scaled = values.to(factor.dtype) * factor
-        tl.store(grad_ptr + offsets, scaled.to(values.dtype), mask=mask)
+        for block in range(tl.program_id(0), n_blocks, tl.num_programs(0)):
+            offsets = tl.cast(block, tl.int64) * BLOCK + tl.arange(0, BLOCK)
+            mask = offsets < size
+            values = tl.load(grad_ptr + offsets, mask=mask)
+            scaled = values.to(factor.dtype) * factor
+            tl.store(grad_ptr + offsets, scaled.to(values.dtype), mask=mask)
 
 
 def scale_unless_one(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -64,7 +69,8 @@ def scale_unless_one(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         factor = factor.to(torch.float64 if grad.dtype == torch.float64 else torch.float32)
         guard = np.errstate(all="ignore") if _INTERPRETED else contextlib.nullcontext()  # inf/NaN are results
         with guard:
-            _scale_unless_one_kernel[(triton.cdiv(size, BLOCK),)](
-                grad.view(-1), factor, size, BLOCK=BLOCK, enable_fp_fusion=True
+            n_blocks = triton.cdiv(size, BLOCK)
+            _scale_unless_one_kernel[(min(n_blocks, MAX_PROGRAMS),)](
+                grad.view(-1), factor, size, n_blocks, BLOCK=BLOCK, enable_fp_fusion=True
             )
     return grad
