@@ -355,18 +355,19 @@ def test_inplace_stays_eager_and_fullgraph_refuses_its_graph_break():
 
 def test_the_compiled_training_step_runs_each_kernel_once_per_loss(monkeypatch):
     """The kernels compute inside the compiled graph, once per loss call: the backward scales their
-    gradient. (The Numba backend computes CPU tensors; its entry points are counted.)"""
-    from crossentropy.kernels import numba as numba_backend
+    gradient. (The entry points of the backend that computes CPU tensors are counted: Numba, or the one
+    ``CROSSENTROPY_KERNELS`` forces.)"""
+    backend_module = kernels.for_torch(torch.zeros(2, 3)).load()
 
     calls = []
     for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
-        original = getattr(numba_backend, name)
+        original = getattr(backend_module, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
             calls.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(numba_backend, name, spy)
+        monkeypatch.setattr(backend_module, name, spy)
     model = Model()
     compiled = torch.compile(grad_step, backend="aot_eager", fullgraph=True, dynamic=True)
     compiled(model, batch(7, seed="spy"))
