@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-triton-full lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/crossentropy demo
 
+# The torch layer's suite a second time with the GPU kernels forced, in Triton's interpreter on CPU
+# tensors (docs/kernels.md). test_torch_linear.py is left out here (4 minutes of interpreted chunk
+# loops; test_torch_devices.py runs the linear loss on Triton): `make test-triton-full` has it.
+TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider
+TORCH_SUITE := tests/test_torch_layer.py tests/test_torch_semantics.py tests/test_torch_autograd.py \
+	tests/test_torch_opinfo.py tests/test_torch_compile.py tests/test_torch_distributed.py \
+	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py
+
 test: $(STAMP)
 	$(PY) -m pytest
+	$(TRITON_FORCED) $(TORCH_SUITE)
+
+test-triton-full: $(STAMP)
+	$(TRITON_FORCED) $(TORCH_SUITE) tests/test_torch_linear.py
 
 # The speed benchmark against PyTorch (several minutes); results in benchmarks/results/.
 bench: $(STAMP)
