@@ -127,7 +127,7 @@ def is_torch_tensor(x: Any) -> bool:
 def in_host_memory(x: Any) -> bool:
     """Whether reading a value of the array ``x`` costs no device-to-host transfer: NumPy arrays, CPU
     PyTorch tensors, and JAX arrays on the CPU; not CUDA tensors, CuPy arrays or other devices."""
-    if array_api_compat.is_torch_array(x):
+    if is_torch_tensor(x):
         return x.device.type == "cpu"
     if array_api_compat.is_cupy_array(x):
         return False
