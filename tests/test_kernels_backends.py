@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 import pytest
+import test_kernels
+import test_kernels_sigmoid
 import torch
 from _support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, tolerance
 
@@ -27,25 +29,9 @@ TARGETS = [
     pytest.param("triton", "cpu", id="triton-cpu", marks=NEEDS_TRITON_ON_CPU),
     pytest.param("triton", "cuda", id="triton-cuda", marks=NEEDS_CUDA),
 ]
-SOFTMAX_OPTIONS = [
-    {},
-    {"weight": "class"},
-    {"label_smoothing": 0.1},
-    {"label_smoothing": 0.3, "weight": "class"},
-    {"z_loss": 1e-2},
-    {"softcap": 4.0},
-    {"sample_weight": "sample"},
-    {"softcap": 3.0, "label_smoothing": 0.2, "z_loss": 1e-3, "weight": "class", "sample_weight": "sample"},
-]
-SIGMOID_OPTIONS = [
-    {},
-    {"weight": "class"},
-    {"weight": "full"},
-    {"pos_weight": "class"},
-    {"label_smoothing": 0.2},
-    {"sample_weight": "leading"},
-    {"weight": "class", "pos_weight": "class", "sample_weight": "leading", "label_smoothing": 0.1},
-]
+# The option grids of the Numba backend's own tests, the same for every backend.
+SOFTMAX_OPTIONS = test_kernels.OPTIONS
+SIGMOID_OPTIONS = test_kernels_sigmoid.OPTIONS
 DTYPES = [torch.float32, torch.float64]
 
 
@@ -131,14 +117,11 @@ def test_softmax_backend_matches_reference(backend, device, dtype, n_classes, ta
 def test_sigmoid_backend_matches_reference(backend, device, dtype, shape, options, entry_calls):
     logits = _tensor(RNG.standard_normal(shape) * 4, dtype, device)
     targets = _tensor(RNG.uniform(0, 1, shape), dtype, device)
+    layouts = {"scalar": (), "class": shape[-1:], "full": shape, "leading": shape[:1], "every": shape}
     resolved = dict(options)
-    for name in ("weight", "pos_weight"):
-        if options.get(name) == "class":
-            resolved[name] = _tensor(RNG.uniform(0.2, 2.0, shape[-1:]), dtype, device)
-        elif options.get(name) == "full":
-            resolved[name] = _tensor(RNG.uniform(0.2, 2.0, shape), dtype, device)
-    if options.get("sample_weight") == "leading":
-        resolved["sample_weight"] = _tensor(RNG.uniform(0.0, 2.0, shape[:1]), dtype, device)
+    for name in ("weight", "pos_weight", "sample_weight"):
+        if name in options:
+            resolved[name] = _tensor(RNG.uniform(0.2, 2.0, layouts[options[name]]), dtype, device)
     losses = (ce.sigmoid_cross_entropy, ce.sigmoid_cross_entropy_with_grad)
     _assert_backend_matches_reference(backend, losses, (logits, targets), resolved, dtype, entry_calls)
 
