@@ -72,6 +72,7 @@ __all__ = [
     "disabled",
     "enabled",
     "for_torch",
+    "forced",
     "select",
     "sigmoid_cross_entropy_elements",
     "softmax_cross_entropy_rows",
@@ -100,12 +101,15 @@ class Backend:
         without importing the backend's module.
     requirement : str
         What to install when the backend is forced and cannot run, for the error message.
+    installed : callable
+        ``installed() -> bool``: whether the backend's package is there (cheap; no import).
     """
 
     name: str
     module: str
     accepts: Callable[[Any], bool]
     requirement: str = ""
+    installed: Callable[[], bool] = lambda: True
 
     def load(self) -> ModuleType:
         """The module with the entry points (imported on the first call)."""
@@ -154,7 +158,13 @@ def _triton_installed() -> bool:
 # In the order ``auto`` tries them.
 BACKENDS: tuple[Backend, ...] = (
     Backend("numba", f"{__name__}.numba", _numba_accepts),
-    Backend("triton", f"{__name__}.triton", _triton_accepts, "the triton package (pip install 'crossentropy[triton]')"),
+    Backend(
+        "triton",
+        f"{__name__}.triton",
+        _triton_accepts,
+        "the triton package (pip install 'crossentropy[triton]')",
+        _triton_installed,
+    ),
 )
 _NAMES = (AUTO, *(b.name for b in BACKENDS), REFERENCE)
 
@@ -174,7 +184,7 @@ def _by_name(name: str) -> Backend:
 
 def _check_runnable(chosen: Backend, where: str) -> None:
     """Raise when a forced backend's package is missing (a clear error, not a silent reference path)."""
-    if chosen.name == "triton" and not _triton_installed():
+    if not chosen.installed():
         raise RuntimeError(f"{where} chose the {chosen.name!r} backend, which needs {chosen.requirement}")
 
 
