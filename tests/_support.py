@@ -26,6 +26,23 @@ NEEDS_TRITON_ON_CPU = pytest.mark.skipif(
 NEEDS_CUDA = pytest.mark.skipif(not (TRITON_INSTALLED and torch.cuda.is_available()), reason="needs a CUDA GPU")
 
 
+KERNEL_ENTRY_POINTS = ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements")
+
+
+def record_entry_calls(monkeypatch, module, calls: list, label: str | None = None) -> list:
+    """Spy on a kernel backend's ``module``: each call of an entry point appends ``label`` (default: the
+    entry point's name) to ``calls``, then runs it. Returns ``calls``."""
+    for name in KERNEL_ENTRY_POINTS:
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, _label=label or name, **kwargs):
+            calls.append(_label)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
 def triton_devices(cpu: str = "cpu") -> list:
     """The device axis of the Triton tests: ``cpu`` (the interpreter; named ``cpu``) and ``cuda``, each
     skipped with its reason where it cannot run."""

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from _support import assert_matches, both_paths, tolerance
+from _support import assert_matches, both_paths, record_entry_calls, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
@@ -231,18 +231,7 @@ def test_every_option_combination_compiles_once_per_dtype():
 
 def _spy_on_kernels(monkeypatch) -> list[str]:
     """Record the names of the Numba backend's entry points called from now on."""
-    from crossentropy.kernels import numba as numba_backend
-
-    calls = []
-    for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
-        original = getattr(numba_backend, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(numba_backend, name, spy)
-    return calls
+    return record_entry_calls(monkeypatch, numba_kernels, [])
 
 
 def test_numpy_floats_dispatch_to_the_kernels(monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 import test_kernels
 import test_kernels_sigmoid
 import torch
-from _support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, tolerance
+from _support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, record_entry_calls, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
@@ -48,17 +48,8 @@ def entry_calls(monkeypatch):
     """The names of the backends whose entry points ran, in order (a spy on each backend's module)."""
     calls = []
     for chosen in kernels.BACKENDS:
-        if chosen.name == "triton" and not TRITON_INSTALLED:
-            continue
-        module = chosen.load()
-        for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
-            original = getattr(module, name)
-
-            def spy(*args, _original=original, _backend=chosen.name, **kwargs):
-                calls.append(_backend)
-                return _original(*args, **kwargs)
-
-            monkeypatch.setattr(module, name, spy)
+        if chosen.installed():
+            record_entry_calls(monkeypatch, chosen.load(), calls, chosen.name)
     return calls
 
 

@@ -32,7 +32,6 @@ from crossentropy.kernels.triton._sigmoid import BLOCK, BLOCK_FLOAT64, sigmoid_c
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()
-NEEDS_GPU = NEEDS_CUDA
 DEVICES = triton_devices()
 DTYPES = [torch.float32, torch.float64]
 HALF = [torch.float16, torch.bfloat16]
@@ -571,7 +570,7 @@ def test_cpu_tensors_need_the_interpreter():
         )  # fmt: skip
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_options_on_another_device_are_refused():
     logits = torch.zeros(4, 3, device="cuda")
     with pytest.raises(ValueError, match="`weight` must be on the logits' device cuda:0; got cpu"):
@@ -581,7 +580,7 @@ def test_options_on_another_device_are_refused():
         )  # fmt: skip
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_more_than_2_31_elements():
     """2^31 + 2048 float16 logits of zeros (ℓ = ln 2, g = κ/2 each) with a few distinct entries past
     index 2^31, a per-class positive weight and per-row sample weights (the offsets there need 64
@@ -623,7 +622,7 @@ def test_more_than_2_31_elements():
     assert grad[-1, 0].item() == 0.5  # the last row's sample weight
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_no_host_synchronization():
     """Every mode runs with no read back to the host (PyTorch raises on a synchronizing call)."""
     case = Case(LARGE, OPTIONS[-1])
@@ -652,7 +651,7 @@ def test_no_host_synchronization():
             torch.cuda.set_sync_debug_mode("default")
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_forward_only_allocates_only_the_partial_sums():
     n = 2**24
     logits = torch.randn(n, device="cuda")
@@ -669,7 +668,7 @@ def test_forward_only_allocates_only_the_partial_sums():
     assert torch.cuda.max_memory_allocated() - before <= partials + 2**20  # the logits take 64 MiB
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_sums_are_the_same_from_run_to_run():
     case = Case((1000, 1000), {"pos_weight": "class"})
     arguments = case.tensors(torch.float32, "cuda")

@@ -34,7 +34,6 @@ from crossentropy.kernels.triton._softmax import softmax_cross_entropy_rows
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()
-NEEDS_GPU = NEEDS_CUDA
 DEVICES = triton_devices()
 DTYPES = [torch.float32, torch.float64]
 HALF = [torch.float16, torch.bfloat16]
@@ -532,7 +531,7 @@ def test_cpu_tensors_need_the_interpreter():
         )
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 @pytest.mark.parametrize("n_classes", [32000, 131072], ids=["one-tile", "tiles"])
 def test_more_than_2_to_the_31_elements(n_classes):
     """64-bit row offsets: rows beyond element 2^31 against float64 PyTorch (the gradient over the logits)."""
@@ -552,7 +551,7 @@ def test_more_than_2_to_the_31_elements(n_classes):
     assert_close(grad[check], expected_grad, torch.bfloat16)
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_no_host_synchronization():
     cases = [Case(64, 1000, torch.float32, "cuda", index=i, options=ALL_OPTIONS, seed=17) for i in (True, False)]
     cases.append(Case(8, 40000, torch.bfloat16, "cuda", options={"weight": True}, seed=18))
@@ -577,7 +576,7 @@ def test_no_host_synchronization():
     torch.cuda.synchronize()
 
 
-@NEEDS_GPU
+@NEEDS_CUDA
 def test_forward_only_allocates_per_row():
     n_rows, n_classes = 4096, 8192
     case = Case(n_rows, n_classes, torch.float32, "cuda", options={"smoothing": 0.1}, seed=19)

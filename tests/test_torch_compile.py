@@ -22,7 +22,7 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close
+from _support import assert_close, record_entry_calls
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
@@ -357,17 +357,7 @@ def test_the_compiled_training_step_runs_each_kernel_once_per_loss(monkeypatch):
     """The kernels compute inside the compiled graph, once per loss call: the backward scales their
     gradient. (The entry points of the backend that computes CPU tensors are counted: Numba, or the one
     ``CROSSENTROPY_KERNELS`` forces.)"""
-    backend_module = kernels.for_torch(torch.zeros(2, 3)).load()
-
-    calls = []
-    for name in ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements"):
-        original = getattr(backend_module, name)
-
-        def spy(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(backend_module, name, spy)
+    calls = record_entry_calls(monkeypatch, kernels.for_torch(torch.zeros(2, 3)).load(), [])
     model = Model()
     compiled = torch.compile(grad_step, backend="aot_eager", fullgraph=True, dynamic=True)
     compiled(model, batch(7, seed="spy"))

@@ -30,8 +30,10 @@ __all__ = [
     "is_torch_tensor",
     "is_transformed_tensor",
     "log_base_divisor",
+    "may_overlap",
     "move_axes",
     "onehot_mask",
+    "same_memory",
     "take_last",
     "xlogy",
     "xmul",
@@ -122,6 +124,38 @@ def is_torch_tensor(x: Any) -> bool:
     (``array_api_compat.is_torch_array`` is ``lru_cache``-wrapped, which Dynamo warns about)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def same_memory(a: Any, b: Any) -> bool:
+    """Whether two arrays view exactly the same memory: the same start, shape and strides (NumPy arrays,
+    or PyTorch tensors on one device). False for other kinds, which cannot be told apart here."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        same_layout = a.shape == b.shape and a.strides == b.strides
+        return same_layout and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    if is_torch_tensor(a) and is_torch_tensor(b):
+        same_layout = a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
+        return same_layout and a.data_ptr() == b.data_ptr()
+    return False
+
+
+def may_overlap(a: Any, b: Any) -> bool:
+    """Whether two arrays may share memory: their byte ranges intersect (NumPy's bounds check, or the span
+    of each PyTorch tensor's strides). False where the library cannot tell, and for empty tensors."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    if is_torch_tensor(a) and is_torch_tensor(b):
+        if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+            return False
+
+        def extent(t: Any) -> tuple[int, int]:
+            span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) + 1
+            return t.data_ptr(), t.data_ptr() + span * t.element_size()
+
+        (a_start, a_stop), (b_start, b_stop) = extent(a), extent(b)
+        return a_start < b_stop and b_start < a_stop
+    return False
 
 
 def in_host_memory(x: Any) -> bool:

@@ -37,7 +37,9 @@ from ._array import (
     concrete_bool,
     get_namespace,
     in_host_memory,
+    may_overlap,
     onehot_mask,
+    same_memory,
     take_last,
     xmul,
 )
@@ -331,13 +333,13 @@ def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
                 "`out` takes no part in autograd, as PyTorch's `out=` arguments; got "
                 f"{' and '.join(tracked)} requiring grad: call without `out`, or under torch.no_grad()"
             )
-    if _same_memory(out, logits):
+    if same_memory(out, logits):
         return True
     if not _is_writeable(out):
         raise ValueError(f"`out` must be writeable; got a read-only {type(out).__name__}")
     if not _is_c_contiguous(out):
         raise ValueError(f"`out` must be C-contiguous (row-major, no gaps); got strides {_strides(out)}")
-    if _may_overlap(out, logits):
+    if may_overlap(out, logits):
         raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
     return False
 
@@ -368,36 +370,6 @@ def _gradient_into(out: Any, grad: Any) -> Any:
             f"{type(out).__name__} refused it: {error}"
         ) from None
     return out
-
-
-def _same_memory(a: Any, b: Any) -> bool:
-    """Whether two arrays view exactly the same memory (same start, shape and strides)."""
-    if a is b:
-        return True
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        same_layout = a.shape == b.shape and a.strides == b.strides
-        return same_layout and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    if array_api_compat.is_torch_array(a) and array_api_compat.is_torch_array(b):
-        same_layout = a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
-        return same_layout and a.data_ptr() == b.data_ptr()
-    return False
-
-
-def _may_overlap(a: Any, b: Any) -> bool:
-    """Whether two arrays may share memory (bounds compared; False where the library cannot tell)."""
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return bool(np.may_share_memory(a, b))
-    if array_api_compat.is_torch_array(a) and array_api_compat.is_torch_array(b):
-        if a.device != b.device or a.numel() == 0 or b.numel() == 0:
-            return False
-
-        def extent(t: Any) -> tuple[int, int]:
-            span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) + 1
-            return t.data_ptr(), t.data_ptr() + span * t.element_size()
-
-        (a_start, a_stop), (b_start, b_stop) = extent(a), extent(b)
-        return a_start < b_stop and b_start < a_stop
-    return False
 
 
 def _is_writeable(x: Any) -> bool:

@@ -744,7 +744,7 @@ def _public_call(inputs: _Inputs, *, with_grad: bool, generic: bool) -> Callable
 
 def _kernel_call(inputs: _Inputs, *, with_grad: bool) -> Callable[[], Any]:
     """The Numba kernel layer: plain mean cross-entropy, with a new gradient when ``with_grad``."""
-    from ..kernels import numba as kernels
+    from ..kernels import numba as numba_kernels
 
     n_rows = inputs.shape[0]
     row_weight = np.ones(n_rows, np.float32)
@@ -753,7 +753,7 @@ def _kernel_call(inputs: _Inputs, *, with_grad: bool) -> Callable[[], Any]:
     logits, targets = inputs.logits, inputs.targets
 
     def call() -> Any:
-        losses, grad = kernels.softmax_cross_entropy_rows(
+        losses, grad = numba_kernels.softmax_cross_entropy_rows(
             logits,
             targets,
             weight=None,

@@ -65,7 +65,6 @@ __all__ = [
     "BACKENDS",
     "IN_PLACE",
     "Backend",
-    "accepts",
     "accepts_torch",
     "backend",
     "check_softmax_in_place",
@@ -74,8 +73,6 @@ __all__ = [
     "for_torch",
     "forced",
     "select",
-    "sigmoid_cross_entropy_elements",
-    "softmax_cross_entropy_rows",
 ]
 
 # The environment variable that forces a backend, and the names it and backend() take.
@@ -291,31 +288,6 @@ def _accepting(x: Any) -> Backend | None:
     return next((b for b in candidates if b.accepts(x)), None)
 
 
-def accepts(xp: Any, x: Any, *others: Any) -> bool:
-    """Whether :func:`select` finds a backend for these arrays."""
-    return select(xp, x, *others) is not None
-
-
 def accepts_torch(x: Any, *others: Any) -> bool:
     """Whether :func:`for_torch` finds a backend for these tensors."""
     return for_torch(x, *others) is not None
-
-
-def _backend_for(logits: Any) -> Backend:
-    chosen = _accepting(logits)
-    if chosen is None:
-        kind = f"{type(logits).__module__}.{type(logits).__name__} of dtype {getattr(logits, 'dtype', None)}"
-        raise TypeError(f"no kernel backend accepts `logits` ({kind}) under backend {forced()!r}")
-    return chosen
-
-
-def softmax_cross_entropy_rows(logits: Any, *args: Any, **options: Any) -> Any:
-    """``softmax_cross_entropy_rows`` of the backend that accepts ``logits`` (see
-    :func:`crossentropy.kernels.numba.softmax_cross_entropy_rows` for the arguments)."""
-    return _backend_for(logits).softmax_cross_entropy_rows(logits, *args, **options)
-
-
-def sigmoid_cross_entropy_elements(logits: Any, *args: Any, **options: Any) -> Any:
-    """``sigmoid_cross_entropy_elements`` of the backend that accepts ``logits`` (see
-    :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements` for the arguments)."""
-    return _backend_for(logits).sigmoid_cross_entropy_elements(logits, *args, **options)

@@ -127,7 +127,7 @@ def _chunked(
     # The kernel writes the gradient over the logits, unless the soft-cap's derivative needs them.
     grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
     losses = input.new_empty(n_rows, dtype=dtype)
-    on_kernels = kernels.accepts_torch(logits_buffer)
+    backend = kernels.for_torch(logits_buffer)  # asked once: every chunk has the buffer's device and dtype
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         rows = input[start:stop].to(dtype)
@@ -136,11 +136,11 @@ def _chunked(
             torch.mm(rows, weight_acc.T, out=logits)
         else:
             torch.addmm(bias_acc, rows, weight_acc.T, out=logits)
-        if not on_kernels:
+        if backend is None:
             factor = row_factor[start:stop].to(dtype) if store else None
             losses[start:stop], dlogits = _generic_rows(logits, target[start:stop], factor, options)
         else:
-            losses[start:stop], dlogits = kernels.softmax_cross_entropy_rows(
+            losses[start:stop], dlogits = backend.softmax_cross_entropy_rows(
                 logits,
                 safe_target[start:stop],
                 weight=None,

@@ -41,7 +41,7 @@ import array_api_compat
 import numba
 import numpy as np
 
-from ..._array import is_torch_tensor
+from ..._array import is_torch_tensor, may_overlap, same_memory
 from .._in_place import check_softmax_in_place
 from . import _threading
 from ._math import BFLOAT16_BITS, FLOAT16_BITS
@@ -227,19 +227,9 @@ def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype
         raise ValueError(f"`out` must be {rule}; got {got}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("`out` must be a writeable C-contiguous array")
-    if np.may_share_memory(out, logits):
+    if may_overlap(out, logits):
         raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
     return out.view(kernel_dtype)
-
-
-def _same_memory(out: Any, logits: np.ndarray) -> bool:
-    """Whether ``out`` is an ndarray viewing exactly the memory of ``logits`` (same start, shape and strides)."""
-    return (
-        isinstance(out, np.ndarray)
-        and out.shape == logits.shape
-        and out.strides == logits.strides
-        and out.__array_interface__["data"][0] == logits.__array_interface__["data"][0]
-    )
 
 
 def _writes_over_logits(
@@ -247,7 +237,7 @@ def _writes_over_logits(
 ) -> bool:
     """True when ``out`` is ``logits`` itself, and check that the gradient can then overwrite them
     (:func:`check_softmax_in_place`)."""
-    if not _same_memory(out, logits):
+    if not same_memory(out, logits):
         return False
     check_softmax_in_place(
         contiguous=bool(logits.flags.c_contiguous and logits.flags.writeable),
@@ -342,7 +332,7 @@ def sigmoid_cross_entropy_elements(
     row_factor = layout.row_factor(n_rows)
     losses = np.empty(size if per_element else n_rows, dtype)
     store = grad_scale is not None
-    in_place = store and out is not None and _same_memory(_host(out), logits)
+    in_place = store and out is not None and same_memory(_host(out), logits)
     if in_place and not (logits.flags.c_contiguous and logits.flags.writeable):
         raise ValueError("writing the gradient over the logits (`out=logits`) needs writeable C-contiguous logits")
     if store and out is not None and not in_place:

@@ -24,16 +24,26 @@ Triton is imported when a kernel first runs, not when :mod:`crossentropy` is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
+import numpy as np
+import torch
+
 __all__ = [
+    "INTERPRETED",
+    "LOGIT_DTYPES",
     "accepts",
     "interpreted",
+    "interpreter_errstate",
     "scale_unless_one",
     "sigmoid_cross_entropy_elements",
     "softmax_cross_entropy_rows",
 ]
+
+# The logits' dtypes the kernels read; they accumulate in float32 (float64 for float64).
+LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def interpreted() -> bool:
@@ -41,16 +51,28 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
+# As the kernel modules were defined: ``triton.jit`` reads the variable when a kernel is defined, and
+# they are imported right after this package.
+INTERPRETED = interpreted()
+
+
+def interpreter_errstate() -> contextlib.AbstractContextManager:
+    """NumPy's floating-point warnings off while Triton's interpreter runs the kernels on NumPy arrays.
+
+    The kernels compute with IEEE infinities and NaN on purpose (``inf * 0`` in a branch that a
+    ``tl.where`` then discards); a GPU raises nothing there, and NumPy's warnings about the same
+    operations say nothing about the results.
+    """
+    return np.errstate(all="ignore") if INTERPRETED else contextlib.nullcontext()
+
+
 def accepts(x: Any) -> bool:
     """Whether ``x`` is a PyTorch tensor these kernels read: on a CUDA device (any device under
     :func:`interpreted`, where Triton runs on the CPU), float16, bfloat16, float32 or float64."""
-    import torch
-
     if not isinstance(x, torch.Tensor):
         return False
-    dtypes = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     on_device = x.device.type == "cuda" or (x.device.type == "cpu" and interpreted())
-    return on_device and x.dtype in dtypes
+    return on_device and x.dtype in LOGIT_DTYPES
 
 
 def softmax_cross_entropy_rows(*args: Any, **options: Any) -> Any:

@@ -11,18 +11,15 @@ the device and returns at once when it is 1, so the usual backward costs one lau
 
 from __future__ import annotations
 
-import contextlib
-import os
-
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from . import interpreter_errstate
+
 __all__ = ["scale_unless_one"]
 
 BLOCK = 4096
-_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # At most this many programs, each striding over blocks: when the factor is 1 the launch costs
@@ -67,8 +64,7 @@ def scale_unless_one(grad: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     if size:
         factor = factor.reshape(1)
         factor = factor.to(torch.float64 if grad.dtype == torch.float64 else torch.float32)
-        guard = np.errstate(all="ignore") if _INTERPRETED else contextlib.nullcontext()  # inf/NaN are results
-        with guard:
+        with interpreter_errstate():
             n_blocks = triton.cdiv(size, BLOCK)
             _scale_unless_one_kernel[(min(n_blocks, MAX_PROGRAMS),)](
                 grad.view(-1), factor, size, n_blocks, BLOCK=BLOCK, enable_fp_fusion=True

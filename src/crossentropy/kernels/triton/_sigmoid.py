@@ -34,15 +34,15 @@ host: ``grad_scale`` and ``denominator`` may be 0-d tensors on the device, read 
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 from typing import Any
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
+
+from ..._array import may_overlap, same_memory
+from . import INTERPRETED, LOGIT_DTYPES, interpreter_errstate
 
 __all__ = ["BLOCK", "BLOCK_FLOAT64", "sigmoid_cross_entropy_elements"]
 
@@ -63,8 +63,7 @@ _CLASS = tl.constexpr(2)  # one value per class of the last axis: index (offset 
 _ROW = tl.constexpr(3)  # one value per row of the class axis: index (offset div C)
 _FULL = tl.constexpr(4)  # one value per element
 
-_LOGIT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_REAL_DTYPES = (*_LOGIT_DTYPES, torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_REAL_DTYPES = (*LOGIT_DTYPES, torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _TRITON_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
@@ -219,9 +218,6 @@ def _mean_kernel(sums_ptr, loss_ptr, den_ptr, den_value, DEN_FROM_PTR: tl.conste
     tl.store(loss_ptr, tl.where(empty, 0.0, tl.where(overflow, scaled, mean)).to(ACC))
 
 
-_INTERPRETED = isinstance(_sigmoid_cross_entropy_kernel, InterpretedFunction)
-
-
 def _check_tensor(name: str, value: Any, device: torch.device) -> torch.Tensor:
     """``value`` (detached) if it is a real tensor on ``device``; else a TypeError or ValueError naming ``name``."""
     if not isinstance(value, torch.Tensor):
@@ -282,19 +278,6 @@ def _scalar(name: str, value: Any, accumulation: torch.dtype, device: torch.devi
     if accumulation == torch.float64:
         return torch.full((1,), float(value), dtype=torch.float64, device=device), True
     return float(value), False
-
-
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the memory spans of two tensors intersect (a conservative test)."""
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
-        return False
-
-    def span(t: torch.Tensor) -> tuple[int, int]:
-        extent = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) + 1 if t.numel() else 0
-        return t.data_ptr(), t.data_ptr() + extent * t.element_size()
-
-    (a0, a1), (b0, b1) = span(a), span(b)
-    return a0 < b1 and b0 < a1
 
 
 def sigmoid_cross_entropy_elements(
@@ -394,10 +377,10 @@ def sigmoid_cross_entropy_elements(
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"`logits` must be a torch.Tensor; got {type(logits).__name__}")
-    if logits.dtype not in _LOGIT_DTYPES:
+    if logits.dtype not in LOGIT_DTYPES:
         raise TypeError(f"`logits` must be float16, bfloat16, float32 or float64; got dtype {logits.dtype}")
     device = logits.device
-    if device.type == "cpu" and not _INTERPRETED:
+    if device.type == "cpu" and not INTERPRETED:
         raise ValueError(
             "`logits` must be on a CUDA device (CPU tensors run only in Triton's interpreter, with "
             f"TRITON_INTERPRET=1 set before {__name__} is imported); got device {device}"
@@ -426,7 +409,7 @@ def sigmoid_cross_entropy_elements(
                 f"`out` must be a tensor of the logits' shape {shape}, dtype {logits.dtype} and device {device}; "
                 f"got shape {tuple(out.shape)}, dtype {out.dtype} and device {out.device}"
             )
-        in_place = out.data_ptr() == logits.data_ptr() and out.stride() == logits.stride()
+        in_place = same_memory(out, logits)
         if in_place and not logits.is_contiguous():
             raise ValueError(
                 "writing the gradient over the logits (`out=logits`) needs contiguous logits; "
@@ -434,7 +417,7 @@ def sigmoid_cross_entropy_elements(
             )
         if not in_place and not out.is_contiguous():
             raise ValueError(f"`out` must be contiguous (row-major, no gaps); got strides {out.stride()}")
-        if not in_place and _overlap(out, logits):
+        if not in_place and may_overlap(out, logits):
             raise ValueError(
                 "`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)"
             )
@@ -478,7 +461,7 @@ def sigmoid_cross_entropy_elements(
 
     index_dtype = tl.int64 if n_classes >= 2**31 - 2 * block else tl.int32
     acc = _TRITON_DTYPES[accumulation]
-    with _interpreter_errstate():
+    with interpreter_errstate():
         if n_blocks:
             _sigmoid_cross_entropy_kernel[(n_blocks,)](
                 x, t, pointer(w), pointer(q), pointer(s), x if in_place else pointer(grad), losses, partials,
@@ -500,20 +483,10 @@ def sigmoid_cross_entropy_elements(
     if not mean:
         return sums[0].to(accumulation), grad
     loss = torch.empty((), dtype=accumulation, device=device)
-    with _interpreter_errstate():
+    with interpreter_errstate():
         _mean_kernel[(1,)](
             sums, loss, pointer(den_arg) if den_from_ptr else placeholder, 0.0 if den_from_ptr else den_arg,
             DEN_FROM_PTR=den_from_ptr, LARGEST=float(torch.finfo(accumulation).max), ACC=acc, num_warps=1,
             enable_fp_fusion=_FP_FUSION,
         )  # fmt: skip
     return loss, grad
-
-
-def _interpreter_errstate() -> contextlib.AbstractContextManager:
-    """NumPy's floating-point warnings off while Triton's interpreter runs the kernels on NumPy arrays.
-
-    The kernels compute with IEEE infinities and NaN on purpose (``inf * 0`` in a branch that a
-    ``tl.where`` then discards); a GPU raises nothing there, and NumPy's warnings about the same
-    operations say nothing about the results.
-    """
-    return np.errstate(all="ignore") if _INTERPRETED else contextlib.nullcontext()

@@ -52,21 +52,20 @@ the host.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import struct
 from typing import Any
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from ..._array import may_overlap, same_memory
+from . import INTERPRETED, LOGIT_DTYPES, interpreter_errstate
+
 __all__ = ["SINGLE_TILE_MAX", "TILE", "softmax_cross_entropy_rows"]
 
 # Whether the kernels below were defined for Triton's interpreter (triton.jit reads the variable then).
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Launch configurations, by element size in bytes, for "light" calls (index targets without label
 # smoothing or soft-cap: the per-element work is a max, an exponential and a sum) and "heavy" ones
@@ -83,8 +82,6 @@ TILE = {"light": {2: (8192, 16), 4: (8192, 16), 8: (2048, 16)}, "heavy": {2: (40
 _ROWS_ELEMENTS = {2: 2048, 4: 2048, 8: 1024}
 # Elements a thread holds in a program that keeps its rows in registers (sets its warps, 4 to 32).
 _PER_THREAD = {2: 8, 4: 8, 8: 4}
-
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
@@ -368,13 +365,6 @@ def _per_row(value: Any, name: str, batch_shape: tuple[int, ...], dtype: torch.d
     return tensor.reshape(-1).contiguous()
 
 
-def _extent(x: torch.Tensor) -> tuple[int, int]:
-    """The bytes ``[start, stop)`` that ``x`` may touch."""
-    start = x.data_ptr()
-    span = sum((size - 1) * abs(stride) for size, stride in zip(x.shape, x.stride(), strict=True))
-    return start, start + (span + 1) * x.element_size()
-
-
 def _launch_config(n_rows: int, n_classes: int, element_size: int, *, light: bool, block_v: int | None) -> dict:
     """``SINGLE``, ``ROWS``, ``BLOCK`` and ``num_warps`` for rows of ``n_classes`` elements of ``element_size``
     bytes (``light``: see :data:`SINGLE_TILE_MAX`)."""
@@ -499,11 +489,11 @@ def softmax_cross_entropy_rows(
     >>> [[round(v, 4) for v in row] for row in grad.tolist()]
     [[-0.341, 0.2424, 0.0986], [0.3333, 0.3333, -0.6667]]
     """
-    if not isinstance(logits, torch.Tensor) or logits.dtype not in _DTYPES:
+    if not isinstance(logits, torch.Tensor) or logits.dtype not in LOGIT_DTYPES:
         got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise TypeError(f"`logits` must be a float16, bfloat16, float32 or float64 torch.Tensor; got {got}")
     device = logits.device
-    if device.type != "cuda" and not (_INTERPRETED and device.type == "cpu"):
+    if device.type != "cuda" and not (INTERPRETED and device.type == "cpu"):
         raise ValueError(
             "`logits` must be on a CUDA device (CPU tensors run only under TRITON_INTERPRET=1, set before "
             f"crossentropy.kernels.triton is imported); got device {device}"
@@ -569,8 +559,7 @@ def softmax_cross_entropy_rows(
         config = _launch_config(n_rows, n_classes, logits.element_size(), light=light, block_v=block_v)
         grid = (triton.cdiv(n_rows, config["ROWS"]),)
         # Placeholders for pointers the specialization never reads (a constexpr flag is off).
-        guard = np.errstate(all="ignore") if _INTERPRETED else contextlib.nullcontext()  # NaN/inf are results here
-        with guard:
+        with interpreter_errstate():
             _softmax_cross_entropy_kernel[grid](
                 x,
                 x.stride(0),
@@ -618,8 +607,7 @@ def _check_out(out: torch.Tensor | None, logits: torch.Tensor, rows: torch.Tenso
         raise ValueError(f"`out` must be a tensor of the logits' shape {shape} and dtype {logits.dtype}; got {got}")
     if out.device != logits.device:
         raise ValueError(f"`out` must be on the logits' device {logits.device}; got {out.device}")
-    same = out.data_ptr() == logits.data_ptr() and out.stride() == logits.stride()
-    if same:
+    if same_memory(out, logits):
         n_rows = rows.shape[0] if rows is not None else 0
         if rows is None or (n_rows > 1 and rows.stride(0) < logits.shape[-1]):
             raise ValueError(
@@ -630,7 +618,6 @@ def _check_out(out: torch.Tensor | None, logits: torch.Tensor, rows: torch.Tenso
     out_rows = _rows(out)
     if out_rows is None or (out_rows.shape[0] > 1 and out_rows.stride(0) < logits.shape[-1]):
         raise ValueError(f"`out` must have rows with class stride 1 that do not overlap; got strides {out.stride()}")
-    (a, b), (c, d) = _extent(out), _extent(logits)
-    if out.numel() and logits.numel() and a < d and c < b:
+    if may_overlap(out, logits):
         raise ValueError("`out` must not overlap `logits` unless it is `logits` itself (the gradient written in place)")
     return False
