@@ -8,7 +8,7 @@ the library's other losses in PyTorch's layout. See :mod:`crossentropy.torch.fun
 
 from __future__ import annotations
 
-from .distributed import vocab_parallel_cross_entropy
+from .distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 from .functional import (
     backward_corrected_cross_entropy,
     binary_cross_entropy,
@@ -62,4 +62,5 @@ __all__ = [
     "softmax_focal_loss",
     "symmetric_cross_entropy",
     "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
 ]
