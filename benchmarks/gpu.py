@@ -652,6 +652,389 @@ def describe(entry: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# linear cross-entropy: the loss of x @ W.T without (or with) the N×V logits
+
+LINEAR_FULL = ((8192, 4096, 32768), (8192, 4096, 131072), (8192, 4096, 262144))
+LINEAR_QUICK = {"cuda": ((8192, 4096, 32768),), "cpu": ((64, 32, 512),)}
+LINEAR_DTYPE = {"cuda": "bfloat16", "cpu": "float32"}
+IGNORE_INDEX = -100
+IGNORE_EVERY = 61  # every 61st target is ignore_index: 135 rows of 8192 (2 of 64 in the smoke mode)
+LINEAR_BUDGET_S = 130.0  # the linear section's share of --budget-s (it runs first)
+# What ours is held to, against Cut Cross-Entropy on the same inputs, and every method against the
+# float64 reference (the accuracy targets).
+LINEAR_TARGETS = {"memory_vs_cce": 1.1, "time_vs_cce": 1.0, "loss_rel_err": 1e-3, "grad_cosine": 0.9999}
+
+
+@dataclass(frozen=True)
+class LinearMethod:
+    key: str
+    label: str
+    ours: bool = False
+
+
+LINEAR_METHODS = (
+    LinearMethod("eager", "eager `F.cross_entropy((x @ W.T).float(), y)`"),
+    LinearMethod("torch_chunked", "PyTorch `F.linear_cross_entropy(options=LinearCrossEntropyOptions())`"),
+    LinearMethod("liger", "Liger `liger_fused_linear_cross_entropy`"),
+    LinearMethod("cce", "CCE `cut_cross_entropy.linear_cross_entropy`"),
+    LinearMethod("ours", "ours `crossentropy.torch.linear_cross_entropy`", ours=True),
+)
+
+
+def _eager_linear(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy((x @ w.T).float(), y, ignore_index=IGNORE_INDEX)
+
+
+class LinearMethods:
+    """Each linear method's callable ``(x, W, y) -> loss``, or why it cannot run here (``Unavailable``)."""
+
+    def __init__(self, device: Device, ours: Any, ours_error: str | None) -> None:
+        self.device = device
+        self.ours = ours
+        self.ours_error = ours_error
+        self._cache: dict[str, Callable | str] = {}
+
+    def get(self, key: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        if key not in self._cache:
+            try:
+                self._cache[key] = self._make(key)
+            except Unavailable as why:
+                self._cache[key] = str(why)
+        made = self._cache[key]
+        if isinstance(made, str):
+            raise Unavailable(made)
+        return made
+
+    def _import(self, module: str, distribution: str) -> Any:
+        """The module of a peer whose kernels are Triton's: CUDA only."""
+        if not self.device.cuda:
+            raise Unavailable("skipped: needs a CUDA device (Triton kernels)")
+        if importlib.util.find_spec(module) is None:
+            raise Unavailable(f"not installed ({distribution})")
+        try:
+            return importlib.import_module(module)
+        except Exception as error:
+            raise Unavailable("import failed: " + error_text(error)) from None
+
+    def _make(self, key: str) -> Callable:
+        if key == "eager":
+            return _eager_linear
+        if key == "torch_chunked":
+            functional = getattr(F, "linear_cross_entropy", None)
+            options_type = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+            if functional is None or options_type is None:
+                raise Unavailable(f"not in torch {torch.__version__}")
+            options = options_type()
+            return lambda x, w, y: functional(x, w, y, ignore_index=IGNORE_INDEX, options=options)
+        if key == "liger":
+            liger = self._import(
+                "liger_kernel.transformers.functional", "liger-kernel"
+            ).liger_fused_linear_cross_entropy
+            return lambda x, w, y: liger(x, w, y, ignore_index=IGNORE_INDEX)
+        if key == "cce":
+            cce = self._import("cut_cross_entropy", "cut-cross-entropy").linear_cross_entropy
+            return lambda x, w, y: cce(x, w, y, ignore_index=IGNORE_INDEX)
+        if key == "ours":
+            if self.ours is None:
+                raise Unavailable(self.ours_error)
+            # Positional: input, linear_weight, target; ignore_index is -100 by default, as everywhere here.
+            return self.ours.torch.linear_cross_entropy
+        raise KeyError(key)
+
+
+@dataclass
+class LinearInputs:
+    n: int
+    h: int
+    v: int
+    dtype: torch.dtype
+    x: torch.Tensor  # (N, H), a leaf that requires grad
+    w: torch.Tensor  # (V, H), a leaf that requires grad
+    y: torch.Tensor  # (N,) int64, every IGNORE_EVERY-th row ignore_index
+
+
+def make_linear_inputs(device: Device, n: int, h: int, v: int, dtype: torch.dtype) -> LinearInputs:
+    """Standard-normal hidden states, weights of standard deviation 1/√H (standard-normal logits)."""
+    generator = torch.Generator(device=device.torch)
+    generator.manual_seed(SEED + 3)
+    x = torch.randn(n, h, device=device.torch, generator=generator).to(dtype).requires_grad_()
+    w = torch.randn(v, h, device=device.torch, generator=generator).mul_(h**-0.5).to(dtype).requires_grad_()
+    y = torch.randint(0, v, (n,), device=device.torch, generator=generator)
+    y[::IGNORE_EVERY] = IGNORE_INDEX
+    return LinearInputs(n, h, v, dtype, x, w, y)
+
+
+@dataclass
+class LinearReference:
+    loss: float
+    grad_x: torch.Tensor  # float32, rounded from float64
+    grad_w: torch.Tensor
+
+
+def make_linear_reference(inputs: LinearInputs) -> LinearReference:
+    """Loss and gradients in float64 of the very (rounded) inputs, in chunks of rows: the float64 logits of
+    one chunk at a time (about 512 MB), never the N×V of them."""
+    x64, w64, y = inputs.x.detach().double(), inputs.w.detach().double(), inputs.y
+    valid = y != IGNORE_INDEX
+    count = int(valid.sum())
+    grad_x = torch.empty(inputs.n, inputs.h, dtype=torch.float32, device=x64.device)
+    grad_w = torch.zeros(inputs.v, inputs.h, dtype=torch.float64, device=x64.device)
+    total = torch.zeros((), dtype=torch.float64, device=x64.device)
+    chunk = max(1, 2**26 // inputs.v)
+    with torch.no_grad():
+        for start in range(0, inputs.n, chunk):
+            xs, ys, keep = x64[start : start + chunk], y[start : start + chunk], valid[start : start + chunk]
+            logits = xs @ w64.T
+            lse = torch.logsumexp(logits, dim=1)
+            safe = torch.where(keep, ys, 0)
+            picked = logits.gather(1, safe[:, None])[:, 0]
+            total += torch.where(keep, lse - picked, 0.0).sum()
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            grad[torch.arange(len(ys), device=grad.device), safe] -= 1.0
+            grad.mul_((keep.double() / max(count, 1))[:, None])
+            grad_x[start : start + chunk] = grad @ w64
+            grad_w.addmm_(grad.T, xs)
+            del logits, grad
+        del w64
+        grad_w32 = grad_w.float()
+    del grad_w
+    return LinearReference(float(total) / max(count, 1), grad_x, grad_w32)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two same-shaped tensors, accumulated in float64 over chunks of rows; NaN stays NaN."""
+    dot = torch.zeros((), dtype=torch.float64, device=a.device)
+    norm_a, norm_b = torch.zeros_like(dot), torch.zeros_like(dot)
+    rows = max(1, 2**24 // a.shape[-1])
+    with torch.no_grad():
+        for start in range(0, a.shape[0], rows):
+            pa, pb = a[start : start + rows].double(), b[start : start + rows].double()
+            dot += (pa * pb).sum()
+            norm_a += (pa * pa).sum()
+            norm_b += (pb * pb).sum()
+    return float(dot / (norm_a.sqrt() * norm_b.sqrt()))
+
+
+def linear_check(reference: LinearReference, loss: torch.Tensor, grad_x: torch.Tensor, grad_w: torch.Tensor) -> dict:
+    value = float(loss.detach().double())
+    check: dict[str, Any] = {
+        "loss": value,
+        "loss_rel_err": abs(value - reference.loss) / abs(reference.loss) if math.isfinite(value) else math.inf,
+        "cos_grad_x": cosine(grad_x, reference.grad_x),
+        "cos_grad_w": cosine(grad_w, reference.grad_w),
+    }
+    bad = [k for k in ("loss_rel_err",) if not check[k] <= LINEAR_TARGETS["loss_rel_err"]]
+    bad += [k for k in ("cos_grad_x", "cos_grad_w") if not check[k] >= LINEAR_TARGETS["grad_cosine"]]  # NaN fails
+    check["verdict"] = "FAIL (" + ", ".join(bad) + ")" if bad else "pass"
+    return check
+
+
+def linear_repeat(v: int, override: int | None, quick: bool) -> int:
+    if override:
+        return override
+    return 3 if quick or v >= 262144 else 5
+
+
+def run_linear_method(
+    fn: Callable, inputs: LinearInputs, reference: LinearReference, device: Device, warmup: int, repeat: int
+) -> dict:
+    """Forward + backward of one method: the checked first call, warm-up, ``repeat`` timed calls, the peak."""
+    x, w, y = inputs.x, inputs.w, inputs.y
+
+    def call() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss = fn(x, w, y)
+        grad_x, grad_w = torch.autograd.grad(loss, (x, w))
+        return loss.detach(), grad_x, grad_w
+
+    entry: dict[str, Any] = {}
+    out = None
+    try:
+        device.flush()
+        device.sync()
+        start = time.perf_counter()
+        out = call()
+        device.sync()
+        entry["first_call_s"] = time.perf_counter() - start
+        entry["check"] = linear_check(reference, *out)
+        out = None
+        for _ in range(warmup - 1):
+            out = call()
+            out = None
+        device.sync()
+        times = device.timed(call, device.flush, repeat)
+        entry.update(times_ms=times, median_ms=statistics.median(times))
+        entry["peak_bytes"] = device.peak(call, device.flush)
+        entry["status"] = "ok"
+    except out_of_memory_errors():
+        entry["status"] = "OOM"
+    except Exception as error:
+        entry["status"] = "error: " + error_text(error)
+        entry["traceback"] = traceback.format_exc()
+    if entry["status"] != "ok":
+        out = None
+        with contextlib.suppress(Exception):
+            device.cleanup()
+    return entry
+
+
+def linear_targets(cells: dict) -> dict:
+    """Ours against CCE and the accuracy targets, from the measured numbers: each {value, limit, met, why}."""
+    ours, cce = cells.get("ours", {}), cells.get("cce", {})
+    targets: dict[str, dict] = {}
+    for name, field_, limit in (
+        ("memory_vs_cce", "peak_bytes", LINEAR_TARGETS["memory_vs_cce"]),
+        ("time_vs_cce", "median_ms", LINEAR_TARGETS["time_vs_cce"]),
+    ):
+        target: dict[str, Any] = {"limit": limit, "value": None, "met": None}
+        mine, theirs = ours.get(field_), cce.get(field_)
+        if ours.get("status") != "ok":
+            target["why"] = f"ours: {ours.get('status', 'not run')}"
+        elif cce.get("status") != "ok":
+            target["why"] = f"CCE: {cce.get('status', 'not run')}"
+        elif mine is None or not theirs:
+            target["why"] = "not measured on this device"
+        else:
+            target["value"] = mine / theirs
+            target["met"] = target["value"] <= limit
+        targets[name] = target
+    check = ours.get("check")
+    for name, keys, limit in (
+        ("loss_rel_err", ("loss_rel_err",), LINEAR_TARGETS["loss_rel_err"]),
+        ("grad_cosine", ("cos_grad_x", "cos_grad_w"), LINEAR_TARGETS["grad_cosine"]),
+    ):
+        target = {"limit": limit, "value": None, "met": None}
+        if check is None:
+            target["why"] = f"ours: {ours.get('status', 'not run')}"
+        elif name == "loss_rel_err":
+            target["value"] = check["loss_rel_err"]
+            target["met"] = check["loss_rel_err"] <= limit
+        else:
+            target["value"] = min(check[k] for k in keys) if all(check[k] == check[k] for k in keys) else math.nan
+            target["met"] = target["value"] >= limit
+        targets[name] = target
+    return targets
+
+
+def measure_linear(
+    n: int,
+    h: int,
+    v: int,
+    dtype_name: str,
+    device: Device,
+    methods: LinearMethods,
+    selected: tuple[LinearMethod, ...],
+    warmup: int,
+    repeat: int,
+    budget: Budget,
+) -> dict:
+    """Every linear method on one shape: a dict of cells keyed by method, and the targets."""
+    dtype = getattr(torch, dtype_name)
+    cells: dict[str, dict] = {m.key: {} for m in selected}
+    shape: dict[str, Any] = {"n": n, "h": h, "v": v, "dtype": dtype_name, "repeat": repeat, "cells": cells}
+    size = n * v * h
+    if not budget.allows("linear/reference", size):
+        for cell in cells.values():
+            cell["status"] = NOT_MEASURED
+        return shape
+    start = time.perf_counter()
+    inputs = make_linear_inputs(device, n, h, v, dtype)
+    reference = make_linear_reference(inputs)
+    device.sync()
+    budget.record("linear/reference", size, time.perf_counter() - start)
+    device.cleanup()
+    shape.update(reference_loss=reference.loss, ignored_rows=int((inputs.y == IGNORE_INDEX).sum()))
+    for method in selected:
+        cell = cells[method.key]
+        try:
+            fn = methods.get(method.key)
+        except Unavailable as why:
+            cell["status"] = str(why)
+            print(f"  linear {n}x{h}x{v} {method.key:<14} {why}", flush=True)
+            continue
+        key = f"linear/{method.key}"
+        if not budget.allows(key, size):
+            cell["status"] = NOT_MEASURED
+            continue
+        start = time.perf_counter()
+        cell.update(run_linear_method(fn, inputs, reference, device, warmup, repeat))
+        elapsed = time.perf_counter() - start
+        if cell["status"] == "ok":  # the rate of a warm method, without its first call's compilation
+            budget.record(key, size, elapsed - cell["first_call_s"] + cell["median_ms"] / 1e3)
+        print(f"  linear {n}x{h}x{v} {method.key:<14} {describe_linear(cell)}", flush=True)
+        if cell["status"].startswith("error"):
+            print(f"  linear {method.key}: {cell['status']}", file=sys.stderr, flush=True)
+            if problem := device.failure():
+                shape["device_failure"] = f"linear {method.label}: {problem}"
+                for other in selected:
+                    if not cells[other.key]:
+                        cells[other.key]["status"] = DEVICE_FAILED
+                break
+        device.cleanup()
+    shape["targets"] = linear_targets(cells)
+    del inputs, reference
+    with contextlib.suppress(Exception):
+        device.cleanup()
+    return shape
+
+
+def describe_linear(cell: dict) -> str:
+    if cell.get("status") != "ok":
+        return cell.get("status", "?")
+    peak = cell.get("peak_bytes")
+    check = cell["check"]
+    return (
+        f"{cell['median_ms']:.2f} ms"
+        + (f", peak {peak / 2**20:.0f} MiB" if peak is not None else "")
+        + f", loss err {check['loss_rel_err']:.1e}, cos {min(check['cos_grad_x'], check['cos_grad_w']):.6f}"
+        + f" ({check['verdict']})"
+    )
+
+
+def run_linear_section(
+    args: argparse.Namespace, device: Device, methods: LinearMethods, budget: Budget, report: dict
+) -> str | None:
+    """The linear section, shape by shape (smallest first), into ``report['linear']``; the device failure, if any."""
+    kind = "cuda" if device.cuda else "cpu"
+    shapes = args.linear_shapes or (LINEAR_QUICK[kind] if args.quick else LINEAR_FULL)
+    dtype_name = args.linear_dtype or LINEAR_DTYPE[kind]
+    warmup = args.warmup or 2
+    linear: dict[str, Any] = {
+        "settings": {
+            "dtype": dtype_name,
+            "warmup": warmup,
+            "budget_s": budget.seconds,
+            "ignore_index": IGNORE_INDEX,
+            "ignore_every": IGNORE_EVERY,
+            "timer": "CUDA events, a read of a buffer twice the L2's size before each call"
+            if device.cuda
+            else "host clock",
+            "targets": LINEAR_TARGETS,
+        },
+        "shapes": [],
+    }
+    report["linear"] = linear
+    for n, h, v in sorted(shapes, key=lambda s: s[0] * s[1] * s[2]):
+        repeat = linear_repeat(v, args.linear_repeat, args.quick)
+        with _section(f"linear cross-entropy {dtype_name} N={n} H={h} V={v}"):
+            try:
+                shape = measure_linear(n, h, v, dtype_name, device, methods, LINEAR_METHODS, warmup, repeat, budget)
+            except Exception as error:  # the inputs or the reference: the shape is lost, not the run
+                status = "OOM" if isinstance(error, out_of_memory_errors()) else "error: " + error_text(error)
+                print(f"gpu.py: linear {n}x{h}x{v}: {status}", file=sys.stderr, flush=True)
+                shape = {"n": n, "h": h, "v": v, "dtype": dtype_name, "repeat": repeat}
+                shape["cells"] = {m.key: {"status": f"{status} (inputs or reference)"} for m in LINEAR_METHODS}
+                shape["traceback"] = traceback.format_exc()
+                with contextlib.suppress(Exception):
+                    device.cleanup()
+                if problem := device.failure():
+                    shape["device_failure"] = problem
+        linear["shapes"].append(shape)
+        if "device_failure" in shape:
+            return shape["device_failure"]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # environment
 
 
@@ -672,6 +1055,7 @@ def environment(device: Device, methods: Methods, args: argparse.Namespace) -> d
         "torch_cuda": torch.version.cuda,
         "triton": version_of("triton"),
         "liger_kernel": version_of("liger-kernel"),
+        "cut_cross_entropy": version_of("cut-cross-entropy"),
         "crossentropy": getattr(methods.ours, "__version__", methods._ours_error),
         "crossentropy_path": str(Path(methods.ours.__file__).parent) if methods.ours else "",
         "checks_disabled": methods.checks_disabled is not None,
@@ -804,7 +1188,7 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
     env, copy = report["environment"], report["copy_bandwidth"]
     copy_bps = copy["bytes_per_s"]
     settings = report["settings"]
-    lines = ["# Softmax cross-entropy on the GPU: crossentropy against PyTorch and Liger-Kernel", ""]
+    lines = ["# Cross-entropy on the GPU: crossentropy against PyTorch, Liger-Kernel and Cut Cross-Entropy", ""]
     lines.append(
         f"`{env['command']}` on {env['date_utc']}; {report.get('elapsed_s', 0):.0f} s. Raw numbers: `gpu.json`."
     )
@@ -830,6 +1214,7 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
         f"- Python {env['python']}, torch {env['torch']} (CUDA {env['torch_cuda']}), triton {env['triton']}, "
         f"liger-kernel {env['liger_kernel']}"
         + (f" (implementation {env['liger_impl']})" if env.get("liger_impl") else "")
+        + f", cut-cross-entropy {env.get('cut_cross_entropy', 'n/a')}"
         + f", crossentropy {env['crossentropy']}"
         + (f" (commit {env['git_commit']})" if env.get("git_commit") else "")
         + f" from `{env['crossentropy_path']}`"
@@ -869,6 +1254,8 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
     lines.append(f"- {env['compile']}: compile time (first call minus the median) in its own table, not in the timings")
     lines.append(f"- time budget: {settings['budget_s']:.0f} s")
 
+    if report["shapes"]:
+        lines += ["", "# Softmax cross-entropy (logits given)"]
     for dtype in settings["dtypes"]:
         shapes = [s for s in report["shapes"] if s["dtype"] == dtype]
         if not shapes:
@@ -957,7 +1344,130 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
                     errors.append(f"- {shape['dtype']} {shape['n']}×{shape['v']} {key} {PASS_NAMES[kind]}: {status}")
     if errors:
         lines += ["", "## Errors", "", "Full tracebacks in `gpu.json`.", "", *errors]
+    if report.get("linear"):
+        lines += linear_markdown(report["linear"])
     return "\n".join(lines) + "\n"
+
+
+def _target_text(target: dict, kind: str) -> str:
+    if target["met"] is None:
+        return f"not evaluated ({target.get('why', 'not measured')})"
+    value = target["value"]
+    shown = f"{value:.2f}×" if kind == "ratio" else (f"{value:.1e}" if kind == "err" else f"{value:.6f}")
+    return f"**{'met' if target['met'] else 'not met'}** ({shown})"
+
+
+def linear_markdown(linear: dict) -> list[str]:
+    settings = linear["settings"]
+    limits = settings["targets"]
+    lines = ["", "## Linear cross-entropy: loss of x @ Wᵀ, forward + backward", ""]
+    lines.append(
+        f"x (N×H) and W (V×H) in {settings['dtype']}, both requiring grad (x standard normal, W of standard "
+        f"deviation 1/√H: standard-normal logits); int64 targets, uniform, one in every {settings['ignore_every']} "
+        f"(rows 0, {settings['ignore_every']}, …) `ignore_index` ({settings['ignore_index']}); `reduction='mean'`. "
+        "One call = the loss and `torch.autograd.grad(loss, (x, W))`; each method's first call is the checked one, "
+        f"then {settings['warmup'] - 1} more warm-up call(s), then the median of the timed calls "
+        f"({settings['timer']}); peak = `torch.cuda.max_memory_allocated()` during one "
+        "call above the memory allocated just before it (the inputs x, W, y), so it includes the two gradients "
+        "returned. MiB = 2²⁰ bytes. Ratios to CCE: the method's value over Cut Cross-Entropy's (below 1: faster or "
+        "smaller). Accuracy against a float64 reference of the same rounded inputs (computed in chunks of rows): "
+        f"relative error of the loss (target ≤ {limits['loss_rel_err']:.0e}) and the cosine similarity of the "
+        f"gradients of x and W (target ≥ {limits['grad_cosine']}). Every method with its default options "
+        "(Liger: `accum_dtype=None`; CCE: `filter_eps='high'`, its gradient filtering, on)."
+    )
+    lines.append("")
+    lines.append(
+        f"Targets for ours: peak memory ≤ {limits['memory_vs_cce']}× CCE's, time ≤ CCE's, "
+        f"loss relative error ≤ {limits['loss_rel_err']:.0e}, gradient cosine ≥ {limits['grad_cosine']}; met or not "
+        "is computed from the numbers measured in this run."
+    )
+    for shape in linear["shapes"]:
+        cells = shape["cells"]
+        lines += ["", f"### N={shape['n']}, H={shape['h']}, V={shape['v']}", ""]
+        notes = [shape["dtype"], f"median of {shape['repeat']}"]
+        if "reference_loss" in shape:
+            notes.append(f"{shape['ignored_rows']} rows ignored, reference loss {shape['reference_loss']:.6f}")
+        lines.append("(" + "; ".join(notes) + ")")
+        if "device_failure" in shape:
+            lines += ["", f"**The device failed: {shape['device_failure']}; nothing after it was measured.**"]
+        lines += [
+            "",
+            "| method | ms | peak MiB | time / CCE | memory / CCE | loss rel. err | cos ∇x | cos ∇W | accuracy |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        cce = cells.get("cce", {})
+        for method in LINEAR_METHODS:
+            cell = cells.get(method.key, {})
+            if cell.get("status") != "ok":
+                status = cell.get("status", "not run")
+                if status.startswith("error:"):  # the type alone; the message is under "Errors"
+                    status = "error: " + status.split(":")[1].strip()
+                lines.append(f"| {method.label} | {status} | | | | | | | |")
+                continue
+            peak = cell.get("peak_bytes")
+            ratios = []
+            for field_ in ("median_ms", "peak_bytes"):
+                mine, theirs = cell.get(field_), cce.get(field_) if cce.get("status") == "ok" else None
+                ratios.append("—" if mine is None or not theirs else f"{mine / theirs:.2f}×")
+            check = cell["check"]
+            lines.append(
+                f"| {method.label} | {cell['median_ms']:.2f} | {'n/a' if peak is None else f'{peak / 2**20:.0f}'} | "
+                f"{ratios[0]} | {ratios[1]} | {check['loss_rel_err']:.1e} | {check['cos_grad_x']:.6f} | "
+                f"{check['cos_grad_w']:.6f} | {check['verdict']} |"
+            )
+        targets = shape.get("targets")
+        if targets:
+            lines += [
+                "",
+                "Ours: peak memory ≤ "
+                f"{limits['memory_vs_cce']}× CCE's: {_target_text(targets['memory_vs_cce'], 'ratio')}; "
+                f"time ≤ CCE's: {_target_text(targets['time_vs_cce'], 'ratio')}; "
+                f"loss rel. error ≤ {limits['loss_rel_err']:.0e}: {_target_text(targets['loss_rel_err'], 'err')}; "
+                f"gradient cosine ≥ {limits['grad_cosine']}: {_target_text(targets['grad_cosine'], 'cos')}.",
+            ]
+    first = [
+        f"| N={s['n']} H={s['h']} V={s['v']} | {m.label} | {c['first_call_s']:.2f} |"
+        for s in linear["shapes"]
+        for m in LINEAR_METHODS
+        for c in [s["cells"].get(m.key, {})]
+        if c.get("status") == "ok" and c.get("first_call_s", 0) - c["median_ms"] / 1e3 >= FIRST_CALL_NOTE_S
+    ]
+    if first:
+        lines += ["", "First calls (Triton's JIT, autotuning), not in the timings:", ""]
+        lines += ["| shape | method | first call s |", "|---|---|---:|", *first]
+    errors = [
+        f"- N={s['n']} H={s['h']} V={s['v']} {key}: {c['status']}"
+        for s in linear["shapes"]
+        for key, c in s["cells"].items()
+        if c.get("status", "").startswith("error")
+    ]
+    if errors:
+        lines += ["", "Errors (tracebacks in `gpu.json`):", "", *errors]
+    return lines
+
+
+def linear_summary(linear: dict) -> list[str]:
+    lines = ["linear cross-entropy, forward + backward: median ms / peak MiB (accuracy)"]
+    for shape in linear["shapes"]:
+        parts = []
+        for method in LINEAR_METHODS:
+            cell = shape["cells"].get(method.key, {})
+            if cell.get("status") == "ok":
+                peak = cell.get("peak_bytes")
+                text = f"{cell['median_ms']:.2f} ms / {'n/a' if peak is None else f'{peak / 2**20:.0f}'} MiB"
+                text += f" ({cell['check']['verdict']})"
+            else:
+                text = cell.get("status", "not run")[:60]
+            parts.append(f"    {method.key}: {text}")
+        lines.append(f"  N={shape['n']} H={shape['h']} V={shape['v']}")
+        lines += parts
+        targets = shape.get("targets", {})
+        met = ", ".join(
+            f"{name} {'met' if t['met'] else 'NOT met' if t['met'] is False else 'n/a'}" for name, t in targets.items()
+        )
+        if met:
+            lines.append(f"    targets of ours: {met}")
+    return lines
 
 
 def summary(report: dict, selected: tuple[Method, ...]) -> str:
@@ -988,6 +1498,8 @@ def summary(report: dict, selected: tuple[Method, ...]) -> str:
         for kind in PASSES
     )
     lines.append(f"passes that raised an error: {errors}" + (" (gpu.md, section Errors)" if errors else ""))
+    if report.get("linear"):
+        lines += linear_summary(report["linear"])
     return "\n".join(lines)
 
 
@@ -1053,6 +1565,20 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
     return shapes  # type: ignore[return-value]
 
 
+def parse_linear_shapes(text: str) -> tuple[tuple[int, int, int], ...]:
+    message = f"`--linear-shapes` must look like 8192x4096x262144[,NxHxV...]; got {text!r}"
+    try:
+        shapes = tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(message)
+    return shapes  # type: ignore[return-value]
+
+
+SECTIONS = ("linear", "softmax")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -1067,7 +1593,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed calls first, the spot-checked one included (default 2)")
     parser.add_argument("--methods", help="comma-separated subset of: " + ",".join(m.key for m in METHODS))
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: linear,softmax (both)")
+    parser.add_argument(
+        "--linear-shapes", type=parse_linear_shapes, help="NxHxV[,...] (default 8192x4096x{32768,131072,262144})"
+    )
+    parser.add_argument("--linear-dtype", choices=DTYPES, help="x and W (default bfloat16; float32 on the CPU)")
+    parser.add_argument("--linear-repeat", type=int, help="timed linear calls (default 5; 3 at V >= 262144 or --quick)")
+    parser.add_argument(
+        "--linear-budget-s",
+        type=float,
+        default=LINEAR_BUDGET_S,
+        help=f"the linear section's share of --budget-s (default {LINEAR_BUDGET_S:.0f}); it runs first",
+    )
     args = parser.parse_args(argv)
+    sections = tuple(x.strip() for x in args.sections.split(",") if x.strip())
+    if not sections or any(x not in SECTIONS for x in sections):
+        parser.error(f"`--sections` must be a subset of {','.join(SECTIONS)}; got {args.sections!r}")
+    args.sections = sections
     dtypes = tuple(d.strip() for d in args.dtypes.split(",") if d.strip())
     if not dtypes or any(d not in DTYPES for d in dtypes):
         parser.error(f"`--dtypes` must be a subset of {','.join(DTYPES)}; got {args.dtypes!r}")
@@ -1080,10 +1622,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.methods = tuple(m for m in METHODS if m.key in chosen)
     else:
         args.methods = METHODS
-    for name in ("repeat", "warmup"):
+    for name in ("repeat", "warmup", "linear_repeat"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            parser.error(f"`--{name}` must be >= 1; got {value}")
+            parser.error(f"`--{name.replace('_', '-')}` must be >= 1; got {value}")
     return args
 
 
@@ -1143,10 +1685,19 @@ def main(argv: list[str] | None = None) -> int:
         },
         "shapes": [],
     }
+    failed: str | None = None
+    if "linear" in args.sections:  # first, within its share of the budget; the softmax section gets what it leaves
+        share = args.linear_budget_s if "softmax" in args.sections else budget.seconds
+        linear_budget = Budget(max(min(share, budget.left()), 1.0))
+        linear_methods = LinearMethods(device, methods.ours, methods._ours_error)
+        failed = run_linear_section(args, device, linear_methods, linear_budget, report)
+        report["elapsed_s"] = time.perf_counter() - budget.start
+        write_files(report, args.methods, args.out)
     # Measured smallest first, so that a budget cut drops the largest shapes; reported in --shapes order.
     order = sorted(((d, s) for d in args.dtypes for s in shapes), key=lambda ds: (ds[1][0] * ds[1][1], ds[0]))
+    if "softmax" not in args.sections:
+        order = []
     measured: dict[tuple[str, int, int], dict] = {}
-    failed: str | None = None
     for dtype_name, (n, v) in order:
         if failed:
             measured[(dtype_name, n, v)] = unmeasured(n, v, dtype_name, args.methods, DEVICE_FAILED)
@@ -1185,6 +1736,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.methods
         if m.ours
         for c in [s["cells"][m.key]]
+    )
+    ours_failed = ours_failed or any(
+        s["cells"].get("ours", {}).get("check", {}).get("verdict", "").startswith("FAIL")
+        for s in report.get("linear", {}).get("shapes", [])
     )
     return 1 if ours_failed or failed else 0
 

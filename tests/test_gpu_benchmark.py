@@ -236,3 +236,157 @@ def test_an_error_is_reported_and_a_failed_device_stops_the_shape():
         },
         (eager, ours),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the linear cross-entropy section
+
+
+def test_the_linear_section_is_reported(smoke, report):
+    result, out = smoke
+    md = (out / "gpu.md").read_text()
+    assert "## Linear cross-entropy: loss of x @ Wᵀ, forward + backward" in md
+    assert "### N=64, H=32, V=512" in md
+    assert "| method | ms | peak MiB | time / CCE | memory / CCE | loss rel. err | cos ∇x | cos ∇W | accuracy |" in md
+    section = md.split("## Linear cross-entropy")[1].split("First calls")[0]
+    for method in gpu.LINEAR_METHODS:
+        assert section.count(f"| {method.label} |") == 1
+    for label in ("Liger `liger_fused_linear_cross_entropy`", "CCE `cut_cross_entropy.linear_cross_entropy`"):
+        assert f"| {label} | skipped: needs a CUDA device (Triton kernels) |" in section
+    # The targets are stated, and evaluated from the numbers (against CCE: not on the CPU).
+    assert "Targets for ours: peak memory ≤ 1.1× CCE's, time ≤ CCE's" in section
+    assert "time ≤ CCE's: not evaluated (CCE: skipped" in section
+    assert "loss rel. error ≤ 1e-03: **met**" in section
+    assert "gradient cosine ≥ 0.9999: **met**" in section
+    assert "linear cross-entropy, forward + backward" in result.stdout
+
+
+def test_the_linear_methods_that_run_on_the_cpu_pass_their_accuracy_targets(report):
+    (shape,) = report["linear"]["shapes"]
+    assert (shape["n"], shape["h"], shape["v"], shape["dtype"]) == (64, 32, 512, "float32")
+    assert shape["ignored_rows"] == 2  # rows 0 and 61
+    cells = shape["cells"]
+    expected_ok = {"eager", "ours"} | ({"torch_chunked"} if hasattr(torch.nn, "LinearCrossEntropyOptions") else set())
+    for key in expected_ok:
+        assert cells[key]["status"] == "ok", cells[key]
+        assert cells[key]["check"]["verdict"] == "pass", cells[key]["check"]
+        assert len(cells[key]["times_ms"]) == shape["repeat"]
+    assert cells["liger"]["status"].startswith("skipped: needs a CUDA device")
+    assert cells["cce"]["status"].startswith("skipped: needs a CUDA device")
+    targets = shape["targets"]
+    assert targets["loss_rel_err"]["met"] is True
+    assert targets["grad_cosine"]["met"] is True
+    assert targets["memory_vs_cce"]["met"] is None
+    assert targets["time_vs_cce"]["met"] is None
+
+
+def linear_case(n=40, h=8, v=30):
+    inputs = gpu.make_linear_inputs(gpu.Device("cpu"), n, h, v, torch.float32)
+    return inputs, gpu.make_linear_reference(inputs)
+
+
+def eager_linear(inputs):
+    loss = gpu._eager_linear(inputs.x, inputs.w, inputs.y)
+    grad_x, grad_w = torch.autograd.grad(loss, (inputs.x, inputs.w))
+    return loss.detach(), grad_x, grad_w
+
+
+def test_the_chunked_float64_reference_is_autograd_in_float64():
+    inputs, reference = linear_case()
+    x, w = inputs.x.detach().double().requires_grad_(), inputs.w.detach().double().requires_grad_()
+    loss = torch.nn.functional.cross_entropy(x @ w.T, inputs.y, ignore_index=gpu.IGNORE_INDEX)
+    grad_x, grad_w = torch.autograd.grad(loss, (x, w))
+    assert reference.loss == pytest.approx(float(loss.detach()), rel=1e-12)
+    torch.testing.assert_close(reference.grad_x, grad_x.float())
+    torch.testing.assert_close(reference.grad_w, grad_w.float())
+    assert gpu.linear_check(reference, *eager_linear(inputs))["verdict"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("damage", "caught"),
+    [
+        (lambda loss, gx, gw: (loss * 1.01, gx, gw), "loss_rel_err"),
+        (lambda loss, gx, gw: (loss, gx.roll(1, 0), gw), "cos_grad_x"),
+        (lambda loss, gx, gw: (loss, gx, gw + 0.1 * gw.abs().max() * torch.ones_like(gw)), "cos_grad_w"),
+        (lambda loss, gx, gw: (loss, gx, gw.clone().fill_(float("nan"))), "cos_grad_w"),
+    ],
+    ids=["loss", "shifted-input-grad", "weight-grad-offset", "nan"],
+)
+def test_the_linear_check_catches_a_wrong_result(damage, caught):
+    inputs, reference = linear_case()
+    check = gpu.linear_check(reference, *damage(*eager_linear(inputs)))
+    assert check["verdict"] == f"FAIL ({caught})", check
+
+
+def test_the_targets_against_cce_come_from_the_numbers():
+    check = {"loss_rel_err": 1e-5, "cos_grad_x": 0.99999, "cos_grad_w": 0.99995, "verdict": "pass"}
+    cells = {
+        "cce": {"status": "ok", "median_ms": 100.0, "peak_bytes": 1000},
+        "ours": {"status": "ok", "median_ms": 90.0, "peak_bytes": 1200, "check": check},
+    }
+    targets = gpu.linear_targets(cells)
+    assert targets["time_vs_cce"]["value"] == pytest.approx(0.9)
+    assert targets["time_vs_cce"]["met"] is True
+    assert targets["memory_vs_cce"]["value"] == pytest.approx(1.2)
+    assert targets["memory_vs_cce"]["met"] is False
+    assert targets["loss_rel_err"]["met"] is True
+    assert targets["grad_cosine"]["value"] == pytest.approx(0.99995)
+    assert targets["grad_cosine"]["met"] is True
+    cells["cce"] = {"status": "OOM"}
+    targets = gpu.linear_targets(cells)
+    assert targets["time_vs_cce"] == {"limit": 1.0, "value": None, "met": None, "why": "CCE: OOM"}
+    lines = "\n".join(
+        gpu.linear_markdown(
+            {
+                "settings": {
+                    "dtype": "bfloat16",
+                    "warmup": 2,
+                    "ignore_every": 61,
+                    "ignore_index": -100,
+                    "timer": "CUDA events",
+                    "targets": gpu.LINEAR_TARGETS,
+                },
+                "shapes": [
+                    {"n": 8, "h": 4, "v": 16, "dtype": "bfloat16", "repeat": 3, "cells": cells, "targets": targets}
+                ],
+            }
+        )
+    )
+    assert "| CCE `cut_cross_entropy.linear_cross_entropy` | OOM |" in lines
+    assert "time ≤ CCE's: not evaluated (CCE: OOM)" in lines
+
+
+def test_a_failing_linear_method_is_reported_and_the_others_still_run():
+    class Methods:
+        def get(self, key):
+            if key == "eager":
+                return raise_linear(torch.OutOfMemoryError("CUDA out of memory"))
+            if key == "torch_chunked":
+                return raise_linear(RuntimeError("boom"))
+            if key in ("liger", "cce"):
+                raise gpu.Unavailable("not installed")
+            return gpu._eager_linear
+
+    shape = gpu.measure_linear(
+        16, 4, 10, "float32", gpu.Device("cpu"), Methods(), gpu.LINEAR_METHODS, 1, 2, gpu.Budget(60)
+    )
+    cells = shape["cells"]
+    assert cells["eager"]["status"] == "OOM"
+    assert cells["torch_chunked"]["status"] == "error: RuntimeError: boom"
+    assert cells["liger"]["status"] == "not installed"
+    assert cells["ours"]["status"] == "ok"
+    assert cells["ours"]["check"]["verdict"] == "pass"
+
+
+def raise_linear(error):
+    def call(x, w, y):
+        raise error
+
+    return call
+
+
+@pytest.mark.parametrize("argv", [["--linear-shapes", "8x8"], ["--sections", "nope"], ["--linear-repeat", "0"]])
+def test_bad_linear_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu.parse_args(argv)
+    assert exit_.value.code == 2
