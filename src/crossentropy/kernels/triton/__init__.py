@@ -12,6 +12,11 @@ The entry points have the arguments and the semantics of the Numba backend's
   is written); forward-only calls allocate O(N).
 - :func:`sigmoid_cross_entropy_elements` (:mod:`._sigmoid`): the elementwise loss and gradient,
   reduced on the device.
+- :func:`linear_logsumexp` and :func:`linear_cross_entropy_gradients` (:mod:`._linear`): the fused
+  linear cross-entropy's primitives, per row the log-sum-exp of the logits of a linear layer and
+  the target-weighted sum of them, then the gradients of the input, the weight and the bias, from
+  tiles of logits computed on chip (nothing of size N×V is written; gradients added atomically in
+  float32).
 - :func:`scale_unless_one` (:mod:`._scale`): the backward's product of a kept gradient and the
   incoming gradient, in place, skipped on the device when that is 1.
 
@@ -37,6 +42,8 @@ __all__ = [
     "accepts",
     "interpreted",
     "interpreter_errstate",
+    "linear_cross_entropy_gradients",
+    "linear_logsumexp",
     "scale_unless_one",
     "sigmoid_cross_entropy_elements",
     "softmax_cross_entropy_rows",
@@ -87,6 +94,20 @@ def sigmoid_cross_entropy_elements(*args: Any, **options: Any) -> Any:
     from ._sigmoid import sigmoid_cross_entropy_elements as elements
 
     return elements(*args, **options)
+
+
+def linear_logsumexp(*args: Any, **options: Any) -> Any:
+    """See :func:`crossentropy.kernels.triton._linear.linear_logsumexp`."""
+    from ._linear import linear_logsumexp as lse
+
+    return lse(*args, **options)
+
+
+def linear_cross_entropy_gradients(*args: Any, **options: Any) -> Any:
+    """See :func:`crossentropy.kernels.triton._linear.linear_cross_entropy_gradients`."""
+    from ._linear import linear_cross_entropy_gradients as gradients
+
+    return gradients(*args, **options)
 
 
 def scale_unless_one(grad: Any, factor: Any) -> Any:
