@@ -68,7 +68,7 @@ def train(steps: int, batch: int, seed: int) -> dict:
     start = time.perf_counter()
     for step in range(1, steps + 1):
         tokens, following = sample_batch(successors, probabilities, batch, generator)
-        loss = cet.linear_cross_entropy(model.hidden(tokens), model.head.weight, following, bias=model.head.bias)
+        loss = cet.linear_cross_entropy(model.hidden(tokens), model.head.weight, following, linear_bias=model.head.bias)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -79,7 +79,7 @@ def train(steps: int, batch: int, seed: int) -> dict:
     tokens, following = sample_batch(successors, probabilities, batch, generator)
     with torch.no_grad():
         hidden = model.hidden(tokens)
-        fused = cet.linear_cross_entropy(hidden, model.head.weight, following, bias=model.head.bias).item()
+        fused = cet.linear_cross_entropy(hidden, model.head.weight, following, linear_bias=model.head.bias).item()
         unfused = torch.nn.functional.cross_entropy(model.head(hidden), following).item()
     return {
         "steps": steps,

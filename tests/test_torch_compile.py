@@ -121,7 +121,7 @@ def losses(model: Model, data: dict) -> torch.Tensor:
             label_logits, data["labels"], label_smoothing=0.1, sample_weight=sample_weight, reduction="sum"
         ),
         cet.binary_cross_entropy_with_logits(label_logits, data["labels"], reduction="none").mean(dim=0).sum(),
-        cet.linear_cross_entropy(hidden, model.vocabulary.weight, data["tokens"], bias=model.vocabulary.bias),
+        cet.linear_cross_entropy(hidden, model.vocabulary.weight, data["tokens"], linear_bias=model.vocabulary.bias),
         cet.linear_cross_entropy(hidden, model.vocabulary.weight, data["tokens"], z_loss=1e-2, softcap=4.0),
         cet.linear_cross_entropy(
             hidden, model.vocabulary.weight, data["tokens"], label_smoothing=0.1, reduction="none", chunk_size=3
@@ -239,7 +239,7 @@ def test_the_compiled_training_step_equals_pytorchs_own_losses():
         loss = cet.cross_entropy(logits, data["y"], weight=CLASS_WEIGHT, label_smoothing=0.1)
         loss = loss + cet.binary_cross_entropy_with_logits(label_logits, data["labels"], pos_weight=POS_WEIGHT)
         loss = loss + cet.linear_cross_entropy(
-            hidden, model.vocabulary.weight, data["tokens"], bias=model.vocabulary.bias
+            hidden, model.vocabulary.weight, data["tokens"], linear_bias=model.vocabulary.bias
         )
         return loss.detach(), torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
 
@@ -429,17 +429,54 @@ def _linear_samples():
     w = torch.randn(7, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(7, generator=gen, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0, 1, -100, 3, 4, 6])
+    p = torch.softmax(torch.randn(6, 7, generator=gen, dtype=torch.float64), dim=1)
+    cw, s = torch.rand(7, generator=gen, dtype=torch.float64), torch.rand(6, generator=gen, dtype=torch.float64)
+    f64, f32 = torch.float64, torch.float32
     options, plain = (-100, 0.1, 0.01, 2.0), (-100, 0.0, 0.0, None)
     detached, some_detached = (h.detach(), w.detach(), b.detach(), t), (h.detach(), w.detach(), None, t)
     cotangent, scalar = torch.rand(6, generator=gen, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
     all_needed, weight_only = (True, True, True), (False, True, False)
     return [
-        ("loss-none", "linear_cross_entropy", (h, w, b, t, *options, "none", 4)),
-        ("loss-mean", "linear_cross_entropy", (h, w, None, t, *plain, "mean", 4)),
-        ("with-grad-mean", "linear_cross_entropy_with_grad", (h, w, b, t, *options, "mean", 4, *all_needed)),
-        ("with-grad-some", "linear_cross_entropy_with_grad", (h, w, b, t, *options, "sum", 5, *weight_only)),
-        ("backward", "linear_cross_entropy_backward", (*detached, cotangent, *options, "none", 4, *all_needed)),
-        ("backward-some", "linear_cross_entropy_backward", (*some_detached, scalar, *plain, "mean", 2, *weight_only)),
+        ("loss-none", "linear_cross_entropy", (h, w, b, t, None, None, *options, "none", 4, f64, None)),
+        ("loss-mean", "linear_cross_entropy", (h, w, None, t, None, None, *plain, "mean", 4, f64, None)),
+        ("loss-probabilities", "linear_cross_entropy", (h, w, b, p, cw, s, *options, "mean", 4, f64, None)),
+        (
+            "with-grad-mean",
+            "linear_cross_entropy_with_grad",
+            (h, w, b, t, cw, s, *options, "mean", 4, f64, None, *all_needed),
+        ),
+        (
+            "with-grad-some",
+            "linear_cross_entropy_with_grad",
+            (h, w, b, t, None, None, *options, "sum", 5, f64, None, *weight_only),
+        ),
+        (
+            "with-grad-filtered",
+            "linear_cross_entropy_with_grad",
+            (
+                *(a.detach().float().requires_grad_() for a in (h, w)),
+                None,
+                t,
+                None,
+                None,
+                *plain,
+                "mean",
+                4,
+                f64,
+                0.05,
+                *all_needed,
+            ),
+        ),
+        (
+            "backward",
+            "linear_cross_entropy_backward",
+            (*detached, cw, None, cotangent, *options, "none", 4, f64, None, *all_needed),
+        ),
+        (
+            "backward-some",
+            "linear_cross_entropy_backward",
+            (*some_detached, None, s, scalar, *plain, "mean", 2, f32, None, *weight_only),
+        ),
     ]
 
 

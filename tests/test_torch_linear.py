@@ -51,7 +51,7 @@ def value_and_grads(function, x, w, b, y, *, cotangent=None, **options):
 
 
 def fused(x, w, b, y, **options):
-    return cet.linear_cross_entropy(x, w, y, bias=b, **options)
+    return cet.linear_cross_entropy(x, w, y, linear_bias=b, **options)
 
 
 def assert_all_close(ours, theirs, dtype, what):
@@ -92,7 +92,7 @@ def test_matches_pytorchs_own_cross_entropy_on_the_materialized_logits():
 def test_k_dimensional_input_keeps_the_target_shape():
     x, w, b, y = make_case(n_rows=12)
     x3, y3 = x.reshape(3, 4, 8), y.reshape(3, 4)
-    loss = cet.linear_cross_entropy(x3, w, y3, bias=b, reduction="none", chunk_size=5)
+    loss = cet.linear_cross_entropy(x3, w, y3, linear_bias=b, reduction="none", chunk_size=5)
     assert loss.shape == (3, 4)
     assert_close(loss, reference(x, w, b, y, reduction="none").reshape(3, 4), torch.float64)
 
@@ -113,7 +113,7 @@ def test_gradcheck_in_float64():
 
         def loss(x, w, b, reduction=reduction):
             return cet.linear_cross_entropy(
-                x, w, y, bias=b, reduction=reduction, chunk_size=2, z_loss=1e-2, softcap=2.0
+                x, w, y, linear_bias=b, reduction=reduction, chunk_size=2, z_loss=1e-2, softcap=2.0
             )
 
         assert torch.autograd.gradcheck(loss, leaves)
@@ -122,7 +122,7 @@ def test_gradcheck_in_float64():
 def test_only_requested_gradients_are_computed():
     x, w, b, y = make_case()
     w = w.clone().requires_grad_()
-    loss = cet.linear_cross_entropy(x, w, y, bias=b)
+    loss = cet.linear_cross_entropy(x, w, y, linear_bias=b)
     loss.backward()
     assert w.grad is not None
     assert x.grad is None
@@ -131,7 +131,7 @@ def test_only_requested_gradients_are_computed():
 def test_a_second_backward_recomputes_the_same_gradients():
     x, w, b, y = make_case()
     w = w.clone().requires_grad_()
-    loss = cet.linear_cross_entropy(x, w, y, bias=b, chunk_size=5) * 2.0
+    loss = cet.linear_cross_entropy(x, w, y, linear_bias=b, chunk_size=5) * 2.0
     (first,) = torch.autograd.grad(loss, w, retain_graph=True)
     (second,) = torch.autograd.grad(loss, w)
     assert_close(first, second, torch.float64)
@@ -163,13 +163,16 @@ def test_the_plain_pytorch_path_for_other_devices_matches(reduction):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"weight": torch.zeros(37, 9)}, r"`weight` must have shape \(V, H\) with H = input.shape\[-1\]"),
+        (
+            {"linear_weight": torch.zeros(37, 9)},
+            r"`linear_weight` must have shape \(V, H\) with H = input.shape\[-1\]",
+        ),
         ({"target": torch.zeros(12, dtype=torch.int64)}, r"`target` must have shape \(13,\)"),
         (
             {"target": torch.full((13,), 37)},
             r"`target` must be class indices in \[0, 37\) or ignore_index=-100; got 37",
         ),
-        ({"bias": torch.zeros(36)}, r"`bias` must have shape \(37,\)"),
+        ({"linear_bias": torch.zeros(36)}, r"`linear_bias` must have shape \(37,\)"),
         ({"chunk_size": 0}, r"`chunk_size` must be >= 1; got 0"),
         ({"label_smoothing": 1.5}, r"`label_smoothing` must be in \[0, 1\]; got 1.5"),
         ({"input": torch.zeros(0, 8), "target": torch.zeros(0, dtype=torch.int64)}, r"`input` must not be empty"),
@@ -177,9 +180,11 @@ def test_the_plain_pytorch_path_for_other_devices_matches(reduction):
 )
 def test_bad_arguments_are_named(change, message):
     x, w, b, y = make_case()
-    arguments = {"input": x, "weight": w, "target": y, "bias": b, **change}
+    arguments = {"input": x, "linear_weight": w, "target": y, "linear_bias": b, **change}
     with pytest.raises((ValueError, TypeError), match=message):
-        cet.linear_cross_entropy(arguments.pop("input"), arguments.pop("weight"), arguments.pop("target"), **arguments)
+        cet.linear_cross_entropy(
+            arguments.pop("input"), arguments.pop("linear_weight"), arguments.pop("target"), **arguments
+        )
 
 
 def test_peak_memory_stays_far_below_the_logits(tmp_path):
@@ -224,7 +229,7 @@ def test_double_backward_forward_ad_and_batched_gradients_pass_gradcheck(options
     leaves = tuple(t.requires_grad_() for t in (x, w, b))
 
     def loss(x, w, b):
-        return cet.linear_cross_entropy(x, w, y, bias=b, reduction=reduction, chunk_size=4, **options)
+        return cet.linear_cross_entropy(x, w, y, linear_bias=b, reduction=reduction, chunk_size=4, **options)
 
     assert torch.autograd.gradgradcheck(loss, leaves, check_batched_grad=True)
     assert torch.autograd.gradcheck(loss, leaves, check_forward_ad=True, check_batched_grad=True)

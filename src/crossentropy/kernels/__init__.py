@@ -123,6 +123,20 @@ class Backend:
         scale = getattr(self.load(), "scale_unless_one", None)
         return scale(grad, factor) if scale is not None else grad.mul_(factor)
 
+    def has_fused_linear(self) -> bool:
+        """Whether the module also has the fused linear cross-entropy, ``linear_logsumexp`` and
+        ``linear_cross_entropy_gradients`` (arguments: :mod:`crossentropy.kernels.triton._linear`), which
+        :func:`crossentropy.torch.linear_cross_entropy` then uses for index targets instead of chunks of logits."""
+        return hasattr(self.load(), "linear_logsumexp")
+
+    def linear_logsumexp(self, *args: Any, **options: Any) -> Any:
+        """This backend's ``linear_logsumexp`` (see :meth:`has_fused_linear`)."""
+        return self.load().linear_logsumexp(*args, **options)
+
+    def linear_cross_entropy_gradients(self, *args: Any, **options: Any) -> Any:
+        """This backend's ``linear_cross_entropy_gradients`` (see :meth:`has_fused_linear`)."""
+        return self.load().linear_cross_entropy_gradients(*args, **options)
+
     def sigmoid_cross_entropy_elements(self, *args: Any, **options: Any) -> Any:
         """This backend's ``sigmoid_cross_entropy_elements``
         (arguments: :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`)."""

@@ -1,42 +1,53 @@
 r"""Linear layer and cross-entropy in one, for large vocabularies: the N×V logits never exist at once.
 
-:func:`linear_cross_entropy` computes the cross-entropy of the logits ``input @ weight.T + bias``
-in chunks of rows (tokens). On the kernels, for each chunk the logits are formed in a reused
-float32 buffer, the fused kernel turns them into losses and writes their gradient over them, and
-the gradients of ``input``, ``weight`` and ``bias`` are accumulated from it in float32 before the
-next chunk overwrites it. Peak memory is one chunk of logits (two with a soft-cap, whose
-derivative needs the logits) plus the float32 gradient of ``weight``, instead of the N×V
-logits and their gradient.
+:func:`linear_cross_entropy` is ``torch.nn.functional.linear_cross_entropy`` (PyTorch 2.13's
+signature and results) with keyword extras. It computes the cross-entropy of the logits
+``input @ linear_weight.T + linear_bias`` by one of two engines:
 
-This runs as ``torch.library`` custom operators, which ``torch.compile`` keeps in its graph
+Fused (a backend with linear kernels: Triton, on CUDA tensors; index targets)
+    :mod:`crossentropy.kernels.triton._linear`: the forward pass reads tiles of tokens ×
+    vocabulary that live on chip only, keeps an online log-sum-exp and the target's logit, and
+    saves O(N); the backward pass recomputes each tile, forms the gradient of the logits on chip
+    and accumulates those of ``input``, ``linear_weight`` and ``linear_bias`` in float32. Peak
+    memory beyond the inputs: the float32 gradients of the parameters and O(N).
+Chunked (every other case)
+    For each chunk of rows (tokens) the logits are formed in a reused buffer of the accumulation
+    dtype, the backend's softmax kernel (or the core's generic code) turns them into losses and
+    writes their gradient over them, and the gradients of ``input``, ``linear_weight`` and
+    ``linear_bias`` are accumulated from it before the next chunk overwrites it. Peak memory is
+    one chunk of logits (two with a soft-cap or gradient filtering, which need the logits after
+    the gradient is formed) plus the gradient of ``linear_weight``.
+
+Both run as ``torch.library`` custom operators, which ``torch.compile`` keeps in its graph
 (``fullgraph=True``, dynamic shapes), forward and backward:
 
 ``crossentropy::linear_cross_entropy_with_grad``
     With ``reduction="mean"`` or ``"sum"`` and a gradient wanted: the loss and, in the same
     pass, the gradients asked for (``need_input``, ``need_weight``, ``need_bias``; a 0-element
-    placeholder for the others), in float32 (float64 for float64 input). ``setup_context``
-    keeps them, marked non-differentiable; the backward scales them by the incoming scalar
-    (in place in eager mode) and casts them to the parameters' dtypes.
+    placeholder for the others), in the accumulation dtype. ``setup_context`` keeps them,
+    marked non-differentiable; the backward scales them by the incoming scalar (in place in
+    eager mode) and casts them to the parameters' dtypes.
 ``crossentropy::linear_cross_entropy``
     The loss alone (evaluation, ``reduction="none"``). Its backward, where the per-row incoming
-    gradient is known, recomputes the logits chunk by chunk in
+    gradient is known, recomputes the logits in
 ``crossentropy::linear_cross_entropy_backward``
     The gradients of ``sum(grad_output * loss)``; also a second backward through the same graph
     (``retain_graph=True``) of either operator. Not differentiable itself: a backward that builds
     a graph (``create_graph=True``), and one with a batched incoming gradient (``vmap``, batched
     gradcheck), differentiate the plain-PyTorch chunks with autograd instead (eager).
 
-The operators take the tensors the kernels take (:func:`crossentropy.kernels.accepts_torch`;
-the class indices are checked inside them); they are registered for every device, and when the
-kernels do not take a chunk's logits where they run (switched off, a device without kernels),
-the chunk's losses and logit gradient come from the core's generic code instead. Other calls, those
-under ``torch.func`` transforms or with forward-mode tangents among them, run the chunks in plain
-PyTorch under activation checkpointing (the logits of a chunk are recomputed in the backward pass
-instead of kept), which autograd differentiates.
+The operators serve every call on plain tensors, on any device (they are registered for every
+device; the targets' and weights' values are checked inside them): where the kernels do not take
+a chunk's logits (switched off, a device without kernels), the chunk's losses and logit gradient
+come from the core's generic code instead. Other calls, those under ``torch.func`` transforms,
+with forward-mode tangents among them, or asking the gradient of the targets, class weights or
+sample weights, run the chunks in plain PyTorch under activation checkpointing (the logits of a
+chunk are recomputed in the backward pass instead of kept), which autograd differentiates.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,28 +55,31 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .. import kernels
-from .._array import get_namespace, is_transformed_tensor
-from .._inputs import reduce_loss
+from .._array import get_namespace, in_host_memory, is_transformed_tensor
+from .._inputs import mean_scale, reduce_loss
 from .._validation import (
     check_class_indices,
+    check_in_unit_interval,
     check_integer_option,
+    check_nonnegative,
     check_not_empty,
     check_number,
     check_reduction,
 )
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
-from . import _ops
 from ._autograd import scaled
 
 __all__ = ["linear_cross_entropy"]
 
-# Elements of one chunk of logits when ``chunk_size`` is not given: 2^24 float32 = 64 MiB.
+# Elements of one chunk of logits when no chunk size is given: 2^24 float32 = 64 MiB.
 _CHUNK_ELEMENTS = 2**24
+# What the logits and the gradients may accumulate in (``accumulation_dtype``).
+_ACCUMULATION_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
 class LinearOptions:
-    """Non-tensor options of the linear cross-entropy."""
+    """Non-tensor options of the linear cross-entropy, in the operators' order."""
 
     ignore_index: int
     label_smoothing: float
@@ -73,9 +87,31 @@ class LinearOptions:
     softcap: float | None
     reduction: str
     chunk_size: int
+    accumulation_dtype: torch.dtype
+    filter_eps: float | None
+
+    def arguments(self) -> tuple:
+        """The options as the operators' positional arguments."""
+        return (
+            self.ignore_index,
+            self.label_smoothing,
+            self.z_loss,
+            self.softcap,
+            self.reduction,
+            self.chunk_size,
+            self.accumulation_dtype,
+            self.filter_eps,
+        )
 
 
-def _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size) -> LinearOptions:
+_N_OPTIONS = 8
+
+
+def _checked_options(
+    ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+) -> LinearOptions:
+    if accumulation_dtype not in _ACCUMULATION_DTYPES:
+        raise ValueError(f"`accumulation_dtype` must be torch.float32 or torch.float64; got {accumulation_dtype!r}")
     return LinearOptions(
         ignore_index=check_integer_option("ignore_index", ignore_index),
         label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
@@ -83,6 +119,10 @@ def _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, 
         softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
         reduction=check_reduction(reduction),
         chunk_size=check_integer_option("chunk_size", chunk_size, low=1),
+        accumulation_dtype=accumulation_dtype,
+        filter_eps=None
+        if filter_eps is None
+        else check_number("filter_eps", filter_eps, low=0.0, high=1.0, low_open=True, high_open=True),
     )
 
 
@@ -95,28 +135,89 @@ class _Gradients:
     bias: torch.Tensor | None
 
 
+@dataclass
+class _Rows:
+    r"""The per-row terms of the loss, in the accumulation dtype.
+
+    ``target``: class indices with ignored rows at 0, or probabilities (N, V); ``row_weight``
+    :math:`r_n = s_n [y_n \ne` ``ignore_index``:math:`]`; ``omega`` :math:`\omega_n = w_{y_n}` (index
+    targets with class weights, else None); ``class_weight`` :math:`w` (or None); ``denominator``
+    the mean's :math:`\sum_n r_n \omega_n`.
+    """
+
+    target: torch.Tensor
+    row_weight: torch.Tensor
+    omega: torch.Tensor | None
+    class_weight: torch.Tensor | None
+    denominator: torch.Tensor
+
+    @property
+    def probabilities(self) -> bool:
+        return self.target.ndim == 2
+
+
+def _row_terms(
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
+    options: LinearOptions,
+) -> _Rows:
+    """The :class:`_Rows` of ``target`` (N,) or (N, V), in plain PyTorch operations (differentiable)."""
+    dtype = options.accumulation_dtype
+    weight = None if class_weight is None else class_weight.to(dtype)
+    if target.dtype.is_floating_point:  # probabilities: every row counts, with weight 1 in the mean
+        rows_target, omega = target.to(dtype), None
+        row_weight = torch.ones(target.shape[0], dtype=dtype, device=target.device)
+    else:
+        valid = target != options.ignore_index
+        rows_target = torch.where(valid, target, torch.zeros_like(target))
+        omega = None if weight is None else weight[rows_target]
+        row_weight = valid.to(dtype)
+    if sample_weight is not None:
+        row_weight = row_weight * sample_weight.to(dtype)
+    denominator = (row_weight if omega is None else row_weight * omega).sum()
+    return _Rows(rows_target, row_weight, omega, weight, denominator)
+
+
+def _target_mass(rows: _Rows, options: LinearOptions, n_classes: int) -> torch.Tensor:
+    r""":math:`A_n = \sum_c a_{n,c}`, the total weight of row :math:`n`'s target distribution:
+    :math:`(1-\varepsilon)\,\omega_n + \tfrac{\varepsilon}{V} \sum_c w_c` for index targets,
+    :math:`\sum_c w_c \big((1-\varepsilon)\, t_{n,c} + \tfrac{\varepsilon}{V}\big)` for probabilities."""
+    eps, weight = options.label_smoothing, rows.class_weight
+    if rows.probabilities:
+        mixed = (1 - eps) * rows.target + eps / n_classes
+        return (mixed if weight is None else mixed * weight).sum(dim=1)
+    omega = rows.omega if rows.omega is not None else torch.ones_like(rows.row_weight)
+    spread = eps if weight is None else eps / n_classes * weight.sum()
+    return (1 - eps) * omega + spread
+
+
+def _grad_factor(rows: _Rows, options: LinearOptions, grad_output: torch.Tensor) -> torch.Tensor:
+    """Per-row factor of the gradient :math:`f_n`: :math:`r_n`, over the mean's denominator, times the
+    incoming gradient."""
+    scale = mean_scale(rows.denominator, options.reduction, get_namespace(rows.denominator), rows.denominator)
+    return (rows.row_weight * scale * grad_output.to(rows.row_weight.dtype)).contiguous()
+
+
 def _chunked(
     input: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    target: torch.Tensor,
+    rows: _Rows,
     options: LinearOptions,
     *,
-    row_factor: torch.Tensor | None,
+    factor: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor, _Gradients]:
-    """Per-row losses and, when ``row_factor`` is given, the gradients of ``sum(row_factor * loss)``
-    that ``needs`` asks for, one chunk of rows at a time; everything in float32 (float64 for
-    float64 input). On the kernels when they take the chunk's logits; else (switched off, or a
-    device without kernels) each chunk's losses and logit gradient come from the core's generic
+    """Per-row losses :math:`r_n \\ell_n` and, when ``factor`` is given, the gradients of
+    :math:`\\sum_n f_n \\ell_n` that ``needs`` asks for, one chunk of rows at a time, in the
+    accumulation dtype. On the kernels when they take the chunk's logits; else (switched off, or
+    a device without kernels) each chunk's losses and logit gradient come from the core's generic
     code (:func:`_generic_rows`), the rest being the same."""
     n_rows, n_classes = input.shape[0], weight.shape[0]
-    dtype = _accumulation_dtype(input)
+    dtype = options.accumulation_dtype
     weight_acc, bias_acc = weight.to(dtype), None if bias is None else bias.to(dtype)
-    valid = target != options.ignore_index
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    row_weight = valid.to(dtype)
-    store = row_factor is not None
+    store = factor is not None
     grads = _Gradients(
         input.new_empty(input.shape, dtype=dtype) if store and needs[0] else None,
         input.new_zeros(weight.shape, dtype=dtype) if store and needs[1] else None,
@@ -124,73 +225,177 @@ def _chunked(
     )
     chunk = min(options.chunk_size, n_rows)
     logits_buffer = input.new_empty((chunk, n_classes), dtype=dtype)
-    # The kernel writes the gradient over the logits, unless the soft-cap's derivative needs them.
-    grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and options.softcap is not None else None
+    over_logits = _writes_over_logits(logits_buffer, rows, options)
+    grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and not over_logits else None
     losses = input.new_empty(n_rows, dtype=dtype)
     backend = kernels.for_torch(logits_buffer)  # asked once: every chunk has the buffer's device and dtype
     for start in range(0, n_rows, chunk):
-        stop = min(start + chunk, n_rows)
-        rows = input[start:stop].to(dtype)
-        logits = logits_buffer[: stop - start]
+        piece = slice(start, min(start + chunk, n_rows))
+        x = input[piece].to(dtype)
+        logits = logits_buffer[: piece.stop - start]
         if bias_acc is None:
-            torch.mm(rows, weight_acc.T, out=logits)
+            torch.mm(x, weight_acc.T, out=logits)
         else:
-            torch.addmm(bias_acc, rows, weight_acc.T, out=logits)
+            torch.addmm(bias_acc, x, weight_acc.T, out=logits)
+        f = factor[piece] if store else None
         if backend is None:
-            factor = row_factor[start:stop].to(dtype) if store else None
-            losses[start:stop], dlogits = _generic_rows(logits, target[start:stop], factor, options)
+            losses[piece], dlogits = _generic_rows(logits, rows, piece, f, options)
         else:
-            losses[start:stop], dlogits = backend.softmax_cross_entropy_rows(
+            losses[piece], dlogits = backend.softmax_cross_entropy_rows(
                 logits,
-                safe_target[start:stop],
-                weight=None,
-                row_weight=row_weight[start:stop],
-                grad_factor=row_factor[start:stop].to(dtype) if store else None,
+                rows.target[piece],
+                weight=rows.class_weight,
+                row_weight=rows.row_weight[piece],
+                grad_factor=f,
                 smoothing=options.label_smoothing,
                 z=options.z_loss,
                 cap=options.softcap,
-                out=(logits if grad_buffer is None else grad_buffer[: stop - start]) if store else None,
+                out=(logits if grad_buffer is None else grad_buffer[: piece.stop - start]) if store else None,
             )
+        if dlogits is None:
+            continue
+        if options.filter_eps is not None:
+            _drop_small_probabilities(dlogits, logits, rows, piece, f, options)
         if grads.input is not None:
-            torch.mm(dlogits, weight_acc, out=grads.input[start:stop])
+            torch.mm(dlogits, weight_acc, out=grads.input[piece])
         if grads.weight is not None:
-            grads.weight.addmm_(dlogits.T, rows)
+            grads.weight.addmm_(dlogits.T, x)
         if grads.bias is not None:
             grads.bias += dlogits.sum(dim=0)
     return losses, grads
 
 
-def _generic_rows(logits: torch.Tensor, target: torch.Tensor, factor: torch.Tensor | None, options: LinearOptions):
-    """What the kernels give for one chunk, from the core's generic code: the per-row losses (0 for
-    ignored rows) and, when ``factor`` is given, the gradient of ``sum(factor * loss)`` with respect
-    to ``logits`` (None otherwise)."""
+def _writes_over_logits(logits: torch.Tensor, rows: _Rows, options: LinearOptions) -> bool:
+    """Whether the kernel may write a chunk's gradient over its logits: the kernels' rules of doing so
+    (:func:`crossentropy.kernels.check_softmax_in_place`) allow it, and nothing reads the logits after
+    (the soft-cap's derivative and the gradient filter do)."""
+    if options.softcap is not None or options.filter_eps is not None:
+        return False
+    try:
+        kernels.check_softmax_in_place(
+            contiguous=True,
+            dtype=logits.dtype,
+            index_targets=not rows.probabilities,
+            weighted_smoothing=rows.class_weight is not None and options.label_smoothing > 0,
+            cap=None,
+            on_host=in_host_memory(logits),
+        )
+    except ValueError:
+        return False
+    return True
+
+
+def _generic_rows(logits: torch.Tensor, rows: _Rows, piece: slice, factor: torch.Tensor | None, options: LinearOptions):
+    """What the kernels give for one chunk, from the core's generic code: the per-row losses
+    :math:`r_n \\ell_n` and, when ``factor`` is given, the gradient of :math:`\\sum_n f_n \\ell_n`
+    with respect to ``logits`` (None otherwise)."""
     keywords = {
-        "ignore_index": options.ignore_index,
+        "weight": rows.class_weight,
+        "ignore_index": None,  # ignored rows carry index 0 and a row weight of 0
         "label_smoothing": options.label_smoothing,
         "z_loss": options.z_loss,
         "softcap": options.softcap,
         "reduction": "none",
     }
+    row_weight = rows.row_weight[piece]
     with kernels.disabled():
         if factor is None:
-            return softmax_cross_entropy(logits, target, **keywords), None
-        losses, dlogits = softmax_cross_entropy_with_grad(logits, target, **keywords)
+            losses = softmax_cross_entropy(logits, rows.target[piece], **keywords)
+            return torch.where(row_weight != 0, losses * row_weight, torch.zeros_like(losses)), None
+        losses, dlogits = softmax_cross_entropy_with_grad(logits, rows.target[piece], **keywords)
+    losses = torch.where(row_weight != 0, losses * row_weight, torch.zeros_like(losses))
     return losses, dlogits * factor.unsqueeze(-1)
 
 
-def _accumulation_dtype(input: torch.Tensor) -> torch.dtype:
-    """float32, or float64 for float64 input."""
-    return torch.float64 if input.dtype == torch.float64 else torch.float32
+def _drop_small_probabilities(
+    dlogits: torch.Tensor,
+    logits: torch.Tensor,
+    rows: _Rows,
+    piece: slice,
+    factor: torch.Tensor,
+    options: LinearOptions,
+) -> None:
+    r"""Gradient filtering on a chunk, in place: the softmax term :math:`f_n \kappa_n p_{n,c}` of the
+    gradient is dropped where :math:`p_{n,c}` < ``filter_eps`` (the fused kernels' definition,
+    :func:`crossentropy.kernels.triton._linear.linear_cross_entropy_gradients`)."""
+    cap = options.softcap
+    u = logits if cap is None else cap * torch.tanh(logits / cap)
+    lse = torch.logsumexp(u, dim=1)
+    p = torch.exp(u - lse[:, None])
+    chunk_rows = _Rows(
+        rows.target[piece],
+        rows.row_weight[piece],
+        None if rows.omega is None else rows.omega[piece],
+        rows.class_weight,
+        rows.denominator,
+    )
+    kappa = _target_mass(chunk_rows, options, logits.shape[1])
+    if options.z_loss > 0:
+        omega = chunk_rows.omega if chunk_rows.omega is not None else 1.0
+        kappa = kappa + 2 * options.z_loss * omega * lse
+    dropped = torch.where(p < options.filter_eps, p, torch.zeros_like(p)) * (factor * kappa)[:, None]
+    if cap is not None:
+        dropped *= 1 - torch.tanh(logits / cap) ** 2
+    dlogits -= dropped
 
 
-def _row_factor(target: torch.Tensor, options: LinearOptions, count: int, grad_output: torch.Tensor | None):
-    """Per-row factor of the gradient: "not ignored", over the mean's count, times the incoming gradient."""
-    factor = (target != options.ignore_index).to(torch.float64)
-    if options.reduction == "mean":
-        factor = factor / max(count, 1)
-    if grad_output is not None:
-        factor = factor * grad_output.to(torch.float64)
-    return factor.contiguous()
+def _fused(
+    backend: kernels.Backend,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    rows: _Rows,
+    options: LinearOptions,
+    *,
+    factor: torch.Tensor | None,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, _Gradients]:
+    r"""What :func:`_chunked` returns, from a backend's fused linear kernels (index targets): the
+    log-sum-exp :math:`L_n` and :math:`\sum_c a_{n,c} u_{n,c}` per row give
+    :math:`\ell_n = A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`, and the gradient kernel
+    takes :math:`\kappa_n = A_n + 2 z\,\omega_n L_n`."""
+    n_classes, dtype = weight.shape[0], options.accumulation_dtype
+    shared = {"class_weight": rows.class_weight, "smoothing": options.label_smoothing, "cap": options.softcap}
+    lse, target_dot = backend.linear_logsumexp(input, weight, bias, rows.target, **shared)
+    lse, target_dot = lse.to(dtype), target_dot.to(dtype)
+    mass = _target_mass(rows, options, n_classes)
+    omega = rows.omega if rows.omega is not None else torch.ones_like(lse)
+    losses = mass * lse - target_dot
+    if options.z_loss > 0:
+        losses = losses + options.z_loss * omega * lse**2
+    losses = torch.where(rows.row_weight != 0, rows.row_weight * losses, torch.zeros_like(losses))
+    if factor is None or not any(needs):
+        return losses, _Gradients(None, None, None)
+    kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
+    found = backend.linear_cross_entropy_gradients(
+        input,
+        weight,
+        bias,
+        rows.target,
+        lse,
+        kappa.contiguous(),
+        factor,
+        **shared,
+        filter_eps=options.filter_eps,
+        need_input=needs[0],
+        need_weight=needs[1],
+        need_bias=needs[2] and bias is not None,
+        accumulation_dtype=dtype,
+    )
+    return losses, _Gradients(*found)
+
+
+def _fused_backend(input, weight, bias, target) -> kernels.Backend | None:
+    """The backend whose fused linear kernels compute this call, or None for the chunks: one that has
+    them, index targets, and one dtype for the input, the weight and the bias."""
+    if (
+        target.dtype.is_floating_point
+        or weight.dtype != input.dtype
+        or (bias is not None and bias.dtype != input.dtype)
+    ):
+        return None
+    backend = kernels.for_torch(input, weight)
+    return backend if backend is not None and backend.has_fused_linear() else None
 
 
 def _losses_and_gradients(
@@ -198,22 +403,42 @@ def _losses_and_gradients(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
     options: LinearOptions,
     *,
     grad_output: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
-) -> tuple[torch.Tensor, int, _Gradients]:
-    """Per-row losses, the mean's count and the gradients ``needs`` asks for of ``sum(grad_output * loss)``
-    (``grad_output``: 0-d or one per row; None, or nothing needed, forms no gradient), in the
-    accumulation dtype: the body of the operators.
+) -> tuple[torch.Tensor, torch.Tensor, _Gradients]:
+    """Per-row losses, the mean's denominator and the gradients ``needs`` asks for of
+    ``sum(grad_output * loss)`` (``grad_output``: 0-d or one per row; None, or nothing needed,
+    forms no gradient), in the accumulation dtype: the body of the operators.
 
-    The class indices are checked first.
+    The values of the targets and weights are checked first.
     """
-    check_class_indices("target", target, get_namespace(target), weight.shape[0], options.ignore_index)
-    count = int((target != options.ignore_index).sum())
-    factor = _row_factor(target, options, count, grad_output) if grad_output is not None and any(needs) else None
-    losses, grads = _chunked(input, weight, bias, target, options, row_factor=factor, needs=needs)
-    return losses, count, grads
+    _check_values(target, class_weight, sample_weight, weight.shape[0], options)
+    rows = _row_terms(target, class_weight, sample_weight, options)
+    factor = _grad_factor(rows, options, grad_output) if grad_output is not None and any(needs) else None
+    backend = _fused_backend(input, weight, bias, target)
+    if backend is not None:
+        losses, grads = _fused(backend, input, weight, bias, rows, options, factor=factor, needs=needs)
+    else:
+        losses, grads = _chunked(input, weight, bias, rows, options, factor=factor, needs=needs)
+    return losses, rows.denominator, grads
+
+
+def _check_values(target, class_weight, sample_weight, n_classes: int, options: LinearOptions) -> None:
+    """The values rules of the targets and weights (each a read on the host; off on a device under
+    :func:`crossentropy.checks_disabled`)."""
+    xp = get_namespace(target)
+    if target.dtype.is_floating_point:
+        check_in_unit_interval("target", target, xp)
+    else:
+        check_class_indices("target", target, xp, n_classes, options.ignore_index)
+    if class_weight is not None:
+        check_nonnegative("weight", class_weight, xp)
+    if sample_weight is not None:
+        check_nonnegative("sample_weight", sample_weight, xp)
 
 
 def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -224,13 +449,23 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
     gradients), which the kernels cannot read: the loss is formed again from the saved tensors
     in chunks that keep their logits, and differentiated.
     """
+    _refuse_filtering_under_autograd(ctx.options)
     create_graph = torch.is_grad_enabled()
-    input, weight, bias, target = ctx.saved_tensors
+    input, weight, bias, target, class_weight, sample_weight = ctx.saved_tensors
     wanted = [t for t, need in zip((input, weight, bias), ctx.needs, strict=True) if need]
     with torch.enable_grad(), kernels.disabled():
-        loss = _pytorch_chunks(input, weight, bias, target, ctx.options, recompute=False)
+        loss = _pytorch_chunks(input, weight, bias, target, class_weight, sample_weight, ctx.options, recompute=False)
         found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
     return tuple(next(found) if need else None for need in ctx.needs)
+
+
+def _refuse_filtering_under_autograd(options: LinearOptions) -> None:
+    if options.filter_eps is not None:
+        raise NotImplementedError(
+            "`filter_eps` changes the first-order gradient only: it cannot be combined with a backward that builds "
+            "a graph (create_graph=True), batched or forward-mode gradients, torch.func transforms, or gradients "
+            "of `target`, `weight` or `sample_weight`"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,9 +473,8 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
 # --------------------------------------------------------------------------------------------
 
 
-def _gradient_outputs(input: torch.Tensor, grads: _Gradients) -> tuple[torch.Tensor, ...]:
+def _gradient_outputs(input: torch.Tensor, grads: _Gradients, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """The gradients as operator outputs: a 0-element placeholder where not asked for."""
-    dtype = _accumulation_dtype(input)
     return tuple(input.new_empty(0, dtype=dtype) if g is None else g for g in (grads.input, grads.weight, grads.bias))
 
 
@@ -250,17 +484,26 @@ def _linear_cross_entropy(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
     reduction: str,
     chunk_size: int,
+    accumulation_dtype: torch.dtype,
+    filter_eps: float | None,
 ) -> torch.Tensor:
-    """The loss of ``input`` (N, H) through ``weight`` (V, H) and ``bias``, for ``target`` (N,); no gradient formed."""
-    options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
-    losses, count, _ = _losses_and_gradients(input, weight, bias, target, options, grad_output=None, needs=_NO_NEEDS)
-    return reduce_loss(losses, count, reduction, get_namespace(losses), input.dtype).contiguous()
+    """The loss of ``input`` (N, H) through ``weight`` (V, H) and ``bias``, for ``target`` (N,) or
+    (N, V); no gradient formed."""
+    options = _checked_options(
+        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+    )
+    losses, denominator, _ = _losses_and_gradients(
+        input, weight, bias, target, class_weight, sample_weight, options, grad_output=None, needs=_NO_NEEDS
+    )
+    return reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
 
 
 @torch.library.custom_op("crossentropy::linear_cross_entropy_with_grad", mutates_args=())
@@ -269,24 +512,32 @@ def _linear_cross_entropy_with_grad(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
     reduction: str,
     chunk_size: int,
+    accumulation_dtype: torch.dtype,
+    filter_eps: float | None,
     need_input: bool,
     need_weight: bool,
     need_bias: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss and its gradients that ``need_*`` ask for (of the losses' sum for ``"none"``), in the
     accumulation dtype; a 0-element placeholder for each other one."""
-    options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    options = _checked_options(
+        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+    )
     needs = (need_input, need_weight, need_bias and bias is not None)
-    one = torch.ones((), dtype=torch.float64, device=input.device)
-    losses, count, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=one, needs=needs)
-    loss = reduce_loss(losses, count, reduction, get_namespace(losses), input.dtype).contiguous()
-    return loss, *_gradient_outputs(input, grads)
+    one = torch.ones((), dtype=accumulation_dtype, device=input.device)
+    losses, denominator, grads = _losses_and_gradients(
+        input, weight, bias, target, class_weight, sample_weight, options, grad_output=one, needs=needs
+    )
+    loss = reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
+    return loss, *_gradient_outputs(input, grads, accumulation_dtype)
 
 
 @torch.library.custom_op("crossentropy::linear_cross_entropy_backward", mutates_args=())
@@ -295,6 +546,8 @@ def _linear_cross_entropy_backward(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
     grad_output: torch.Tensor,
     ignore_index: int,
     label_smoothing: float,
@@ -302,6 +555,8 @@ def _linear_cross_entropy_backward(
     softcap: float | None,
     reduction: str,
     chunk_size: int,
+    accumulation_dtype: torch.dtype,
+    filter_eps: float | None,
     need_input: bool,
     need_weight: bool,
     need_bias: bool,
@@ -309,17 +564,20 @@ def _linear_cross_entropy_backward(
     """The gradients of ``sum(grad_output * loss)`` (``grad_output``: 0-d, or one per row for
     ``"none"``) that ``need_*`` ask for, in the accumulation dtype; a 0-element placeholder for each
     other one. The backward of the two operators above; not differentiable itself."""
-    options = LinearOptions(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
+    options = LinearOptions(
+        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+    )
     needs = (need_input, need_weight, need_bias and bias is not None)
-    _, _, grads = _losses_and_gradients(input, weight, bias, target, options, grad_output=grad_output, needs=needs)
-    return _gradient_outputs(input, grads)
+    _, _, grads = _losses_and_gradients(
+        input, weight, bias, target, class_weight, sample_weight, options, grad_output=grad_output, needs=needs
+    )
+    return _gradient_outputs(input, grads, accumulation_dtype)
 
 
 _NO_NEEDS = (False, False, False)
 
 
-def _fake_gradients(input, weight, bias, needs) -> tuple[torch.Tensor, ...]:
-    dtype = _accumulation_dtype(input)
+def _fake_gradients(input, weight, bias, needs, dtype) -> tuple[torch.Tensor, ...]:
     shapes = (input.shape, weight.shape, (weight.shape[0],))
     return tuple(
         input.new_empty(shape if need else (0,), dtype=dtype)
@@ -328,33 +586,37 @@ def _fake_gradients(input, weight, bias, needs) -> tuple[torch.Tensor, ...]:
 
 
 @_linear_cross_entropy.register_fake
-def _linear_fake(input, weight, bias, target, ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size):
+def _linear_fake(input, weight, bias, target, class_weight, sample_weight, *options):
+    reduction = options[4]
     return input.new_empty((input.shape[0],) if reduction == "none" else ())
 
 
 @_linear_cross_entropy_with_grad.register_fake
-def _linear_with_grad_fake(input, weight, bias, target, *options_and_needs):
-    *options, need_input, need_weight, need_bias = options_and_needs
-    reduction = options[4]
-    loss = input.new_empty((input.shape[0],) if reduction == "none" else ())
-    return loss, *_fake_gradients(input, weight, bias, (need_input, need_weight, need_bias))
+def _linear_with_grad_fake(input, weight, bias, target, class_weight, sample_weight, *options_and_needs):
+    options, needs = options_and_needs[:_N_OPTIONS], options_and_needs[_N_OPTIONS:]
+    loss = input.new_empty((input.shape[0],) if options[4] == "none" else ())
+    return loss, *_fake_gradients(input, weight, bias, needs, options[6])
 
 
 @_linear_cross_entropy_backward.register_fake
-def _linear_backward_fake(input, weight, bias, target, grad_output, *options_and_needs):
-    return _fake_gradients(input, weight, bias, options_and_needs[-3:])
+def _linear_backward_fake(input, weight, bias, target, class_weight, sample_weight, grad_output, *options_and_needs):
+    return _fake_gradients(input, weight, bias, options_and_needs[_N_OPTIONS:], options_and_needs[6])
+
+
+_N_TENSORS = 6  # input, weight, bias, target, class_weight, sample_weight
 
 
 def _linear_setup_context(ctx, inputs, output) -> None:
-    input, weight, bias, target, *options = inputs
-    ctx.options = LinearOptions(*options[:6])
+    tensors, rest = inputs[:_N_TENSORS], inputs[_N_TENSORS:]
+    input, weight, bias = tensors[:3]
+    ctx.options = LinearOptions(*rest[:_N_OPTIONS])
     ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
     ctx.needs = tuple(ctx.needs_input_grad[:3])
-    ctx.save_for_backward(input, weight, bias, target)
+    ctx.save_for_backward(*tensors)
     ctx.n_inputs = len(inputs)
     ctx.grads = None
     if isinstance(output, tuple):  # the _with_grad operator: keep the gradients for backward
-        kept = options[6:]  # need_input, need_weight, need_bias
+        kept = rest[_N_OPTIONS:]  # need_input, need_weight, need_bias
         if all(k or not n for n, k in zip(ctx.needs, kept, strict=True)):  # all that autograd needs
             ctx.grads = output[1:]
         ctx.mark_non_differentiable(*output[1:])
@@ -363,151 +625,328 @@ def _linear_setup_context(ctx, inputs, output) -> None:
 
 def _linear_backward(ctx, grad_output, *_):
     grads, ctx.grads = ctx.grads, None  # the first backward hands the kept gradients over
-    nothing = (None,) * ctx.n_inputs
+    nothing = (None,) * (ctx.n_inputs - 3)
     if grad_output is None or not any(ctx.needs):
-        return (None, None, None, *nothing[3:])
+        return (None, None, None, *nothing)
     if torch.is_grad_enabled() or is_transformed_tensor(grad_output):
-        return (*_gradients_by_autograd(ctx, grad_output), *nothing[3:])
+        return (*_gradients_by_autograd(ctx, grad_output), *nothing)
     if grads is None or ctx.options.reduction == "none":  # reduction="none", or a second backward
-        input, weight, bias, target = ctx.saved_tensors
-        o = ctx.options
-        arguments = (o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, o.chunk_size)
-        grads = _linear_cross_entropy_backward(input, weight, bias, target, grad_output, *arguments, *ctx.needs)
+        grads = _linear_cross_entropy_backward(*ctx.saved_tensors, grad_output, *ctx.options.arguments(), *ctx.needs)
     else:
         grads = tuple(scaled(g, grad_output) if need else g for g, need in zip(grads, ctx.needs, strict=True))
     cast = [g.to(dtype) if need else None for g, dtype, need in zip(grads, ctx.dtypes, ctx.needs, strict=True)]
-    return (*cast, *nothing[3:])
+    return (*cast, *nothing)
 
 
 _linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 _linear_cross_entropy_with_grad.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
-def _pytorch_chunks(input, weight, bias, target, options: LinearOptions, *, recompute: bool = True) -> torch.Tensor:
-    """Plain PyTorch (any device): the loss from chunks of rows, differentiable by autograd.
+def _pytorch_chunks(
+    input, weight, bias, target, class_weight, sample_weight, options: LinearOptions, *, recompute: bool = True
+) -> torch.Tensor:
+    """Plain PyTorch (any device): the loss from chunks of rows, differentiable by autograd (the
+    targets, class weights and sample weights too).
 
     With ``recompute`` the chunks run under activation checkpointing (their logits are recomputed
     in the backward pass); without it, or under ``torch.func`` transforms (which refuse the
     saved-tensor hooks of checkpointing), they keep their logits for the backward pass.
     """
+    dtype = options.accumulation_dtype
+    probabilities = target.dtype.is_floating_point
 
-    def chunk_losses(rows, weight, bias, rows_target):
-        dtype = _accumulation_dtype(rows)
+    def chunk_losses(rows, weight, bias, class_weight, rows_target, rows_sample_weight):
         logits = torch.nn.functional.linear(rows.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
         return softmax_cross_entropy(
             logits,
-            rows_target,
-            ignore_index=options.ignore_index,
+            rows_target.to(dtype) if probabilities else rows_target,
+            weight=None if class_weight is None else class_weight.to(dtype),
+            ignore_index=None if probabilities else options.ignore_index,
             label_smoothing=options.label_smoothing,
             z_loss=options.z_loss,
             softcap=options.softcap,
+            sample_weight=rows_sample_weight,
             reduction="none",
         )
 
     size = options.chunk_size
-    chunks = [(input[i : i + size], weight, bias, target[i : i + size]) for i in range(0, input.shape[0], size)]
+    chunks = [
+        (
+            input[i : i + size],
+            weight,
+            bias,
+            class_weight,
+            target[i : i + size],
+            None if sample_weight is None else sample_weight[i : i + size].to(dtype),
+        )
+        for i in range(0, input.shape[0], size)
+    ]
     if recompute and not torch._C._are_functorch_transforms_active():
         pieces = [checkpoint(chunk_losses, *chunk, use_reentrant=False) for chunk in chunks]
     else:
         pieces = [chunk_losses(*chunk) for chunk in chunks]
-    count = (target != options.ignore_index).sum()  # a tensor: under vmap the count differs by batch entry
+    # A tensor: under vmap the denominator differs by batch entry.
+    denominator = _row_terms(target, class_weight, sample_weight, options).denominator
     losses = torch.cat(pieces)
-    return reduce_loss(losses, count, options.reduction, get_namespace(losses), input.dtype)
+    return reduce_loss(losses, denominator, options.reduction, get_namespace(losses), input.dtype)
+
+
+def _k_dimensional(input, linear_weight, target, linear_bias, keywords: dict) -> torch.Tensor:
+    """PyTorch's K-dimensional loss (``linear_weight`` of shape (C, d_1, ..., d_K, H)): as PyTorch
+    itself does, the (N, C, d_1, ..., d_K) logits are formed and given to
+    :func:`crossentropy.torch.cross_entropy`."""
+    from .functional import cross_entropy
+
+    if input.ndim != 2:
+        raise ValueError(
+            f"a K-dimensional loss (`linear_weight` of shape {tuple(linear_weight.shape)}) needs `input` of shape "
+            f"(N, {input.shape[-1]}); got {tuple(input.shape)}"
+        )
+    if keywords.pop("filter_eps") is not None:
+        raise ValueError("`filter_eps` applies to the fused (N, V) loss only, not to a K-dimensional `linear_weight`")
+    dtype = keywords.pop("accumulation_dtype")
+    flat_weight = linear_weight.reshape(-1, input.shape[-1]).to(dtype)
+    flat_bias = None if linear_bias is None else linear_bias.reshape(-1).to(dtype)
+    logits = torch.nn.functional.linear(input.to(dtype), flat_weight, flat_bias)
+    logits = logits.reshape(input.shape[0], *linear_weight.shape[:-1])
+    loss = cross_entropy(logits, target, **keywords)
+    return loss.to(input.dtype)
+
+
+def _chunk_size(chunk_size: int | None, options: Any, n_rows: int, in_features: int, n_classes: int) -> int:
+    """Rows per chunk: ``chunk_size``, or what ``options`` (``torch.nn.LinearCrossEntropyOptions``) asks
+    for (``batch_chunk_size``, or its ``"aspect_ratio[:k]"`` rule), or as many rows as make
+    :data:`_CHUNK_ELEMENTS` logits."""
+    asked = None
+    if options is not None:
+        method = options.chunking_method
+        if options.batch_chunk_size is not None:
+            asked = options.batch_chunk_size
+        elif method is not None and method != "auto":
+            # PyTorch's rule: the chunk's logits as large as the input, divided by k.
+            _, _, k = method.partition(":")
+            ratio = math.ceil(n_classes / in_features)
+            asked = max(1, (1 << max(0, math.ceil(n_rows / ratio) - 1).bit_length()) // int(k or 1))
+    if chunk_size is not None and asked is not None and chunk_size != asked:
+        raise ValueError(
+            f"`chunk_size` ({chunk_size}) and `options` (which asks for {asked} rows per chunk) disagree; give one"
+        )
+    if chunk_size is not None:
+        return chunk_size
+    return asked if asked is not None else max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
+
+
+def _accumulation(accumulation_dtype: Any, options: Any, input: torch.Tensor) -> Any:
+    """The accumulation dtype: ``accumulation_dtype``, else ``options.acc_dtype``, else float32 (float64 for
+    float64 input); checked by :func:`_checked_options`."""
+    if accumulation_dtype is not None:
+        return accumulation_dtype
+    if options is not None and options.acc_dtype is not None:
+        if options.acc_dtype not in _ACCUMULATION_DTYPES:
+            raise ValueError(
+                "`options.acc_dtype` must be None, torch.float32 or torch.float64 (the kernels accumulate in at least "
+                f"float32); got {options.acc_dtype!r}"
+            )
+        return options.acc_dtype
+    return torch.float64 if input.dtype == torch.float64 else torch.float32
+
+
+def _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index) -> bool:
+    """The shape rules of :func:`linear_cross_entropy`; returns whether ``target`` holds probabilities."""
+    for name, tensor in (("input", input), ("linear_weight", linear_weight), ("target", target)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor; got {type(tensor).__name__}")
+    for name, tensor in (("linear_bias", linear_bias), ("weight", weight), ("sample_weight", sample_weight)):
+        if tensor is not None and not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor or None; got {type(tensor).__name__}")
+    check_not_empty("input", input)
+    if input.ndim < 1 or linear_weight.ndim != 2 or input.shape[-1] != linear_weight.shape[1]:
+        raise ValueError(
+            "`linear_weight` must have shape (V, H) with H = input.shape[-1]; got input "
+            f"{tuple(input.shape)} and linear_weight {tuple(linear_weight.shape)}"
+        )
+    n_classes, batch = linear_weight.shape[0], tuple(input.shape[:-1])
+    probabilities = tuple(target.shape) == (*batch, n_classes) and target.dtype.is_floating_point
+    if not probabilities and tuple(target.shape) != batch:
+        raise ValueError(
+            f"`target` must have shape {batch} (class indices: the input's without the hidden dimension) or "
+            f"{(*batch, n_classes)} (probabilities); got {tuple(target.shape)}"
+        )
+    if not probabilities and target.dtype.is_floating_point:
+        raise TypeError(
+            f"`target` of shape {batch} must be integer class indices; got dtype {target.dtype} "
+            f"(probabilities have shape {(*batch, n_classes)})"
+        )
+    if probabilities and ignore_index is not None:
+        raise ValueError(
+            f"`ignore_index` cannot be specified when `target` holds probabilities; got ignore_index={ignore_index}"
+        )
+    for name, tensor, shape in (
+        ("linear_bias", linear_bias, (n_classes,)),
+        ("weight", weight, (n_classes,)),
+        ("sample_weight", sample_weight, batch),
+    ):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"`{name}` must have shape {shape}; got {tuple(tensor.shape)}")
+    return probabilities
 
 
 def linear_cross_entropy(
     input: torch.Tensor,
-    weight: torch.Tensor,
+    linear_weight: torch.Tensor,
     target: torch.Tensor,
     *,
-    bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
     label_smoothing: float = 0.0,
+    options: Any = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    reduction: str = "mean",
+    sample_weight: torch.Tensor | None = None,
+    accumulation_dtype: torch.dtype | None = None,
+    filter_eps: float | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    r"""Cross-entropy of ``input @ weight.T + bias`` without materializing the N×V logits.
+    r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materializing the N×V logits.
 
-    Equal to ``crossentropy.torch.cross_entropy(input @ weight.T + bias, target, ...)``:
+    ``torch.nn.functional.linear_cross_entropy`` (PyTorch 2.13): same parameters, defaults and
+    results, equal to ``crossentropy.torch.cross_entropy(F.linear(input, linear_weight,
+    linear_bias), target, ...)``:
 
     .. math::
 
-        \ell_n = -\sum_c a_{n,c} \log \operatorname{softmax}(u_n)_c + z \operatorname{LSE}(u_n)^2,
+        \ell_n = s_n \Big( -\sum_c a_{n,c} \log \operatorname{softmax}(u_n)_c
+                 + z\, \omega_n \operatorname{LSE}(u_n)^2 \Big),
         \qquad u_n = \operatorname{cap}(W x_n + b),
 
-    with :math:`a_{n,c} = (1-\varepsilon)[c = y_n] + \varepsilon / V`, the mean over the rows
-    whose target is not ``ignore_index`` (0 when there is none). Gradients for ``input``,
-    ``weight`` and ``bias`` accumulate in float32 and come back in their dtypes.
+    with PyTorch's target weights :math:`a_{n,c} = (1-\varepsilon)\, w_{y_n} [c = y_n] +
+    \tfrac{\varepsilon}{V} w_c` (index targets; :math:`\omega_n = w_{y_n}`) or :math:`w_c
+    ((1-\varepsilon)\, t_{n,c} + \tfrac{\varepsilon}{V})` (probabilities; :math:`\omega_n = 1`),
+    and the mean dividing by :math:`\sum_n s_n \omega_n` over the rows not ignored (0 when there
+    is none). Unlike PyTorch's, every path is memory-light (``options=None`` included): on a
+    backend with fused linear kernels (Triton on CUDA, index targets) the logits exist only in
+    tiles on chip; elsewhere in chunks of rows. Gradients for ``input``, ``linear_weight`` and
+    ``linear_bias`` accumulate in float32 and come back in their dtypes. Every autograd path
+    PyTorch has works (double backward, forward AD, ``torch.func``, ``torch.compile``), where
+    PyTorch's chunked path refuses some.
 
     Parameters
     ----------
-    input : Tensor of shape (..., H)
-        Hidden states, e.g. (batch, sequence, hidden).
-    weight : Tensor of shape (V, H)
-        The output projection (``nn.Linear(H, V).weight``, a tied embedding).
-    target : integer Tensor of shape (...)
-        Class indices in ``[0, V)``, or ``ignore_index``.
-    bias : Tensor of shape (V,), optional
-    ignore_index, label_smoothing, z_loss, softcap, reduction
-        As :func:`crossentropy.torch.cross_entropy`.
+    input : Tensor of shape (H,), (N, H) or (..., H)
+        Hidden states; more than one batch dimension (e.g. (batch, sequence, hidden)) is an
+        extension: PyTorch takes (H,) and (N, H) only.
+    linear_weight : Tensor of shape (V, H)
+        The output projection (``nn.Linear(H, V).weight``, a tied embedding). PyTorch's
+        K-dimensional (C, d_1, ..., d_K, H) is accepted too and, as PyTorch does, materializes
+        the logits.
+    target : Tensor
+        Class indices of the batch shape (``input.shape[:-1]``) in ``[0, V)`` or
+        ``ignore_index``, or probabilities of shape ``(*input.shape[:-1], V)``.
+    linear_bias : Tensor of shape (V,), optional
+    weight : Tensor of shape (V,), optional
+        Class weights :math:`w_c`, as PyTorch's.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    ignore_index : int, optional
+        Index targets equal to it are ignored; None means -100 (PyTorch's rule). Not allowed
+        with probability targets.
+    label_smoothing : float, default 0.0
+    options : torch.nn.LinearCrossEntropyOptions, optional
+        PyTorch's chunking options: ``batch_chunk_size`` (or the ``chunking_method``
+        ``"aspect_ratio[:k]"`` rule) sets the rows per chunk, ``acc_dtype`` the accumulation
+        dtype; ``acc_policy`` and ``allow_retain_graph`` have no effect (the accumulation is
+        always in ``accumulation_dtype``, and a second backward always works).
+    z_loss, softcap, sample_weight
+        As :func:`crossentropy.torch.cross_entropy`: z-loss coefficient :math:`z`, soft-cap
+        :math:`c` (:math:`u = c \tanh(x / c)`), per-row weights :math:`s_n` of the batch shape.
+    accumulation_dtype : torch.float32 or torch.float64, optional
+        What the logits and the gradients accumulate in; default float32 (float64 for float64
+        input). float64 makes a float32 model's loss and gradients exact to float32 rounding at
+        twice the memory of the gradient of ``linear_weight`` (the fused kernels compute the
+        tiles of half-precision and float32 inputs in float32 and accumulate the gradients in
+        this dtype).
+    filter_eps : float in (0, 1), optional
+        Gradient filtering (Cut Cross-Entropy's ``filter_eps``): the softmax term of the logits'
+        gradient, :math:`f_n \kappa_n p_{n,c}`, is dropped where :math:`p_{n,c}` <
+        ``filter_eps``; the fused kernels then skip every tile where it is all that is left (no
+        target in it, no label smoothing). The loss is unchanged; each dropped entry of the
+        logits' gradient is below ``filter_eps`` times the row's factor. Off by default. First-order gradients only.
     chunk_size : int, optional
-        Rows per chunk; by default as many as make 64 MiB of float32 logits. Peak memory is one
-        chunk of logits (two with ``softcap``) and the float32 gradient of ``weight``.
+        Rows per chunk of the chunked engine; by default ``options``'s choice, else as many as
+        make 64 MiB of float32 logits. Peak memory is one chunk of logits (two with ``softcap``
+        or ``filter_eps``) and the gradient of ``linear_weight``.
 
     Returns
     -------
     Tensor
-        0-d for ``"mean"``/``"sum"``, ``target``'s shape for ``"none"``; the input's dtype.
+        0-d for ``"mean"``/``"sum"``, the target's batch shape for ``"none"``; the input's dtype.
 
     Examples
     --------
     >>> import torch
     >>> hidden, head = torch.randn(6, 16), torch.nn.Linear(16, 50)
     >>> tokens = torch.randint(0, 50, (6,))
-    >>> loss = linear_cross_entropy(hidden, head.weight, tokens, bias=head.bias, chunk_size=4)
+    >>> loss = linear_cross_entropy(hidden, head.weight, tokens, linear_bias=head.bias, chunk_size=4)
     >>> bool(torch.isclose(loss, torch.nn.functional.cross_entropy(head(hidden), tokens), atol=1e-6))
     True
+
+    PyTorch's own function, with the same arguments, gives the same loss:
+
+    >>> theirs = torch.nn.functional.linear_cross_entropy(hidden, head.weight, tokens, linear_bias=head.bias)
+    >>> bool(torch.isclose(loss, theirs, atol=1e-6))
+    True
     """
-    for name, tensor in (("input", input), ("weight", weight), ("target", target)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor; got {type(tensor).__name__}")
-    check_not_empty("input", input)
-    if input.ndim < 1 or weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"`weight` must have shape (V, H) with H = input.shape[-1]; got input {tuple(input.shape)} "
-            f"and weight {tuple(weight.shape)}"
-        )
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(
-            f"`target` must have shape {tuple(input.shape[:-1])} (the input's without the hidden dimension); "
-            f"got {tuple(target.shape)}"
-        )
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"`bias` must have shape ({weight.shape[0]},); got {tuple(bias.shape)}")
-    n_classes = weight.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
+    if isinstance(linear_weight, torch.Tensor) and linear_weight.ndim > 2 and isinstance(input, torch.Tensor):
+        keywords = {
+            "weight": weight,
+            "reduction": reduction,
+            "ignore_index": -100 if ignore_index is None else ignore_index,
+            "label_smoothing": label_smoothing,
+            "z_loss": z_loss,
+            "softcap": softcap,
+            "sample_weight": sample_weight,
+            "accumulation_dtype": _accumulation(accumulation_dtype, options, input),
+            "filter_eps": filter_eps,
+        }
+        return _k_dimensional(input, linear_weight, target, linear_bias, keywords)
+    probabilities = _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index)
+    if options is not None and not isinstance(options, torch.nn.LinearCrossEntropyOptions):
+        raise TypeError(f"`options` must be a torch.nn.LinearCrossEntropyOptions or None; got {type(options).__name__}")
+    hidden, n_classes = input.shape[-1], linear_weight.shape[0]
+    rows = input.reshape(-1, hidden)
+    chunk_size = _chunk_size(chunk_size, options, rows.shape[0], hidden, n_classes)
+    arguments = (
+        -100 if ignore_index is None else ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        reduction,
+        chunk_size,
+        _accumulation(accumulation_dtype, options, input),
+        filter_eps,
+    )
     if torch.compiler.is_compiling():  # TorchDynamo cannot trace the checks: the operators make them when they run
-        softcap = None if softcap is None else float(softcap)
-        options = LinearOptions(
-            int(ignore_index), float(label_smoothing), float(z_loss), softcap, reduction, chunk_size
-        )
+        ignore, smoothing, z, cap, *rest = arguments
+        settings = LinearOptions(int(ignore), float(smoothing), float(z), None if cap is None else float(cap), *rest)
     else:
-        options = _checked_options(ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size)
-    rows, row_target = input.reshape(-1, input.shape[-1]), target.reshape(-1)
-    if all(
-        t is None or _ops.kernels_take(t, row_target) for t in (input, weight, bias)
-    ):  # the operators check `target`
-        o = options
-        arguments = (o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, o.chunk_size)
-        needs = [torch.is_grad_enabled() and t is not None and t.requires_grad for t in (input, weight, bias)]
-        if any(needs) and options.reduction != "none":  # the gradients in the forward call, scaled in backward
-            loss = _linear_cross_entropy_with_grad(rows, weight, bias, row_target, *arguments, *needs)[0]
+        settings = _checked_options(*arguments)
+    row_target = target.reshape(-1, n_classes) if probabilities else target.reshape(-1)
+    row_sample_weight = None if sample_weight is None else sample_weight.reshape(-1)
+    tensors = (rows, linear_weight, linear_bias, row_target, weight, row_sample_weight)
+    transformed = any(is_transformed_tensor(t) for t in tensors)
+    differentiable_others = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors[3:])
+    if not transformed and not differentiable_others:  # the operators check the targets' and weights' values
+        needs = [
+            torch.is_grad_enabled() and t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)
+        ]
+        if any(needs) and settings.reduction != "none":  # the gradients in the forward call, scaled in backward
+            loss = _linear_cross_entropy_with_grad(*tensors, *settings.arguments(), *needs)[0]
         else:
-            loss = _linear_cross_entropy(rows, weight, bias, row_target, *arguments)
+            loss = _linear_cross_entropy(*tensors, *settings.arguments())
     else:
-        check_class_indices("target", target, get_namespace(target), n_classes, ignore_index)
-        loss = _pytorch_chunks(rows, weight, bias, row_target, options)
-    return loss.reshape(target.shape) if options.reduction == "none" else loss
+        if settings.filter_eps is not None:
+            _refuse_filtering_under_autograd(settings)
+        _check_values(row_target, weight, row_sample_weight, n_classes, settings)
+        loss = _pytorch_chunks(rows, linear_weight, linear_bias, row_target, weight, row_sample_weight, settings)
+    return loss.reshape(target.shape[: input.ndim - 1]) if settings.reduction == "none" else loss
