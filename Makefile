@@ -25,7 +25,7 @@ demo: $(STAMP)
 TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider
 TORCH_SUITE := tests/test_torch_layer.py tests/test_torch_semantics.py tests/test_torch_autograd.py \
 	tests/test_torch_opinfo.py tests/test_torch_compile.py tests/test_torch_distributed.py \
-	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py
+	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py tests/test_torch_linear_pytorch.py
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -16,9 +16,10 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close
+from _support import assert_close, triton_devices
 
 import crossentropy.torch as cet
+from crossentropy import kernels
 from crossentropy.torch import linear as linear_module
 
 N_ROWS, HIDDEN, VOCAB = 13, 8, 37
@@ -172,7 +173,8 @@ def test_pytorchs_options_give_pytorchs_result_and_chunk_size(options):
 
 
 def test_the_chunk_size_of_options_is_the_one_used(monkeypatch):
-    x, w, _, y, _, _ = make_case()
+    """By the chunked engine (probability targets always take it; the fused kernels have no chunks)."""
+    x, w, _, y, _, _ = make_case(probabilities=True)
     sizes = []
     original = linear_module._chunked
 
@@ -383,3 +385,74 @@ def test_nothing_the_caller_passed_is_written():
     loss.backward()
     for original, now in zip(before, (*tensors, y, class_weight, sample_weight), strict=True):
         assert torch.equal(original, now.detach())
+
+
+# --------------------------------------------------------------------------------------------
+# The fused engine (Triton's linear kernels: CUDA, or the CPU under TRITON_INTERPRET=1)
+# --------------------------------------------------------------------------------------------
+
+FUSED_OPTIONS = [
+    {},
+    {"weight": "class", "label_smoothing": 0.1},
+    {"z_loss": 0.02, "softcap": 2.5},
+    {"sample_weight": "rows", "weight": "class", "z_loss": 0.01},
+    {"filter_eps": 1e-3},
+]
+
+
+def spy_on_fused_kernels(monkeypatch) -> list:
+    import crossentropy.kernels.triton._linear as fused_module
+
+    calls = []
+    for name in ("linear_logsumexp", "linear_cross_entropy_gradients"):
+        original = getattr(fused_module, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(fused_module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("device", triton_devices())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    ("options", "reduction"),
+    # filtered_by_definition writes out the mean's gradient
+    [(o, r) for o in FUSED_OPTIONS for r in ("mean", "none") if r == "mean" or "filter_eps" not in o],
+    ids=lambda v: v if isinstance(v, str) else ",".join(v) or "plain",
+)
+def test_the_fused_engine_computes_and_matches_the_materialized_logits(options, reduction, dtype, device, monkeypatch):
+    x, w, b, y, class_weight, cotangent = make_case(seed="fused")
+    sample_weight = torch.rand(N_ROWS, generator=generator("sample"), dtype=torch.float64)
+    keywords = {k: class_weight if v == "class" else sample_weight if v == "rows" else v for k, v in options.items()}
+    keywords["reduction"] = reduction
+    eps = keywords.pop("filter_eps", None)
+    # The reference: float64 from the same (rounded) inputs, logits materialized.
+    rounded = [t.to(dtype).double() for t in (x, w, b)]
+    if eps is None:
+        theirs = value_and_grads(materialized, *rounded, y, cotangent=cotangent, **keywords)
+    else:
+        loss, grad_w, grad_x, grad_b = filtered_by_definition(*rounded, y, eps)
+        theirs = [loss, grad_x, grad_w, grad_b]
+    calls = spy_on_fused_kernels(monkeypatch)
+    on_device = [t.to(device=device, dtype=dtype) for t in (x, w, b)]
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in keywords.items()}
+    with kernels.backend("triton"):
+        ours = value_and_grads(
+            cet.linear_cross_entropy,
+            *on_device,
+            y.to(device),
+            cotangent=cotangent.to(device=device, dtype=dtype),
+            filter_eps=eps,
+            **moved,
+        )
+    # "mean": the gradients in the forward call; "none": the backward forms them, its log-sum-exp again.
+    forward = ["linear_logsumexp"] if reduction == "mean" else ["linear_logsumexp", "linear_logsumexp"]
+    assert calls == [*forward, "linear_cross_entropy_gradients"]
+    for got, want in zip(ours, theirs, strict=True):
+        assert got.dtype == dtype
+        assert got.device.type == device
+        # The tiles accumulate in float32 (float64 for float64) and the result is rounded once to the dtype.
+        assert_close(got.double().cpu(), want.to(dtype).double(), dtype)
