@@ -20,9 +20,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import assert_close
+from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, assert_close
 
 import crossentropy.torch as cet
+from crossentropy import kernels
+from crossentropy.torch import distributed
 
 BATCH, SEQUENCE, HIDDEN, VOCAB = 3, 4, 6, 10
 IGNORED = [(0, 2), (2, 1)]  # (batch, position) of the two targets set to ignore_index
@@ -109,25 +111,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def worker(rank: int, world: int, port: int, out_dir: str, backend: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         start, stop = shard_bounds(world)[rank]
         results = {}
+        with kernels.backend(backend):
+            fused = distributed._fused_backend(torch.zeros(1, 1), torch.zeros(1, 1), None)
+        assert (fused is not None) == (backend == "triton"), f"fused linear kernels: {fused}"
         for dtype in DTYPES:
             data = make_inputs(dtype)
             for index, case in enumerate(CASES):
                 hidden, weight, bias, target, keywords = case_tensors(data, case, start, stop)
                 leaves = [t.clone().requires_grad_() for t in (hidden, weight) + (() if bias is None else (bias,))]
-                loss = cet.vocab_parallel_linear_cross_entropy(
-                    leaves[0],
-                    leaves[1],
-                    target,
-                    vocab_start=start,
-                    linear_bias=leaves[2] if bias is not None else None,
-                    **keywords,
-                )
-                backward(loss, data["cotangent"])
+                with kernels.backend(backend):
+                    loss = cet.vocab_parallel_linear_cross_entropy(
+                        leaves[0],
+                        leaves[1],
+                        target,
+                        vocab_start=start,
+                        linear_bias=leaves[2] if bias is not None else None,
+                        **keywords,
+                    )
+                    backward(loss, data["cotangent"])
                 results[str(dtype), index] = (loss.detach(), *(leaf.grad for leaf in leaves))
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
@@ -185,16 +191,35 @@ def library_loss(hidden, linear_weight, linear_bias, target, keywords):
     return loss.reshape(target.shape) if loss.ndim else loss
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_sharded_projection_gives_the_single_process_loss_and_gradients(world, tmp_path):
-    mp.spawn(worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+def _has_fused_linear_kernels() -> bool:
+    return TRITON_INSTALLED and hasattr(kernels.Backend, "has_fused_linear")
+
+
+@pytest.mark.parametrize(
+    ("world", "backend"),
+    [
+        (2, "auto"),
+        (3, "auto"),
+        # The Triton backend's fused linear kernels, run by Triton's interpreter on these CPU tensors.
+        pytest.param(
+            3,
+            "triton",
+            marks=[
+                NEEDS_TRITON_ON_CPU,
+                pytest.mark.skipif(not _has_fused_linear_kernels(), reason="no fused linear kernels"),
+            ],
+        ),
+    ],
+)
+def test_sharded_projection_gives_the_single_process_loss_and_gradients(world, backend, tmp_path):
+    mp.spawn(worker, args=(world, free_port(), str(tmp_path), backend), nprocs=world, join=True)
     per_rank = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world)]
     for dtype in DTYPES:
         data = make_inputs(dtype)
         for index, case in enumerate(CASES):
             hidden, weight, bias, target, keywords = case_tensors(data, case)
             expected, leaves = oracle(hidden, weight, bias, target, keywords)
-            what = f"world={world} {dtype} {case}"
+            what = f"world={world} {backend} {dtype} {case}"
             assert_close(library_loss(hidden, weight, bias, target, keywords), expected.detach(), dtype, err_msg=what)
             backward(expected, data["cotangent"].to(torch.float64))
             results = [per_rank[rank][str(dtype), index] for rank in range(world)]
@@ -340,8 +365,6 @@ def test_a_second_derivative_is_refused_not_silently_partial():
 
 @pytest.mark.usefixtures("one_rank_group")
 def test_the_default_chunk_holds_at_most_64_mib_of_float32_logits(monkeypatch):
-    from crossentropy.torch import distributed
-
     assert distributed._CHUNK_ELEMENTS * 4 == 64 * 2**20
     monkeypatch.setattr(distributed, "_CHUNK_ELEMENTS", 2 * VOCAB)  # two rows of logits per chunk
     shapes = []

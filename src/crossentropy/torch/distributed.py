@@ -1,6 +1,10 @@
 r"""Cross-entropy of logits sharded by vocabulary across ``torch.distributed`` ranks (tensor parallelism).
 
-Each rank of ``group`` holds the logits of a contiguous slice of the vocabulary,
+Two functions: :func:`vocab_parallel_cross_entropy` takes each rank's slice of the logits;
+:func:`vocab_parallel_linear_cross_entropy` takes the hidden states and each rank's slice of the
+output projection, and never forms the logits at once (its own docstring has the details).
+
+For the first, each rank of ``group`` holds the logits of a contiguous slice of the vocabulary,
 ``[vocab_start, vocab_start + V_local)``, for the same tokens and targets. The loss needs three
 numbers per token from the whole vocabulary: the maximum logit, the sum of exponentials and the
 target's logit (plus the sum of the logits, for label smoothing). They travel in two
@@ -19,12 +23,13 @@ pass. Results equal :func:`crossentropy.torch.cross_entropy` on the gathered log
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from .. import kernels
 from .._array import get_namespace
 from .._validation import (
     check_class_indices,
@@ -229,6 +234,8 @@ class _LinearOptions:
     softcap: float | None
     reduction: str
     chunk_size: int
+    fused: Any = None  # a kernel backend with the fused linear kernels, or None for chunks in PyTorch
+    vocab_size: int | None = None  # V on the host (the fused kernels take it), when read
 
 
 def _accumulation(dtype: torch.dtype) -> torch.dtype:
@@ -246,11 +253,14 @@ def _chunk_logits(rows, weight_acc, bias_acc, softcap):
 
 
 class VocabParallelLinearCrossEntropy(torch.autograd.Function):
-    """``apply(input (N, H), weight_shard (V_local, H), bias, class_weight, target (N,), sample_weight,
-    options, vocab)``: per-row losses times their factor (``s_n / D`` for ``"mean"``, ``s_n`` otherwise),
-    in the accumulation dtype; the caller sums them for ``"mean"`` and ``"sum"``.
+    r"""``apply(input (N, H), weight_shard (V_local, H), bias, class_weight, target (N,), sample_weight,
+    normalizer, options, vocab)``: per-row losses times their factor (``s_n / D`` for ``"mean"``,
+    ``s_n`` otherwise), in the accumulation dtype; the caller sums them for ``"mean"`` and ``"sum"``.
 
-    ``vocab`` is the global vocabulary size (a 0-d tensor in the accumulation dtype).
+    ``vocab`` is the global vocabulary size (a 0-d tensor in the accumulation dtype). Each rank
+    forms, per row, the log-sum-exp of its classes and :math:`\sum_c a_{n,c} u_{n,c}` over them
+    (with ``options.fused``, a kernel backend's fused linear kernels; else chunks of logits in
+    PyTorch), then the ranks combine them.
     """
 
     @staticmethod
@@ -259,58 +269,50 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
     ):
         dtype = _accumulation(input.dtype)
         n_rows, n_local = input.shape[0], weight_shard.shape[0]
-        weight_acc = weight_shard.to(dtype)
-        bias_acc = None if bias is None else bias.to(dtype)
         class_acc = None if class_weight is None else class_weight.to(dtype)
-        eps, cap = options.label_smoothing, options.softcap
+        eps = options.label_smoothing
 
         valid = target != options.ignore_index
         local_index = target - options.vocab_start
         owned = valid & (local_index >= 0) & (local_index < n_local)
         safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
+        local_omega = None  # w_{y_n} where this rank owns y_n, else 0 (with class weights)
+        if class_acc is not None:
+            local_omega = torch.where(owned, class_acc[safe_index], torch.zeros((), dtype=dtype, device=input.device))
 
-        local_max = input.new_empty(n_rows, dtype=dtype)
-        local_sum = input.new_empty(n_rows, dtype=dtype)
-        target_logit = input.new_zeros(n_rows, dtype=dtype)
-        smoothing_sum = input.new_zeros(n_rows, dtype=dtype) if eps > 0 else None
-        for start in range(0, n_rows, options.chunk_size):
-            stop = min(start + options.chunk_size, n_rows)
-            u, _ = _chunk_logits(input[start:stop].to(dtype), weight_acc, bias_acc, cap)
-            row_max = u.max(dim=1).values
-            row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-            local_max[start:stop] = row_max
-            local_sum[start:stop] = torch.exp(u - row_max[:, None]).sum(dim=1)
-            picked = u.gather(1, safe_index[start:stop, None])[:, 0]
-            target_logit[start:stop] = torch.where(owned[start:stop], picked, torch.zeros_like(picked))
-            if smoothing_sum is not None:  # sum_c w_c u_c over this rank's classes
-                smoothing_sum[start:stop] = u.sum(dim=1) if class_acc is None else u @ class_acc
+        if options.fused is not None:
+            local_lse, local_dot = options.fused.linear_logsumexp(
+                input, weight_shard, bias, _kernel_target(target, valid), **_fused_options(options, class_acc)
+            )
+            local_lse, local_dot = local_lse.to(dtype), local_dot.to(dtype)
+        else:
+            local_lse, local_dot = _chunked_statistics(
+                input, weight_shard, bias, class_acc, owned, safe_index, local_omega, options, vocab
+            )
 
         # Communication: the maximum, then one sum of the stacked per-row statistics.
-        global_max = local_max.clone()
+        global_max = local_lse.clone()
         dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=options.group)
-        pieces = [local_sum * torch.exp(local_max - global_max), target_logit]
-        if smoothing_sum is not None:
-            pieces.append(smoothing_sum)
-        if class_acc is not None:  # omega_n = w_{y_n}, held by the rank that owns y_n
-            pieces.append(torch.where(owned, class_acc[safe_index], torch.zeros_like(target_logit)))
+        global_max = torch.where(torch.isfinite(global_max), global_max, torch.zeros_like(global_max))
+        pieces = [torch.exp(local_lse - global_max), local_dot]
+        if class_acc is not None:
+            pieces.append(local_omega)
             if eps > 0:
                 pieces.append(class_acc.sum()[None])
         stats = torch.cat(pieces)
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
-        sum_exp, target_logit = stats[:n_rows], stats[n_rows : 2 * n_rows]
-        smoothing_sum = stats[2 * n_rows : 3 * n_rows] if eps > 0 else None
+        lse = global_max + torch.log(stats[:n_rows])
+        target_dot = stats[n_rows : 2 * n_rows]
         if class_acc is None:
-            omega = valid.to(dtype)
-            class_total = vocab
+            omega, class_total = valid.to(dtype), vocab
         else:
-            offset = 3 * n_rows if eps > 0 else 2 * n_rows
-            omega = stats[offset : offset + n_rows]
-            class_total = stats[-1] if eps > 0 else None
+            omega, class_total = stats[2 * n_rows : 3 * n_rows], stats[-1] if eps > 0 else None
 
-        lse = global_max + torch.log(sum_exp)
-        losses = (1 - eps) * omega * (lse - target_logit)
+        # A_n = sum_c a_{n,c}; the loss A_n LSE_n - sum_c a_{n,c} u_{n,c} + z omega_n LSE_n^2.
+        mass = (1 - eps) * omega
         if eps > 0:
-            losses = losses + eps / vocab * (class_total * lse - smoothing_sum)
+            mass = mass + eps * class_total / vocab
+        losses = mass * lse - target_dot
         if options.z_loss > 0:
             losses = losses + options.z_loss * omega * lse**2
         losses = torch.where(valid, losses, torch.zeros_like(losses))
@@ -321,8 +323,9 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
             empty = denominator == 0
             scale = torch.where(empty, torch.zeros_like(scale), scale / torch.where(empty, 1, denominator))
 
-        # kappa_n = sum_c a_{n,c} + 2 z omega_n LSE_n: the coefficient of p in the gradient.
-        kappa = (1 - eps) * omega + (eps * class_total / vocab if eps > 0 else 0) + 2 * options.z_loss * omega * lse
+        # kappa_n = A_n + 2 z omega_n LSE_n: the coefficient of p in the gradient.
+        kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
+        kappa = torch.where(valid, kappa, torch.zeros_like(kappa))
         ctx.options = options
         ctx.save_for_backward(input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab)
         return losses * scale
@@ -338,50 +341,42 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
         input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab = ctx.saved_tensors
         options = ctx.options
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_bias = need_bias and bias is not None
         if not (need_input or need_weight or need_bias):
             return (None,) * 9
         dtype = lse.dtype
-        n_rows, n_local = input.shape[0], weight_shard.shape[0]
-        eps, cap = options.label_smoothing, options.softcap
-        weight_acc = weight_shard.to(dtype)
-        bias_acc = None if bias is None else bias.to(dtype)
-        smoothing = None
-        if eps > 0:
-            smoothing = (
-                eps
-                / vocab
-                * (
-                    torch.ones(n_local, dtype=dtype, device=lse.device)
-                    if class_weight is None
-                    else class_weight.to(dtype)
-                )
-            )
-        local_index = target - options.vocab_start
-        owned = (target != options.ignore_index) & (local_index >= 0) & (local_index < n_local)
-        safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
-        target_coefficient = torch.where(owned, (1 - eps) * omega, torch.zeros_like(omega))
+        class_acc = None if class_weight is None else class_weight.to(dtype)
         factor = grad_losses.to(dtype) * scale
-
-        grad_input = input.new_empty(input.shape, dtype=dtype) if need_input else None
-        grad_weight = input.new_zeros(weight_shard.shape, dtype=dtype) if need_weight else None
-        grad_bias = input.new_zeros(n_local, dtype=dtype) if need_bias and bias is not None else None
-        for start in range(0, n_rows, options.chunk_size):
-            stop = min(start + options.chunk_size, n_rows)
-            rows = input[start:stop].to(dtype)
-            u, squashed = _chunk_logits(rows, weight_acc, bias_acc, cap)
-            grad = torch.exp(u - lse[start:stop, None]).mul_(kappa[start:stop, None])
-            if smoothing is not None:
-                grad -= smoothing
-            grad.scatter_add_(1, safe_index[start:stop, None], -target_coefficient[start:stop, None])
-            grad *= factor[start:stop, None]
-            if squashed is not None:
-                grad *= 1 - squashed**2
-            if grad_input is not None:
-                torch.mm(grad, weight_acc, out=grad_input[start:stop])
-            if grad_weight is not None:
-                grad_weight.addmm_(grad.T, rows)
-            if grad_bias is not None:
-                grad_bias += grad.sum(dim=0)
+        if options.fused is not None:
+            grad_input, grad_weight, grad_bias = options.fused.linear_cross_entropy_gradients(
+                input,
+                weight_shard,
+                bias,
+                _kernel_target(target, target != options.ignore_index),
+                lse,
+                kappa.contiguous(),
+                factor.contiguous(),
+                **_fused_options(options, class_acc),
+                need_input=need_input,
+                need_weight=need_weight,
+                need_bias=need_bias,
+                accumulation_dtype=dtype,
+            )
+        else:
+            grad_input, grad_weight, grad_bias = _chunked_gradients(
+                input,
+                weight_shard,
+                bias,
+                class_acc,
+                target,
+                lse,
+                kappa,
+                omega,
+                factor,
+                options,
+                vocab,
+                (need_input, need_weight, need_bias),
+            )
         if grad_input is not None:  # every rank holds the part of the input's gradient from its classes
             dist.all_reduce(grad_input, op=dist.ReduceOp.SUM, group=options.group)
         return (
@@ -390,6 +385,98 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
             None if grad_bias is None else grad_bias.to(bias.dtype),
             *(None,) * 6,
         )
+
+
+def _kernel_target(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The targets as the fused kernels take them: -1 (no class of any shard) for ignored rows, so that an
+    ``ignore_index`` inside this rank's classes marks no target."""
+    return torch.where(valid, target, torch.full_like(target, -1))
+
+
+def _fused_options(options: _LinearOptions, class_weight: torch.Tensor | None) -> dict:
+    return {
+        "class_weight": class_weight,
+        "smoothing": options.label_smoothing,
+        "total_classes": options.vocab_size,
+        "vocab_start": options.vocab_start,
+        "cap": options.softcap,
+    }
+
+
+def _chunked_statistics(input, weight_shard, bias, class_acc, owned, safe_index, local_omega, options, vocab):
+    r"""Per row, over this rank's classes, the log-sum-exp of ``u`` and :math:`\sum_c a_{n,c} u_{n,c}`,
+    from chunks of ``options.chunk_size`` rows of logits in PyTorch (the accumulation dtype)."""
+    dtype = _accumulation(input.dtype)
+    n_rows = input.shape[0]
+    weight_acc = weight_shard.to(dtype)
+    bias_acc = None if bias is None else bias.to(dtype)
+    eps = options.label_smoothing
+    target_coefficient = (1 - eps) * (owned.to(dtype) if local_omega is None else local_omega)
+    local_lse = input.new_empty(n_rows, dtype=dtype)
+    local_dot = input.new_empty(n_rows, dtype=dtype)
+    for start in range(0, n_rows, options.chunk_size):
+        stop = min(start + options.chunk_size, n_rows)
+        u, _ = _chunk_logits(input[start:stop].to(dtype), weight_acc, bias_acc, options.softcap)
+        local_lse[start:stop] = torch.logsumexp(u, dim=1)
+        picked = u.gather(1, safe_index[start:stop, None])[:, 0]
+        dot = torch.where(owned[start:stop], target_coefficient[start:stop] * picked, torch.zeros_like(picked))
+        if eps > 0:  # + eps / V sum_c w_c u_c over this rank's classes
+            dot = dot + eps / vocab * (u.sum(dim=1) if class_acc is None else u @ class_acc)
+        local_dot[start:stop] = dot
+    return local_lse, local_dot
+
+
+def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa, omega, factor, options, vocab, needs):
+    """The gradients of ``input``, this rank's ``weight_shard`` and ``bias`` (None where not needed),
+    recomputing chunks of logits in PyTorch: g = f (kappa p - a) (1 - tanh^2(x / c))."""
+    dtype = lse.dtype
+    n_rows, n_local = input.shape[0], weight_shard.shape[0]
+    eps, cap = options.label_smoothing, options.softcap
+    weight_acc = weight_shard.to(dtype)
+    bias_acc = None if bias is None else bias.to(dtype)
+    smoothing = None
+    if eps > 0:
+        smoothing = (
+            eps / vocab * (torch.ones(n_local, dtype=dtype, device=lse.device) if class_acc is None else class_acc)
+        )
+    local_index = target - options.vocab_start
+    owned = (target != options.ignore_index) & (local_index >= 0) & (local_index < n_local)
+    safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
+    target_coefficient = torch.where(owned, (1 - eps) * omega, torch.zeros_like(omega))
+
+    need_input, need_weight, need_bias = needs
+    grad_input = input.new_empty(input.shape, dtype=dtype) if need_input else None
+    grad_weight = input.new_zeros(weight_shard.shape, dtype=dtype) if need_weight else None
+    grad_bias = input.new_zeros(n_local, dtype=dtype) if need_bias else None
+    for start in range(0, n_rows, options.chunk_size):
+        stop = min(start + options.chunk_size, n_rows)
+        rows = input[start:stop].to(dtype)
+        u, squashed = _chunk_logits(rows, weight_acc, bias_acc, cap)
+        grad = torch.exp(u - lse[start:stop, None]).mul_(kappa[start:stop, None])
+        if smoothing is not None:
+            grad -= smoothing
+        grad.scatter_add_(1, safe_index[start:stop, None], -target_coefficient[start:stop, None])
+        grad *= factor[start:stop, None]
+        if squashed is not None:
+            grad *= 1 - squashed**2
+        if grad_input is not None:
+            torch.mm(grad, weight_acc, out=grad_input[start:stop])
+        if grad_weight is not None:
+            grad_weight.addmm_(grad.T, rows)
+        if grad_bias is not None:
+            grad_bias += grad.sum(dim=0)
+    return grad_input, grad_weight, grad_bias
+
+
+def _fused_backend(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """The kernel backend whose fused linear kernels (``linear_logsumexp``,
+    ``linear_cross_entropy_gradients``) compute this call, or None for chunks of logits in PyTorch:
+    one that takes these tensors and has them, with one dtype for the input, the weight and the bias."""
+    if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
+        return None
+    backend = kernels.for_torch(input, weight)
+    has_fused_linear = getattr(backend, "has_fused_linear", None)
+    return backend if has_fused_linear is not None and has_fused_linear() else None
 
 
 def _shard_layout(
@@ -459,10 +546,12 @@ def vocab_parallel_linear_cross_entropy(
     :math:`\sum_n \ell_n /` ``normalizer``.
 
     The N×V_local logits never exist at once: the tokens go through in chunks of ``chunk_size``
-    rows. The forward pass keeps per row the local maximum, sum of exponentials, target logit
-    and (label smoothing) :math:`\sum_c w_c u_{n,c}` of this rank's classes, and combines them
-    across ranks; the backward pass recomputes each chunk's logits and forms this rank's slice
-    of their gradient from the global log-sum-exp kept from the forward pass,
+    rows. The forward pass keeps per row the log-sum-exp of this rank's classes and their
+    :math:`\sum_c a_{n,c} u_{n,c}` (with :math:`a` below), and combines them across ranks into
+    :math:`\ell_n = s_n (A_n \operatorname{LSE}_n - \sum_c a_{n,c} u_{n,c} + z\, \omega_n
+    \operatorname{LSE}_n^2)`, :math:`A_n = \sum_c a_{n,c}`; it saves O(N) numbers per row besides
+    the inputs. The backward pass recomputes each chunk's logits and forms this rank's slice of
+    their gradient from the global log-sum-exp,
 
     .. math::
 
@@ -477,9 +566,18 @@ def vocab_parallel_linear_cross_entropy(
     :math:`\sum_\text{ranks} g W_\text{local}`.
 
     **Communication**, on ``group``: per forward call one all-gather of two integers per rank
-    (the shard layout), an all-reduce (maximum) of N numbers and an all-reduce (sum) of 2N to 4N
-    numbers (plus one); per backward call one all-reduce (sum) of the input's gradient, N×H
-    numbers (none when ``input`` does not require a gradient). Never the N×V logits.
+    (the shard layout), an all-reduce (maximum) of N numbers and an all-reduce (sum) of 2N
+    numbers (3N + 1 with class weights); per backward call one all-reduce (sum) of the input's
+    gradient, N×H numbers (none when ``input`` does not require a gradient). Never the N×V
+    logits. The shard layout is read on the host (a device sync) for its checks, skipped on a
+    device under :func:`crossentropy.checks_disabled` except where the fused kernels need
+    :math:`V`.
+
+    **Kernels.** Where a kernel backend with fused linear kernels takes the tensors (Triton: CUDA
+    tensors of one dtype for ``input``, the shard and the bias), the per-row statistics and the
+    gradients come from :func:`crossentropy.kernels.triton.linear_logsumexp` and
+    :func:`crossentropy.kernels.triton.linear_cross_entropy_gradients`, which compute tiles of
+    logits on chip (``chunk_size`` is then unused); elsewhere from chunks of logits in PyTorch.
 
     Parameters
     ----------
@@ -512,10 +610,10 @@ def vocab_parallel_linear_cross_entropy(
         summed over data-parallel ranks, so that their gradients add up to the global mean.
         Only with ``reduction="mean"``.
     chunk_size : int, optional
-        Tokens per chunk; by default as many as make 64 MiB of float32 logits of this rank's
-        classes. Peak memory is about two chunks of logits plus the gradients of ``input`` and
-        of the shard, accumulated in float32 (float64 for float64 input) and cast to the
-        tensors' dtypes at the end.
+        Tokens per chunk of the PyTorch path; by default as many as make 64 MiB of float32
+        logits of this rank's classes. Peak memory is about two chunks of logits plus the
+        gradients of ``input`` and of the shard, accumulated in float32 (float64 for float64
+        input) and cast to the tensors' dtypes at the end.
 
     Returns
     -------
@@ -602,6 +700,9 @@ def vocab_parallel_linear_cross_entropy(
     vocab, vocab_size = _shard_layout(options.vocab_start, n_local, group, input.device, check)
     if check:
         check_class_indices("target", target, get_namespace(target), vocab_size, options.ignore_index)
+    fused = _fused_backend(input, linear_weight_shard, linear_bias)
+    if fused is not None:  # the kernels take V as a number
+        options = replace(options, fused=fused, vocab_size=int(vocab) if vocab_size is None else vocab_size)
     rows = input.reshape(-1, input.shape[-1])
     losses = VocabParallelLinearCrossEntropy.apply(
         rows,
