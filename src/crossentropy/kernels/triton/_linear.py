@@ -80,11 +80,13 @@ from ._softmax import _bits, _option, _soft_cap
 
 __all__ = ["BACKWARD_BLOCKS", "FORWARD_BLOCKS", "linear_cross_entropy_gradients", "linear_logsumexp"]
 
-# (BLOCK_N, BLOCK_V, BLOCK_H, num_warps) by element size in bytes, on a GPU. Chosen for an H100 from
-# the register budget of the tiles (the backward holds the tile of g and two products beside it);
-# not yet timed on a GPU, so these tables are the place to tune.
-FORWARD_BLOCKS = {2: (128, 128, 64, 8), 4: (128, 128, 32, 8), 8: (64, 64, 32, 4)}
-BACKWARD_BLOCKS = {2: (128, 128, 32, 8), 4: (64, 128, 32, 8), 8: (64, 64, 16, 4)}
+# (BLOCK_N, BLOCK_V, BLOCK_H, num_warps) by element size in bytes, on a GPU. Chosen from ptxas's register
+# and spill counts for sm_90 (the kernels compiled ahead of time without a GPU, with every option on):
+# no spills but the backward's 80 bytes for half precision, 40 to 48 for float32 (IEEE float32 products
+# run on the FMA units, with larger operand tiles in registers); larger tiles spill hundreds of bytes.
+# Not yet timed on a GPU, so these tables are the place to tune.
+FORWARD_BLOCKS = {2: (128, 128, 32, 8), 4: (128, 64, 16, 8), 8: (64, 64, 16, 8)}
+BACKWARD_BLOCKS = {2: (128, 128, 32, 8), 4: (128, 64, 16, 8), 8: (64, 64, 16, 8)}
 # Under Triton's interpreter each program runs in Python: few, large programs.
 _INTERPRETED_BLOCKS = (64, 64, 64, 4)
 # Token blocks whose programs run side by side in the backward's launch order (L2 reuse).
@@ -669,6 +671,7 @@ def linear_logsumexp(
                 BLOCK_V=bv,
                 BLOCK_H=bh,
                 num_warps=warps,
+                enable_fp_fusion=True,
             )
     if v_splits == 1:
         return lse[0], dot[0]
@@ -871,5 +874,6 @@ def linear_cross_entropy_gradients(
             BLOCK_H=bh,
             GROUP_N=_GROUP_N,
             num_warps=warps,
+            enable_fp_fusion=True,
         )
     return d_input, d_weight, d_bias
