@@ -79,7 +79,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
                 shifted.exp().sum(dim=1),
                 torch.where(owned, picked, torch.zeros_like(picked)),
                 shifted.sum(dim=1) if options.label_smoothing > 0 else torch.zeros_like(picked),
-                torch.tensor([float(n_local)], dtype=x.dtype),
+                torch.tensor([float(n_local)], dtype=x.dtype, device=x.device),
             ]
         )
         dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
