@@ -365,8 +365,8 @@ def test_a_second_derivative_is_refused_not_silently_partial():
 
 @pytest.mark.usefixtures("one_rank_group")
 def test_the_default_chunk_holds_at_most_64_mib_of_float32_logits(monkeypatch):
-    assert distributed._CHUNK_ELEMENTS * 4 == 64 * 2**20
-    monkeypatch.setattr(distributed, "_CHUNK_ELEMENTS", 2 * VOCAB)  # two rows of logits per chunk
+    assert distributed.CHUNK_ELEMENTS * 4 == 64 * 2**20
+    monkeypatch.setattr(distributed, "CHUNK_ELEMENTS", 2 * VOCAB)  # two rows of logits per chunk
     shapes = []
     original = distributed._chunk_logits
 

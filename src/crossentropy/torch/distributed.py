@@ -41,6 +41,7 @@ from .._validation import (
     check_shape,
     checks_values,
 )
+from .linear import CHUNK_ELEMENTS
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -219,9 +220,6 @@ def vocab_parallel_cross_entropy(
 # --------------------------------------------------------------------------------------------
 # The output projection sharded by vocabulary: vocab_parallel_linear_cross_entropy
 # --------------------------------------------------------------------------------------------
-
-# Elements of one chunk of logits when ``chunk_size`` is not given: 2^24 float32 = 64 MiB.
-_CHUNK_ELEMENTS = 2**24
 
 
 @dataclass(frozen=True)
@@ -671,7 +669,7 @@ def vocab_parallel_linear_cross_entropy(
     if normalizer is not None and reduction != "mean":
         raise ValueError(f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}")
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // max(n_local, 1))
+        chunk_size = max(1, CHUNK_ELEMENTS // max(n_local, 1))
     options = _LinearOptions(
         vocab_start=check_integer_option("vocab_start", vocab_start, low=0),
         group=group,

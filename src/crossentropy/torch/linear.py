@@ -72,7 +72,7 @@ from ._autograd import scaled
 __all__ = ["linear_cross_entropy"]
 
 # Elements of one chunk of logits when no chunk size is given: 2^24 float32 = 64 MiB.
-_CHUNK_ELEMENTS = 2**24
+CHUNK_ELEMENTS = 2**24
 # What the logits and the gradients may accumulate in (``accumulation_dtype``).
 _ACCUMULATION_DTYPES = (torch.float32, torch.float64)
 
@@ -716,7 +716,7 @@ def _k_dimensional(input, linear_weight, target, linear_bias, keywords: dict) ->
 def _chunk_size(chunk_size: int | None, options: Any, n_rows: int, in_features: int, n_classes: int) -> int:
     """Rows per chunk: ``chunk_size``, or what ``options`` (``torch.nn.LinearCrossEntropyOptions``) asks
     for (``batch_chunk_size``, or its ``"aspect_ratio[:k]"`` rule), or as many rows as make
-    :data:`_CHUNK_ELEMENTS` logits."""
+    :data:`CHUNK_ELEMENTS` logits."""
     asked = None
     if options is not None:
         method = options.chunking_method
@@ -733,7 +733,7 @@ def _chunk_size(chunk_size: int | None, options: Any, n_rows: int, in_features: 
         )
     if chunk_size is not None:
         return chunk_size
-    return asked if asked is not None else max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
+    return asked if asked is not None else max(1, CHUNK_ELEMENTS // max(n_classes, 1))
 
 
 def _accumulation(accumulation_dtype: Any, options: Any, input: torch.Tensor) -> Any:
