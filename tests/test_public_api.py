@@ -89,3 +89,14 @@ def test_torch_layer_exports_are_sorted_documented_and_match_pytorchs_signatures
         theirs = inspect.signature(getattr(F, name)).parameters
         positional = [p for p in ours.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         assert [(p.name, p.default) for p in positional] == [(p.name, p.default) for p in theirs.values()], name
+
+
+def test_linear_cross_entropy_takes_pytorchs_signature_then_its_extras():
+    import torch.nn.functional as F
+
+    import crossentropy.torch as cet
+
+    ours = list(inspect.signature(cet.linear_cross_entropy).parameters.values())
+    theirs = list(inspect.signature(F.linear_cross_entropy).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [(p.name, p.kind, p.default) for p in theirs]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in ours[len(theirs) :])
