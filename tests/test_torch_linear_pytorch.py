@@ -456,3 +456,53 @@ def test_the_fused_engine_computes_and_matches_the_materialized_logits(options, 
         assert got.device.type == device
         # The tiles accumulate in float32 (float64 for float64) and the result is rounded once to the dtype.
         assert_close(got.double().cpu(), want.to(dtype).double(), dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The module
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "configuration",
+    [{}, {"bias": True, "label_smoothing": 0.1, "weight": "class"}, {"out_features": (4, 3), "bias": True}],
+    ids=["plain", "bias,smoothing,weight", "k-dimensional"],
+)
+def test_the_module_loads_pytorchs_state_and_gives_its_loss_and_gradients(configuration):
+    gen = generator("module", repr(configuration))
+    class_weight = torch.rand(VOCAB, generator=gen, dtype=torch.float64) + 0.1
+    keywords = {k: class_weight if v == "class" else v for k, v in configuration.items()}
+    theirs = torch.nn.LinearCrossEntropyLoss(HIDDEN, VOCAB, dtype=torch.float64, **keywords)
+    ours = cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, dtype=torch.float64, **keywords)
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(N_ROWS, HIDDEN, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, VOCAB, (N_ROWS, *keywords.get("out_features", ())), generator=gen)
+    results = []
+    for module in (theirs, ours):
+        loss = module(x, y)
+        results.append([loss.detach(), *torch.autograd.grad(loss, list(module.parameters()))])
+    assert_all_close(results[1], results[0], torch.float64, repr(configuration))
+
+
+def test_the_module_passes_its_extras_and_sample_weights_to_the_function():
+    x, w, b, y, class_weight, _ = make_case()
+    sample_weight = torch.rand(N_ROWS, generator=generator("sample"), dtype=torch.float64)
+    module = cet.LinearCrossEntropyLoss(
+        HIDDEN, VOCAB, bias=True, dtype=torch.float64, weight=class_weight, z_loss=0.01, softcap=3.0
+    )
+    with torch.no_grad():
+        module.linear.weight.copy_(w)
+        module.linear.bias.copy_(b)
+    got = module(x, y, sample_weight=sample_weight)
+    want = materialized(
+        x, w, y, linear_bias=b, weight=class_weight, z_loss=0.01, softcap=3.0, sample_weight=sample_weight
+    )
+    assert_close(got.detach(), want, torch.float64)
+
+
+def test_the_module_refuses_bad_configuration_by_name():
+    with pytest.raises(ValueError, match=r"`weight` must have shape \(37,\); got \(36,\)"):
+        cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, weight=torch.ones(36))
+    with pytest.raises(ValueError, match=r"`label_smoothing` must be in \[0, 1\]; got 1.5"):
+        cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, label_smoothing=1.5)

@@ -18,13 +18,16 @@ torch.Size([])
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .._validation import check_number
 from . import functional as F
 from .functional import _reduction_of
+from .linear import linear_cross_entropy
 
 __all__ = [
     "BCELoss",
@@ -33,6 +36,7 @@ __all__ = [
     "CrossEntropyLoss",
     "ForwardCorrectedCrossEntropyLoss",
     "GeneralizedCrossEntropyLoss",
+    "LinearCrossEntropyLoss",
     "NLLLoss",
     "Poly1CrossEntropyLoss",
     "SigmoidFocalLoss",
@@ -359,3 +363,84 @@ class BackwardCorrectedCrossEntropyLoss(_TransitionCorrectedLoss):
     """
 
     _loss = staticmethod(F.backward_corrected_cross_entropy)
+
+
+class LinearCrossEntropyLoss(_Loss):
+    r""":func:`crossentropy.torch.linear_cross_entropy` as a module: ``torch.nn.LinearCrossEntropyLoss``.
+
+    The same constructor (its output projection is ``self.linear``, an ``nn.Linear(in_features,
+    num_classes * prod(out_features))``, so state dicts load either way; class weights are the
+    buffer ``weight``) plus the keyword extras of the function. ``forward(input, target, *,
+    sample_weight=None)`` is ``linear_cross_entropy(input, self.linear.weight, target,
+    linear_bias=self.linear.bias, ...)``, the weight and bias reshaped to ``(num_classes,
+    *out_features, in_features)`` for PyTorch's K-dimensional loss.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import crossentropy.torch as cet
+    >>> head = cet.LinearCrossEntropyLoss(16, 50, bias=True, label_smoothing=0.1)
+    >>> loss = head(torch.randn(6, 16), torch.randint(0, 50, (6,)))
+    >>> loss.shape
+    torch.Size([])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        reduction: str = "mean",
+        weight: torch.Tensor | None = None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options: Any = None,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        accumulation_dtype: torch.dtype | None = None,
+        filter_eps: float | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        if weight is not None and tuple(weight.shape) != (num_classes,):
+            raise ValueError(f"`weight` must have shape ({num_classes},); got {tuple(weight.shape)}")
+        super().__init__(
+            tensors={"weight": weight},
+            num_classes=num_classes,
+            out_features=tuple(out_features),
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
+            options=options,
+            z_loss=z_loss,
+            softcap=softcap,
+            accumulation_dtype=accumulation_dtype,
+            filter_eps=filter_eps,
+            chunk_size=chunk_size,
+        )
+        outputs = num_classes * math.prod(self.out_features)
+        self.linear = nn.Linear(in_features, outputs, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+        shape = (self.num_classes, *self.out_features)
+        bias = self.linear.bias
+        return linear_cross_entropy(
+            input,
+            self.linear.weight.reshape(*shape, self.linear.in_features) if self.out_features else self.linear.weight,
+            target,
+            linear_bias=bias.reshape(shape) if bias is not None and self.out_features else bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            options=self.options,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            sample_weight=sample_weight,
+            accumulation_dtype=self.accumulation_dtype,
+            filter_eps=self.filter_eps,
+            chunk_size=self.chunk_size,
+        )
