@@ -52,7 +52,7 @@ from torch.nn import _reduction
 
 from .. import losses, robust
 from .._validation import parameter_names
-from . import _ops
+from . import _dtensor, _ops
 from ._autograd import InplaceSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
 
 __all__ = [
@@ -219,6 +219,19 @@ def cross_entropy(
     [6.9078, 0.0834]
     """
     reduction = _reduction_of(size_average, reduce, reduction)
+    if isinstance(input, _dtensor.TYPES) or isinstance(target, _dtensor.TYPES):  # torch.distributed.tensor
+        return _dtensor.cross_entropy_dtensor(
+            input,
+            target,
+            weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            sample_weight=sample_weight,
+            inplace=inplace,
+        )
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
     arguments = _ops.softmax_arguments(options)
     operator = None if arguments is None else _operator(input, target, weight, sample_weight)
