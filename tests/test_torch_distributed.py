@@ -28,7 +28,23 @@ CASES = [
     {"reduction": "none"},
     {"label_smoothing": 0.1, "z_loss": 1e-3, "reduction": "none"},
     {"normalizer": 40.0},
+    {"weight": "class"},
+    {"weight": "class", "label_smoothing": 0.2, "reduction": "none"},
+    {"softcap": 2.0, "z_loss": 1e-2},
+    {"sample_weight": "rows"},
+    {"weight": "class", "sample_weight": "rows", "label_smoothing": 0.1, "softcap": 3.0, "z_loss": 1e-3},
+    {"weight": "class", "sample_weight": "rows", "normalizer": 7.5},
 ]
+
+
+def resolved(options: dict, dtype, columns: slice = slice(None)) -> dict:
+    """The case's options with its markers replaced: "class" by (this rank's slice of) the class weights,
+    "rows" by the sample weights."""
+    gen = torch.Generator().manual_seed(11)
+    class_weight = (torch.rand(VOCAB, generator=gen, dtype=torch.float64) + 0.2).to(dtype)
+    sample_weight = torch.rand(N_ROWS, generator=gen, dtype=torch.float64).to(dtype)
+    marks = {"class": class_weight[columns], "rows": sample_weight}
+    return {k: marks[v] if isinstance(v, str) and v in marks else v for k, v in options.items()}
 
 
 def shard_bounds(world: int) -> list[tuple[int, int]]:
@@ -61,7 +77,9 @@ def worker(rank: int, world: int, port: int, dtype, out_dir: str) -> None:
         results = []
         for options in CASES:
             local = logits[:, start:stop].clone().requires_grad_()
-            loss = cet.vocab_parallel_cross_entropy(local, targets, vocab_start=start, **options)
+            loss = cet.vocab_parallel_cross_entropy(
+                local, targets, vocab_start=start, **resolved(options, dtype, slice(start, stop))
+            )
             weights = cotangent.to(loss.dtype) if loss.ndim else torch.ones((), dtype=loss.dtype)
             (loss * weights).sum().backward()
             results.append((loss.detach(), local.grad))
@@ -77,7 +95,7 @@ def test_sharded_vocabulary_gives_the_single_process_loss_and_gradient(world, dt
     logits, targets, cotangent = make_inputs(dtype)
     per_rank = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world)]
     for case, options in enumerate(CASES):
-        reference_options = {k: v for k, v in options.items() if k != "normalizer"}
+        reference_options = {k: v for k, v in resolved(options, dtype).items() if k != "normalizer"}
         x = logits.clone().requires_grad_()
         expected = cet.cross_entropy(x, targets, **reference_options)
         if "normalizer" in options:  # the sum over the tokens, divided by the given count

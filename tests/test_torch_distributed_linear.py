@@ -379,3 +379,22 @@ def test_the_default_chunk_holds_at_most_64_mib_of_float32_logits(monkeypatch):
     hidden = data["hidden"].requires_grad_()
     cet.vocab_parallel_linear_cross_entropy(hidden, data["linear_weight"], data["target"], vocab_start=0).backward()
     assert shapes == [(2, HIDDEN)] * (2 * BATCH * SEQUENCE // 2)  # forward, then the backward's recomputation
+
+
+@pytest.mark.usefixtures("one_rank_group")
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"weight": torch.zeros(5)}, ValueError, r"`weight` must have shape \(4,\) .*got shape \(5,\)"),
+        ({"weight": -torch.ones(4)}, ValueError, r"`weight` must be finite and non-negative; got -1"),
+        ({"sample_weight": torch.ones(4)}, ValueError, r"`sample_weight` must have shape \(5,\)"),
+        ({"softcap": -1.0}, ValueError, r"`softcap` must be > 0; got -1"),
+        ({"vocab_start": 2}, ValueError, r"must tile the vocabulary \[0, V\).*\[\(2, 4\)\]"),
+        ({"target": torch.tensor([0, 1, 4, 3, -100])}, ValueError, r"`target` must be class indices in \[0, 4\)"),
+    ],
+)
+def test_the_logits_version_names_bad_arguments_too(changes, error, message):
+    arguments = {"local_logits": torch.zeros(5, 4), "target": torch.tensor([0, 1, 2, 3, -100]), "vocab_start": 0}
+    arguments.update(changes)
+    with pytest.raises(error, match=message):
+        cet.vocab_parallel_cross_entropy(arguments.pop("local_logits"), arguments.pop("target"), **arguments)

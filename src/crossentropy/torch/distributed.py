@@ -5,20 +5,24 @@ Two functions: :func:`vocab_parallel_cross_entropy` takes each rank's slice of t
 output projection, and never forms the logits at once (its own docstring has the details).
 
 For the first, each rank of ``group`` holds the logits of a contiguous slice of the vocabulary,
-``[vocab_start, vocab_start + V_local)``, for the same tokens and targets. The loss needs three
-numbers per token from the whole vocabulary: the maximum logit, the sum of exponentials and the
-target's logit (plus the sum of the logits, for label smoothing). They travel in two
-all-reduces of O(N) numbers (a maximum, then one sum of the stacked rest), never the N×V logits;
-the backward pass needs no communication at all, since each rank's slice of the gradient,
+``[vocab_start, vocab_start + V_local)``, for the same tokens and targets. With target weights
+:math:`a_{n,c}` (label smoothing, class weights), the loss needs per token, from the whole
+vocabulary, the log-sum-exp :math:`L_n`, :math:`\sum_c a_{n,c} u_{n,c}` (the target's logit
+and the smoothing term) and, with class weights, :math:`\omega_n = w_{y_n}` and
+:math:`\sum_c w_c`. Each rank forms them over its classes; they travel in two all-reduces of
+O(N) numbers (a maximum, then one sum of the stacked rest), never the N×V logits
+(:func:`_combine`, shared by both functions). The backward pass of the logits needs no
+communication: each rank's slice of the gradient,
 
 .. math::
 
-    \frac{\partial \ell_n}{\partial x_{n,c}} = \big(1 + 2 z \operatorname{LSE}_n\big)\, p_{n,c}
-        - (1 - \varepsilon) [c = y_n] - \frac{\varepsilon}{V},
-    \qquad p_{n,c} = e^{x_{n,c} - \operatorname{LSE}_n},
+    \frac{\partial \ell_n}{\partial x_{n,c}} = f_n \big(\kappa_n\, p_{n,c} - a_{n,c}\big)
+        \Big(1 - \tanh^2 \frac{x_{n,c}}{c}\Big),
+    \qquad p_{n,c} = e^{u_{n,c} - L_n}, \quad \kappa_n = \sum_c a_{n,c} + 2 z\, \omega_n L_n,
 
-depends only on its own logits and the global :math:`\operatorname{LSE}_n` kept from the forward
-pass. Results equal :func:`crossentropy.torch.cross_entropy` on the gathered logits.
+(the last factor under a soft-cap :math:`c`) depends only on its own logits and the per-token
+numbers kept from the forward pass (:func:`_logit_gradient`). Results equal
+:func:`crossentropy.torch.cross_entropy` on the gathered logits.
 """
 
 from __future__ import annotations
@@ -53,53 +57,29 @@ class _Options:
     ignore_index: int
     label_smoothing: float
     z_loss: float
+    softcap: float | None
     reduction: str
 
 
 class VocabParallelCrossEntropy(torch.autograd.Function):
-    """``apply(local_logits (R, V_local), target (R,), options, denominator)``: per-row losses.
-
-    For ``reduction="mean"`` each row's loss is already divided by ``denominator``; the caller sums.
-    """
+    """``apply(local_logits (R, V_local), target (R,), class_weight, sample_weight, normalizer, options, vocab)``:
+    per-row losses times their factor (``s_n / D`` for ``"mean"``, ``s_n`` otherwise), in the accumulation
+    dtype; the caller sums them for ``"mean"`` and ``"sum"``. ``vocab``: the global vocabulary size, a 0-d
+    tensor in the accumulation dtype."""
 
     @staticmethod
-    def forward(ctx, local_logits, target, options: _Options, denominator):
-        x = local_logits.to(torch.float64 if local_logits.dtype == torch.float64 else torch.float32)
-        n_local = x.shape[1]
-        valid = target != options.ignore_index
-        local_index = target - options.vocab_start
-        owned = valid & (local_index >= 0) & (local_index < n_local)
-
-        row_max = x.max(dim=1).values
-        dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=options.group)
-        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))  # all -inf rows
-        shifted = x - row_max[:, None]
-        picked = shifted.gather(1, torch.where(owned, local_index, 0)[:, None])[:, 0]
-        stats = torch.cat(
-            [
-                shifted.exp().sum(dim=1),
-                torch.where(owned, picked, torch.zeros_like(picked)),
-                shifted.sum(dim=1) if options.label_smoothing > 0 else torch.zeros_like(picked),
-                torch.tensor([float(n_local)], dtype=x.dtype, device=x.device),
-            ]
+    def forward(ctx, local_logits, target, class_weight, sample_weight, normalizer, options: _Options, vocab):
+        dtype = _accumulation(local_logits.dtype)
+        class_acc = None if class_weight is None else class_weight.to(dtype)
+        u, _ = _capped(local_logits.to(dtype), options.softcap)
+        shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
+        local_dot = _local_target_dot(u, shard, class_acc, options.label_smoothing, vocab)
+        rows = _combine(
+            torch.logsumexp(u, dim=1), local_dot, shard, class_acc, sample_weight, normalizer, options, vocab
         )
-        dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
-        rows = x.shape[0]
-        sum_exp, target_shifted, shifted_total = stats[:rows], stats[rows : 2 * rows], stats[2 * rows : 3 * rows]
-        vocab = stats[-1]
-        log_sum = torch.log(sum_exp)
-        lse = row_max + log_sum
-        eps = options.label_smoothing
-        losses = (1 - eps) * (log_sum - target_shifted)
-        if eps > 0:
-            losses = losses + eps * (log_sum - shifted_total / vocab)
-        if options.z_loss > 0:
-            losses = losses + options.z_loss * lse**2
-        losses = torch.where(valid, losses, torch.zeros_like(losses))
-
-        ctx.options, ctx.vocab = options, vocab
-        ctx.save_for_backward(local_logits, lse, owned, local_index, valid, denominator)
-        return losses / denominator if options.reduction == "mean" else losses
+        ctx.options = options
+        ctx.save_for_backward(local_logits, target, class_weight, rows.lse, rows.kappa, rows.omega, rows.scale, vocab)
+        return rows.losses
 
     @staticmethod
     def backward(ctx, grad_losses):
@@ -109,21 +89,133 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
                 "depends on the log-sum-exp of the whole vocabulary, which the backward pass does not all-reduce "
                 "again; use cross_entropy on gathered logits for second derivatives"
             )
-        local_logits, lse, owned, local_index, valid, denominator = ctx.saved_tensors
-        options = ctx.options
-        x = local_logits.to(lse.dtype)
-        probs = torch.exp(x - lse[:, None])
-        coefficient = 1 + 2 * options.z_loss * lse if options.z_loss > 0 else torch.ones_like(lse)
-        grad = coefficient[:, None] * probs
-        if options.label_smoothing > 0:
-            grad -= options.label_smoothing / ctx.vocab
-        rows = torch.arange(x.shape[0])
-        grad[rows[owned], local_index[owned]] -= 1 - options.label_smoothing
-        factor = grad_losses.to(lse.dtype) * valid
-        if options.reduction == "mean":
-            factor = factor / denominator
-        grad *= factor[:, None]
-        return grad.to(local_logits.dtype), None, None, None
+        local_logits, target, class_weight, lse, kappa, omega, scale, vocab = ctx.saved_tensors
+        options, dtype = ctx.options, lse.dtype
+        class_acc = None if class_weight is None else class_weight.to(dtype)
+        u, squashed = _capped(local_logits.to(dtype), options.softcap)
+        shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
+        grad = _logit_gradient(
+            u, squashed, lse, kappa, omega, grad_losses.to(dtype) * scale, shard, class_acc, options, vocab
+        )
+        return grad.to(local_logits.dtype), *(None,) * 6
+
+
+@dataclass
+class _ShardRows:
+    """Per row, where its target sits in this rank's classes: ``valid`` (not ignored), ``owned`` (the target is
+    one of this rank's classes), ``safe_index`` (its local index, 0 where not owned) and ``local_omega``
+    (:math:`w_{y_n}` where owned, else 0; None without class weights)."""
+
+    valid: torch.Tensor
+    owned: torch.Tensor
+    safe_index: torch.Tensor
+    local_omega: torch.Tensor | None
+
+    @classmethod
+    def of(cls, target, class_acc, options: _Options, n_local: int, dtype: torch.dtype) -> _ShardRows:
+        valid = target != options.ignore_index
+        local_index = target - options.vocab_start
+        owned = valid & (local_index >= 0) & (local_index < n_local)
+        safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
+        local_omega = None
+        if class_acc is not None:
+            zero = torch.zeros((), dtype=dtype, device=target.device)
+            local_omega = torch.where(owned, class_acc[safe_index], zero)
+        return cls(valid, owned, safe_index, local_omega)
+
+    def __getitem__(self, rows: slice) -> _ShardRows:
+        omega = None if self.local_omega is None else self.local_omega[rows]
+        return _ShardRows(self.valid[rows], self.owned[rows], self.safe_index[rows], omega)
+
+
+def _capped(x: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``u = c tanh(x / c)`` and ``tanh(x / c)`` (for the derivative) under a soft-cap ``c``; ``(x, None)`` without."""
+    if softcap is None:
+        return x, None
+    squashed = torch.tanh(x / softcap)
+    return softcap * squashed, squashed
+
+
+def _local_target_dot(u, shard: _ShardRows, class_acc, eps: float, vocab) -> torch.Tensor:
+    r""":math:`\sum_c a_{n,c} u_{n,c}` over this rank's classes (the rows of ``u``)."""
+    coefficient = (1 - eps) * (shard.owned.to(u.dtype) if shard.local_omega is None else shard.local_omega)
+    picked = u.gather(1, shard.safe_index[:, None])[:, 0]
+    dot = torch.where(shard.owned, coefficient * picked, torch.zeros_like(picked))
+    if eps > 0:  # + eps / V sum_c w_c u_c over this rank's classes
+        dot = dot + eps / vocab * (u.sum(dim=1) if class_acc is None else u @ class_acc)
+    return dot
+
+
+@dataclass
+class _GlobalRows:
+    r"""Per row, over the whole vocabulary: the losses times ``scale``, the log-sum-exp, :math:`\kappa_n`
+    (the coefficient of :math:`p` in the gradient), :math:`\omega_n`, and ``scale`` (:math:`s_n / D` for
+    ``"mean"``, :math:`s_n` otherwise, 0 for ignored rows)."""
+
+    losses: torch.Tensor
+    lse: torch.Tensor
+    kappa: torch.Tensor
+    omega: torch.Tensor
+    scale: torch.Tensor
+
+
+def _combine(
+    local_lse, local_dot, shard: _ShardRows, class_acc, sample_weight, normalizer, options, vocab
+) -> _GlobalRows:
+    r"""The ranks' per-row statistics combined (the communication of the forward pass: the maximum, then one
+    sum of the stacked rest), and the loss :math:`A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`."""
+    dtype, n_rows, eps, valid = local_lse.dtype, local_lse.shape[0], options.label_smoothing, shard.valid
+    global_max = local_lse.clone()
+    dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=options.group)
+    global_max = torch.where(torch.isfinite(global_max), global_max, torch.zeros_like(global_max))
+    pieces = [torch.exp(local_lse - global_max), local_dot]
+    if class_acc is not None:
+        pieces.append(shard.local_omega)
+        if eps > 0:
+            pieces.append(class_acc.sum()[None])
+    stats = torch.cat(pieces)
+    dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
+    lse = global_max + torch.log(stats[:n_rows])
+    target_dot = stats[n_rows : 2 * n_rows]
+    if class_acc is None:
+        omega, class_total = valid.to(dtype), vocab
+    else:
+        omega, class_total = stats[2 * n_rows : 3 * n_rows], stats[-1] if eps > 0 else None
+
+    # A_n = sum_c a_{n,c}
+    mass = (1 - eps) * omega
+    if eps > 0:
+        mass = mass + eps * class_total / vocab
+    losses = mass * lse - target_dot
+    if options.z_loss > 0:
+        losses = losses + options.z_loss * omega * lse**2
+    losses = torch.where(valid, losses, torch.zeros_like(losses))
+
+    scale = valid.to(dtype) if sample_weight is None else torch.where(valid, sample_weight.to(dtype), 0)
+    if options.reduction == "mean":
+        denominator = (scale * omega).sum() if normalizer is None else normalizer.to(dtype)
+        empty = denominator == 0
+        scale = torch.where(empty, torch.zeros_like(scale), scale / torch.where(empty, 1, denominator))
+
+    kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
+    kappa = torch.where(valid, kappa, torch.zeros_like(kappa))
+    return _GlobalRows(losses * scale, lse, kappa, omega, scale)
+
+
+def _logit_gradient(u, squashed, lse, kappa, omega, factor, shard: _ShardRows, class_acc, options, vocab):
+    """This rank's slice of the logits' gradient, ``g = f (kappa p - a) (1 - tanh^2(x / c))``, for rows ``u``
+    (and the ``lse``, ``kappa``, ``omega``, ``factor`` and ``shard`` of the same rows); written over ``u``'s
+    exponentials (a new tensor)."""
+    eps = options.label_smoothing
+    grad = torch.exp(u - lse[:, None]).mul_(kappa[:, None])
+    if eps > 0:
+        grad -= eps / vocab * (1.0 if class_acc is None else class_acc)
+    target_coefficient = torch.where(shard.owned, (1 - eps) * omega, torch.zeros_like(omega))
+    grad.scatter_add_(1, shard.safe_index[:, None], -target_coefficient[:, None])
+    grad *= factor[:, None]
+    if squashed is not None:
+        grad *= 1 - squashed**2
+    return grad
 
 
 def vocab_parallel_cross_entropy(
@@ -132,44 +224,54 @@ def vocab_parallel_cross_entropy(
     *,
     vocab_start: int,
     group: Any = None,
+    weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
     normalizer: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Softmax cross-entropy of vocabulary-sharded logits: every rank of ``group`` holds a slice.
 
+    :func:`crossentropy.torch.cross_entropy` of the gathered logits, every option included:
+
     .. math::
 
-        \ell_n = (1 - \varepsilon)\,(\operatorname{LSE}_n - x_{n,y_n})
-                 + \varepsilon \Big(\operatorname{LSE}_n - \frac{1}{V}\sum_c x_{n,c}\Big)
-                 + z \operatorname{LSE}_n^2,
+        \ell_n = s_n \Big(\sum_c a_{n,c} (\operatorname{LSE}_n - u_{n,c})
+                 + z\,\omega_n \operatorname{LSE}_n^2\Big), \qquad
+        a_{n,c} = (1 - \varepsilon)\, w_{y_n} [c = y_n] + \frac{\varepsilon}{V} w_c,
 
-    over the whole vocabulary of size :math:`V = \sum_{\text{ranks}} V_\text{local}`, with
-    PyTorch's label smoothing (normalized by the global :math:`V`). Two all-reduces of O(N)
-    numbers in the forward pass, none in the backward pass; the same loss and gradient as
-    :func:`crossentropy.torch.cross_entropy` on the gathered logits. Differentiable once: a
-    backward with ``create_graph=True`` raises, since the second derivative would need the
+    over the whole vocabulary of size :math:`V = \sum_{\text{ranks}} V_\text{local}` (the label
+    smoothing spreads over the global :math:`V`), :math:`u = c \tanh(x / c)` under a soft-cap,
+    :math:`\omega_n = w_{y_n}`, and the mean dividing by :math:`\sum_n s_n \omega_n`. The forward
+    pass sends one all-gather of two integers per rank (the shards' layout, checked) and two
+    all-reduces of O(N) numbers (a maximum, then one stacked sum); the backward pass none. Differentiable
+    once: a backward with ``create_graph=True`` raises, since the second derivative would need the
     all-reduced log-sum-exp differentiated across ranks.
 
     Parameters
     ----------
     local_logits : Tensor of shape (..., V_local)
         This rank's slice of the logits, the vocabulary on the last dimension (as in
-        Megatron-style tensor parallelism; ranks may hold slices of different sizes).
+        Megatron-style tensor parallelism; ranks may hold slices of different sizes, which must
+        tile ``[0, V)``).
     target : integer Tensor of shape (...)
         Global class indices in ``[0, V)`` (the same on every rank of ``group``), or ``ignore_index``.
     vocab_start : int
         The global index of this rank's first class.
     group : ProcessGroup, optional
         The tensor-parallel group (default: the whole world).
-    ignore_index, label_smoothing, z_loss
+    weight : Tensor of shape (V_local,), optional
+        This rank's slice of the class weights :math:`w` (non-negative). Not differentiated.
+    ignore_index, label_smoothing, z_loss, softcap
         As :func:`crossentropy.torch.cross_entropy`.
+    sample_weight : Tensor of ``target``'s shape, optional
+        Per-token weights :math:`s_n \ge 0`, also in the mean's denominator. Not differentiated.
     reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` divides by the number of targets not ignored, or by ``normalizer``.
     normalizer : float or 0-d Tensor, optional
-        The mean's denominator instead of this process's count of targets, e.g. the token count
+        The mean's denominator instead of :math:`\sum_n s_n \omega_n`, e.g. the token count
         summed over data-parallel ranks, so that their gradients add up to the global mean.
         Only with ``reduction="mean"``.
 
@@ -188,33 +290,75 @@ def vocab_parallel_cross_entropy(
             f"`target` must have the shape of `local_logits` without its last (vocabulary) dimension, "
             f"{tuple(local_logits.shape[:-1])}; got {tuple(target.shape)}"
         )
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise TypeError(f"`target` must be integer class indices; got dtype {target.dtype}")
-    reduction = check_reduction(reduction)
-    if normalizer is not None and reduction != "mean":
-        raise ValueError(f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}")
-    options = _Options(
+    n_local = local_logits.shape[-1]
+    options = _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    accumulation = _accumulation(local_logits.dtype)
+    weight, sample_weight, normalizer = _checked_weights(
+        weight, sample_weight, normalizer, n_local, target, reduction, accumulation, local_logits.device
+    )
+    vocab, _ = _checked_layout(options, n_local, target, local_logits.device)
+    losses = VocabParallelCrossEntropy.apply(
+        local_logits.reshape(-1, n_local),
+        target.reshape(-1),
+        weight,
+        sample_weight,
+        normalizer,
+        options,
+        vocab.to(accumulation),
+    )
+    if reduction == "none":
+        return losses.reshape(target.shape)
+    return losses.sum()
+
+
+def _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction) -> _Options:
+    return _Options(
         vocab_start=check_integer_option("vocab_start", vocab_start, low=0),
         group=group,
         ignore_index=check_integer_option("ignore_index", ignore_index),
         label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
         z_loss=check_number("z_loss", z_loss, low=0.0),
-        reduction=reduction,
+        softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
+        reduction=check_reduction(reduction),
     )
-    rows = local_logits.reshape(-1, local_logits.shape[-1])
-    flat_target = target.reshape(-1)
-    accumulation = torch.float64 if local_logits.dtype == torch.float64 else torch.float32
-    if normalizer is None:
-        count = (flat_target != options.ignore_index).sum().to(accumulation)
-        denominator = torch.clamp(count, min=1)
-    else:
-        denominator = torch.as_tensor(normalizer, dtype=accumulation)
-        if denominator.ndim != 0 or not bool(denominator > 0):
-            raise ValueError(f"`normalizer` must be a positive number; got {normalizer!r}")
-    losses = VocabParallelCrossEntropy.apply(rows, flat_target, options, denominator)
-    if reduction == "none":
-        return losses.reshape(target.shape)
-    return losses.sum()
+
+
+def _checked_weights(weight, sample_weight, normalizer, n_local, target, reduction, accumulation, device):
+    """Class weights (V_local,), sample weights (flat) and the normalizer, checked, in the accumulation dtype."""
+    for name, tensor in (("weight", weight), ("sample_weight", sample_weight)):
+        if tensor is not None and not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor or None; got {type(tensor).__name__}")
+        if tensor is not None and (tensor.dtype.is_complex or tensor.dtype == torch.bool):
+            raise TypeError(f"`{name}` must be real numbers; got dtype {tensor.dtype}")
+    if weight is not None:
+        check_shape("weight", weight, (n_local,), rule="one per class of this rank, V_local")
+        weight = weight.to(accumulation)
+        check_nonnegative("weight", weight, get_namespace(weight))
+    if sample_weight is not None:
+        check_shape("sample_weight", sample_weight, tuple(target.shape), rule="one weight per token")
+        sample_weight = sample_weight.to(accumulation).reshape(-1)
+        check_nonnegative("sample_weight", sample_weight, get_namespace(sample_weight))
+    if normalizer is not None:
+        if reduction != "mean":
+            raise ValueError(
+                f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}"
+            )
+        given, normalizer = normalizer, torch.as_tensor(normalizer, dtype=accumulation, device=device)
+        if normalizer.ndim != 0 or (checks_values(normalizer) and not bool(normalizer > 0)):
+            raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
+    return weight, sample_weight, normalizer
+
+
+def _checked_layout(options: _Options, n_local: int, target: torch.Tensor, device: torch.device):
+    """The global vocabulary size as :func:`_shard_layout` returns it, the targets checked against it where
+    their values may be read."""
+    check = checks_values(target)
+    vocab, vocab_size = _shard_layout(options.vocab_start, n_local, options.group, device, check)
+    if check:
+        check_class_indices("target", target, get_namespace(target), vocab_size, options.ignore_index)
+    return vocab, vocab_size
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,14 +367,7 @@ def vocab_parallel_cross_entropy(
 
 
 @dataclass(frozen=True)
-class _LinearOptions:
-    vocab_start: int
-    group: Any
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
-    reduction: str
+class _LinearOptions(_Options):
     chunk_size: int
     fused: Any = None  # a kernel backend with the fused linear kernels, or None for chunks in PyTorch
     vocab_size: int | None = None  # V on the host (the fused kernels take it), when read
@@ -241,13 +378,9 @@ def _accumulation(dtype: torch.dtype) -> torch.dtype:
 
 
 def _chunk_logits(rows, weight_acc, bias_acc, softcap):
-    """The chunk's logits ``rows @ W.T + b`` in the accumulation dtype, and, soft-capped,
-    ``u = c tanh(x / c)`` with ``tanh(x / c)`` (for the derivative; None without a cap)."""
+    """The chunk's logits ``rows @ W.T + b`` in the accumulation dtype, soft-capped as :func:`_capped` returns them."""
     logits = torch.mm(rows, weight_acc.T) if bias_acc is None else torch.addmm(bias_acc, rows, weight_acc.T)
-    if softcap is None:
-        return logits, None
-    squashed = torch.tanh(logits / softcap)
-    return softcap * squashed, squashed
+    return _capped(logits, softcap)
 
 
 class VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -266,67 +399,21 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
         ctx, input, weight_shard, bias, class_weight, target, sample_weight, normalizer, options: _LinearOptions, vocab
     ):
         dtype = _accumulation(input.dtype)
-        n_rows, n_local = input.shape[0], weight_shard.shape[0]
         class_acc = None if class_weight is None else class_weight.to(dtype)
-        eps = options.label_smoothing
-
-        valid = target != options.ignore_index
-        local_index = target - options.vocab_start
-        owned = valid & (local_index >= 0) & (local_index < n_local)
-        safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
-        local_omega = None  # w_{y_n} where this rank owns y_n, else 0 (with class weights)
-        if class_acc is not None:
-            local_omega = torch.where(owned, class_acc[safe_index], torch.zeros((), dtype=dtype, device=input.device))
-
+        shard = _ShardRows.of(target, class_acc, options, weight_shard.shape[0], dtype)
         if options.fused is not None:
             local_lse, local_dot = options.fused.linear_logsumexp(
-                input, weight_shard, bias, _kernel_target(target, valid), **_fused_options(options, class_acc)
+                input, weight_shard, bias, _kernel_target(target, shard.valid), **_fused_options(options, class_acc)
             )
             local_lse, local_dot = local_lse.to(dtype), local_dot.to(dtype)
         else:
-            local_lse, local_dot = _chunked_statistics(
-                input, weight_shard, bias, class_acc, owned, safe_index, local_omega, options, vocab
-            )
-
-        # Communication: the maximum, then one sum of the stacked per-row statistics.
-        global_max = local_lse.clone()
-        dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=options.group)
-        global_max = torch.where(torch.isfinite(global_max), global_max, torch.zeros_like(global_max))
-        pieces = [torch.exp(local_lse - global_max), local_dot]
-        if class_acc is not None:
-            pieces.append(local_omega)
-            if eps > 0:
-                pieces.append(class_acc.sum()[None])
-        stats = torch.cat(pieces)
-        dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
-        lse = global_max + torch.log(stats[:n_rows])
-        target_dot = stats[n_rows : 2 * n_rows]
-        if class_acc is None:
-            omega, class_total = valid.to(dtype), vocab
-        else:
-            omega, class_total = stats[2 * n_rows : 3 * n_rows], stats[-1] if eps > 0 else None
-
-        # A_n = sum_c a_{n,c}; the loss A_n LSE_n - sum_c a_{n,c} u_{n,c} + z omega_n LSE_n^2.
-        mass = (1 - eps) * omega
-        if eps > 0:
-            mass = mass + eps * class_total / vocab
-        losses = mass * lse - target_dot
-        if options.z_loss > 0:
-            losses = losses + options.z_loss * omega * lse**2
-        losses = torch.where(valid, losses, torch.zeros_like(losses))
-
-        scale = valid.to(dtype) if sample_weight is None else torch.where(valid, sample_weight.to(dtype), 0)
-        if options.reduction == "mean":
-            denominator = (scale * omega).sum() if normalizer is None else normalizer.to(dtype)
-            empty = denominator == 0
-            scale = torch.where(empty, torch.zeros_like(scale), scale / torch.where(empty, 1, denominator))
-
-        # kappa_n = A_n + 2 z omega_n LSE_n: the coefficient of p in the gradient.
-        kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
-        kappa = torch.where(valid, kappa, torch.zeros_like(kappa))
+            local_lse, local_dot = _chunked_statistics(input, weight_shard, bias, class_acc, shard, options, vocab)
+        rows = _combine(local_lse, local_dot, shard, class_acc, sample_weight, normalizer, options, vocab)
         ctx.options = options
-        ctx.save_for_backward(input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab)
-        return losses * scale
+        ctx.save_for_backward(
+            input, weight_shard, bias, class_weight, target, rows.lse, rows.kappa, rows.omega, rows.scale, vocab
+        )
+        return rows.losses
 
     @staticmethod
     def backward(ctx, grad_losses):
@@ -401,64 +488,44 @@ def _fused_options(options: _LinearOptions, class_weight: torch.Tensor | None) -
     }
 
 
-def _chunked_statistics(input, weight_shard, bias, class_acc, owned, safe_index, local_omega, options, vocab):
+def _chunked_statistics(input, weight_shard, bias, class_acc, shard: _ShardRows, options, vocab):
     r"""Per row, over this rank's classes, the log-sum-exp of ``u`` and :math:`\sum_c a_{n,c} u_{n,c}`,
     from chunks of ``options.chunk_size`` rows of logits in PyTorch (the accumulation dtype)."""
     dtype = _accumulation(input.dtype)
     n_rows = input.shape[0]
     weight_acc = weight_shard.to(dtype)
     bias_acc = None if bias is None else bias.to(dtype)
-    eps = options.label_smoothing
-    target_coefficient = (1 - eps) * (owned.to(dtype) if local_omega is None else local_omega)
     local_lse = input.new_empty(n_rows, dtype=dtype)
     local_dot = input.new_empty(n_rows, dtype=dtype)
     for start in range(0, n_rows, options.chunk_size):
-        stop = min(start + options.chunk_size, n_rows)
-        u, _ = _chunk_logits(input[start:stop].to(dtype), weight_acc, bias_acc, options.softcap)
-        local_lse[start:stop] = torch.logsumexp(u, dim=1)
-        picked = u.gather(1, safe_index[start:stop, None])[:, 0]
-        dot = torch.where(owned[start:stop], target_coefficient[start:stop] * picked, torch.zeros_like(picked))
-        if eps > 0:  # + eps / V sum_c w_c u_c over this rank's classes
-            dot = dot + eps / vocab * (u.sum(dim=1) if class_acc is None else u @ class_acc)
-        local_dot[start:stop] = dot
+        piece = slice(start, min(start + options.chunk_size, n_rows))
+        u, _ = _chunk_logits(input[piece].to(dtype), weight_acc, bias_acc, options.softcap)
+        local_lse[piece] = torch.logsumexp(u, dim=1)
+        local_dot[piece] = _local_target_dot(u, shard[piece], class_acc, options.label_smoothing, vocab)
     return local_lse, local_dot
 
 
 def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa, omega, factor, options, vocab, needs):
     """The gradients of ``input``, this rank's ``weight_shard`` and ``bias`` (None where not needed),
-    recomputing chunks of logits in PyTorch: g = f (kappa p - a) (1 - tanh^2(x / c))."""
+    recomputing chunks of logits in PyTorch (:func:`_logit_gradient`)."""
     dtype = lse.dtype
     n_rows, n_local = input.shape[0], weight_shard.shape[0]
-    eps, cap = options.label_smoothing, options.softcap
     weight_acc = weight_shard.to(dtype)
     bias_acc = None if bias is None else bias.to(dtype)
-    smoothing = None
-    if eps > 0:
-        smoothing = (
-            eps / vocab * (torch.ones(n_local, dtype=dtype, device=lse.device) if class_acc is None else class_acc)
-        )
-    local_index = target - options.vocab_start
-    owned = (target != options.ignore_index) & (local_index >= 0) & (local_index < n_local)
-    safe_index = torch.where(owned, local_index, torch.zeros_like(local_index))
-    target_coefficient = torch.where(owned, (1 - eps) * omega, torch.zeros_like(omega))
-
+    shard = _ShardRows.of(target, class_acc, options, n_local, dtype)
     need_input, need_weight, need_bias = needs
     grad_input = input.new_empty(input.shape, dtype=dtype) if need_input else None
     grad_weight = input.new_zeros(weight_shard.shape, dtype=dtype) if need_weight else None
     grad_bias = input.new_zeros(n_local, dtype=dtype) if need_bias else None
     for start in range(0, n_rows, options.chunk_size):
-        stop = min(start + options.chunk_size, n_rows)
-        rows = input[start:stop].to(dtype)
-        u, squashed = _chunk_logits(rows, weight_acc, bias_acc, cap)
-        grad = torch.exp(u - lse[start:stop, None]).mul_(kappa[start:stop, None])
-        if smoothing is not None:
-            grad -= smoothing
-        grad.scatter_add_(1, safe_index[start:stop, None], -target_coefficient[start:stop, None])
-        grad *= factor[start:stop, None]
-        if squashed is not None:
-            grad *= 1 - squashed**2
+        piece = slice(start, min(start + options.chunk_size, n_rows))
+        rows = input[piece].to(dtype)
+        u, squashed = _chunk_logits(rows, weight_acc, bias_acc, options.softcap)
+        grad = _logit_gradient(
+            u, squashed, lse[piece], kappa[piece], omega[piece], factor[piece], shard[piece], class_acc, options, vocab
+        )
         if grad_input is not None:
-            torch.mm(grad, weight_acc, out=grad_input[start:stop])
+            torch.mm(grad, weight_acc, out=grad_input[piece])
         if grad_weight is not None:
             grad_weight.addmm_(grad.T, rows)
         if grad_bias is not None:
@@ -495,7 +562,7 @@ def _shard_layout(
     for start, size in sorted(shards):
         if start != end or size < 1:
             raise ValueError(
-                "`vocab_start` and `linear_weight_shard` of the ranks must tile the vocabulary [0, V) with "
+                "the ranks' `vocab_start` and slices of the vocabulary must tile the vocabulary [0, V) with "
                 "contiguous, non-empty slices; got (vocab_start, V_local) per rank "
                 f"{shards}"
             )
@@ -660,44 +727,17 @@ def vocab_parallel_linear_cross_entropy(
     check_not_empty("input", input)
     check_shape("target", target, tuple(input.shape[:-1]), rule="the input's without the hidden dimension")
     n_local = linear_weight_shard.shape[0]
-    for name, tensor in (("linear_bias", linear_bias), ("weight", weight)):
-        if tensor is not None:
-            check_shape(name, tensor, (n_local,), rule="one per row of `linear_weight_shard`, V_local")
-    if sample_weight is not None:
-        check_shape("sample_weight", sample_weight, tuple(target.shape), rule="one weight per token")
-    reduction = check_reduction(reduction)
-    if normalizer is not None and reduction != "mean":
-        raise ValueError(f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}")
+    if linear_bias is not None:
+        check_shape("linear_bias", linear_bias, (n_local,), rule="one per row of `linear_weight_shard`, V_local")
     if chunk_size is None:
         chunk_size = max(1, CHUNK_ELEMENTS // max(n_local, 1))
-    options = _LinearOptions(
-        vocab_start=check_integer_option("vocab_start", vocab_start, low=0),
-        group=group,
-        ignore_index=check_integer_option("ignore_index", ignore_index),
-        label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
-        z_loss=check_number("z_loss", z_loss, low=0.0),
-        softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
-        reduction=reduction,
-        chunk_size=check_integer_option("chunk_size", chunk_size, low=1),
-    )
+    common = _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = _LinearOptions(**vars(common), chunk_size=check_integer_option("chunk_size", chunk_size, low=1))
     accumulation = _accumulation(input.dtype)
-    if weight is not None:
-        weight = weight.to(accumulation)
-        check_nonnegative("weight", weight, get_namespace(weight))
-    if sample_weight is not None:
-        if sample_weight.dtype.is_complex:
-            raise TypeError(f"`sample_weight` must be real numbers; got dtype {sample_weight.dtype}")
-        sample_weight = sample_weight.to(accumulation).reshape(-1)
-        check_nonnegative("sample_weight", sample_weight, get_namespace(sample_weight))
-    if normalizer is not None:
-        given, normalizer = normalizer, torch.as_tensor(normalizer, dtype=accumulation, device=input.device)
-        if normalizer.ndim != 0 or (checks_values(normalizer) and not bool(normalizer > 0)):
-            raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
-
-    check = checks_values(target)
-    vocab, vocab_size = _shard_layout(options.vocab_start, n_local, group, input.device, check)
-    if check:
-        check_class_indices("target", target, get_namespace(target), vocab_size, options.ignore_index)
+    weight, sample_weight, normalizer = _checked_weights(
+        weight, sample_weight, normalizer, n_local, target, reduction, accumulation, input.device
+    )
+    vocab, vocab_size = _checked_layout(options, n_local, target, input.device)
     fused = _fused_backend(input, linear_weight_shard, linear_bias)
     if fused is not None:  # the kernels take V as a number
         options = replace(options, fused=fused, vocab_size=int(vocab) if vocab_size is None else vocab_size)
