@@ -71,13 +71,30 @@ CE_CASES = {
 # Cases PyTorch's loss_parallel() computes too (it has no label smoothing, z-loss or soft-cap): an oracle.
 LOSS_PARALLEL_CASES = ["vocab-mean", "vocab-k-dimensional-none", "vocab-replicated-target"]
 
-# What the vocabulary-parallel path cannot do yet: each must raise, naming the option, not compute.
+# Options the vocabulary-parallel path has once vocab_parallel_cross_entropy has them (then they must give the
+# single-process numbers), and refuses, naming them, before: name -> (the options it needs, the case).
+VOCAB_OPTION_CASES = {
+    "vocab-weight": (("weight",), {"layout": "vocab", "weight": True, "options": {"label_smoothing": 0.1}}),
+    "vocab-softcap": (("softcap",), {"layout": "vocab", "options": {"softcap": 3.0, "z_loss": 1e-3}}),
+    "vocab-sample-weight": (("sample_weight",), {"layout": "vocab", "sample_weight": True}),
+    "vocab-weights-k-dimensional-none": (
+        ("weight", "sample_weight"),
+        {
+            "layout": "vocab",
+            "shape": (3, C, 4),
+            "weight": True,
+            "sample_weight": True,
+            "options": {"reduction": "none"},
+        },
+    ),
+    "vocab-few-classes-weight": (("weight",), {"layout": "vocab", "shape": (N, 4), "weight": True}),
+}
+
+# What the vocabulary-parallel path cannot do: each must raise, naming it, not compute.
 VOCAB_REFUSALS = {
-    "weight": {"weight": True},
-    "softcap": {"options": {"softcap": 3.0}},
-    "sample_weight": {"sample_weight": True},
     "probabilities": {"probabilities": True},
     "inplace": {"options": {"inplace": True}},
+    "smoothing without a class on a rank": {"shape": (N, 2), "options": {"label_smoothing": 0.1}},  # 1, 1, 0
 }
 
 H = 6
@@ -239,6 +256,14 @@ def run_loss_parallel(name: str, mesh, world: int) -> dict:
         return run_ce_case(name, CE_CASES[name], mesh, world, function=F.cross_entropy)
 
 
+def _outcome(run, name, case, mesh, world):
+    """``run``'s results, or the error it raised (on every rank alike: before any collective)."""
+    try:
+        return run(name, case, mesh, world)
+    except (NotImplementedError, ValueError, TypeError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
 def run_refusal(name: str, case: dict, mesh) -> str:
     data = ce_inputs(name, case)
     input = distribute_tensor(data["logits"], mesh, (Shard(1),)).requires_grad_()
@@ -323,6 +348,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         results = {
             "ce": {name: run_ce_case(name, case, mesh, world) for name, case in CE_CASES.items()},
             "loss_parallel": {name: run_loss_parallel(name, mesh, world) for name in LOSS_PARALLEL_CASES},
+            "vocab_options": {
+                name: _outcome(run_ce_case, name, case, mesh, world) for name, (_, case) in VOCAB_OPTION_CASES.items()
+            },
             "refusals": {name: run_refusal(name, case, mesh) for name, case in VOCAB_REFUSALS.items()},
             "linear": {name: run_linear_case(name, case, mesh, rank) for name, case in LINEAR_CASES.items()},
             "linear_refusals": run_linear_refusals(mesh),
@@ -360,10 +388,7 @@ def _expected_grad_layout(case: dict, ndim: int) -> str:
     return "plain" if case["layout"] == "partial" else str(_layout_placements(case["layout"], ndim))
 
 
-@pytest.mark.parametrize("name", list(CE_CASES))
-def test_cross_entropy_of_a_dtensor_is_the_single_process_loss_and_gradient(ranks, name):
-    world, per_rank = ranks
-    case = CE_CASES[name]
+def _check_cross_entropy(name: str, case: dict, world: int, results_per_rank: list) -> None:
     data = ce_inputs(name, case)
     options = dict(case.get("options", {}))
     reduction = options.get("reduction", "mean")
@@ -374,9 +399,9 @@ def test_cross_entropy_of_a_dtensor_is_the_single_process_loss_and_gradient(rank
         assert_close(expected, torch_loss, data["logits"].dtype, err_msg=f"{name}: the reference against PyTorch")
     expected.backward(data["cotangent"] if expected.ndim else None)
     dtype = data["logits"].dtype
-    for rank, results in enumerate(per_rank):
-        got = results["ce"][name]
+    for rank, got in enumerate(results_per_rank):
         what = f"world={world} {name} rank {rank}"
+        assert isinstance(got, dict), f"{what}: {got}"
         assert got["type"] == "DTensor", what
         assert got["placements"] == _expected_layout(case, reduction), what
         assert got["dtype"] == dtype, what
@@ -384,6 +409,29 @@ def test_cross_entropy_of_a_dtensor_is_the_single_process_loss_and_gradient(rank
         layout, grad = got["grad"]
         assert layout == _expected_grad_layout(case, data["logits"].ndim), what
         assert_close(grad, x.grad, dtype, err_msg=f"{what}: gradient")
+
+
+@pytest.mark.parametrize("name", list(CE_CASES))
+def test_cross_entropy_of_a_dtensor_is_the_single_process_loss_and_gradient(ranks, name):
+    world, per_rank = ranks
+    _check_cross_entropy(name, CE_CASES[name], world, [results["ce"][name] for results in per_rank])
+
+
+@pytest.mark.parametrize("name", list(VOCAB_OPTION_CASES))
+def test_options_of_the_vocabulary_parallel_path_compute_or_raise_naming_them(ranks, name):
+    world, per_rank = ranks
+    needs, case = VOCAB_OPTION_CASES[name]
+    outcomes = [results["vocab_options"][name] for results in per_rank]
+    missing = [
+        option for option in needs if option not in inspect.signature(cet.vocab_parallel_cross_entropy).parameters
+    ]
+    if not missing:
+        _check_cross_entropy(name, case, world, outcomes)
+        return
+    for outcome in outcomes:
+        assert isinstance(outcome, str), outcome
+        assert outcome.startswith("NotImplementedError"), outcome
+        assert f"`{missing[0]}`" in outcome, outcome
 
 
 @pytest.mark.parametrize("name", LOSS_PARALLEL_CASES)
@@ -400,12 +448,15 @@ def test_cross_entropy_returns_what_pytorch_s_loss_parallel_returns(ranks, name)
 
 
 @pytest.mark.parametrize("name", list(VOCAB_REFUSALS))
-def test_options_the_vocabulary_parallel_path_lacks_raise_naming_them(ranks, name):
-    _, per_rank = ranks
+def test_what_the_vocabulary_parallel_path_lacks_raises_naming_it(ranks, name):
+    world, per_rank = ranks
     outcome = per_rank[0]["refusals"][name]
     assert all(results["refusals"][name] == outcome for results in per_rank)
+    if name == "smoothing without a class on a rank" and world == 2:  # one class on each rank: computed
+        assert outcome == "no error"
+        return
     assert outcome.startswith("NotImplementedError"), outcome
-    assert {"probabilities": "probability targets", "inplace": "`inplace=True`"}.get(name, f"`{name}`") in outcome
+    assert {"probabilities": "probability targets", "inplace": "`inplace=True`"}.get(name, "need a class") in outcome
 
 
 # --------------------------------------------------------------------------------------------

@@ -274,22 +274,33 @@ def _vocabulary_parallel(input, target, weight, sample_weight, reduction, class_
     if checks_values(local_target):
         check_class_indices("target", local_target, get_namespace(local_target), n_classes, ignore_index)
     vocab_start = _class_offset(input, class_dim)
-    logits = input.to_local().movedim(class_dim, -1)
-    if logits.shape[-1] == 0:  # DTensor leaves the last ranks empty when C is small: one class of -inf
-        if keywords["label_smoothing"] > 0:
-            raise NotImplementedError(
-                f"label smoothing with logits sharded on the class dimension needs a class on every rank; "
-                f"{n_classes} classes over {mesh.size()} ranks leave this one none"
-            )
-        logits = torch.cat([logits, logits.new_full((*logits.shape[:-1], 1), -torch.inf)], dim=-1)
     n_local = input.to_local().shape[class_dim]
     extras = {}
-    if weight is not None:  # this rank's slice of the class weights, as vocab_parallel_linear_cross_entropy takes
+    if weight is not None:  # this rank's slice of the class weights, as vocab_parallel_cross_entropy takes
         extras["weight"] = _vocabulary_slice(weight, "weight", mesh, vocab_start, n_local)
     if keywords["softcap"] is not None:
         extras["softcap"] = keywords["softcap"]
     if sample_weight is not None:
         extras["sample_weight"] = _local(sample_weight, "sample_weight", mesh, replicate, layout)
+    for name in ("weight", "sample_weight"):
+        if torch.is_grad_enabled() and name in extras and extras[name].requires_grad:
+            raise NotImplementedError(
+                f"the vocabulary-parallel path does not differentiate `{name}`; detach it or gather the logits"
+            )
+    # torch.chunk's layout leaves the last ranks without a class when C is small (4 over 3 ranks: 2, 2, 0); every
+    # rank tells from the shapes alone, so that all raise together
+    if -(-n_classes // mesh.size()) * (mesh.size() - 1) >= n_classes > 0 and (
+        keywords["label_smoothing"] > 0 or keywords["softcap"] is not None
+    ):
+        raise NotImplementedError(
+            "label smoothing and `softcap` with logits sharded on the class dimension need a class on every rank; "
+            f"{n_classes} classes over {mesh.size()} ranks leave one without"
+        )
+    logits = input.to_local().movedim(class_dim, -1)
+    if n_local == 0:  # one class of -inf, weighing 0, on the ranks without a class
+        logits = torch.cat([logits, logits.new_full((*logits.shape[:-1], 1), -torch.inf)], dim=-1)
+        if "weight" in extras:
+            extras["weight"] = torch.cat([extras["weight"], extras["weight"].new_zeros(1)])
     loss = vocab_parallel_cross_entropy(
         logits,
         local_target,
@@ -345,7 +356,7 @@ def _denominator(target, weight, sample_weight, ignore_index, probabilities) -> 
         batch = target.shape[:1] + target.shape[2:] if target.ndim >= 2 else ()
         if sample_weight is not None:
             return sample_weight.sum()
-        return torch.tensor(float(torch.Size(batch).numel()), device=target.device)
+        return torch.tensor(float(torch.Size(batch).numel()), dtype=torch.float64, device=target.device)
     valid = target != ignore_index
     per_target = valid.to(torch.float64 if weight is not None and weight.dtype == torch.float64 else torch.float32)
     if weight is not None:
