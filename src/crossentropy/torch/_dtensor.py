@@ -21,9 +21,13 @@ mesh                                    to :func:`~crossentropy.torch.vocab_para
                                         uneven (as DTensor makes them); ``target`` is a plain tensor
                                         or a ``Replicate`` DTensor of the whole batch. Options:
                                         ``ignore_index``, ``label_smoothing``, ``z_loss``,
-                                        ``reduction``; ``weight``, ``softcap``, ``sample_weight``
-                                        and probability targets raise ``NotImplementedError`` (as
-                                        long as ``vocab_parallel_cross_entropy`` lacks them)
+                                        ``reduction``, and ``weight`` (each rank takes its slice),
+                                        ``softcap``, ``sample_weight`` where
+                                        ``vocab_parallel_cross_entropy`` takes them (else
+                                        ``NotImplementedError``; weights requiring a gradient too).
+                                        Probability targets raise ``NotImplementedError``, and so
+                                        do label smoothing and ``softcap`` when the layout leaves a
+                                        rank without a class (4 classes over 3 ranks: 2, 2, 0)
 ``Shard(d)``, another dimension         each rank computes its part of the batch (all options);
 (batch or spatial), 1-D mesh            ``target`` (and ``sample_weight``) must be DTensors sharded
                                         the same way. ``"none"``: the losses as a DTensor sharded on
