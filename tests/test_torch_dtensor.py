@@ -325,10 +325,8 @@ def run_linear_refusals(mesh) -> dict:
     return outcomes
 
 
-def public_linear_entry_point(mesh) -> torch.Tensor | None:
-    """``cet.linear_cross_entropy`` on a sharded weight, once ``linear.py`` calls the DTensor path."""
-    if "linear_cross_entropy_dtensor" not in inspect.getsource(linear_module.linear_cross_entropy):
-        return None
+def public_linear_entry_point(mesh) -> torch.Tensor:
+    """``cet.linear_cross_entropy`` on a sharded weight: the public function takes the DTensor path."""
     data = linear_inputs("public", {"layout": "fsdp"}, dist.get_rank())
     head = distribute_tensor(data["head"], mesh, (Shard(0),))
     return cet.linear_cross_entropy(data["hidden"], head, data["target"]).detach()
@@ -529,8 +527,6 @@ def test_linear_layouts_the_paths_lack_raise_clearly(ranks):
 
 def test_the_public_linear_entry_point_takes_a_sharded_weight(ranks):
     world, per_rank = ranks
-    if per_rank[0]["public_linear"] is None:
-        pytest.skip("crossentropy.torch.linear.linear_cross_entropy does not call linear_cross_entropy_dtensor yet")
     for rank, results in enumerate(per_rank):
         data = linear_inputs("public", {"layout": "fsdp"}, rank)
         expected = linear_module.linear_cross_entropy(data["hidden"], data["head"], data["target"])

@@ -67,6 +67,7 @@ from .._validation import (
     check_reduction,
 )
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
+from . import _dtensor
 from ._autograd import scaled
 
 __all__ = ["linear_cross_entropy"]
@@ -903,6 +904,24 @@ def linear_cross_entropy(
     >>> bool(torch.isclose(loss, theirs, atol=1e-6))
     True
     """
+    if any(isinstance(t, _dtensor.TYPES) for t in (input, linear_weight, linear_bias)):  # torch.distributed.tensor
+        return _dtensor.linear_cross_entropy_dtensor(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            options=options,
+            z_loss=z_loss,
+            softcap=softcap,
+            sample_weight=sample_weight,
+            accumulation_dtype=accumulation_dtype,
+            filter_eps=filter_eps,
+            chunk_size=chunk_size,
+        )
     if isinstance(linear_weight, torch.Tensor) and linear_weight.ndim > 2 and isinstance(input, torch.Tensor):
         keywords = {
             "weight": weight,
