@@ -3,7 +3,10 @@
 1. ``linear_cross_entropy`` at N=4096 tokens, hidden 512, vocabulary 65536, float32, forward +
    backward (gradients of the hidden states and the weight), against the unfused
    ``F.cross_entropy(x @ W.T, y)`` and PyTorch's own chunked ``F.linear_cross_entropy`` (with
-   ``LinearCrossEntropyOptions()``, its chunking on).
+   ``LinearCrossEntropyOptions()``, its chunking on); and, as the floor that no linear
+   cross-entropy can beat, the three matrix products it cannot avoid at the full N×V×H size
+   (forward ``x @ W.T``, backward ``g @ W`` and ``gᵀ @ x``: three ``torch.mm(..., out=...)`` on
+   preallocated float32 tensors), each method's time as a multiple of their sum.
 2. ``crossentropy.torch.cross_entropy`` against ``F.cross_entropy`` on 4096×32000 float32 logits,
    forward and forward + backward.
 
@@ -13,15 +16,22 @@ calls, then ``--repeat`` timed calls; the peak resident memory of each call is r
 resident memory just before it. Medians are reported. Results go to
 ``results/torch_layer.md`` and ``.csv`` next to this script.
 
-    .venv/bin/python benchmarks/torch_layer.py            # about four minutes
+    .venv/bin/python benchmarks/torch_layer.py                # about four minutes
+    .venv/bin/python benchmarks/torch_layer.py --only linear  # the linear section alone (about three)
+
+``--only`` measures one section and rewrites only that section of ``torch_layer.md`` and its rows
+of ``torch_layer.csv``; the other section's text and rows stay as they were (each section says
+when it was measured).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +60,7 @@ WORKER = textwrap.dedent(
 
     method, repeat = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
+    products = {}  # the floor's products (linear methods only)
     if method.startswith("linear"):
         n, h, v = 4096, 512, 65536
         x = torch.randn(n, h).requires_grad_()
@@ -64,6 +75,17 @@ WORKER = textwrap.dedent(
         }
         leaves = (x, w)
         backward = True
+        # The floor: the three products of the forward and backward at the full size, on preallocated
+        # float32 tensors (what is left when the softmax and the memory traffic cost nothing), timed
+        # right after each timed call in this process, so that both see the same load.
+        g = torch.randn(n, v)
+        out_logits, out_x, out_w = torch.empty(n, v), torch.empty(n, h), torch.empty(v, h)
+        xd, wd = x.detach(), w.detach()
+        products = {
+            "forward x @ W.T": lambda: torch.mm(xd, wd.T, out=out_logits),
+            "backward g @ W": lambda: torch.mm(g, wd, out=out_x),
+            "backward g.T @ x": lambda: torch.mm(g.T, xd, out=out_w),
+        }
     else:
         logits = torch.randn(4096, 32000)
         y = torch.randint(0, 32000, (4096,))
@@ -77,6 +99,14 @@ WORKER = textwrap.dedent(
             leaves = ()
             calls = {method: lambda: function(logits, y)}
     call = calls[method]
+
+    def floor():
+        parts = {}
+        for name, product in products.items():
+            start = time.perf_counter()
+            product()
+            parts[name] = time.perf_counter() - start
+        return parts
 
     def run():
         for leaf in leaves:
@@ -93,7 +123,8 @@ WORKER = textwrap.dedent(
     # here pay for the kernel's page zeroing and huge-page compaction (hundreds of milliseconds).
     run()
     run()
-    times, peaks, loss = [], [], None
+    floor()
+    times, peaks, loss, floors = [], [], None, []
     for _ in range(repeat):
         for leaf in leaves:
             leaf.grad = None
@@ -104,13 +135,18 @@ WORKER = textwrap.dedent(
         loss = run()
         times.append(time.perf_counter() - start)
         peaks.append(status("VmHWM") - before)
-    print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss,
+        if products:
+            floors.append(floor())
+    print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss, "floors_s": floors,
                       "threads": torch.get_num_threads()}))
     """
 )
 
 LINEAR = ("linear eager", "linear torch chunked", "linear crossentropy")
 SOFTMAX = ("torch forward", "crossentropy forward", "torch forward+backward", "crossentropy forward+backward")
+SECTIONS = {"linear": LINEAR, "softmax": SOFTMAX}
+HEADINGS = {"linear": "## linear_cross_entropy", "softmax": "## cross_entropy"}
+CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]
 
 
 def measure(method: str, repeat: int) -> dict:
@@ -129,40 +165,72 @@ def measure(method: str, repeat: int) -> dict:
     result = json.loads(process.stdout.strip().splitlines()[-1])
     result["median_s"] = statistics.median(result["times_s"])
     result["peak_gb"] = max(result["peaks_bytes"]) / 1e9
+    if result["floors_s"]:  # each timed call against the floor measured right after it, in the same process
+        sums = [sum(parts.values()) for parts in result["floors_s"]]
+        result["floor_median_s"] = statistics.median(sums)
+        result["times_floor"] = statistics.median(t / f for t, f in zip(result["times_s"], sums, strict=True))
     print(f"  {method}: {result['median_s'] * 1e3:.1f} ms, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per method (default 5)")
-    args = parser.parse_args()
-    results = {method: measure(method, args.repeat) for method in (*LINEAR, *SOFTMAX)}
-    eager = results["linear eager"]
+def measured_line(repeat: int, threads: int, command: str) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Measured {when} (`{command}`): fresh process per method, {threads} PyTorch threads, median of {repeat} "
+        "calls after two warm-up calls; peak = resident memory high-water mark during the call above the memory "
+        "before it."
+    )
+
+
+def linear_section(results: dict, repeat: int, command: str) -> list[str]:
+    eager, ours = results["linear eager"], results["linear crossentropy"]
     lines = [
-        "# The PyTorch layer against PyTorch",
-        "",
-        f"Fresh process per method, {results[LINEAR[0]]['threads']} PyTorch threads, median of {args.repeat} calls "
-        "after two warm-up calls; peak = resident memory high-water mark during the call above the memory before it. "
-        "`benchmarks/torch_layer.py`.",
-        "",
         "## linear_cross_entropy: N=4096, hidden 512, vocabulary 65536, float32, forward + backward",
         "",
-        "| method | seconds | vs eager | peak GB | loss |",
-        "|---|---:|---:|---:|---:|",
+        measured_line(repeat, eager["threads"], command),
+        "",
+        "| method | seconds | vs eager | floor s | × floor | peak GB | loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for method in LINEAR:
         r = results[method]
         lines.append(
             f"| {method.removeprefix('linear ')} | {r['median_s']:.2f} | {eager['median_s'] / r['median_s']:.2f}× | "
-            f"{r['peak_gb']:.3f} | {r['loss']:.6f} |"
+            f"{r['floor_median_s']:.2f} | {r['times_floor']:.2f}× | {r['peak_gb']:.3f} | {r['loss']:.6f} |"
         )
     lines += [
         "",
         "eager: `F.cross_entropy(x @ W.T, y)`; torch chunked: `F.linear_cross_entropy(x, W, y, "
         "options=LinearCrossEntropyOptions())`; crossentropy: `crossentropy.torch.linear_cross_entropy(x, W, y)`.",
         "",
+        "The floor: the three matrix products no linear cross-entropy can avoid, each at the full N×V×H size in "
+        "float32 on preallocated tensors: forward `x @ W.T`, backward `g @ W` and `gᵀ @ x`, three "
+        "`torch.mm(..., out=...)`. Each method's process times them right after each of its timed calls, so that "
+        "a call and its floor see the same load from other processes: *floor s* is the median of the three "
+        "together in that process, *× floor* the median over the calls of the call's time over the floor's "
+        "right after it (1× would mean the softmax, the chunking and the memory traffic cost nothing). The "
+        "products in ours' process (median ms):",
+        "",
+        "| product | ms |",
+        "|---|---:|",
+    ]
+    for name in ours["floors_s"][0]:
+        lines.append(f"| {name} | {statistics.median(f[name] for f in ours['floors_s']) * 1e3:.0f} |")
+    lines += [
+        f"| the three together | {ours['floor_median_s'] * 1e3:.0f} |",
+        "",
+        f"Ours takes **{ours['times_floor']:.2f}×** the floor ({ours['median_s']:.2f} s; the floor "
+        f"{ours['floor_median_s']:.2f} s).",
+        "",
+    ]
+    return lines
+
+
+def softmax_section(results: dict, repeat: int, command: str) -> list[str]:
+    lines = [
         "## cross_entropy: 4096×32000 float32 logits",
+        "",
+        measured_line(repeat, results[SOFTMAX[0]]["threads"], command),
         "",
         "| pass | F.cross_entropy ms | crossentropy.torch ms | speed-up | peak GB (torch / ours) |",
         "|---|---:|---:|---:|---:|",
@@ -173,16 +241,75 @@ def main() -> None:
             f"| {pass_name} | {theirs['median_s'] * 1e3:.1f} | {ours['median_s'] * 1e3:.1f} | "
             f"{theirs['median_s'] / ours['median_s']:.1f}× | {theirs['peak_gb']:.3f} / {ours['peak_gb']:.3f} |"
         )
-    text = "\n".join(lines) + "\n"
+    return [*lines, ""]
+
+
+def old_sections(path: Path) -> dict[str, str]:
+    """The sections of an existing torch_layer.md, by key (the text from its heading to the next)."""
+    if not path.exists():
+        return {}
+    parts = re.split(r"(?m)^(?=## )", path.read_text())
+    return {key: part for part in parts[1:] for key, heading in HEADINGS.items() if part.startswith(heading)}
+
+
+def csv_rows(results: dict) -> list[dict]:
+    rows = []
+    for method, r in results.items():
+        times = ";".join(f"{t:.4f}" for t in r["times_s"])
+        values = [method, f"{r['median_s']:.4f}", times, f"{r['peak_gb']:.4f}", r["loss"], r["threads"]]
+        rows.append(dict(zip(CSV_FIELDS, values, strict=True)))
+        if r["floors_s"]:  # the floor in this method's process, after each timed call: the sum, then each product
+            sums = [sum(parts.values()) for parts in r["floors_s"]]
+            series = {"floor": sums, **{name: [f[name] for f in r["floors_s"]] for name in r["floors_s"][0]}}
+            for name, part in series.items():
+                values = [f"{method} | {name}", f"{statistics.median(part):.4f}", ";".join(f"{t:.4f}" for t in part)]
+                rows.append(dict(zip(CSV_FIELDS, [*values, "", "", r["threads"]], strict=True)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per method (default 5)")
+    parser.add_argument(
+        "--only", choices=tuple(SECTIONS), help="measure this section alone and rewrite only its part of the results"
+    )
+    args = parser.parse_args()
+    command = "benchmarks/torch_layer.py" + "".join(f" {a}" for a in sys.argv[1:])
+    keys = (args.only,) if args.only else tuple(SECTIONS)
+    results = {method: measure(method, args.repeat) for key in keys for method in SECTIONS[key]}
+    md_path, csv_path = RESULTS / "torch_layer.md", RESULTS / "torch_layer.csv"
+    sections = old_sections(md_path) if args.only else {}
+    if "linear" in keys:
+        sections["linear"] = "\n".join(linear_section(results, args.repeat, command)) + "\n"
+    if "softmax" in keys:
+        sections["softmax"] = "\n".join(softmax_section(results, args.repeat, command)) + "\n"
+    lines = [
+        "# The PyTorch layer against PyTorch",
+        "",
+        "`benchmarks/torch_layer.py` on this machine's CPU; each section says when and how it was measured.",
+        "",
+    ]
+    text = "\n".join(lines) + "\n" + "".join(sections[key] for key in SECTIONS if key in sections)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "torch_layer.md").write_text(text)
-    with open(RESULTS / "torch_layer.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["method", "median_s", "times_s", "peak_gb", "loss", "threads"])
-        for method, r in results.items():
-            times = ";".join(f"{t:.4f}" for t in r["times_s"])
-            writer.writerow([method, f"{r['median_s']:.4f}", times, f"{r['peak_gb']:.4f}", r["loss"], r["threads"]])
+    rows = csv_rows(results)
+    if args.only and csv_path.exists():  # the other section's rows, as they were
+        with open(csv_path, newline="") as stream:
+            kept = [
+                row
+                for row in csv.DictReader(stream)
+                if not any(row["method"].split(" | ")[0] == m for m in SECTIONS[args.only])
+            ]
+        rows = (
+            [row for row in kept if row["method"].split(" | ")[0] in SECTIONS["linear"]]
+            + rows
+            + [row for row in kept if row["method"].split(" | ")[0] not in SECTIONS["linear"]]
+        )
+    md_path.write_text(text)
+    with open(csv_path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":
