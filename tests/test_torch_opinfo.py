@@ -59,9 +59,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import random
 import re
 import traceback
+import warnings
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -103,22 +105,35 @@ with _global_state_kept():
 
 DEVICE = "cpu"
 OP_NAMES = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits")
-MODULE_NAMES = ("CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss")
+# The three OpInfo entries of F.linear_cross_entropy, "kind.variant_test_name" (the first has none).
+LINEAR_KINDS = ("linear_cross_entropy", "linear_cross_entropy.chunked", "linear_cross_entropy.chunked_none")
+CHUNKED_KINDS = LINEAR_KINDS[1:]
+OP_KINDS = OP_NAMES + LINEAR_KINDS
+MODULE_NAMES = ("CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss", "LinearCrossEntropyLoss")
 OPS = {
-    name: next(op for op in op_db if op.name == f"nn.functional.{name}" and not op.variant_test_name)
-    for name in OP_NAMES
+    kind: next(
+        op
+        for op in op_db
+        if op.name == f"nn.functional.{kind.partition('.')[0]}" and op.variant_test_name == kind.partition(".")[2]
+    )
+    for kind in OP_KINDS
 }
 MODULES = {name: next(info for info in module_db if info.module_cls.__name__ == name) for name in MODULE_NAMES}
 ERRORS = (ValueError, TypeError, RuntimeError, IndexError)
 FUSED_KINDS = ("cross_entropy", "binary_cross_entropy_with_logits")  # a fused autograd.Function on the CPU
 BCE_OPS = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
-INDEX_TARGET_OPS = ("cross_entropy", "nll_loss")
+INDEX_TARGET_OPS = ("cross_entropy", "nll_loss", *LINEAR_KINDS)
 MODULE_FUNCTION = {
     "CrossEntropyLoss": "cross_entropy",
     "NLLLoss": "nll_loss",
     "BCELoss": "binary_cross_entropy",
     "BCEWithLogitsLoss": "binary_cross_entropy_with_logits",
+    "LinearCrossEntropyLoss": "linear_cross_entropy",
 }
+# The positional arguments after the input, by name (the four losses: the target only).
+ARG_NAMES = {kind: ("linear_weight", "target") for kind in LINEAR_KINDS}
+# What the "params" variant tracks: the linear loss's input and projection, not its targets.
+LINEAR_PARAMS = ("input", "linear_weight", "linear_bias")
 GRAD_DTYPES = (torch.float32, torch.float64)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -143,8 +158,9 @@ def _seeded(*key: Any) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# One call of a loss: input, positional args (the target) and keyword args, tensors addressable
-# by name ("input", "target", "weight", "pos_weight") so that transforms can swap them.
+# One call of a loss: input, positional args (the target; the linear loss: its weight and the
+# target) and keyword args, tensors addressable by name ("input", "target", "weight",
+# "pos_weight", "linear_weight", "linear_bias") so that transforms can swap them.
 
 
 @dataclasses.dataclass
@@ -152,27 +168,41 @@ class Call:
     input: torch.Tensor
     args: tuple
     kwargs: dict
+    arg_names: tuple[str, ...] = ("target",)
+
+    def _arg_name(self, i: int) -> str:
+        return self.arg_names[i] if i < len(self.arg_names) else f"arg{i}"
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self.args[self.arg_names.index("target")]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         named = {"input": self.input}
-        named.update({("target" if i == 0 else f"arg{i}"): a for i, a in enumerate(self.args)})
+        named.update({self._arg_name(i): a for i, a in enumerate(self.args)})
         named.update({k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)})
         return {k: v for k, v in named.items() if isinstance(v, torch.Tensor)}
 
     def replace(self, tensors: dict[str, torch.Tensor]) -> Call:
-        args = tuple(tensors.get("target" if i == 0 else f"arg{i}", a) for i, a in enumerate(self.args))
+        args = tuple(tensors.get(self._arg_name(i), a) for i, a in enumerate(self.args))
         kwargs = {k: tensors.get(k, v) for k, v in self.kwargs.items()}
-        return Call(tensors.get("input", self.input), args, kwargs)
+        return Call(tensors.get("input", self.input), args, kwargs, self.arg_names)
 
     def map(self, f: Callable[[str, torch.Tensor], torch.Tensor]) -> Call:
         return self.replace({k: f(k, v) for k, v in self.tensors().items()})
 
     def fresh(self, *, grad: str = "sample") -> Call:
         """Copies as new leaves; ``grad``: "sample" keeps the sample's ``requires_grad``, "input"
-        tracks the input only, "none" nothing."""
+        tracks the input only, "params" the linear loss's input, projection and bias (those the
+        sample tracks), "none" nothing."""
 
         def copy(name: str, t: torch.Tensor) -> torch.Tensor:
-            tracked = {"sample": t.requires_grad, "input": name == "input" and t.requires_grad, "none": False}[grad]
+            tracked = {
+                "sample": t.requires_grad,
+                "input": name == "input" and t.requires_grad,
+                "params": name in LINEAR_PARAMS and t.requires_grad,
+                "none": False,
+            }[grad]
             return t.detach().clone().requires_grad_(tracked)
 
         return self.map(copy)
@@ -202,10 +232,11 @@ def _effective_reduction(kwargs: dict) -> str:
 
 def _all_ignored_mean(kind: str, call: Call) -> bool:
     """Every index target ignored under a mean: our documented 0 (and zero gradient) where PyTorch gives NaN."""
-    target = call.args[0]
+    target = call.target
     if kind not in INDEX_TARGET_OPS or target.is_floating_point() or _effective_reduction(call.kwargs) != "mean":
         return False
-    return bool((target == call.kwargs.get("ignore_index", -100)).all())
+    ignore_index = call.kwargs.get("ignore_index")  # None: -100 (the linear loss's default)
+    return bool((target == (-100 if ignore_index is None else ignore_index)).all())
 
 
 def _refusal(kind: str, call: Call) -> str | None:
@@ -217,19 +248,36 @@ def _refusal(kind: str, call: Call) -> str | None:
                 f"deliberate refusal: negative class weights (`{name}` has negative entries): "
                 "crossentropy raises ValueError, PyTorch computes a number"
             )
-    target = call.args[0]
+    target = call.target
     if kind in BCE_OPS and bool(((target < 0) | (target > 1)).any()):
         return "deliberate refusal: BCE targets outside [0, 1]: crossentropy raises ValueError"
     return None
 
 
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "0d"
+
+
+def _describe_options(options) -> str:
+    """A ``torch.nn.LinearCrossEntropyOptions`` by its fields that are not the defaults (bar ``allow_retain_graph``)."""
+    if options is None:
+        return "None"
+    fields = {"batch_chunk_size": None, "chunking_method": "auto", "acc_policy": "auto", "acc_dtype": None}
+    changed = [(k, getattr(options, k)) for k, default in fields.items() if getattr(options, k) != default]
+    return "+".join(f"{k}={_dtype_name(v) if isinstance(v, torch.dtype) else v}" for k, v in changed) or "default"
+
+
 def _describe(kind: str, call: Call) -> str:
-    parts = ["x".join(map(str, call.input.shape)) or "0d"]
-    if kind == "cross_entropy" and call.args[0].is_floating_point():
+    parts = [_shape(call.input)]
+    if kind in LINEAR_KINDS:
+        parts.append(f"W{_shape(call.args[0])}")
+    if kind in ("cross_entropy", *LINEAR_KINDS) and call.target.is_floating_point():
         parts.append("probs")
     for k, v in call.kwargs.items():
         if isinstance(v, torch.Tensor):
-            parts.append(f"{k}{'x'.join(map(str, v.shape)) or '0d'}")
+            parts.append(f"{k}{_shape(v)}")
+        elif k == "options":
+            parts.append(f"options={_describe_options(v)}")
         else:
             parts.append(f"{k}={v}")
     return "-".join(parts)
@@ -243,7 +291,18 @@ def _describe(kind: str, call: Call) -> str:
 def _op_samples(kind: str, dtype: torch.dtype) -> tuple[Call, ...]:
     with _seeded("op", kind, dtype):
         samples = OPS[kind].sample_inputs(DEVICE, dtype, requires_grad=True)
-        return tuple(Call(s.input, tuple(s.args), dict(s.kwargs)) for s in samples)
+        names = ARG_NAMES.get(kind, ("target",))
+        return tuple(Call(s.input, tuple(s.args), dict(s.kwargs), names) for s in samples)
+
+
+def _without_options(fn: Callable) -> Callable:
+    """PyTorch's linear cross-entropy on its reference path (``options=None``: ``cross_entropy(linear(...))``)."""
+
+    @functools.wraps(fn)
+    def reference(*args, **kwargs):
+        return fn(*args, **{**kwargs, "options": None})
+
+    return reference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +315,12 @@ class OpCase:
     @property
     def op(self):
         return OPS[self.kind]
+
+    @property
+    def paths(self):
+        """The OpInfo whose flags say which autograd paths run: the case's own, except for the chunked
+        linear variants, whose PyTorch op lacks some paths that ours has: the unchunked one's."""
+        return OPS[LINEAR_KINDS[0]] if self.kind in CHUNKED_KINDS else self.op
 
     def call(self) -> Call:
         call = _op_samples(self.kind, self.dtype)[self.index]
@@ -270,10 +335,17 @@ class OpCase:
         return f"{self.kind}-{self.index:02d}{tag}-{desc}-{_dtype_name(self.dtype)}"
 
     def ours(self) -> Callable:
-        return getattr(cet, self.kind)
+        return getattr(cet, self.kind.partition(".")[0])
 
     def theirs(self) -> Callable:
+        """PyTorch's op, called as the sample is (forward and first-order gradients)."""
         return self.op.op
+
+    def reference(self) -> Callable:
+        """PyTorch's op on a path it differentiates in every way (the oracle of forward AD, torch.func and
+        half-precision values): the op itself, except for the chunked linear variants, whose chunked path
+        refuses forward AD and torch.func: the same sample with ``options=None``."""
+        return _without_options(self.op.op) if self.kind in LINEAR_KINDS else self.op.op
 
 
 def _op_dtypes(kind: str) -> list[torch.dtype]:
@@ -283,7 +355,7 @@ def _op_dtypes(kind: str) -> list[torch.dtype]:
 
 def _all_op_cases() -> tuple[list[OpCase], list[tuple[OpCase, str]]]:
     checked, refused = [], []
-    for kind in OP_NAMES:
+    for kind in OP_KINDS:
         for dtype in _op_dtypes(kind):
             for index, call in enumerate(_op_samples(kind, dtype)):
                 case = OpCase(kind, index, dtype)
@@ -301,12 +373,21 @@ def _all_op_cases() -> tuple[list[OpCase], list[tuple[OpCase, str]]]:
 OP_CASES, OP_REFUSED = _all_op_cases()
 
 
-def _op_params(dtypes, *, needs: str | None = None) -> list:
-    """pytest params of the op cases in ``dtypes`` whose OpInfo has the flag ``needs``."""
+# The expensive checks (second order, batched, vmap) run on every LINEAR_STRIDE-th sample of each
+# linear variant and dtype (index % LINEAR_STRIDE == 0); the stride is prime to the 7 shapes each
+# group of options cycles through, so the subset still meets every shape and every option.
+LINEAR_STRIDE = 3
+
+
+def _op_params(dtypes, *, needs: str | None = None, subset: bool = False) -> list:
+    """pytest params of the op cases in ``dtypes`` whose paths (:attr:`OpCase.paths`) have the flag
+    ``needs``; ``subset``: the linear variants on every ``LINEAR_STRIDE``-th sample only."""
     return [
         pytest.param(case, id=case.id)
         for case in OP_CASES
-        if case.dtype in dtypes and (needs is None or getattr(case.op, needs))
+        if case.dtype in dtypes
+        and (needs is None or getattr(case.paths, needs))
+        and not (subset and case.kind in LINEAR_KINDS and case.index % LINEAR_STRIDE)
     ]
 
 
@@ -351,9 +432,27 @@ class ModuleCase:
         return f"{self.name}-{self.index:02d}{tag}-{desc}-{shape}-{_dtype_name(self.dtype)}"
 
     def modules(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """Ours and PyTorch's, built with the same arguments; a module with parameters (the linear
+        loss's projection) gets PyTorch's module's state, so that both compute with the same weights."""
         args, kwargs, _ = self.parts()
         cls = MODULES[self.name].module_cls
-        return getattr(cet, self.name)(*args, **kwargs), cls(*args, **kwargs)
+        with _seeded("module-init", self.name, self.index, self.dtype):
+            theirs = cls(*args, **kwargs)
+        ours = getattr(cet, self.name)(*args, **kwargs)
+        if any(True for _ in theirs.parameters()):
+            ours.load_state_dict(theirs.state_dict())
+        return ours, theirs
+
+    def reference_module(self, their_module: torch.nn.Module) -> torch.nn.Module:
+        """PyTorch's module in float64 with ``their_module``'s state (the oracle of half-precision
+        values; the linear loss on its reference path, ``options=None``)."""
+        args, kwargs, _ = self.parts()
+        wide = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        wide.update({k: v for k, v in (("dtype", torch.float64), ("options", None)) if k in wide})
+        module = MODULES[self.name].module_cls(*args, **wide)
+        if any(True for _ in module.parameters()):
+            module.load_state_dict(their_module.state_dict())
+        return module
 
     def kind(self) -> str:
         return MODULE_FUNCTION[self.name]
@@ -385,11 +484,63 @@ def _all_module_cases() -> tuple[list[ModuleCase], list[tuple[ModuleCase, str]]]
 MODULE_CASES, MODULE_REFUSED = _all_module_cases()
 
 
-def _module_params(dtypes, *, needs: str | None = None) -> list:
+# LinearCrossEntropyLoss's ModuleInfo gives 857 samples a dtype, a product of input shapes,
+# out_features, chunking options, reductions, ignore indices, label smoothing, class weights,
+# target kinds and bias: its checks run on a deterministic subset. The expensive ones
+# (gradgradcheck) on a pairwise cover: walking the samples in order, each sample that shows a pair
+# of feature values (:func:`_module_features`) not seen yet; the others on that cover and every
+# MODULE_STRIDE-th sample (index % MODULE_STRIDE == 0; 3: the product's axes have 2 or 4 values,
+# so an even stride would never meet a probability target).
+LINEAR_MODULE = "LinearCrossEntropyLoss"
+MODULE_STRIDE = 3
+
+
+def _module_features(case: ModuleCase) -> dict[str, str]:
+    """What distinguishes a linear module sample: its constructor's options, its shapes and targets."""
+    _, kwargs, call = case.parts()
+    target, ignore_index = call.target, kwargs.get("ignore_index")
+    hits = None
+    if ignore_index is not None and not target.is_floating_point():
+        ignored = target == ignore_index
+        hits = "all" if bool(ignored.all()) else "some" if bool(ignored.any()) else "no"
+    features = {
+        "input": _shape(call.input),
+        "out_features": kwargs.get("out_features", ()),
+        "options": _describe_options(kwargs.get("options")),
+        "reduction": kwargs.get("reduction", "mean"),
+        "ignore_index": ignore_index,
+        "label_smoothing": kwargs.get("label_smoothing", 0.0),
+        "weight": kwargs.get("weight") is not None,
+        "probabilities": target.is_floating_point(),
+        "bias": kwargs.get("bias", False),
+        "ignored_targets": hits,
+    }
+    return {k: str(v) for k, v in features.items()}
+
+
+@functools.cache
+def _module_subset(name: str, dtype: torch.dtype, *, expensive: bool) -> frozenset[int]:
+    """The indices of the samples of ``name`` that the checks run on (all, for the four losses)."""
+    count = len(_module_samples(name, dtype))
+    if name != LINEAR_MODULE:
+        return frozenset(range(count))
+    seen, cover = set(), set()
+    for index in range(count):
+        features = _module_features(ModuleCase(name, index, dtype))
+        pairs = set(itertools.combinations(features.items(), 2))
+        if not pairs <= seen:
+            cover.add(index)
+            seen |= pairs
+    return frozenset(cover if expensive else cover | set(range(0, count, MODULE_STRIDE)))
+
+
+def _module_params(dtypes, *, needs: str | None = None, expensive: bool = False) -> list:
     return [
         pytest.param(case, id=case.id)
         for case in MODULE_CASES
-        if case.dtype in dtypes and (needs is None or getattr(MODULES[case.name], needs))
+        if case.dtype in dtypes
+        and (needs is None or getattr(MODULES[case.name], needs))
+        and case.index in _module_subset(case.name, case.dtype, expensive=expensive)
     ]
 
 
@@ -474,11 +625,14 @@ def _each(checks: dict[str, Callable[[], None]]) -> None:
 def _variants(case: OpCase, check: Callable[[OpCase, str], None], *, nograd: bool = False) -> dict:
     """``sample``: tracked as PyTorch's sample is; ``input``: the input only, for the losses with a fused
     path (softmax and sigmoid) when the sample tracks more (the targets): only then do they take the
-    fused path; ``nograd``: nothing tracked."""
+    fused path; ``params``: the same for the linear loss, whose operators serve calls that track its
+    input, projection and bias but not its (probability) targets; ``nograd``: nothing tracked."""
     sample = _op_samples(case.kind, case.dtype)[case.index]
     variants = {"sample": functools.partial(check, case, "sample")}
     if case.kind in FUSED_KINDS and len(sample.grad_names()) > 1:
         variants["input"] = functools.partial(check, case, "input")
+    if case.kind in LINEAR_KINDS and "target" in sample.grad_names():
+        variants["params"] = functools.partial(check, case, "params")
     if nograd:
         variants["nograd"] = functools.partial(check, case, "none")
     return variants
@@ -488,12 +642,17 @@ def _variants(case: OpCase, check: Callable[[OpCase, str], None], *, nograd: boo
 # same release deprecates: PyTorch's warning (on the first dual_level() of the process), not ours.
 _JIT_DEPRECATION = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
+# PyTorch's chunked linear cross-entropy falls back to its reference path, with a warning, for the
+# samples its chunking does not take (K-dimensional projections, probability targets, bias with
+# out_features): PyTorch's warning, raised by PyTorch's op (ours takes every sample).
+pytestmark = pytest.mark.filterwarnings("ignore:linear_cross_entropy. ``options`` ignored:UserWarning")
+
 
 # --------------------------------------------------------------------------------------------
 # Sample counts: the suite cannot silently run zero samples; refusals are the documented ones.
 
 
-@pytest.mark.parametrize("kind", OP_NAMES)
+@pytest.mark.parametrize("kind", OP_KINDS)
 def test_op_samples_collected(kind):
     assert {torch.float32, torch.float64} <= set(_op_dtypes(kind))
     for dtype in _op_dtypes(kind):
@@ -505,11 +664,68 @@ def test_op_samples_collected(kind):
         assert checked > 0
         assert checked + refused == total
         assert derived == refused, "every refused sample is checked with |weight| instead"
-    assert OPS[kind].error_inputs_func is None, "PyTorch now has error inputs for this op: test them"
+    if kind in OP_NAMES:
+        assert OPS[kind].error_inputs_func is None, "PyTorch now has error inputs for this op: test them"
+    else:
+        assert any(p.values[0] == LINEAR_KINDS[0] for p in OP_ERROR_PARAMS)
+        assert OPS[kind].error_inputs_func is OPS[LINEAR_KINDS[0]].error_inputs_func, "test each variant's own"
     # Every check applies to every op today; a flag PyTorch turns off drops the check for that op.
     flags = ("supports_autograd", "supports_gradgrad", "supports_fwgrad_bwgrad", "supports_forward_ad")
     flags += ("check_batched_grad", "check_batched_gradgrad", "check_batched_forward_grad")
-    assert all(getattr(OPS[kind], flag) for flag in flags), {flag: getattr(OPS[kind], flag) for flag in flags}
+    paths = OpCase(kind, 0, torch.float64).paths
+    assert all(getattr(paths, flag) for flag in flags), {flag: getattr(paths, flag) for flag in flags}
+    if kind in CHUNKED_KINDS:  # PyTorch's chunked path lacks these: the reference path is the oracle there
+        assert not OPS[kind].supports_forward_ad, "PyTorch's chunked op has forward AD now: make it the oracle"
+        assert not OPS[kind].supports_fwgrad_bwgrad, "PyTorch's chunked op has forward-over-reverse now: the oracle"
+
+
+def test_linear_material_collected():
+    """Every check runs on the linear variants: forward, grad and gradcheck on every sample, the rest on
+    the ``LINEAR_STRIDE`` subset; the module's checks on its ``MODULE_STRIDE`` subsets."""
+    for kind in LINEAR_KINDS:
+        for test, dtypes, every in (
+            (test_op_forward, 4, True),
+            (test_op_grad, 2, True),
+            (test_op_gradcheck, 1, True),
+            (test_op_forward_ad, 1, True),
+            (test_op_jvp, 1, True),
+            (test_op_func_grad, 1, True),
+            (test_op_gradgradcheck, 1, False),
+            (test_op_fwgrad_bwgrad, 1, False),
+            (test_op_batched_grad, 1, False),
+            (test_op_batched_gradgrad, 1, False),
+            (test_op_batched_forward_grad, 1, False),
+            (test_op_vmap, 1, False),
+        ):
+            cases = [p.values[0] for p in _parametrized(test) if p.values[0].kind == kind]
+            expected = [c for c in OP_CASES if c.kind == kind and (every or c.index % LINEAR_STRIDE == 0)]
+            assert len(cases) == sum(1 for c in expected if c.dtype in {c.dtype for c in cases}) > 0, test.__name__
+            assert len({c.dtype for c in cases}) == dtypes, test.__name__
+    for test, dtypes, expensive in (
+        (test_module_forward, 4, False),
+        (test_module_grad, 2, False),
+        (test_module_gradcheck, 1, False),
+        (test_module_gradgradcheck, 1, True),
+    ):
+        cases = [p.values[0] for p in _parametrized(test) if p.values[0].name == LINEAR_MODULE]
+        assert len({c.dtype for c in cases}) == dtypes, test.__name__
+        for dtype in {c.dtype for c in cases}:
+            subset = _module_subset(LINEAR_MODULE, dtype, expensive=expensive)
+            assert sorted(c.index for c in cases if c.dtype == dtype) == sorted(subset), test.__name__
+
+    # The pairwise cover meets every pair of feature values the samples have.
+    def pairs(index: int) -> set:
+        return set(itertools.combinations(_module_features(ModuleCase(LINEAR_MODULE, index, torch.float64)).items(), 2))
+
+    cover = _module_subset(LINEAR_MODULE, torch.float64, expensive=True)
+    every = set().union(*map(pairs, range(len(_module_samples(LINEAR_MODULE, torch.float64)))))
+    assert set().union(*map(pairs, cover)) == every
+    assert len(cover) < len(_module_samples(LINEAR_MODULE, torch.float64)) / 4
+
+
+def _parametrized(test) -> list:
+    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
+    return mark.args[1]
 
 
 @pytest.mark.parametrize("name", MODULE_NAMES)
@@ -564,7 +780,7 @@ def _check_forward(case: OpCase, grad: str) -> None:
     call = case.call().fresh(grad=grad)
     ours = call(case.ours())
     if case.dtype in HALF_DTYPES:
-        expected = _expected_forward(case.kind, call, _reference_half(case.theirs(), call, case.dtype))
+        expected = _expected_forward(case.kind, call, _reference_half(case.reference(), call, case.dtype))
     else:
         expected = _expected_forward(case.kind, call, call.fresh(grad="none")(case.theirs()))
     assert ours.dtype == case.dtype, f"dtype {ours.dtype}, expected {case.dtype}"
@@ -614,7 +830,7 @@ def test_op_gradcheck(case):
     _each(_variants(case, functools.partial(_gradcheck, check_batched_grad=False, check_undefined_grad=True)))
 
 
-@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_grad"))
+@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_grad", subset=True))
 def test_op_batched_grad(case):
     """gradcheck's vmap over the backward (``check_batched_grad``), as PyTorch's ``test_fn_grad`` runs it."""
     _each(_variants(case, functools.partial(_gradcheck, check_batched_grad=True, check_undefined_grad=True)))
@@ -637,18 +853,18 @@ def _gradgradcheck(case: OpCase, grad: str, *, contiguities=(False, True), **opt
         )
 
 
-@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="supports_gradgrad"))
+@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="supports_gradgrad", subset=True))
 def test_op_gradgradcheck(case):
     _each(_variants(case, functools.partial(_gradgradcheck, check_batched_grad=False)))
 
 
-@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_gradgrad"))
+@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_gradgrad", subset=True))
 def test_op_batched_gradgrad(case):
     _each(_variants(case, functools.partial(_gradgradcheck, contiguities=(False,), check_batched_grad=True)))
 
 
 @_JIT_DEPRECATION
-@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="supports_fwgrad_bwgrad"))
+@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="supports_fwgrad_bwgrad", subset=True))
 def test_op_fwgrad_bwgrad(case):
     """Forward-over-reverse (``supports_fwgrad_bwgrad``): the forward AD of our backward."""
     check = functools.partial(
@@ -680,7 +896,7 @@ def test_op_forward_ad(case):
 
 
 @_JIT_DEPRECATION
-@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_forward_grad"))
+@pytest.mark.parametrize("case", _op_params((torch.float64,), needs="check_batched_forward_grad", subset=True))
 def test_op_batched_forward_grad(case):
     check = functools.partial(
         _gradcheck,
@@ -708,7 +924,7 @@ def _check_jvp(case: OpCase, grad: str) -> None:
     call = case.call().fresh(grad=grad)
     names = call.grad_names()
     ours, our_tangent = _jvp(case.ours(), call, names)
-    theirs, their_tangent = _jvp(case.theirs(), call.fresh(grad=grad), names)
+    theirs, their_tangent = _jvp(case.reference(), call.fresh(grad=grad), names)
     if _all_ignored_mean(case.kind, call):
         their_tangent = torch.zeros_like(their_tangent)
     _assert_close(ours, _expected_forward(case.kind, call, theirs), "primal")
@@ -746,7 +962,7 @@ def _check_func_grad(case: OpCase, grad: str) -> None:
         f = plain.as_function(fn, names)
         return lambda *ts: f(*ts).sum()
 
-    theirs = _theirs_or_skip(lambda: torch.func.grad(summed(case.theirs()), argnums)(*tensors), "torch.func.grad")
+    theirs = _theirs_or_skip(lambda: torch.func.grad(summed(case.reference()), argnums)(*tensors), "torch.func.grad")
     ours = torch.func.grad(summed(case.ours()), argnums)(*tensors)
     if _all_ignored_mean(case.kind, call):
         theirs = tuple(torch.zeros_like(t) for t in theirs)
@@ -775,7 +991,9 @@ def _vmap_case(case: OpCase, grad: str, batch: tuple[str, ...]):
 
 def _check_vmap(case: OpCase, grad: str, batch: tuple[str, ...]) -> None:
     call, names, batched, in_dims = _vmap_case(case, grad, batch)
-    theirs = _theirs_or_skip(lambda: torch.func.vmap(call.as_function(case.theirs(), names), in_dims)(*batched), "vmap")
+    theirs = _theirs_or_skip(
+        lambda: torch.func.vmap(call.as_function(case.reference(), names), in_dims)(*batched), "vmap"
+    )
     ours = torch.func.vmap(call.as_function(case.ours(), names), in_dims)(*batched)
     _assert_close(ours, _expected_forward(case.kind, call, theirs), "vmap value")
     tracked = [(n, t) for n, t in zip(names, batched, strict=True) if t.requires_grad]
@@ -797,51 +1015,55 @@ def _check_vmap_grad(case: OpCase) -> None:
         f = call.as_function(fn, names)
         return torch.func.vmap(torch.func.grad(lambda *ts: f(*ts).sum(), argnums=0), in_dims)
 
-    theirs = _theirs_or_skip(lambda: per_sample(case.theirs())(*batched), "vmap(grad)")
+    theirs = _theirs_or_skip(lambda: per_sample(case.reference())(*batched), "vmap(grad)")
     ours = per_sample(case.ours())(*batched)
     if _all_ignored_mean(case.kind, call):
         theirs = torch.zeros_like(theirs)
     _assert_close(ours, theirs, "per-sample gradient wrt input")
 
 
-@pytest.mark.parametrize("case", _op_params((torch.float32,)))
+@pytest.mark.parametrize("case", _op_params((torch.float32,), subset=True))
 def test_op_vmap(case):
     """``torch.func.vmap`` over a batch dimension in front, against PyTorch's vmap. Variants:
     ``input``: input and target batched, the weights shared, the input tracked (the fused path under
-    vmap) and the gradient through the vmapped loss compared too; ``nograd``: the same untracked;
-    ``weights``: every tensor batched, the weights too; ``grad``: vmap of torch.func.grad (per-sample
-    gradients)."""
+    vmap; the linear loss: its input, projection and bias tracked) and the gradient through the
+    vmapped loss compared too; ``nograd``: the same untracked; ``weights``: every tensor batched, the
+    weights (and the linear loss's projection and bias) too; ``grad``: vmap of torch.func.grad
+    (per-sample gradients)."""
+    tracked = "params" if case.kind in LINEAR_KINDS else "input"
+    every = ("input", "target", "weight", "pos_weight", "linear_weight", "linear_bias")
     checks = {
-        "input": functools.partial(_check_vmap, case, "input", ("input", "target")),
+        "input": functools.partial(_check_vmap, case, tracked, ("input", "target")),
         "nograd": functools.partial(_check_vmap, case, "none", ("input", "target")),
-        "weights": functools.partial(_check_vmap, case, "none", ("input", "target", "weight", "pos_weight")),
+        "weights": functools.partial(_check_vmap, case, "none", every),
     }
-    if case.op.supports_autograd:
+    if case.paths.supports_autograd:
         checks["grad"] = functools.partial(_check_vmap_grad, case)
     _each(checks)
 
 
 # --------------------------------------------------------------------------------------------
-# ModuleInfo checks
+# ModuleInfo checks (a module's parameters, the linear loss's projection, are differentiated too)
 
 
 def _check_module_forward(case: ModuleCase, grad: str) -> None:
     ours_module, their_module = case.modules()
-    _, their_kwargs, call = case.parts()
+    _, _, call = case.parts()
     call = call.fresh(grad=grad)
-    ours = call(ours_module)
-    if case.dtype in HALF_DTYPES:
-        wide = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in their_kwargs.items()}
-        expected = _reference_half(MODULES[case.name].module_cls(**wide), call, case.dtype)
-    else:
-        expected = call.fresh(grad="none")(their_module)
+    with contextlib.nullcontext() if grad != "none" else torch.no_grad():  # parameters untracked too
+        ours = call(ours_module)
+        if case.dtype in HALF_DTYPES:
+            expected = _reference_half(case.reference_module(their_module), call, case.dtype)
+        else:
+            expected = call.fresh(grad="none")(their_module)
     assert ours.dtype == case.dtype, f"dtype {ours.dtype}, expected {case.dtype}"
     _assert_close(ours, _expected_forward(case.kind(), case.full_kwargs(call), expected), "loss")
 
 
 @pytest.mark.parametrize("case", _module_params((torch.float64, torch.float32, *HALF_DTYPES)))
 def test_module_forward(case):
-    """The module's forward with the sample's tensors tracked, and untracked (``nograd``)."""
+    """The module's forward with the sample's tensors (and the module's parameters) tracked, and
+    untracked under ``torch.no_grad()`` (``nograd``)."""
     _each(
         {
             "sample": functools.partial(_check_module_forward, case, "sample"),
@@ -850,39 +1072,64 @@ def test_module_forward(case):
     )
 
 
+def _module_function(module: torch.nn.Module, call: Call) -> tuple[Callable, list[str], tuple[torch.Tensor, ...]]:
+    """The module's loss as a function of the call's tracked tensors and then the module's parameters
+    (``torch.func.functional_call``), those names, and the tensors (fresh leaves) to call it with."""
+    names = call.grad_names()
+    parameters = {k: v.detach().clone().requires_grad_() for k, v in module.named_parameters()}
+
+    def f(*tensors: torch.Tensor) -> torch.Tensor:
+        swapped = dict(zip(parameters, tensors[len(names) :], strict=True))
+        return call.replace(dict(zip(names, tensors[: len(names)], strict=True)))(
+            lambda *args, **kwargs: torch.func.functional_call(module, swapped, args, kwargs)
+        )
+
+    tensors = tuple(call.tensors()[n] for n in names) + tuple(parameters.values())
+    return f, [*names, *parameters], tensors
+
+
 @pytest.mark.parametrize("case", _module_params(GRAD_DTYPES))
 def test_module_grad(case):
+    """The gradient wrt every tracked tensor of the forward call and every parameter of the module."""
     ours_module, their_module = case.modules()
     _, _, call = case.parts()
-    names = call.grad_names()
-    _, our_grads = _autograd_grads(ours_module, call, names)
-    _, their_grads = _autograd_grads(their_module, call.fresh(), names)
+    results = []
+    for module, fresh in ((ours_module, call), (their_module, call.fresh())):
+        f, names, tensors = _module_function(module, fresh)
+        out = f(*tensors)
+        results.append(torch.autograd.grad(out, tensors, _cotangent(out), allow_unused=True))
+    our_grads, their_grads = results
     if _all_ignored_mean(case.kind(), case.full_kwargs(call)):
-        their_grads = tuple(torch.zeros_like(g) for g in their_grads)
+        their_grads = tuple(None if g is None else torch.zeros_like(g) for g in their_grads)
     for name, mine, expected in zip(names, our_grads, their_grads, strict=True):
-        _assert_close(mine, expected, f"gradient wrt {name}")
+        if expected is None:
+            assert mine is None or not mine.any(), f"gradient wrt {name}: PyTorch has none"
+        else:
+            assert mine is not None, f"gradient wrt {name}: ours is None"
+            _assert_close(mine, expected, f"gradient wrt {name}")
 
 
 @pytest.mark.parametrize("case", _module_params((torch.float64,)))
 def test_module_gradcheck(case):
     ours_module, _ = case.modules()
     _, _, call = case.parts()
-    names = call.grad_names()
-    tensors = tuple(call.tensors()[n] for n in names)
-    assert torch.autograd.gradcheck(call.as_function(ours_module, names), tensors, fast_mode=True)
+    f, _, tensors = _module_function(ours_module, call)
+    nondet_tol = MODULES[case.name].gradcheck_nondet_tol
+    assert torch.autograd.gradcheck(f, tensors, fast_mode=True, nondet_tol=nondet_tol)
 
 
-@pytest.mark.parametrize("case", _module_params((torch.float64,), needs="supports_gradgrad"))
+@pytest.mark.parametrize("case", _module_params((torch.float64,), needs="supports_gradgrad", expensive=True))
 def test_module_gradgradcheck(case):
     ours_module, _ = case.modules()
     _, _, call = case.parts()
-    names = call.grad_names()
-    tensors = tuple(call.tensors()[n] for n in names)
-    assert torch.autograd.gradgradcheck(call.as_function(ours_module, names), tensors, fast_mode=True)
+    f, _, tensors = _module_function(ours_module, call)
+    nondet_tol = MODULES[case.name].gradcheck_nondet_tol
+    assert torch.autograd.gradgradcheck(f, tensors, fast_mode=True, nondet_tol=nondet_tol)
 
 
 # --------------------------------------------------------------------------------------------
-# Error inputs (ModuleInfo's; the OpInfos have none): through our modules and our functions
+# Error inputs: ModuleInfo's, through our modules and our functions; the linear OpInfos', through
+# our function
 
 
 def _error_params() -> list:
@@ -904,8 +1151,36 @@ def _error_params() -> list:
 ERROR_PARAMS = _error_params()
 
 
+def _op_error_params() -> list:
+    """The OpInfos' ``error_inputs_func`` (the three linear variants share one: run once)."""
+    params, seen = [], set()
+    for kind in OP_KINDS:
+        func = OPS[kind].error_inputs_func
+        if func is None or func in seen:
+            continue
+        seen.add(func)
+        with _seeded("op-errors", kind):
+            errors = list(OPS[kind].error_inputs(DEVICE))
+        for index, error in enumerate(errors):
+            pattern = re.sub(r"\W+", "_", error.error_regex)[:40].strip("_")
+            params.append(pytest.param(kind, error, id=f"{kind}-{index}-{pattern}"))
+    return params
+
+
+OP_ERROR_PARAMS = _op_error_params()
+
+
+def _pattern(regex: str) -> re.Pattern:
+    """PyTorch's error regex, compiled: some (``[[]0, 1[]]``) make ``re`` warn of a possible nested set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(regex)
+
+
 def test_error_inputs_collected():
-    assert {p.values[0] for p in ERROR_PARAMS} == {"CrossEntropyLoss", "NLLLoss"}
+    assert {p.values[0] for p in ERROR_PARAMS} == {"CrossEntropyLoss", "NLLLoss", LINEAR_MODULE}
+    assert {p.values[0] for p in OP_ERROR_PARAMS} == {LINEAR_KINDS[0]}
+    assert len(OP_ERROR_PARAMS) >= 6
 
 
 def _raise_through_torch(name: str, error) -> None:
@@ -914,11 +1189,27 @@ def _raise_through_torch(name: str, error) -> None:
     module(*module_input.forward_input.args, **module_input.forward_input.kwargs)
 
 
+def _linear_function_call(args: tuple, kwargs: dict, forward) -> None:
+    """``LinearCrossEntropyLoss(*args, **kwargs)(*forward.args)`` as a call of our function: a projection
+    (and bias) of the module's shapes, the module's options as keywords."""
+    in_features, num_classes = args
+    options = dict(kwargs)
+    out_features = tuple(options.pop("out_features", ()))
+    bias, dtype = options.pop("bias", False), options.pop("dtype", None)
+    options.pop("device", None)
+    linear_weight = torch.randn(num_classes, *out_features, in_features, dtype=dtype)
+    linear_bias = torch.randn(num_classes, *out_features, dtype=dtype) if bias else None
+    input, target = forward.args
+    cet.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, **options, **forward.kwargs)
+
+
 def _raise_through(name: str, error, *, functional: bool) -> None:
     module_input = error.module_error_input
     args, kwargs = module_input.constructor_input.args, module_input.constructor_input.kwargs
     forward = module_input.forward_input
-    if functional:
+    if functional and name == LINEAR_MODULE:
+        _linear_function_call(args, kwargs, forward)
+    elif functional:
         getattr(cet, MODULE_FUNCTION[name])(*forward.args, *args, **kwargs, **forward.kwargs)
     else:
         getattr(cet, name)(*args, **kwargs)(*forward.args, **forward.kwargs)
@@ -930,8 +1221,19 @@ def test_error_inputs(name, error, api):
     """PyTorch raises (its type and message checked, to keep the material honest); so must we, with
     one of the four usual types and a message (not necessarily PyTorch's type and words)."""
     assert error.error_on in (ModuleErrorEnum.CONSTRUCTION_ERROR, ModuleErrorEnum.FORWARD_ERROR)
-    with pytest.raises(error.error_type, match=error.error_regex):
+    with pytest.raises(error.error_type, match=_pattern(error.error_regex)):
         _raise_through_torch(name, error)
     with pytest.raises(ERRORS) as raised:
         _raise_through(name, error, functional=api == "functional")
+    assert str(raised.value).strip(), "an error without a message"
+
+
+@pytest.mark.parametrize(("kind", "error"), OP_ERROR_PARAMS)
+def test_op_error_inputs(kind, error):
+    """As ``test_error_inputs``, for the OpInfo's error inputs through our function."""
+    sample = error.sample_input
+    with pytest.raises(error.error_type, match=_pattern(error.error_regex)):
+        OPS[kind].op(sample.input, *sample.args, **sample.kwargs)
+    with pytest.raises(ERRORS) as raised:
+        getattr(cet, kind.partition(".")[0])(sample.input, *sample.args, **sample.kwargs)
     assert str(raised.value).strip(), "an error without a message"
