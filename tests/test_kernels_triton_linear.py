@@ -50,9 +50,10 @@ OPTIONS = [
     {"class_weight": True, "bias": True},
     {"smoothing": 0.2, "shard": True},
     {"cap": 3.0},
-    {"cap": 2.5, "smoothing": 0.1, "class_weight": True, "bias": True, "shard": True},
+    {"temperature": 0.7, "bias": True},
+    {"cap": 2.5, "smoothing": 0.1, "class_weight": True, "bias": True, "shard": True, "temperature": 1.6},
 ]
-OPTION_IDS = ["plain", "bias", "weights", "smoothing-shard", "cap", "all"]
+OPTION_IDS = ["plain", "bias", "weights", "smoothing-shard", "cap", "temperature", "all"]
 # A vocabulary shard: classes [vocab_start, vocab_start + V) of a vocabulary of TOTAL classes.
 VOCAB_START, TOTAL = 60, 250
 IGNORED = -100
@@ -101,19 +102,23 @@ class Case:
             "total_classes": total if self.shard else None,
             "vocab_start": start,
             "cap": options.get("cap"),
+            "temperature": float(options.get("temperature", 1.0)),
         }
         self.gen = gen
 
     # The float64 reference, from the very values the kernel reads.
     def logits(self):
-        """``(x, u, slope)``: the logits, soft-capped logits and the cap's slope, float64 on the CPU."""
+        """``(x, u, slope)``: the logits over the temperature, soft-capped logits and ``du`` over the
+        unscaled logits' ``dx``, float64 on the CPU."""
         x = self.input.cpu().double() @ self.weight.cpu().double().T
         if self.bias is not None:
             x = x + self.bias.cpu().double()
+        temperature = self.options["temperature"]
+        x = x / temperature
         cap = self.options["cap"]
         if cap is None:
-            return x, x, torch.ones_like(x)
-        return x, cap * torch.tanh(x / cap), 1 - torch.tanh(x / cap) ** 2
+            return x, x, torch.ones_like(x) / temperature
+        return x, cap * torch.tanh(x / cap), (1 - torch.tanh(x / cap) ** 2) / temperature
 
     def target_weights(self):
         """The dense (N, V) matrix of target weights ``a``, float64 on the CPU."""
@@ -243,7 +248,7 @@ def test_gradients_are_autograd_of_the_loss(device, dtype, options):
     f[3] = 0.0
     leaves = [t.detach().cpu().double().requires_grad_() for t in (case.input, case.weight)]
     bias = None if case.bias is None else case.bias.detach().cpu().double().requires_grad_()
-    x = leaves[0] @ leaves[1].T + (0 if bias is None else bias)
+    x = (leaves[0] @ leaves[1].T + (0 if bias is None else bias)) / case.options["temperature"]
     cap = case.options["cap"]
     u = x if cap is None else cap * torch.tanh(x / cap)
     full_lse = torch.logsumexp(u, dim=1)

@@ -118,10 +118,12 @@ def _logits_tile(
     row_in,
     cmask,
     n_features,
+    scale,
     cap,
     inv_cap,
     ACC: tl.constexpr,
     BIAS: tl.constexpr,
+    SCALED: tl.constexpr,
     CAPPED: tl.constexpr,
     UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -129,8 +131,9 @@ def _logits_tile(
     BLOCK_V: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    """The (BLOCK_N, BLOCK_V) tile of logits ``x`` (plus bias), its soft-capped ``u`` (-inf outside
-    the vocabulary) and the cap's slope ``du/dx`` (1 without a cap)."""
+    """The (BLOCK_N, BLOCK_V) tile of logits ``x`` (plus bias) times ``scale`` (the inverse
+    temperature), its soft-capped ``u`` (-inf outside the vocabulary) and the slope ``du/dx`` (the
+    scale times the cap's; 1 without either)."""
     acc = tl.zeros([BLOCK_N, BLOCK_V], ACC)
     x_rows = x_ptr + rows * x_s0
     w_cols = w_ptr + cols * w_s0
@@ -142,11 +145,15 @@ def _logits_tile(
         acc = tl.dot(_dot_operand(xt, UPCAST), _dot_operand(wt, UPCAST), acc, input_precision=PRECISION)
     if BIAS:
         acc += tl.load(b_ptr + cols, mask=cmask, other=0.0).to(ACC)[None, :]
+    if SCALED:
+        acc = acc * scale
     if CAPPED:
         u, slope = _soft_cap(acc, cap, inv_cap)
     else:
         u = acc
         slope = tl.full([BLOCK_N, BLOCK_V], 1.0, ACC)
+    if SCALED:
+        slope = slope * scale
     u = tl.where(cmask[None, :], u, -float("inf"))
     return u, slope
 
@@ -185,7 +192,7 @@ def _target_weights(
 
 # The options' bit patterns and the shard's offset are values, not shapes: no recompilation for
 # their divisibility by 16.
-@triton.jit(do_not_specialize=["vocab_start", "keep_bits", "floor_bits", "cap_bits"])
+@triton.jit(do_not_specialize=["vocab_start", "keep_bits", "floor_bits", "scale_bits", "cap_bits"])
 def _linear_logsumexp_kernel(
     x_ptr,
     x_s0,
@@ -205,11 +212,13 @@ def _linear_logsumexp_kernel(
     vocab_start,
     keep_bits,
     floor_bits,
+    scale_bits,
     cap_bits,
     ACC: tl.constexpr,
     BIAS: tl.constexpr,
     WEIGHTED: tl.constexpr,
     SMOOTH: tl.constexpr,
+    SCALED: tl.constexpr,
     CAPPED: tl.constexpr,
     UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -225,6 +234,7 @@ def _linear_logsumexp_kernel(
     row_in = rows < n_rows
     keep = _option(keep_bits, ACC)
     floor = _option(floor_bits, ACC)
+    scale = _option(scale_bits, ACC)
     cap = _option(cap_bits, ACC)
     inv_cap = 1.0 / cap
     m = tl.full([BLOCK_N], -float("inf"), ACC)
@@ -248,10 +258,12 @@ def _linear_logsumexp_kernel(
             row_in,
             cmask,
             n_features,
+            scale,
             cap,
             inv_cap,
             ACC,
             BIAS,
+            SCALED,
             CAPPED,
             UPCAST,
             PRECISION,
@@ -273,7 +285,7 @@ def _linear_logsumexp_kernel(
     tl.store(dot_ptr + out, dot, mask=row_in)
 
 
-@triton.jit(do_not_specialize=["vocab_start", "keep_bits", "floor_bits", "cap_bits", "eps_bits"])
+@triton.jit(do_not_specialize=["vocab_start", "keep_bits", "floor_bits", "scale_bits", "cap_bits", "eps_bits"])
 def _linear_gradients_kernel(
     x_ptr,
     x_s0,
@@ -296,6 +308,7 @@ def _linear_gradients_kernel(
     vocab_start,
     keep_bits,
     floor_bits,
+    scale_bits,
     cap_bits,
     eps_bits,
     ACC: tl.constexpr,
@@ -303,6 +316,7 @@ def _linear_gradients_kernel(
     BIAS: tl.constexpr,
     WEIGHTED: tl.constexpr,
     SMOOTH: tl.constexpr,
+    SCALED: tl.constexpr,
     CAPPED: tl.constexpr,
     FILTER: tl.constexpr,
     NEED_X: tl.constexpr,
@@ -334,6 +348,7 @@ def _linear_gradients_kernel(
     if tl.max(active.to(tl.int32), axis=0) > 0:
         keep = _option(keep_bits, ACC)
         floor = _option(floor_bits, ACC)
+        scale = _option(scale_bits, ACC)
         cap = _option(cap_bits, ACC)
         inv_cap = 1.0 / cap
         u, slope = _logits_tile(
@@ -349,10 +364,12 @@ def _linear_gradients_kernel(
             row_in,
             cmask,
             n_features,
+            scale,
             cap,
             inv_cap,
             ACC,
             BIAS,
+            SCALED,
             CAPPED,
             UPCAST,
             PRECISION,
@@ -372,7 +389,7 @@ def _linear_gradients_kernel(
             kept = p >= eps
             p = tl.where(kept, p, 0.0)
         g = kappa[:, None] * p - a
-        if CAPPED:
+        if CAPPED or SCALED:
             g = g * slope
         g = tl.where(tile, f[:, None] * g, 0.0)
         work = True
@@ -476,7 +493,9 @@ def _check_linear(input, weight, bias) -> tuple[int, int, int]:
     return n_rows, n_classes, n_features
 
 
-def _options(input, targets, class_weight, smoothing, total_classes, vocab_start, cap, n_rows, n_classes, acc):
+def _options(
+    input, targets, class_weight, smoothing, total_classes, vocab_start, cap, temperature, n_rows, n_classes, acc
+):
     """Checked targets, class weights and float options (as the kernels take them)."""
     if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex():
         got = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
@@ -502,7 +521,10 @@ def _options(input, targets, class_weight, smoothing, total_classes, vocab_start
         cap = float(cap)
         if not cap > 0.0:
             raise ValueError(f"`cap` must be positive; got {cap}")
-    return targets, class_weight, smoothing, total_classes, cap
+    temperature = float(temperature)
+    if not 0.0 < temperature < math.inf:
+        raise ValueError(f"`temperature` must be a positive number; got {temperature}")
+    return targets, class_weight, smoothing, total_classes, cap, temperature
 
 
 def _per_row(value: Any, name: str, n_rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -513,13 +535,14 @@ def _per_row(value: Any, name: str, n_rows: int, dtype: torch.dtype, device: tor
     return tensor.contiguous()
 
 
-def _common(input, bias, class_weight, smoothing, cap, acc) -> dict:
+def _common(input, bias, class_weight, smoothing, cap, temperature, acc) -> dict:
     """The kernel arguments both entry points share."""
     return {
         "ACC": _TL[acc],
         "BIAS": bias is not None,
         "WEIGHTED": class_weight is not None,
         "SMOOTH": smoothing > 0,
+        "SCALED": temperature != 1.0,
         "CAPPED": cap is not None,
         "UPCAST": INTERPRETED and input.dtype == torch.bfloat16,
         "PRECISION": "ieee" if input.dtype in (torch.float32, torch.float64) else "tf32",
@@ -537,6 +560,7 @@ def linear_logsumexp(
     total_classes: int | None = None,
     vocab_start: int = 0,
     cap: float | None = None,
+    temperature: float = 1.0,
     block_n: int | None = None,
     block_v: int | None = None,
     block_h: int | None = None,
@@ -545,8 +569,9 @@ def linear_logsumexp(
     r"""Per row, the log-sum-exp of the logits of a linear layer and their target-weighted sum, without
     materializing the logits.
 
-    With the logits :math:`x_{n,c} = \mathrm{input}_n \cdot \mathrm{weight}_c + \mathrm{bias}_c`,
-    :math:`u = \gamma \tanh(x / \gamma)` under a soft-cap :math:`\gamma` (else :math:`u = x`), and
+    With the logits :math:`x_{n,c} = (\mathrm{input}_n \cdot \mathrm{weight}_c + \mathrm{bias}_c) / T`
+    (:math:`T` the temperature), :math:`u = \gamma \tanh(x / \gamma)` under a soft-cap
+    :math:`\gamma` (else :math:`u = x`), and
     the target weights
 
     .. math::
@@ -591,6 +616,8 @@ def linear_logsumexp(
         :math:`v_0`, the class index of this shard's first row of ``weight``.
     cap : float, optional
         Soft-cap :math:`\gamma > 0`.
+    temperature : float, default 1.0
+        :math:`T > 0`: the logits are divided by it before the soft-cap.
     block_n, block_v, block_h : int, optional
         Tile sizes (powers of two, at least 16), for tests and tuning; the defaults come from
         :data:`FORWARD_BLOCKS` (larger under the interpreter).
@@ -626,8 +653,8 @@ def linear_logsumexp(
     """
     n_rows, n_classes, n_features = _check_linear(input, weight, bias)
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
-    targets, class_weight, smoothing, total_classes, cap = _options(
-        input, targets, class_weight, smoothing, total_classes, vocab_start, cap, n_rows, n_classes, acc
+    targets, class_weight, smoothing, total_classes, cap, temperature = _options(
+        input, targets, class_weight, smoothing, total_classes, vocab_start, cap, temperature, n_rows, n_classes, acc
     )
     bn, bv, bh, warps = _blocks("forward", input.dtype, block_n, block_v, block_h)
     n_blocks_n, n_tiles = triton.cdiv(n_rows, bn), triton.cdiv(n_classes, bv)
@@ -665,8 +692,9 @@ def linear_logsumexp(
                 vocab_start,
                 _bits(1.0 - smoothing),
                 _bits(smoothing / total_classes),
+                _bits(1.0 / temperature),
                 _bits(1.0 if cap is None else cap),
-                **_common(input, bias, class_weight, smoothing, cap, acc),
+                **_common(input, bias, class_weight, smoothing, cap, temperature, acc),
                 BLOCK_N=bn,
                 BLOCK_V=bv,
                 BLOCK_H=bh,
@@ -692,6 +720,7 @@ def linear_cross_entropy_gradients(
     total_classes: int | None = None,
     vocab_start: int = 0,
     cap: float | None = None,
+    temperature: float = 1.0,
     filter_eps: float | None = None,
     need_input: bool = True,
     need_weight: bool = True,
@@ -711,11 +740,11 @@ def linear_cross_entropy_gradients(
 
     .. math::
 
-        g_{n,c} = f_n \big(\kappa_n\, p_{n,c}\, [p_{n,c} \ge \epsilon] - a_{n,c}\big)
+        g_{n,c} = \frac{f_n}{T} \big(\kappa_n\, p_{n,c}\, [p_{n,c} \ge \epsilon] - a_{n,c}\big)
         \Big(1 - \tanh^2 \frac{x_{n,c}}{\gamma}\Big),
 
     (the bracket only with ``filter_eps`` :math:`\epsilon`, the last factor only under a soft-cap
-    :math:`\gamma`), and
+    :math:`\gamma`; :math:`T` the temperature), and
 
     .. math::
 
@@ -762,7 +791,7 @@ def linear_cross_entropy_gradients(
     lse, kappa, grad_factor : torch.Tensor of shape (n_rows,)
         :math:`\operatorname{LSE}_n`, :math:`\kappa_n`, :math:`f_n` (taken in the accumulation
         dtype of the products: float32, float64 for float64 input).
-    class_weight, smoothing, total_classes, vocab_start, cap
+    class_weight, smoothing, total_classes, vocab_start, cap, temperature
         As for :func:`linear_logsumexp`.
     filter_eps : float, optional
         :math:`\epsilon \ge 0`: drop probabilities below it (None: keep them all).
@@ -817,8 +846,8 @@ def linear_cross_entropy_gradients(
         out_dtype = accumulation_dtype
     else:
         raise ValueError(f"`accumulation_dtype` must be torch.float32 or torch.float64; got {accumulation_dtype}")
-    targets, class_weight, smoothing, total_classes, cap = _options(
-        input, targets, class_weight, smoothing, total_classes, vocab_start, cap, n_rows, n_classes, acc
+    targets, class_weight, smoothing, total_classes, cap, temperature = _options(
+        input, targets, class_weight, smoothing, total_classes, vocab_start, cap, temperature, n_rows, n_classes, acc
     )
     device = input.device
     lse = _per_row(lse, "lse", n_rows, acc, device)
@@ -861,9 +890,10 @@ def linear_cross_entropy_gradients(
             vocab_start,
             _bits(1.0 - smoothing),
             _bits(smoothing / total_classes),
+            _bits(1.0 / temperature),
             _bits(1.0 if cap is None else cap),
             _bits(0.0 if filter_eps is None else filter_eps),
-            **_common(input, bias, class_weight, smoothing, cap, acc),
+            **_common(input, bias, class_weight, smoothing, cap, temperature, acc),
             OUT=_TL[out_dtype],
             FILTER=filter_eps is not None,
             NEED_X=need_input,
