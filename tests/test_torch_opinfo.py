@@ -1,27 +1,39 @@
-"""PyTorch's own test material for the four drop-ins, run through ``crossentropy.torch``.
+"""PyTorch's own test material for the drop-ins, run through ``crossentropy.torch``.
 
 The samples are PyTorch's: the OpInfo entries ``nn.functional.cross_entropy``, ``nll_loss``,
-``binary_cross_entropy`` and ``binary_cross_entropy_with_logits`` of
+``binary_cross_entropy``, ``binary_cross_entropy_with_logits`` and the three of
+``nn.functional.linear_cross_entropy`` (``variant_test_name`` ``""``, ``"chunked"`` and
+``"chunked_none"``, ids ``linear_cross_entropy``, ``linear_cross_entropy.chunked`` and
+``linear_cross_entropy.chunked_none``; the chunked ones pass ``options=
+torch.nn.LinearCrossEntropyOptions(...)``) of
 ``torch.testing._internal.common_methods_invocations.op_db``, and the ModuleInfo entries
-``CrossEntropyLoss``, ``NLLLoss``, ``BCELoss`` and ``BCEWithLogitsLoss`` of
-``torch.testing._internal.common_modules.module_db`` (CPU, every dtype they declare). Each sample
-goes through our function (same positional order as ``torch.nn.functional``) or module as
-given, and PyTorch's own function or module is the oracle.
+``CrossEntropyLoss``, ``NLLLoss``, ``BCELoss``, ``BCEWithLogitsLoss`` and
+``LinearCrossEntropyLoss`` of ``torch.testing._internal.common_modules.module_db`` (CPU, every
+dtype they declare). Each sample goes through our function (same positional order as
+``torch.nn.functional``) or module as given, and PyTorch's own function or module is the oracle.
+Both modules are built with the sample's constructor arguments, and a module with parameters (the
+linear loss's projection ``linear``) gets PyTorch's module's state (``load_state_dict``), so that
+both compute with the same weights.
 
 One test per check and sample (ids: op or module, sample index, a description of the sample,
 dtype); a check runs in up to three variants and reports every variant that fails, with its
 error and where it was raised. The variants: ``sample``, tracked as PyTorch's sample is (input,
-and probability targets); ``input``, the input tracked only, for ``cross_entropy`` and
-``binary_cross_entropy_with_logits`` samples that also track their targets: our CPU softmax and
-sigmoid losses run the fused kernels through an ``autograd.Function`` exactly when the input is
-the only tracked tensor, so this is what puts those samples on the fused path (index-target
-samples are on it already); ``nograd``, nothing tracked. The checks:
+and probability targets; the linear loss: its projection and bias too); ``input``, the input
+tracked only, for ``cross_entropy`` and ``binary_cross_entropy_with_logits`` samples that also
+track their targets: our CPU softmax and sigmoid losses run the fused kernels through an
+``autograd.Function`` exactly when the input is the only tracked tensor, so this is what puts
+those samples on the fused path (index-target samples are on it already); ``params``, the same
+for ``linear_cross_entropy`` samples with probability targets: input, projection and bias tracked,
+the targets not, which puts them on our custom operators (a tracked target sends the call to
+plain-PyTorch chunks); ``nograd``, nothing tracked. The checks:
 
 - ``test_op_forward`` (every dtype the OpInfo declares for the CPU) and ``test_module_forward``;
-- ``test_op_grad`` / ``test_module_grad``: our autograd gradient for every tracked tensor against
-  PyTorch's, for a random cotangent (float32, float64); ``test_op_gradcheck`` /
-  ``test_module_gradcheck`` in float64, with PyTorch's options for the OpInfo (``fast_mode``,
-  ``check_undefined_grad``);
+- ``test_op_grad`` / ``test_module_grad``: our autograd gradient for every tracked tensor (and
+  every parameter of the module) against PyTorch's, for a random cotangent (float32, float64);
+  ``test_op_gradcheck`` / ``test_module_gradcheck`` in float64, with PyTorch's options for the
+  OpInfo (``fast_mode``, ``check_undefined_grad``, ``nondet_tol``) and the ModuleInfo
+  (``nondet_tol``); the module checks differentiate the parameters too
+  (``torch.func.functional_call``);
 - ``test_op_gradgradcheck`` / ``test_module_gradgradcheck`` (double backward) and
   ``test_op_fwgrad_bwgrad`` (forward-over-reverse) in float64, as the OpInfo's
   ``supports_gradgrad`` / ``supports_fwgrad_bwgrad`` ask;
@@ -34,19 +46,52 @@ samples are on it already); ``nograd``, nothing tracked. The checks:
   (``torch.func.vmap`` over a batch dimension added in front, several batchings, and
   ``vmap(grad)``), against PyTorch's own ``torch.func``: a sample on which PyTorch's op itself
   fails under the transform is not required (skipped, with PyTorch's error as the reason);
-- ``test_error_inputs``: ModuleInfo's ``module_error_inputs_func`` (the four OpInfos have no
-  ``error_inputs_func``) through our modules and our functions: ours must raise too (a
-  ValueError, TypeError, RuntimeError or IndexError with a message), not necessarily PyTorch's
-  type and words;
-- ``test_*_collected``: PyTorch's material is there (no check can silently run zero samples).
+- ``test_error_inputs``: ModuleInfo's ``module_error_inputs_func`` (``CrossEntropyLoss``,
+  ``NLLLoss``, ``LinearCrossEntropyLoss``) through our modules and our functions (the linear
+  loss's function with a projection of the module's shape), and ``test_op_error_inputs``: the
+  linear OpInfos' ``error_inputs_func`` (one function shared by the three variants: run once;
+  the other four OpInfos have none) through our function: ours must raise too (a ValueError,
+  TypeError, RuntimeError or IndexError with a message), not necessarily PyTorch's type and
+  words;
+- ``test_*_collected`` (and ``test_linear_material_collected``, for the subsets below): PyTorch's
+  material is there (no check can silently run zero samples).
+
+The linear cross-entropy. Oracles: forward values and first-order gradients (``test_op_forward``,
+``test_op_grad``) are compared with PyTorch's op called with the sample as given, chunking options
+included (PyTorch's chunked op falls back to its reference path, with a warning, filtered here, for
+the samples its chunking does not take: K-dimensional projections, probability targets). PyTorch's
+chunked variants have no forward AD, forward-over-reverse, double backward or ``torch.func`` (their
+OpInfo flags and expected failures), and ``chunked_none`` no batched gradients; ours has every path
+on every variant, so every check runs on all three (the checks the unchunked OpInfo's flags ask
+for: :attr:`OpCase.paths`). The gradcheck-based checks need no oracle; where one is needed
+(``test_op_jvp``, ``test_op_func_grad``, ``test_op_vmap``, and the half-precision values) it is
+PyTorch's reference path, :meth:`OpCase.reference`: the same sample with ``options=None``, which
+is ``cross_entropy(linear(...))``.
+
+Subsets, to keep this file's time. The linear OpInfos: forward, grad, gradcheck, forward AD, jvp
+and ``torch.func.grad`` run on every sample; gradgradcheck, forward-over-reverse, the three
+batched checks and vmap on every third sample of each variant and dtype (``LINEAR_STRIDE``: index
+% 3 == 0; 3 is prime to the 7 shapes each group of options cycles through: the subset meets every
+shape and every set of keyword arguments, each with index and with probability targets). The
+``LinearCrossEntropyLoss`` ModuleInfo gives 857 samples a dtype (a product of shapes, options,
+reductions, ignore indices, smoothing, class weights, target kinds and bias):
+``test_module_forward``, ``test_module_grad`` and ``test_module_gradcheck`` run on every third
+sample (``MODULE_STRIDE``) and a pairwise cover (each sample that shows a pair of feature values,
+:func:`_module_features`, not seen before in index order; 109 a dtype), about 365 a dtype;
+``test_module_gradgradcheck`` on the pairwise cover. The other four losses run every check on
+every sample.
 
 Deliberate, documented refusals are filtered out of the checks above: negative class weights
 (``weight`` or ``pos_weight`` with a negative entry: we raise ValueError, PyTorch computes a
 number) and BCE targets outside [0, 1] (we raise). ``test_refusal`` checks, per op and module,
-that we do raise on each of them, and ``|weight|`` variants (the same sample with the weights' absolute values, our
-own derived samples, marked ``absw`` in the ids) keep PyTorch's weight shapes under test. One
-more documented difference is handled explicitly where it arises: when every target is ignored,
-our mean is 0 with a zero gradient, where PyTorch's is NaN.
+that we do raise on each of them, and ``|weight|`` variants (the same sample with the weights'
+absolute values, our own derived samples, marked ``absw`` in the ids) keep PyTorch's weight shapes
+under test. No linear sample hits a refusal (PyTorch draws their class weights positive), nor our
+other documented differences there: their inputs have 1 or 2 dimensions (the OpInfo's error input
+with a 3-dimensional one raises with us too, on its target's shape; ours takes any batch shape), and
+ours raises ValueError or TypeError with its own words where PyTorch raises RuntimeError, which the
+error checks accept. One more documented difference is handled explicitly where it arises: when
+every index target is ignored, our mean is 0 with a zero gradient, where PyTorch's is NaN.
 
 Half-precision forward values are compared with PyTorch's float64 result on the same (half)
 inputs, rounded to the half dtype, with the dtype's default ``assert_close`` tolerance: PyTorch's
@@ -680,8 +725,11 @@ def test_op_samples_collected(kind):
 
 
 def test_linear_material_collected():
-    """Every check runs on the linear variants: forward, grad and gradcheck on every sample, the rest on
-    the ``LINEAR_STRIDE`` subset; the module's checks on its ``MODULE_STRIDE`` subsets."""
+    """Every check runs on the linear variants: forward, grad, gradcheck, forward AD, jvp and
+    torch.func.grad on every sample, the rest on the ``LINEAR_STRIDE`` subset; the module's checks on
+    its subsets (:func:`_module_subset`). No linear sample is a refusal (the docstring says so)."""
+    assert not [c for c, _ in OP_REFUSED if c.kind in LINEAR_KINDS]
+    assert not [c for c, _ in MODULE_REFUSED if c.name == LINEAR_MODULE]
     for kind in LINEAR_KINDS:
         for test, dtypes, every in (
             (test_op_forward, 4, True),
@@ -751,7 +799,7 @@ def test_refusals_are_only_the_documented_ones():
     assert set(reasons) <= set(documented), reasons
 
 
-@pytest.mark.parametrize("name", OP_NAMES + MODULE_NAMES)
+@pytest.mark.parametrize("name", OP_KINDS + MODULE_NAMES)
 def test_refusal(name):
     """The samples filtered out as deliberate refusals: we raise a ValueError naming the parameter."""
     refused = [
