@@ -388,8 +388,9 @@ class OpCase:
 
     def reference(self) -> Callable:
         """PyTorch's op on a path it differentiates in every way (the oracle of forward AD, torch.func and
-        half-precision values): the op itself, except for the chunked linear variants, whose chunked path
-        refuses forward AD and torch.func: the same sample with ``options=None``."""
+        half-precision values): the op itself for the four losses; for the linear variants the same sample
+        with ``options=None`` (PyTorch's chunked path refuses forward AD and torch.func; the unchunked
+        variant's samples have no ``options``, so this is its op as given)."""
         return _without_options(self.op.op) if self.kind in LINEAR_KINDS else self.op.op
 
 
