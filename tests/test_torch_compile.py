@@ -432,23 +432,24 @@ def _linear_samples():
     p = torch.softmax(torch.randn(6, 7, generator=gen, dtype=torch.float64), dim=1)
     cw, s = torch.rand(7, generator=gen, dtype=torch.float64), torch.rand(6, generator=gen, dtype=torch.float64)
     f64, f32 = torch.float64, torch.float32
-    options, plain = (-100, 0.1, 0.01, 2.0), (-100, 0.0, 0.0, None)
+    options, plain, warm = (-100, 0.1, 0.01, 2.0, 1.0), (-100, 0.0, 0.0, None, 1.0), (-100, 0.0, 0.0, None, 0.5)
+    count = torch.tensor(9.0, dtype=torch.float64)
     detached, some_detached = (h.detach(), w.detach(), b.detach(), t), (h.detach(), w.detach(), None, t)
     cotangent, scalar = torch.rand(6, generator=gen, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
     all_needed, weight_only = (True, True, True), (False, True, False)
     return [
-        ("loss-none", "linear_cross_entropy", (h, w, b, t, None, None, *options, "none", 4, f64, None)),
-        ("loss-mean", "linear_cross_entropy", (h, w, None, t, None, None, *plain, "mean", 4, f64, None)),
-        ("loss-probabilities", "linear_cross_entropy", (h, w, b, p, cw, s, *options, "mean", 4, f64, None)),
+        ("loss-none", "linear_cross_entropy", (h, w, b, t, None, None, None, *options, "none", 4, f64, None)),
+        ("loss-mean", "linear_cross_entropy", (h, w, None, t, None, None, count, *warm, "mean", 4, f64, None)),
+        ("loss-probabilities", "linear_cross_entropy", (h, w, b, p, cw, s, None, *options, "mean", 4, f64, None)),
         (
             "with-grad-mean",
             "linear_cross_entropy_with_grad",
-            (h, w, b, t, cw, s, *options, "mean", 4, f64, None, *all_needed),
+            (h, w, b, t, cw, s, count, *options, "mean", 4, f64, None, *all_needed),
         ),
         (
             "with-grad-some",
             "linear_cross_entropy_with_grad",
-            (h, w, b, t, None, None, *options, "sum", 5, f64, None, *weight_only),
+            (h, w, b, t, None, None, None, *options, "sum", 5, f64, None, *weight_only),
         ),
         (
             "with-grad-filtered",
@@ -457,6 +458,7 @@ def _linear_samples():
                 *(a.detach().float().requires_grad_() for a in (h, w)),
                 None,
                 t,
+                None,
                 None,
                 None,
                 *plain,
@@ -470,12 +472,12 @@ def _linear_samples():
         (
             "backward",
             "linear_cross_entropy_backward",
-            (*detached, cw, None, cotangent, *options, "none", 4, f64, None, *all_needed),
+            (*detached, cw, None, None, cotangent, *options, "none", 4, f64, None, *all_needed),
         ),
         (
             "backward-some",
             "linear_cross_entropy_backward",
-            (*some_detached, None, s, scalar, *plain, "mean", 2, f32, None, *weight_only),
+            (*some_detached, None, s, count, scalar, *warm, "mean", 2, f32, None, *weight_only),
         ),
     ]
 

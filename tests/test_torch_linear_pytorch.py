@@ -199,8 +199,8 @@ EXTRAS = [
 ]
 
 
-def materialized(input, linear_weight, target, *, linear_bias=None, **options):
-    logits = F.linear(input, linear_weight, linear_bias)
+def materialized(input, linear_weight, target, *, linear_bias=None, temperature=1.0, **options):
+    logits = F.linear(input, linear_weight, linear_bias) / temperature
     return cet.cross_entropy(logits, target, **options)
 
 
@@ -397,6 +397,7 @@ FUSED_OPTIONS = [
     {"z_loss": 0.02, "softcap": 2.5},
     {"sample_weight": "rows", "weight": "class", "z_loss": 0.01},
     {"filter_eps": 1e-3},
+    {"temperature": 0.7, "softcap": 2.0, "label_smoothing": 0.1},
 ]
 
 
@@ -506,3 +507,141 @@ def test_the_module_refuses_bad_configuration_by_name():
         cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, weight=torch.ones(36))
     with pytest.raises(ValueError, match=r"`label_smoothing` must be in \[0, 1\]; got 1.5"):
         cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, label_smoothing=1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Language-model options: temperature, normalizer, shift
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "options", [{"temperature": 0.6}, {"temperature": 2.5, "softcap": 3.0, "z_loss": 0.01}], ids=["t", "t,cap,z"]
+)
+def test_temperature_divides_the_logits_first(options, reduction):
+    x, w, b, y, class_weight, cotangent = make_case()
+    t = options["temperature"]
+    rest = {k: v for k, v in options.items() if k != "temperature"}
+
+    def divided(input, linear_weight, target, *, linear_bias=None, **keywords):
+        return cet.cross_entropy(F.linear(input, linear_weight, linear_bias) / t, target, **keywords)
+
+    keywords = {"weight": class_weight, "label_smoothing": 0.1, "reduction": reduction, **rest}
+    theirs = value_and_grads(divided, x, w, b, y, cotangent=cotangent, **keywords)
+    ours = value_and_grads(
+        cet.linear_cross_entropy, x, w, b, y, cotangent=cotangent, temperature=t, chunk_size=5, **keywords
+    )
+    assert_all_close(ours, theirs, torch.float64, str(options))
+
+
+def test_temperature_one_changes_nothing_and_others_are_checked():
+    x, w, _, y, _, _ = make_case()
+    assert torch.equal(cet.linear_cross_entropy(x, w, y, temperature=1.0), cet.linear_cross_entropy(x, w, y))
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="`temperature` must be"):
+            cet.linear_cross_entropy(x, w, y, temperature=bad)
+
+
+@pytest.mark.parametrize("probabilities", [False, True], ids=["index", "probabilities"])
+def test_micro_batches_with_the_global_normalizer_sum_to_the_full_batch(probabilities):
+    """A padded batch split at random into k micro-batches: each divides by the whole batch's count, and
+    the micro-batches' gradients add up to the full batch's."""
+    x, w, b, y, class_weight, _ = make_case(probabilities=probabilities, seed="micro")
+    keywords = {} if probabilities else {"weight": class_weight}
+    full = value_and_grads(cet.linear_cross_entropy, x, w, b, y, cotangent=None, label_smoothing=0.1, **keywords)
+    # The whole batch's mean denominator: N for probabilities, the weights of the targets (a 0-d tensor).
+    count = float(N_ROWS) if probabilities else class_weight[y[y != -100]].sum()
+    gen = generator("split")
+    cuts = sorted(torch.randperm(N_ROWS - 1, generator=gen)[:3].add(1).tolist())
+    total = [torch.zeros(()), torch.zeros_like(x), torch.zeros_like(w), torch.zeros_like(b)]
+    for piece in torch.tensor_split(torch.arange(N_ROWS), cuts):
+        part = value_and_grads(
+            cet.linear_cross_entropy,
+            x[piece],
+            w,
+            b,
+            y[piece],
+            cotangent=None,
+            label_smoothing=0.1,
+            normalizer=count,
+            **keywords,
+        )
+        total[0] = total[0] + part[0]
+        total[1][piece] = part[1]
+        total[2] += part[2]
+        total[3] += part[3]
+    for got, want in zip(total, full, strict=True):
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-12, atol=1e-12)
+
+
+def test_normalizer_is_checked():
+    x, w, _, y, _, _ = make_case()
+    with pytest.raises(ValueError, match=r"`normalizer` replaces the mean's denominator: it needs reduction='mean'"):
+        cet.linear_cross_entropy(x, w, y, normalizer=10.0, reduction="sum")
+    with pytest.raises(ValueError, match=r"`normalizer` must be a positive number; got -2.0"):
+        cet.linear_cross_entropy(x, w, y, normalizer=-2.0)
+    with pytest.raises(ValueError, match=r"`normalizer` must be a number or a 0-d tensor"):
+        cet.linear_cross_entropy(x, w, y, normalizer=torch.ones(2))
+
+
+def sequences(seed="shift", batch=3, length=7):
+    gen = generator(seed)
+    x = torch.randn(batch, length, HIDDEN, generator=gen, dtype=torch.float64)
+    w = torch.randn(VOCAB, HIDDEN, generator=gen, dtype=torch.float64) * 0.7
+    b = torch.randn(VOCAB, generator=gen, dtype=torch.float64) * 0.3
+    y = torch.randint(0, VOCAB, (batch, length), generator=gen)
+    y[0, 3] = y[2, 1] = -100
+    s = torch.rand(batch, length, generator=gen, dtype=torch.float64)
+    return x, w, b, y, s
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "sample-weight"])
+def test_shift_equals_the_explicit_slicing(reduction, weighted):
+    x, w, b, y, s = sequences()
+    keywords = {"reduction": reduction, "label_smoothing": 0.1}
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    sliced_weight = s[:, :-1] if weighted else None
+    theirs = cet.linear_cross_entropy(
+        leaves[0][:, :-1], leaves[1], y[:, 1:], linear_bias=leaves[2], sample_weight=sliced_weight, **keywords
+    )
+    theirs_grads = torch.autograd.grad(theirs.sum(), leaves)
+    ours = cet.linear_cross_entropy(
+        *leaves[:2],
+        y,
+        linear_bias=leaves[2],
+        shift=True,
+        sample_weight=s if weighted else None,
+        chunk_size=4,
+        **keywords,
+    )
+    ours_grads = torch.autograd.grad(ours.sum(), leaves)
+    if reduction == "none":
+        assert ours.shape == y.shape
+        assert torch.equal(ours[:, -1], torch.zeros(3, dtype=ours.dtype))
+        ours = ours[:, :-1]
+    assert_close(ours.detach(), theirs.detach(), torch.float64)
+    for got, want in zip(ours_grads, theirs_grads, strict=True):
+        assert_close(got, want, torch.float64)
+
+
+def test_shift_copies_neither_the_input_nor_the_target(monkeypatch):
+    x, w, _, y, _ = sequences()
+    seen = []
+    original = linear_module._losses_and_gradients
+
+    def spy(input, weight, bias, target, *rest, **kwargs):
+        seen.append((input, target))
+        return original(input, weight, bias, target, *rest, **kwargs)
+
+    monkeypatch.setattr(linear_module, "_losses_and_gradients", spy)
+    cet.linear_cross_entropy(x, w, y, shift=True)
+    (rows, row_target), *_ = seen
+    assert rows.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    assert row_target.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+
+
+def test_shift_needs_sequences():
+    x, w, _, y, _, _ = make_case()
+    with pytest.raises(ValueError, match=r"`shift` needs `input` of shape \(\.\.\., T, H\)"):
+        cet.linear_cross_entropy(x[0], w, y[0], shift=True)

@@ -65,6 +65,7 @@ from .._validation import (
     check_not_empty,
     check_number,
     check_reduction,
+    checks_values,
 )
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from . import _dtensor
@@ -86,6 +87,7 @@ class LinearOptions:
     label_smoothing: float
     z_loss: float
     softcap: float | None
+    temperature: float
     reduction: str
     chunk_size: int
     accumulation_dtype: torch.dtype
@@ -98,6 +100,7 @@ class LinearOptions:
             self.label_smoothing,
             self.z_loss,
             self.softcap,
+            self.temperature,
             self.reduction,
             self.chunk_size,
             self.accumulation_dtype,
@@ -105,11 +108,11 @@ class LinearOptions:
         )
 
 
-_N_OPTIONS = 8
+_N_OPTIONS = 9
 
 
 def _checked_options(
-    ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+    ignore_index, label_smoothing, z_loss, softcap, temperature, reduction, chunk_size, accumulation_dtype, filter_eps
 ) -> LinearOptions:
     if accumulation_dtype not in _ACCUMULATION_DTYPES:
         raise ValueError(f"`accumulation_dtype` must be torch.float32 or torch.float64; got {accumulation_dtype!r}")
@@ -118,6 +121,7 @@ def _checked_options(
         label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
         z_loss=check_number("z_loss", z_loss, low=0.0),
         softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
+        temperature=check_number("temperature", temperature, low=0.0, low_open=True, high=math.inf, high_open=True),
         reduction=check_reduction(reduction),
         chunk_size=check_integer_option("chunk_size", chunk_size, low=1),
         accumulation_dtype=accumulation_dtype,
@@ -161,9 +165,11 @@ def _row_terms(
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
     options: LinearOptions,
 ) -> _Rows:
-    """The :class:`_Rows` of ``target`` (N,) or (N, V), in plain PyTorch operations (differentiable)."""
+    """The :class:`_Rows` of ``target`` (N,) or (N, V), in plain PyTorch operations (differentiable); the
+    mean's denominator is ``normalizer`` when given."""
     dtype = options.accumulation_dtype
     weight = None if class_weight is None else class_weight.to(dtype)
     if target.dtype.is_floating_point:  # probabilities: every row counts, with weight 1 in the mean
@@ -176,7 +182,10 @@ def _row_terms(
         row_weight = valid.to(dtype)
     if sample_weight is not None:
         row_weight = row_weight * sample_weight.to(dtype)
-    denominator = (row_weight if omega is None else row_weight * omega).sum()
+    if normalizer is not None:
+        denominator = normalizer.to(dtype)
+    else:
+        denominator = (row_weight if omega is None else row_weight * omega).sum()
     return _Rows(rows_target, row_weight, omega, weight, denominator)
 
 
@@ -230,6 +239,9 @@ def _chunked(
     grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and not over_logits else None
     losses = input.new_empty(n_rows, dtype=dtype)
     backend = kernels.for_torch(logits_buffer)  # asked once: every chunk has the buffer's device and dtype
+    temperature = options.temperature
+    if store and temperature != 1:  # the kernels differentiate the logits over the temperature: 1/T more for x
+        factor = factor / temperature
     for start in range(0, n_rows, chunk):
         piece = slice(start, min(start + chunk, n_rows))
         x = input[piece].to(dtype)
@@ -238,6 +250,8 @@ def _chunked(
             torch.mm(x, weight_acc.T, out=logits)
         else:
             torch.addmm(bias_acc, x, weight_acc.T, out=logits)
+        if temperature != 1:
+            logits.div_(temperature)
         f = factor[piece] if store else None
         if backend is None:
             losses[piece], dlogits = _generic_rows(logits, rows, piece, f, options)
@@ -356,7 +370,12 @@ def _fused(
     :math:`\ell_n = A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`, and the gradient kernel
     takes :math:`\kappa_n = A_n + 2 z\,\omega_n L_n`."""
     n_classes, dtype = weight.shape[0], options.accumulation_dtype
-    shared = {"class_weight": rows.class_weight, "smoothing": options.label_smoothing, "cap": options.softcap}
+    shared = {
+        "class_weight": rows.class_weight,
+        "smoothing": options.label_smoothing,
+        "cap": options.softcap,
+        "temperature": options.temperature,
+    }
     lse, target_dot = backend.linear_logsumexp(input, weight, bias, rows.target, **shared)
     lse, target_dot = lse.to(dtype), target_dot.to(dtype)
     mass = _target_mass(rows, options, n_classes)
@@ -406,6 +425,7 @@ def _losses_and_gradients(
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
     options: LinearOptions,
     *,
     grad_output: torch.Tensor | None,
@@ -418,7 +438,7 @@ def _losses_and_gradients(
     The values of the targets and weights are checked first.
     """
     _check_values(target, class_weight, sample_weight, weight.shape[0], options)
-    rows = _row_terms(target, class_weight, sample_weight, options)
+    rows = _row_terms(target, class_weight, sample_weight, normalizer, options)
     factor = _grad_factor(rows, options, grad_output) if grad_output is not None and any(needs) else None
     backend = _fused_backend(input, weight, bias, target)
     if backend is not None:
@@ -452,10 +472,12 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
     """
     _refuse_filtering_under_autograd(ctx.options)
     create_graph = torch.is_grad_enabled()
-    input, weight, bias, target, class_weight, sample_weight = ctx.saved_tensors
+    input, weight, bias, target, class_weight, sample_weight, normalizer = ctx.saved_tensors
     wanted = [t for t, need in zip((input, weight, bias), ctx.needs, strict=True) if need]
     with torch.enable_grad(), kernels.disabled():
-        loss = _pytorch_chunks(input, weight, bias, target, class_weight, sample_weight, ctx.options, recompute=False)
+        loss = _pytorch_chunks(
+            input, weight, bias, target, class_weight, sample_weight, normalizer, ctx.options, recompute=False
+        )
         found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
     return tuple(next(found) if need else None for need in ctx.needs)
 
@@ -487,10 +509,12 @@ def _linear_cross_entropy(
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
+    temperature: float,
     reduction: str,
     chunk_size: int,
     accumulation_dtype: torch.dtype,
@@ -499,10 +523,18 @@ def _linear_cross_entropy(
     """The loss of ``input`` (N, H) through ``weight`` (V, H) and ``bias``, for ``target`` (N,) or
     (N, V); no gradient formed."""
     options = _checked_options(
-        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        temperature,
+        reduction,
+        chunk_size,
+        accumulation_dtype,
+        filter_eps,
     )
     losses, denominator, _ = _losses_and_gradients(
-        input, weight, bias, target, class_weight, sample_weight, options, grad_output=None, needs=_NO_NEEDS
+        input, weight, bias, target, class_weight, sample_weight, normalizer, options, grad_output=None, needs=_NO_NEEDS
     )
     return reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
 
@@ -515,10 +547,12 @@ def _linear_cross_entropy_with_grad(
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
+    temperature: float,
     reduction: str,
     chunk_size: int,
     accumulation_dtype: torch.dtype,
@@ -530,12 +564,20 @@ def _linear_cross_entropy_with_grad(
     """The loss and its gradients that ``need_*`` ask for (of the losses' sum for ``"none"``), in the
     accumulation dtype; a 0-element placeholder for each other one."""
     options = _checked_options(
-        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        temperature,
+        reduction,
+        chunk_size,
+        accumulation_dtype,
+        filter_eps,
     )
     needs = (need_input, need_weight, need_bias and bias is not None)
     one = torch.ones((), dtype=accumulation_dtype, device=input.device)
     losses, denominator, grads = _losses_and_gradients(
-        input, weight, bias, target, class_weight, sample_weight, options, grad_output=one, needs=needs
+        input, weight, bias, target, class_weight, sample_weight, normalizer, options, grad_output=one, needs=needs
     )
     loss = reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
     return loss, *_gradient_outputs(input, grads, accumulation_dtype)
@@ -549,11 +591,13 @@ def _linear_cross_entropy_backward(
     target: torch.Tensor,
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
     grad_output: torch.Tensor,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
+    temperature: float,
     reduction: str,
     chunk_size: int,
     accumulation_dtype: torch.dtype,
@@ -566,11 +610,28 @@ def _linear_cross_entropy_backward(
     ``"none"``) that ``need_*`` ask for, in the accumulation dtype; a 0-element placeholder for each
     other one. The backward of the two operators above; not differentiable itself."""
     options = LinearOptions(
-        ignore_index, label_smoothing, z_loss, softcap, reduction, chunk_size, accumulation_dtype, filter_eps
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        temperature,
+        reduction,
+        chunk_size,
+        accumulation_dtype,
+        filter_eps,
     )
     needs = (need_input, need_weight, need_bias and bias is not None)
     _, _, grads = _losses_and_gradients(
-        input, weight, bias, target, class_weight, sample_weight, options, grad_output=grad_output, needs=needs
+        input,
+        weight,
+        bias,
+        target,
+        class_weight,
+        sample_weight,
+        normalizer,
+        options,
+        grad_output=grad_output,
+        needs=needs,
     )
     return _gradient_outputs(input, grads, accumulation_dtype)
 
@@ -587,24 +648,26 @@ def _fake_gradients(input, weight, bias, needs, dtype) -> tuple[torch.Tensor, ..
 
 
 @_linear_cross_entropy.register_fake
-def _linear_fake(input, weight, bias, target, class_weight, sample_weight, *options):
-    reduction = options[4]
+def _linear_fake(input, weight, bias, target, class_weight, sample_weight, normalizer, *options):
+    reduction = options[5]
     return input.new_empty((input.shape[0],) if reduction == "none" else ())
 
 
 @_linear_cross_entropy_with_grad.register_fake
-def _linear_with_grad_fake(input, weight, bias, target, class_weight, sample_weight, *options_and_needs):
+def _linear_with_grad_fake(input, weight, bias, target, class_weight, sample_weight, normalizer, *options_and_needs):
     options, needs = options_and_needs[:_N_OPTIONS], options_and_needs[_N_OPTIONS:]
-    loss = input.new_empty((input.shape[0],) if options[4] == "none" else ())
-    return loss, *_fake_gradients(input, weight, bias, needs, options[6])
+    loss = input.new_empty((input.shape[0],) if options[5] == "none" else ())
+    return loss, *_fake_gradients(input, weight, bias, needs, options[7])
 
 
 @_linear_cross_entropy_backward.register_fake
-def _linear_backward_fake(input, weight, bias, target, class_weight, sample_weight, grad_output, *options_and_needs):
-    return _fake_gradients(input, weight, bias, options_and_needs[_N_OPTIONS:], options_and_needs[6])
+def _linear_backward_fake(
+    input, weight, bias, target, class_weight, sample_weight, normalizer, grad_output, *options_and_needs
+):
+    return _fake_gradients(input, weight, bias, options_and_needs[_N_OPTIONS:], options_and_needs[7])
 
 
-_N_TENSORS = 6  # input, weight, bias, target, class_weight, sample_weight
+_N_TENSORS = 7  # input, weight, bias, target, class_weight, sample_weight, normalizer
 
 
 def _linear_setup_context(ctx, inputs, output) -> None:
@@ -644,7 +707,16 @@ _linear_cross_entropy_with_grad.register_autograd(_linear_backward, setup_contex
 
 
 def _pytorch_chunks(
-    input, weight, bias, target, class_weight, sample_weight, options: LinearOptions, *, recompute: bool = True
+    input,
+    weight,
+    bias,
+    target,
+    class_weight,
+    sample_weight,
+    normalizer,
+    options: LinearOptions,
+    *,
+    recompute: bool = True,
 ) -> torch.Tensor:
     """Plain PyTorch (any device): the loss from chunks of rows, differentiable by autograd (the
     targets, class weights and sample weights too).
@@ -658,6 +730,8 @@ def _pytorch_chunks(
 
     def chunk_losses(rows, weight, bias, class_weight, rows_target, rows_sample_weight):
         logits = torch.nn.functional.linear(rows.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+        if options.temperature != 1:
+            logits = logits / options.temperature
         return softmax_cross_entropy(
             logits,
             rows_target.to(dtype) if probabilities else rows_target,
@@ -687,7 +761,7 @@ def _pytorch_chunks(
     else:
         pieces = [chunk_losses(*chunk) for chunk in chunks]
     # A tensor: under vmap the denominator differs by batch entry.
-    denominator = _row_terms(target, class_weight, sample_weight, options).denominator
+    denominator = _row_terms(target, class_weight, sample_weight, normalizer, options).denominator
     losses = torch.cat(pieces)
     return reduce_loss(losses, denominator, options.reduction, get_namespace(losses), input.dtype)
 
@@ -705,13 +779,18 @@ def _k_dimensional(input, linear_weight, target, linear_bias, keywords: dict) ->
         )
     if keywords.pop("filter_eps") is not None:
         raise ValueError("`filter_eps` applies to the fused (N, V) loss only, not to a K-dimensional `linear_weight`")
+    if keywords.pop("shift"):
+        raise ValueError("`shift` applies to the (..., T, H) input of a language model, not to a K-dimensional loss")
     dtype = keywords.pop("accumulation_dtype")
+    temperature, normalizer = keywords.pop("temperature"), keywords.pop("normalizer")
     flat_weight = linear_weight.reshape(-1, input.shape[-1]).to(dtype)
     flat_bias = None if linear_bias is None else linear_bias.reshape(-1).to(dtype)
     logits = torch.nn.functional.linear(input.to(dtype), flat_weight, flat_bias)
-    logits = logits.reshape(input.shape[0], *linear_weight.shape[:-1])
-    loss = cross_entropy(logits, target, **keywords)
-    return loss.to(input.dtype)
+    logits = logits.reshape(input.shape[0], *linear_weight.shape[:-1]) / temperature
+    if normalizer is None:
+        return cross_entropy(logits, target, **keywords).to(input.dtype)
+    keywords["reduction"] = "sum"
+    return (cross_entropy(logits, target, **keywords) / normalizer).to(input.dtype)
 
 
 def _chunk_size(chunk_size: int | None, options: Any, n_rows: int, in_features: int, n_classes: int) -> int:
@@ -805,7 +884,10 @@ def linear_cross_entropy(
     options: Any = None,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
     sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
     accumulation_dtype: torch.dtype | None = None,
     filter_eps: float | None = None,
     chunk_size: int | None = None,
@@ -861,6 +943,21 @@ def linear_cross_entropy(
     z_loss, softcap, sample_weight
         As :func:`crossentropy.torch.cross_entropy`: z-loss coefficient :math:`z`, soft-cap
         :math:`c` (:math:`u = c \tanh(x / c)`), per-row weights :math:`s_n` of the batch shape.
+    temperature : float, default 1.0
+        :math:`T > 0`: the logits are divided by it first (before the soft-cap), the same loss
+        and gradients as ``F.linear_cross_entropy(input, linear_weight / T, target, linear_bias=linear_bias / T)``.
+    normalizer : float or 0-d Tensor, optional
+        With ``reduction="mean"``, the (weighted) sum of the losses is divided by it instead of
+        by this call's own :math:`\sum_n s_n \omega_n`: e.g. the count of target tokens of the
+        whole optimizer step, over its micro-batches and data-parallel ranks (Hugging Face's
+        ``num_items_in_batch``), so that the gradients summed over the micro-batches are the
+        full batch's exactly. An error with another reduction.
+    shift : bool, default False
+        Causal language modelling: with ``input`` of shape (..., T, H) and ``target`` (..., T),
+        position :math:`t` is scored against target :math:`t + 1` (``input[..., :-1, :]`` against
+        ``target[..., 1:]``) without copying either (views one row apart); the last position of
+        each sequence scores nothing and is not counted (0 there for ``"none"``, whose result
+        keeps the shape (..., T)). ``sample_weight`` then weights the positions of ``input``.
     accumulation_dtype : torch.float32 or torch.float64, optional
         What the logits and the gradients accumulate in; default float32 (float64 for float64
         input). float64 makes a float32 model's loss and gradients exact to float32 rounding at
@@ -904,6 +1001,16 @@ def linear_cross_entropy(
     >>> bool(torch.isclose(loss, theirs, atol=1e-6))
     True
     """
+    extras = {
+        "z_loss": z_loss,
+        "softcap": softcap,
+        "temperature": temperature,
+        "sample_weight": sample_weight,
+        "normalizer": normalizer,
+        "shift": shift,
+        "accumulation_dtype": accumulation_dtype,
+        "filter_eps": filter_eps,
+    }
     if any(isinstance(t, _dtensor.TYPES) for t in (input, linear_weight, linear_bias)):  # torch.distributed.tensor
         return _dtensor.linear_cross_entropy_dtensor(
             input,
@@ -915,12 +1022,8 @@ def linear_cross_entropy(
             ignore_index=ignore_index,
             label_smoothing=label_smoothing,
             options=options,
-            z_loss=z_loss,
-            softcap=softcap,
-            sample_weight=sample_weight,
-            accumulation_dtype=accumulation_dtype,
-            filter_eps=filter_eps,
             chunk_size=chunk_size,
+            **extras,
         )
     if isinstance(linear_weight, torch.Tensor) and linear_weight.ndim > 2 and isinstance(input, torch.Tensor):
         keywords = {
@@ -928,37 +1031,36 @@ def linear_cross_entropy(
             "reduction": reduction,
             "ignore_index": -100 if ignore_index is None else ignore_index,
             "label_smoothing": label_smoothing,
-            "z_loss": z_loss,
-            "softcap": softcap,
-            "sample_weight": sample_weight,
+            **extras,
             "accumulation_dtype": _accumulation(accumulation_dtype, options, input),
-            "filter_eps": filter_eps,
         }
         return _k_dimensional(input, linear_weight, target, linear_bias, keywords)
     probabilities = _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index)
     if options is not None and not isinstance(options, torch.nn.LinearCrossEntropyOptions):
         raise TypeError(f"`options` must be a torch.nn.LinearCrossEntropyOptions or None; got {type(options).__name__}")
     hidden, n_classes = input.shape[-1], linear_weight.shape[0]
-    rows = input.reshape(-1, hidden)
+    accumulation = _accumulation(accumulation_dtype, options, input)
+    rows, row_target, row_sample_weight = _rows(input, target, sample_weight, probabilities, shift, accumulation)
     chunk_size = _chunk_size(chunk_size, options, rows.shape[0], hidden, n_classes)
     arguments = (
         -100 if ignore_index is None else ignore_index,
         label_smoothing,
         z_loss,
         softcap,
+        temperature,
         reduction,
         chunk_size,
-        _accumulation(accumulation_dtype, options, input),
+        accumulation,
         filter_eps,
     )
     if torch.compiler.is_compiling():  # TorchDynamo cannot trace the checks: the operators make them when they run
-        ignore, smoothing, z, cap, *rest = arguments
-        settings = LinearOptions(int(ignore), float(smoothing), float(z), None if cap is None else float(cap), *rest)
+        ignore, smoothing, z, cap, t, *rest = arguments
+        cap = None if cap is None else float(cap)
+        settings = LinearOptions(int(ignore), float(smoothing), float(z), cap, float(t), *rest)
     else:
         settings = _checked_options(*arguments)
-    row_target = target.reshape(-1, n_classes) if probabilities else target.reshape(-1)
-    row_sample_weight = None if sample_weight is None else sample_weight.reshape(-1)
-    tensors = (rows, linear_weight, linear_bias, row_target, weight, row_sample_weight)
+    normalizer = _normalizer(normalizer, settings, input.device)
+    tensors = (rows, linear_weight, linear_bias, row_target, weight, row_sample_weight, normalizer)
     transformed = any(is_transformed_tensor(t) for t in tensors)
     differentiable_others = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors[3:])
     if not transformed and not differentiable_others:  # the operators check the targets' and weights' values
@@ -973,5 +1075,47 @@ def linear_cross_entropy(
         if settings.filter_eps is not None:
             _refuse_filtering_under_autograd(settings)
         _check_values(row_target, weight, row_sample_weight, n_classes, settings)
-        loss = _pytorch_chunks(rows, linear_weight, linear_bias, row_target, weight, row_sample_weight, settings)
-    return loss.reshape(target.shape[: input.ndim - 1]) if settings.reduction == "none" else loss
+        loss = _pytorch_chunks(*tensors, settings)
+    if settings.reduction != "none":
+        return loss
+    if shift:  # the last position of each sequence scores nothing
+        loss = torch.cat([loss, loss.new_zeros(1)])
+    return loss.reshape(target.shape[: input.ndim - 1])
+
+
+def _rows(input, target, sample_weight, probabilities: bool, shift: bool, accumulation: torch.dtype):
+    """The rows of ``input`` (N, H), their targets ((N,) or (N, V)) and sample weights ((N,) or None), views
+    where they can be. With ``shift``, row n is scored against the target of position n + 1 (views that
+    start one later) and the last position of each sequence (the second-to-last dimension) gets weight 0."""
+    hidden = input.shape[-1]
+    rows = input.reshape(-1, hidden)
+    row_target = target.reshape(-1, target.shape[-1]) if probabilities else target.reshape(-1)
+    row_sample_weight = None if sample_weight is None else sample_weight.reshape(-1)
+    if not shift:
+        return rows, row_target, row_sample_weight
+    if input.ndim < 2:
+        raise ValueError(
+            f"`shift` needs `input` of shape (..., T, H), positions of sequences; got {tuple(input.shape)}"
+        )
+    length = input.shape[-2]
+    position = torch.arange(rows.shape[0] - 1, device=input.device) % length
+    scored = (position != length - 1).to(accumulation)
+    shifted_weight = scored if row_sample_weight is None else row_sample_weight[:-1].to(accumulation) * scored
+    return rows[:-1], row_target[1:], shifted_weight
+
+
+def _normalizer(normalizer: Any, settings: LinearOptions, device: torch.device) -> torch.Tensor | None:
+    """``normalizer`` as a 0-d tensor in the accumulation dtype, checked (positive; with ``"mean"`` only)."""
+    if normalizer is None:
+        return None
+    if settings.reduction != "mean":
+        raise ValueError(
+            f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {settings.reduction!r}"
+        )
+    given = normalizer
+    normalizer = torch.as_tensor(normalizer, dtype=settings.accumulation_dtype, device=device)
+    if normalizer.ndim != 0:
+        raise ValueError(f"`normalizer` must be a number or a 0-d tensor; got shape {tuple(normalizer.shape)}")
+    if checks_values(normalizer) and not bool(normalizer > 0):
+        raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
+    return normalizer
