@@ -34,6 +34,7 @@ CASES = [
     {"sample_weight": "rows"},
     {"weight": "class", "sample_weight": "rows", "label_smoothing": 0.1, "softcap": 3.0, "z_loss": 1e-3},
     {"weight": "class", "sample_weight": "rows", "normalizer": 7.5},
+    {"temperature": 0.5, "softcap": 2.0, "label_smoothing": 0.1, "reduction": "none"},
 ]
 
 
@@ -95,11 +96,14 @@ def test_sharded_vocabulary_gives_the_single_process_loss_and_gradient(world, dt
     logits, targets, cotangent = make_inputs(dtype)
     per_rank = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(world)]
     for case, options in enumerate(CASES):
-        reference_options = {k: v for k, v in resolved(options, dtype).items() if k != "normalizer"}
+        reference_options = {
+            k: v for k, v in resolved(options, dtype).items() if k not in ("normalizer", "temperature")
+        }
         x = logits.clone().requires_grad_()
-        expected = cet.cross_entropy(x, targets, **reference_options)
+        scaled = x / options.get("temperature", 1.0)
+        expected = cet.cross_entropy(scaled, targets, **reference_options)
         if "normalizer" in options:  # the sum over the tokens, divided by the given count
-            expected = cet.cross_entropy(x, targets, reduction="sum", **reference_options) / options["normalizer"]
+            expected = cet.cross_entropy(scaled, targets, reduction="sum", **reference_options) / options["normalizer"]
         weights = cotangent.to(expected.dtype) if expected.ndim else torch.ones((), dtype=expected.dtype)
         (expected * weights).sum().backward()
         what = f"world={world} {options}"

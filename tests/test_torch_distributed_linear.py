@@ -45,6 +45,9 @@ CASES = [
     {"bias": False},
     {"input_3d": True, "chunk_size": 5},
     {"ignore_index": 4},
+    {"temperature": 0.6, "softcap": 2.0},
+    {"shift": True, "input_3d": True, "sample_weight": True},
+    {"shift": True, "input_3d": True, "reduction": "none", "temperature": 1.7, "label_smoothing": 0.1},
     {"weight": True, "sample_weight": True, "normalizer": 7.5, "chunk_size": 2},
     {
         "weight": True,
@@ -141,11 +144,27 @@ def worker(rank: int, world: int, port: int, out_dir: str, backend: str) -> None
 
 
 def oracle(hidden, linear_weight, linear_bias, target, keywords):
-    """The loss in float64 plain PyTorch, from the gathered projection, and its autograd leaves."""
+    """The loss in float64 plain PyTorch, from the gathered projection, and its autograd leaves; ``shift`` by
+    explicit slicing (the last position of each sequence 0 for ``"none"``)."""
     leaves = [t.detach().to(torch.float64).requires_grad_() for t in (hidden, linear_weight)]
     if linear_bias is not None:
         leaves.append(linear_bias.detach().to(torch.float64).requires_grad_())
-    logits = F.linear(leaves[0], leaves[1], leaves[2] if linear_bias is not None else None).reshape(-1, VOCAB)
+    if keywords.get("shift"):
+        keywords = dict(keywords)
+        del keywords["shift"]
+        if keywords.get("sample_weight") is not None:
+            keywords["sample_weight"] = keywords["sample_weight"][:, :-1]
+        sliced = (leaves[0][:, :-1], *leaves[1:])
+        loss, _ = _oracle_of(sliced, target[:, 1:], keywords)
+        if loss.ndim:
+            loss = torch.cat([loss, loss.new_zeros(loss.shape[0], 1)], dim=1)
+        return loss, leaves
+    return _oracle_of(leaves, target, keywords)
+
+
+def _oracle_of(leaves, target, keywords):
+    logits = F.linear(leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None).reshape(-1, VOCAB)
+    logits = logits / keywords.get("temperature", 1.0)
     softcap = keywords.get("softcap")
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
@@ -178,9 +197,13 @@ def oracle(hidden, linear_weight, linear_bias, target, keywords):
 
 
 def library_loss(hidden, linear_weight, linear_bias, target, keywords):
-    """``crossentropy.torch.cross_entropy`` on the gathered logits (the contract's statement)."""
-    options = {k: v for k, v in keywords.items() if k not in ("chunk_size", "normalizer")}
+    """``crossentropy.torch.cross_entropy`` on the gathered logits (the contract's statement); ``shift`` by
+    ``crossentropy.torch.linear_cross_entropy``'s, itself tested against explicit slicing."""
+    if keywords.get("shift"):
+        return cet.linear_cross_entropy(hidden, linear_weight, target, linear_bias=linear_bias, **keywords)
+    options = {k: v for k, v in keywords.items() if k not in ("chunk_size", "normalizer", "temperature")}
     logits = F.linear(hidden, linear_weight, linear_bias).reshape(-1, VOCAB).to(torch.float64)
+    logits = logits / keywords.get("temperature", 1.0)
     if "normalizer" in keywords:
         options["reduction"] = "sum"
     if "sample_weight" in options:

@@ -27,6 +27,7 @@ numbers kept from the forward pass (:func:`_logit_gradient`). Results equal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,7 +46,7 @@ from .._validation import (
     check_shape,
     checks_values,
 )
-from .linear import CHUNK_ELEMENTS
+from .linear import CHUNK_ELEMENTS, sequence_rows
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -58,6 +59,7 @@ class _Options:
     label_smoothing: float
     z_loss: float
     softcap: float | None
+    temperature: float
     reduction: str
 
 
@@ -71,7 +73,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
     def forward(ctx, local_logits, target, class_weight, sample_weight, normalizer, options: _Options, vocab):
         dtype = _accumulation(local_logits.dtype)
         class_acc = None if class_weight is None else class_weight.to(dtype)
-        u, _ = _capped(local_logits.to(dtype), options.softcap)
+        u, _ = _capped(local_logits.to(dtype), options)
         shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
         local_dot = _local_target_dot(u, shard, class_acc, options.label_smoothing, vocab)
         rows = _combine(
@@ -92,11 +94,10 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
         local_logits, target, class_weight, lse, kappa, omega, scale, vocab = ctx.saved_tensors
         options, dtype = ctx.options, lse.dtype
         class_acc = None if class_weight is None else class_weight.to(dtype)
-        u, squashed = _capped(local_logits.to(dtype), options.softcap)
+        u, squashed = _capped(local_logits.to(dtype), options)
         shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
-        grad = _logit_gradient(
-            u, squashed, lse, kappa, omega, grad_losses.to(dtype) * scale, shard, class_acc, options, vocab
-        )
+        factor = grad_losses.to(dtype) * scale / options.temperature  # the chain rule's 1/T
+        grad = _logit_gradient(u, squashed, lse, kappa, omega, factor, shard, class_acc, options, vocab)
         return grad.to(local_logits.dtype), *(None,) * 6
 
 
@@ -128,8 +129,12 @@ class _ShardRows:
         return _ShardRows(self.valid[rows], self.owned[rows], self.safe_index[rows], omega)
 
 
-def _capped(x: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``u = c tanh(x / c)`` and ``tanh(x / c)`` (for the derivative) under a soft-cap ``c``; ``(x, None)`` without."""
+def _capped(x: torch.Tensor, options: _Options) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The logits over the temperature ``T``, ``y = x / T``, soft-capped: ``u = c tanh(y / c)`` and ``tanh(y / c)``
+    (for the derivative) under a soft-cap ``c``; ``(y, None)`` without."""
+    softcap = options.softcap
+    if options.temperature != 1:
+        x = x / options.temperature
     if softcap is None:
         return x, None
     squashed = torch.tanh(x / softcap)
@@ -229,6 +234,7 @@ def vocab_parallel_cross_entropy(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
     normalizer: float | torch.Tensor | None = None,
@@ -267,6 +273,8 @@ def vocab_parallel_cross_entropy(
         This rank's slice of the class weights :math:`w` (non-negative). Not differentiated.
     ignore_index, label_smoothing, z_loss, softcap
         As :func:`crossentropy.torch.cross_entropy`.
+    temperature : float, default 1.0
+        :math:`T > 0`: the logits are divided by it first (before the soft-cap).
     sample_weight : Tensor of ``target``'s shape, optional
         Per-token weights :math:`s_n \ge 0`, also in the mean's denominator. Not differentiated.
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -293,7 +301,9 @@ def vocab_parallel_cross_entropy(
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise TypeError(f"`target` must be integer class indices; got dtype {target.dtype}")
     n_local = local_logits.shape[-1]
-    options = _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = _checked_options(
+        vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, temperature, reduction
+    )
     accumulation = _accumulation(local_logits.dtype)
     weight, sample_weight, normalizer = _checked_weights(
         weight, sample_weight, normalizer, n_local, target, reduction, accumulation, local_logits.device
@@ -313,7 +323,9 @@ def vocab_parallel_cross_entropy(
     return losses.sum()
 
 
-def _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction) -> _Options:
+def _checked_options(
+    vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, temperature, reduction
+) -> _Options:
     return _Options(
         vocab_start=check_integer_option("vocab_start", vocab_start, low=0),
         group=group,
@@ -321,6 +333,7 @@ def _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, 
         label_smoothing=check_number("label_smoothing", label_smoothing, low=0.0, high=1.0),
         z_loss=check_number("z_loss", z_loss, low=0.0),
         softcap=None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True),
+        temperature=check_number("temperature", temperature, low=0.0, low_open=True, high=math.inf, high_open=True),
         reduction=check_reduction(reduction),
     )
 
@@ -377,10 +390,11 @@ def _accumulation(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk_logits(rows, weight_acc, bias_acc, softcap):
-    """The chunk's logits ``rows @ W.T + b`` in the accumulation dtype, soft-capped as :func:`_capped` returns them."""
+def _chunk_logits(rows, weight_acc, bias_acc, options):
+    """The chunk's logits ``rows @ W.T + b`` in the accumulation dtype, scaled and soft-capped as :func:`_capped`
+    returns them."""
     logits = torch.mm(rows, weight_acc.T) if bias_acc is None else torch.addmm(bias_acc, rows, weight_acc.T)
-    return _capped(logits, softcap)
+    return _capped(logits, options)
 
 
 class VocabParallelLinearCrossEntropy(torch.autograd.Function):
@@ -457,7 +471,7 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
                 lse,
                 kappa,
                 omega,
-                factor,
+                factor / options.temperature,  # the chain rule's 1/T (the fused kernels apply it themselves)
                 options,
                 vocab,
                 (need_input, need_weight, need_bias),
@@ -485,6 +499,7 @@ def _fused_options(options: _LinearOptions, class_weight: torch.Tensor | None) -
         "total_classes": options.vocab_size,
         "vocab_start": options.vocab_start,
         "cap": options.softcap,
+        "temperature": options.temperature,
     }
 
 
@@ -499,7 +514,7 @@ def _chunked_statistics(input, weight_shard, bias, class_acc, shard: _ShardRows,
     local_dot = input.new_empty(n_rows, dtype=dtype)
     for start in range(0, n_rows, options.chunk_size):
         piece = slice(start, min(start + options.chunk_size, n_rows))
-        u, _ = _chunk_logits(input[piece].to(dtype), weight_acc, bias_acc, options.softcap)
+        u, _ = _chunk_logits(input[piece].to(dtype), weight_acc, bias_acc, options)
         local_lse[piece] = torch.logsumexp(u, dim=1)
         local_dot[piece] = _local_target_dot(u, shard[piece], class_acc, options.label_smoothing, vocab)
     return local_lse, local_dot
@@ -520,7 +535,7 @@ def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa,
     for start in range(0, n_rows, options.chunk_size):
         piece = slice(start, min(start + options.chunk_size, n_rows))
         rows = input[piece].to(dtype)
-        u, squashed = _chunk_logits(rows, weight_acc, bias_acc, options.softcap)
+        u, squashed = _chunk_logits(rows, weight_acc, bias_acc, options)
         grad = _logit_gradient(
             u, squashed, lse[piece], kappa[piece], omega[piece], factor[piece], shard[piece], class_acc, options, vocab
         )
@@ -584,8 +599,10 @@ def vocab_parallel_linear_cross_entropy(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    temperature: float = 1.0,
     sample_weight: torch.Tensor | None = None,
     normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""Linear layer and cross-entropy with the output projection sharded by vocabulary across ranks.
@@ -668,12 +685,18 @@ def vocab_parallel_linear_cross_entropy(
         As :func:`crossentropy.torch.cross_entropy`; the label smoothing spreads
         :math:`\varepsilon / V` over the global vocabulary and the z-loss squares the global
         log-sum-exp.
+    temperature : float, default 1.0
+        :math:`T > 0`: the logits are divided by it first (before the soft-cap).
     sample_weight : Tensor of ``target``'s shape, optional
         Per-token weights :math:`s_n \ge 0`, also in the mean's denominator. Not differentiated.
     normalizer : float or 0-d Tensor, optional
         The mean's denominator instead of :math:`\sum_n s_n \omega_n`, e.g. the token count
         summed over data-parallel ranks, so that their gradients add up to the global mean.
         Only with ``reduction="mean"``.
+    shift : bool, default False
+        Causal language modelling, as :func:`crossentropy.torch.linear_cross_entropy`'s: position
+        :math:`t` of ``input`` (..., T, H) scored against ``target[..., t + 1]`` through views, the
+        last position of each sequence not counted (0 there for ``"none"``).
     chunk_size : int, optional
         Tokens per chunk of the PyTorch path; by default as many as make 64 MiB of float32
         logits of this rank's classes. Peak memory is about two chunks of logits plus the
@@ -731,7 +754,9 @@ def vocab_parallel_linear_cross_entropy(
         check_shape("linear_bias", linear_bias, (n_local,), rule="one per row of `linear_weight_shard`, V_local")
     if chunk_size is None:
         chunk_size = max(1, CHUNK_ELEMENTS // max(n_local, 1))
-    common = _checked_options(vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    common = _checked_options(
+        vocab_start, group, ignore_index, label_smoothing, z_loss, softcap, temperature, reduction
+    )
     options = _LinearOptions(**vars(common), chunk_size=check_integer_option("chunk_size", chunk_size, low=1))
     accumulation = _accumulation(input.dtype)
     weight, sample_weight, normalizer = _checked_weights(
@@ -741,18 +766,20 @@ def vocab_parallel_linear_cross_entropy(
     fused = _fused_backend(input, linear_weight_shard, linear_bias)
     if fused is not None:  # the kernels take V as a number
         options = replace(options, fused=fused, vocab_size=int(vocab) if vocab_size is None else vocab_size)
-    rows = input.reshape(-1, input.shape[-1])
+    rows, row_target, sample_weight = sequence_rows(input, target, sample_weight, False, shift, accumulation)
     losses = VocabParallelLinearCrossEntropy.apply(
         rows,
         linear_weight_shard,
         linear_bias,
         weight,
-        target.reshape(-1),
+        row_target,
         sample_weight,
         normalizer,
         options,
         vocab.to(accumulation),
     )
-    if reduction == "none":
-        return losses.reshape(target.shape).to(input.dtype)
-    return losses.sum().to(input.dtype)
+    if reduction != "none":
+        return losses.sum().to(input.dtype)
+    if shift:  # the last position of each sequence scores nothing
+        losses = torch.cat([losses, losses.new_zeros(1)])
+    return losses.reshape(target.shape).to(input.dtype)

@@ -1040,7 +1040,9 @@ def linear_cross_entropy(
         raise TypeError(f"`options` must be a torch.nn.LinearCrossEntropyOptions or None; got {type(options).__name__}")
     hidden, n_classes = input.shape[-1], linear_weight.shape[0]
     accumulation = _accumulation(accumulation_dtype, options, input)
-    rows, row_target, row_sample_weight = _rows(input, target, sample_weight, probabilities, shift, accumulation)
+    rows, row_target, row_sample_weight = sequence_rows(
+        input, target, sample_weight, probabilities, shift, accumulation
+    )
     chunk_size = _chunk_size(chunk_size, options, rows.shape[0], hidden, n_classes)
     arguments = (
         -100 if ignore_index is None else ignore_index,
@@ -1083,7 +1085,7 @@ def linear_cross_entropy(
     return loss.reshape(target.shape[: input.ndim - 1])
 
 
-def _rows(input, target, sample_weight, probabilities: bool, shift: bool, accumulation: torch.dtype):
+def sequence_rows(input, target, sample_weight, probabilities: bool, shift: bool, accumulation: torch.dtype):
     """The rows of ``input`` (N, H), their targets ((N,) or (N, V)) and sample weights ((N,) or None), views
     where they can be. With ``shift``, row n is scored against the target of position n + 1 (views that
     start one later) and the last position of each sequence (the second-to-last dimension) gets weight 0."""
