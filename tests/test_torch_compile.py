@@ -399,13 +399,20 @@ def _softmax_samples():
     spatial = torch.randn(2, 5, 3, generator=gen, requires_grad=True)
     half = torch.randn(3, 7, generator=gen).to(torch.bfloat16).requires_grad_()
     return [
-        ("plain", (x, y, None, None, 1, -100, 0.0, 0.0, None, "mean")),
-        ("every-option", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean")),
-        ("none", (x, y, w, None, 1, -100, 0.0, 0.01, None, "none")),
-        ("probabilities", (x, probs, w, None, 1, -100, 0.2, 0.0, None, "sum")),
-        ("spatial", (spatial, torch.randint(0, 5, (2, 3), generator=gen), None, None, 1, -100, 0.0, 0.0, None, "none")),
-        ("unbatched", (x[0].detach().requires_grad_(), torch.tensor(2), None, None, 0, -100, 0.0, 0.0, None, "none")),
-        ("bfloat16", (half, torch.tensor([0, 6, 3]), None, None, 1, -100, 0.1, 0.0, None, "mean")),
+        ("plain", (x, y, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)),
+        ("every-option", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean", 1.0)),
+        ("none", (x, y, w, None, 1, -100, 0.0, 0.01, None, "none", 1.0)),
+        ("probabilities", (x, probs, w, None, 1, -100, 0.2, 0.0, None, "sum", 1.0)),
+        (
+            "spatial",
+            (spatial, torch.randint(0, 5, (2, 3), generator=gen), None, None, 1, -100, 0.0, 0.0, None, "none", 1.0),
+        ),
+        (
+            "unbatched",
+            (x[0].detach().requires_grad_(), torch.tensor(2), None, None, 0, -100, 0.0, 0.0, None, "none", 1.0),
+        ),
+        ("temperature", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean", 0.7)),
+        ("bfloat16", (half, torch.tensor([0, 6, 3]), None, None, 1, -100, 0.1, 0.0, None, "mean", 1.0)),
     ]
 
 

@@ -65,6 +65,7 @@ from ._validation import (
 from .special import _shift_and_log_total, stable_log_sigmoid
 
 __all__ = [
+    "LossStats",
     "binary_cross_entropy",
     "nll_loss",
     "poly1_cross_entropy",
@@ -80,6 +81,31 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Softmax cross-entropy: shared pieces
 # --------------------------------------------------------------------------------------------
+
+
+class LossStats(NamedTuple):
+    r"""Per-token statistics of the softmax cross-entropy, from the same pass over the logits as the loss.
+
+    Each has the targets' shape (the batch shape), for class-index targets, of the logits
+    :math:`u` the loss reads (divided by the temperature, then soft-capped). Positions that take
+    no part in the loss (target ``ignore_index``, or a sample weight of 0) hold 0 (``False``).
+
+    Attributes
+    ----------
+    lse : array
+        :math:`\operatorname{LSE}(u_n) = \log \sum_c e^{u_{n,c}}`, the logits' dtype; the
+        log-probability of class :math:`c` is :math:`u_{n,c} - \operatorname{LSE}(u_n)`.
+    entropy : array
+        :math:`H_n = -\sum_c p_{n,c} \log p_{n,c}` of :math:`p_n = \operatorname{softmax}(u_n)`,
+        the logits' dtype.
+    accuracy : bool array
+        Whether the first maximum of :math:`u_n` (as ``argmax``) is the target: a bool, so that
+        ``accuracy.sum()`` counts the hits; average it over the positions that count.
+    """
+
+    lse: Any
+    entropy: Any
+    accuracy: Any
 
 
 class _Capped(NamedTuple):
@@ -158,6 +184,11 @@ def _check_softmax_options(label_smoothing: Any, z_loss: Any, softcap: Any, redu
     return smoothing, z, cap, check_reduction(reduction)
 
 
+def check_temperature(temperature: Any) -> float:
+    """A finite ``temperature > 0``, as a float."""
+    return check_number("temperature", temperature, low=0.0, low_open=True)
+
+
 class _PerSample(NamedTuple):
     """Per-sample losses before sample weights and reduction, and what the mean divides by."""
 
@@ -233,6 +264,7 @@ def _softmax_cross_entropy(
     sample_weight: Any,
     reduction: str,
     with_grad: bool,
+    temperature: float = 1.0,
     out: Any = None,
     gradient_over_logits: bool = False,
     check_probabilities: bool = True,
@@ -244,6 +276,7 @@ def _softmax_cross_entropy(
     :mod:`crossentropy.torch`, as PyTorch) takes probability targets outside [0, 1] as given.
     """
     smoothing, z, cap, reduction = _check_softmax_options(label_smoothing, z_loss, softcap, reduction)
+    temperature = check_temperature(temperature)
     inputs = prepare_class_inputs(
         logits,
         targets,
@@ -266,10 +299,13 @@ def _softmax_cross_entropy(
         direct = in_place or (out is not None and inputs.axis == inputs.stored.ndim - 1)
         kernel_out = (inputs.stored if in_place else out) if direct else None
         result = _fused_softmax_cross_entropy(
-            backend, inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out
-        )
+            backend, inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out,
+            temperature=temperature,
+        )  # fmt: skip
         return result if out is None else (result[0], _gradient_into(out, result[1]))
-    capped = _cap_and_normalize(inputs.logits, cap, xp)
+    # The generic code divides a copy of the logits (the kernels scale each logit as they read it).
+    scaled_logits = inputs.logits if temperature == 1.0 else inputs.logits / temperature
+    capped = _cap_and_normalize(scaled_logits, cap, xp)
     terms = _cross_entropy_terms(capped, inputs, weight, smoothing, need_target_weights=with_grad)
 
     per_sample = terms.loss
@@ -290,6 +326,8 @@ def _softmax_cross_entropy(
         coefficient = coefficient + (lse_term if terms.class_factor is None else terms.class_factor * lse_term)
     grad = xp.expand_dims(coefficient, -1) * probs - terms.target_weights
     scale = mean_scale(denominator, reduction, xp, grad)
+    if temperature != 1.0:  # d(x / T) / dx
+        scale = scale / temperature
     if row_weight is not None:
         scale = xp.expand_dims(row_weight, -1) * scale
     grad = xmul(scale, grad, xp) if row_weight is not None else grad * scale
@@ -399,6 +437,7 @@ def _fused_softmax_cross_entropy(
     *,
     with_grad: bool,
     out: Any = None,
+    temperature: float = 1.0,
 ) -> Any:
     """:func:`_softmax_cross_entropy` on the fused kernels of ``backend`` (validated inputs, outside autograd)."""
     xp, x = inputs.xp, inputs.stored
@@ -408,6 +447,7 @@ def _fused_softmax_cross_entropy(
     denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
     device = array_api_compat.device(x)  # the kernels' buffers live with the logits (a GPU backend's on the GPU)
     rows = xp.ones(batch_shape, dtype=inputs.dtype, device=device) if row_weight is None else row_weight
+    extra = {} if temperature == 1.0 else {"temperature": temperature}  # a backend's other options, when asked
     losses, grad = backend.softmax_cross_entropy_rows(
         x,
         inputs.indices if inputs.is_index else inputs.probs,
@@ -418,6 +458,7 @@ def _fused_softmax_cross_entropy(
         z=z,
         cap=cap,
         out=out,
+        **extra,
     )
     loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
     return (loss, inputs.to_caller(grad)) if with_grad else loss
@@ -445,6 +486,11 @@ _SOFTMAX_PARAMETERS = """
     sample_weight : array of the batch shape, optional
         Per-sample weights :math:`s_n \\ge 0` multiplying each sample's loss.
     reduction : {"mean", "sum", "none"}, default "mean"
+    temperature : float > 0, default 1
+        :math:`T`: the logits are divided by it first, before the soft-cap (:math:`x \\to x / T`):
+        the loss and gradients of ``softmax_cross_entropy(logits / T, ...)``, the gradient with
+        respect to the logits themselves. The fused kernels scale each logit as they read it (no
+        scaled copy of the logits); the generic code divides a copy.
 """
 
 
@@ -461,6 +507,7 @@ def softmax_cross_entropy(
     softcap: float | None = None,
     sample_weight: Any = None,
     reduction: str = "mean",
+    temperature: float = 1.0,
 ) -> Any:
     r"""Softmax cross-entropy on logits: PyTorch's ``F.cross_entropy`` and its extras.
 
@@ -515,6 +562,7 @@ def softmax_cross_entropy(
         sample_weight=sample_weight,
         reduction=reduction,
         with_grad=False,
+        temperature=temperature,
     )
 
 
@@ -531,6 +579,7 @@ def softmax_cross_entropy_with_grad(
     softcap: float | None = None,
     sample_weight: Any = None,
     reduction: str = "mean",
+    temperature: float = 1.0,
     out: Any = None,
 ) -> tuple[Any, Any]:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
@@ -584,6 +633,7 @@ def softmax_cross_entropy_with_grad(
         sample_weight=sample_weight,
         reduction=reduction,
         with_grad=True,
+        temperature=temperature,
         out=out,
     )
 

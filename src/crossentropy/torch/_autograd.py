@@ -37,6 +37,7 @@ class SoftmaxOptions:
     z_loss: float
     softcap: float | None
     reduction: str
+    temperature: float = 1.0
 
     def keywords(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class SoftmaxOptions:
             "z_loss": self.z_loss,
             "softcap": self.softcap,
             "reduction": self.reduction,
+            "temperature": self.temperature,
         }
 
     def compute(self, logits, targets, weight, sample_weight, *, with_grad: bool, gradient_over_logits: bool = False):

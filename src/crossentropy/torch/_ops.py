@@ -55,7 +55,7 @@ operators only): it stays a ``torch.autograd.Function`` (eager; a graph break un
 >>> import torch
 >>> logits, labels = torch.tensor([[2.0, 1.0, 0.1]]), torch.tensor([0])
 >>> loss, grad = torch.ops.crossentropy.softmax_cross_entropy_with_grad(
-...     logits, labels, None, None, 1, -100, 0.0, 0.0, None, "mean")
+...     logits, labels, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)
 >>> bool(torch.allclose(grad, torch.softmax(logits, 1) - torch.tensor([[1.0, 0.0, 0.0]])))
 True
 """
@@ -104,7 +104,7 @@ def _kernels_take_kind(device: torch.device, dtype: torch.dtype) -> bool:
     return kernels.accepts_torch(torch.empty(0, device=device, dtype=dtype))
 
 
-def _plain_number(value: Any) -> bool:
+def plain_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -116,21 +116,23 @@ def softmax_arguments(options: SoftmaxOptions) -> tuple | None:
     plain = (
         type(o.axis) is int
         and (o.ignore_index is None or (isinstance(o.ignore_index, int) and not isinstance(o.ignore_index, bool)))
-        and _plain_number(o.label_smoothing)
-        and _plain_number(o.z_loss)
-        and (o.softcap is None or _plain_number(o.softcap))
+        and plain_number(o.label_smoothing)
+        and plain_number(o.z_loss)
+        and (o.softcap is None or plain_number(o.softcap))
         and isinstance(o.reduction, str)
+        and plain_number(o.temperature)
     )
     if not plain:
         return None
     ignore_index = None if o.ignore_index is None else int(o.ignore_index)
     softcap = None if o.softcap is None else float(o.softcap)
-    return o.axis, ignore_index, float(o.label_smoothing), float(o.z_loss), softcap, str(o.reduction)
+    reduction, temperature = str(o.reduction), float(o.temperature)
+    return o.axis, ignore_index, float(o.label_smoothing), float(o.z_loss), softcap, reduction, temperature
 
 
 def sigmoid_arguments(options: SigmoidOptions) -> tuple | None:
     """As :func:`softmax_arguments`, for the sigmoid operators."""
-    if not (_plain_number(options.label_smoothing) and isinstance(options.reduction, str)):
+    if not (plain_number(options.label_smoothing) and isinstance(options.reduction, str)):
         return None
     return float(options.label_smoothing), str(options.reduction)
 
@@ -156,9 +158,10 @@ def softmax_cross_entropy_with_grad(
     z_loss: float,
     softcap: float | None,
     reduction: str,
+    temperature: float,
 ) -> tuple[Tensor, Tensor]:
     """The softmax cross-entropy and its gradient with respect to ``logits`` (class dimension ``axis``)."""
-    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     with parameter_names(**_PYTORCH_NAMES):
         loss, grad = options.compute(logits, target, weight, sample_weight, with_grad=True)
     return _contiguous(loss, grad)
@@ -176,9 +179,10 @@ def softmax_cross_entropy(
     z_loss: float,
     softcap: float | None,
     reduction: str,
+    temperature: float,
 ) -> Tensor:
     """The softmax cross-entropy alone (no gradient formed)."""
-    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     with parameter_names(**_PYTORCH_NAMES):
         (loss,) = _contiguous(options.compute(logits, target, weight, sample_weight, with_grad=False))
     return loss
@@ -195,14 +199,14 @@ def _softmax_loss_shape(logits: Tensor, axis: int, reduction: str) -> list[Any]:
 
 @softmax_cross_entropy_with_grad.register_fake
 def _softmax_with_grad_fake(
-    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction
+    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature
 ):
     return logits.new_empty(_softmax_loss_shape(logits, axis, reduction)), logits.new_empty(logits.shape)
 
 
 @softmax_cross_entropy.register_fake
 def _softmax_fake(
-    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction
+    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature
 ):
     return logits.new_empty(_softmax_loss_shape(logits, axis, reduction))
 
@@ -228,11 +232,13 @@ def _softmax_gradient_again(ctx) -> Tensor:
         with kernels.disabled(), parameter_names(**_PYTORCH_NAMES):
             return options.compute(logits, target, weight, sample_weight, with_grad=True)[1]
     arguments = (options.axis, options.ignore_index, options.label_smoothing, options.z_loss, options.softcap)
-    return softmax_cross_entropy_with_grad(logits, target, weight, sample_weight, *arguments, options.reduction)[1]
+    return softmax_cross_entropy_with_grad(
+        logits, target, weight, sample_weight, *arguments, options.reduction, options.temperature
+    )[1]
 
 
 def _softmax_backward(ctx, grad_output, *_):
-    nothing = (None,) * 9
+    nothing = (None,) * 10
     if grad_output is None or not ctx.needs_input_grad[0]:
         return (None, *nothing)
     grad, ctx.grad = ctx.grad, None  # the first backward hands the kept gradient over

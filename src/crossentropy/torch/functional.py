@@ -165,6 +165,7 @@ def cross_entropy(
     softcap: float | None = None,
     sample_weight: torch.Tensor | None = None,
     inplace: bool = False,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
 
@@ -205,6 +206,11 @@ def cross_entropy(
         float32/float64 logits, class-index targets, no ``softcap`` and no label smoothing with
         class weights (a clear error otherwise). It changes nothing elsewhere (devices without
         kernels, forward-only calls). An eager call: under ``torch.compile`` a graph break.
+    temperature : float > 0, default 1
+        :math:`T`: the logits are divided by it first, before the soft-cap: the loss and
+        gradients of ``F.cross_entropy(input / T, ...)``. The kernels scale each logit as they
+        read it (no N×C copy, ``inplace=True`` included); the generic code divides a copy. For a
+        DTensor ``input``, the division is that of DTensor before its own path.
 
     Returns
     -------
@@ -220,6 +226,8 @@ def cross_entropy(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     if isinstance(input, _dtensor.TYPES) or isinstance(target, _dtensor.TYPES):  # torch.distributed.tensor
+        if not (_ops.plain_number(temperature) and temperature == 1.0):
+            input = input / losses.check_temperature(temperature)
         return _dtensor.cross_entropy_dtensor(
             input,
             target,
@@ -232,7 +240,7 @@ def cross_entropy(
             sample_weight=sample_weight,
             inplace=inplace,
         )
-    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction)
+    options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     arguments = _ops.softmax_arguments(options)
     operator = None if arguments is None else _operator(input, target, weight, sample_weight)
     if operator == "with_grad" and inplace:

@@ -70,7 +70,8 @@ class _Loss(nn.Module):
 class CrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.cross_entropy` as a module: ``torch.nn.CrossEntropyLoss`` plus z-loss and soft-capping.
 
-    ``forward(input, target, *, sample_weight=None)``.
+    ``forward(input, target, *, sample_weight=None)``. ``temperature`` divides the logits first
+    (as :func:`crossentropy.torch.cross_entropy`).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class CrossEntropyLoss(_Loss):
         z_loss: float = 0.0,
         softcap: float | None = None,
         inplace: bool = False,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__(
             tensors={"weight": weight},
@@ -94,6 +96,7 @@ class CrossEntropyLoss(_Loss):
             z_loss=z_loss,
             softcap=softcap,
             inplace=inplace,
+            temperature=temperature,
         )
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
@@ -108,6 +111,7 @@ class CrossEntropyLoss(_Loss):
             softcap=self.softcap,
             sample_weight=sample_weight,
             inplace=self.inplace,
+            temperature=self.temperature,
         )
 
 

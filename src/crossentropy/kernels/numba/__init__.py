@@ -132,8 +132,14 @@ def softmax_cross_entropy_rows(
     cap: float | None,
     storage: str | None = None,
     out: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    temperature: float = 1.0,
+    stats: bool = False,
+) -> tuple:
     r"""Per-row weighted losses :math:`r_n \ell_n` and, when ``grad_factor`` is given, the gradient.
+
+    The loss reads :math:`u = c \tanh(x / (T c))` (:math:`x / T` without a soft-cap): the
+    logits divided by the ``temperature`` :math:`T` first, then soft-capped; the gradient is with
+    respect to :math:`x` (its factor :math:`1/T` included).
 
     Parameters
     ----------
@@ -164,13 +170,20 @@ def softmax_cross_entropy_rows(
         page faults of a fresh one). It must not overlap ``logits``, unless it is ``logits``
         itself: then the gradient overwrites the logits (index targets, float32/float64
         C-contiguous logits, no soft-cap, no label smoothing with class weights).
+    temperature : float > 0, default 1
+        :math:`T`, applied as a factor :math:`1/T` on each logit as it is read (no scaled copy).
+    stats : bool, default False
+        Index targets only: also return, per row, the log-sum-exp of :math:`u`, the entropy of
+        :math:`\operatorname{softmax}(u)` and whether the first maximum of :math:`u` is the target
+        (bool), from the same pass over the logits (0, 0 and False where ``row_weight`` is 0).
 
     Returns
     -------
-    (losses, grad)
+    (losses, grad) or, with ``stats``, (losses, grad, (lse, entropy, correct))
         ``losses`` of the batch shape in the accumulation dtype (float32 for half precision);
         ``grad`` of the logits' shape and dtype (uint16 bit patterns for bfloat16), or None;
-        ``out`` itself when given.
+        ``out`` itself when given. The statistics have the batch shape, ``lse`` and ``entropy``
+        in the accumulation dtype.
     """
     from ._softmax import BLOCK, softmax_cross_entropy_index, softmax_cross_entropy_soft
 
@@ -183,6 +196,8 @@ def softmax_cross_entropy_rows(
     x = _rows(stored, stored.dtype)
     n_rows, n_classes = x.shape
     index_targets = targets.ndim == logits.ndim - 1
+    if stats and not index_targets:
+        raise ValueError("`stats` needs class-index targets; got probabilities of the logits' shape")
     t = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64) if index_targets else _rows(targets, dtype)
     w = np.empty(0, dtype) if weight is None else np.ascontiguousarray(weight, dtype=dtype)
     r = np.ascontiguousarray(row_weight.reshape(-1), dtype=dtype)
@@ -195,6 +210,8 @@ def softmax_cross_entropy_rows(
     in_place = False
     if store:
         factor = np.ascontiguousarray(grad_factor.reshape(-1), dtype=dtype)
+        if temperature != 1.0:  # the gradient's factor 1/T, once per row
+            factor = factor * scalar(1.0 / temperature)
         if out is None:
             grad = np.empty((n_rows, n_classes), x.dtype)
         else:
@@ -209,14 +226,23 @@ def softmax_cross_entropy_rows(
         if half:  # exponentials are kept in float32 rows, one per thread
             scratch = np.empty((numba.get_num_threads(), n_classes), dtype)
         block_ref = np.empty((n_rows, -(-n_classes // BLOCK)), dtype)
-    options = (scalar(smoothing), scalar(z), scalar(cap or 0.0))
-    kernel = softmax_cross_entropy_index if index_targets else softmax_cross_entropy_soft
+    options = (scalar(smoothing), scalar(z), scalar(1.0 / temperature), scalar(cap or 0.0))
     with lock:
-        kernel(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place)
-    losses = _like(losses.reshape(logits.shape[:-1]), caller)
-    if not store:
-        return losses, None
-    return losses, (_like(grad.view(logits.dtype).reshape(logits.shape), caller) if out is None else out)
+        if index_targets:
+            rows = n_rows if stats else 1  # placeholders of one entry when not asked
+            lse, entropy, correct = np.empty(rows, dtype), np.empty(rows, dtype), np.empty(rows, np.bool_)
+            softmax_cross_entropy_index(
+                x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place,
+                stats, lse, entropy, correct,
+            )  # fmt: skip
+        else:
+            softmax_cross_entropy_soft(x, t, w, r, factor, *options, losses, grad, scratch, block_ref, store, in_place)
+    batch_shape = logits.shape[:-1]
+    losses = _like(losses.reshape(batch_shape), caller)
+    grad = None if not store else _like(grad.view(logits.dtype).reshape(logits.shape), caller) if out is None else out
+    if not stats:
+        return losses, grad
+    return losses, grad, tuple(_like(a.reshape(batch_shape), caller) for a in (lse, entropy, correct))
 
 
 def _gradient_buffer(out: np.ndarray, logits: np.ndarray, kernel_dtype: np.dtype) -> np.ndarray:

@@ -28,9 +28,10 @@ enters the loss with, so that no step overflows while the loss fits (a ``-inf`` 
 target mass gives ``-inf`` again, and an infinite loss). Writing the gradient over the logits
 leaves nothing to read again: that loop sums the scaled differences from the start.
 
-``u = c \tanh(x / c)`` with a soft-cap, else ``u = x``. The row maximum of ``u`` is the cap
-of the maximum of ``x`` (``tanh`` is increasing), so the cap costs one ``tanh`` per element
-and nothing else.
+``u = c \tanh(x / (T c))`` with a soft-cap, else ``u = x / T`` (``T`` the temperature, applied as
+a factor ``1/T`` on each logit as it is read; the gradient's own ``1/T`` is in the row factor).
+The row maximum of ``u`` is the cap of the maximum of ``x`` (``tanh`` is increasing), so the cap
+costs one ``tanh`` per element and nothing else.
 
 The kernels take arrays already validated and laid out by :mod:`crossentropy.kernels.numba`: 2-d
 C-contiguous logits (float32, float64, or half-precision bit patterns, see
@@ -137,8 +138,8 @@ def _block_max(block):
 
 
 @njit(**INLINE_OPTIONS)
-def _exp_block(block, out, m, cap, store, relative):
-    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``u - m``.
+def _exp_block(block, out, m, scale, cap, store, relative):
+    """Sum of ``exp(u - m)`` over one block and, if ``relative``, of ``u - m`` (``u`` the scaled, capped logits).
 
     The exponentials go to ``out`` if ``store``. Sums relative to ``m`` keep float32 exact for
     logits with a large common offset (``1e4 + x``); ``-inf`` when they overflow (module docstring).
@@ -147,7 +148,7 @@ def _exp_block(block, out, m, cap, store, relative):
     su = accumulator(m)(0)
     if cap > 0:
         for j in range(block.shape[0]):
-            u = cap * tanh(widen(block[j]) / cap)
+            u = cap * tanh(widen(block[j]) * scale / cap)
             e = exp_nonpositive(u - m)
             if store:
                 out[j] = e
@@ -155,28 +156,30 @@ def _exp_block(block, out, m, cap, store, relative):
             su += u - m
     elif store and relative:
         for j in range(block.shape[0]):
-            u = widen(block[j])
+            u = widen(block[j]) * scale
             e = exp_nonpositive(u - m)
             out[j] = e
             s += e
             su += u - m
     elif store:
         for j in range(block.shape[0]):
-            e = exp_nonpositive(widen(block[j]) - m)
+            e = exp_nonpositive(widen(block[j]) * scale - m)
             out[j] = e
             s += e
     elif relative:
         for j in range(block.shape[0]):
-            u = widen(block[j])
+            u = widen(block[j]) * scale
             s += exp_nonpositive(u - m)
             su += u - m
     else:
         for j in range(block.shape[0]):
-            s += exp_nonpositive(widen(block[j]) - m)
+            s += exp_nonpositive(widen(block[j]) * scale - m)
     return s, su
 
 
-def _exp_block_in_place(block, m, relative):  # pragma: no cover - replaced by the overload inside jitted code
+def _exp_block_in_place(
+    block, m, scale, relative, stats
+):  # pragma: no cover - replaced by the overload inside jitted code
     """:func:`_exp_block` writing the exponentials over the block itself (float32/float64, no soft-cap).
 
     The sum of ``u - m`` is taken in units of 2^-14 (:data:`_BLOCK_SCALE`), finite for any
@@ -188,35 +191,48 @@ def _exp_block_in_place(block, m, relative):  # pragma: no cover - replaced by t
     raise NotImplementedError
 
 
-def _exp_block_over_itself(block, m, relative):
+def _exp_block_over_itself(block, m, scale, relative, stats):
     s = accumulator(m)(0)
     su = accumulator(m)(0)
-    if relative:
+    st = accumulator(m)(0)
+    if stats:
+        unit = accumulator(m)(_BLOCK_SCALE)
+        zero = accumulator(m)(0)
+        for j in range(block.shape[0]):
+            u = block[j] * scale
+            d = u - m
+            e = exp_nonpositive(d)
+            block[j] = e
+            s += e
+            st += e * d if e > 0 else zero
+            if relative:
+                su += scaled_difference(u, m, unit)
+    elif relative:
         unit = accumulator(m)(_BLOCK_SCALE)
         for j in range(block.shape[0]):
-            u = block[j]
+            u = block[j] * scale
             e = exp_nonpositive(u - m)
             block[j] = e
             s += e
             su += scaled_difference(u, m, unit)
     else:
         for j in range(block.shape[0]):
-            e = exp_nonpositive(block[j] - m)
+            e = exp_nonpositive(block[j] * scale - m)
             block[j] = e
             s += e
-    return s, su
+    return s, su, st
 
 
 @overload(_exp_block_in_place, jit_options=INLINE_OPTIONS)
-def _exp_block_in_place_overload(block, m, relative):
+def _exp_block_in_place_overload(block, m, scale, relative, stats):
     if block.dtype in (types.float32, types.float64) and block.mutable:
         return _exp_block_over_itself
     # Never called: half precision and read-only logits are not written in place.
-    return lambda block, m, relative: (m - m, m - m)
+    return lambda block, m, scale, relative, stats: (m - m, m - m, m - m)
 
 
 @njit(**INLINE_OPTIONS)
-def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, store):
+def _exp_block_soft(block, target, weight, out, n_classes, m, scale, cap, smoothing, store):
     r"""For probability targets: sums of ``exp(u - m)``, of :math:`a_c` and of :math:`a_c (u_c - m)` (``0·(-inf) = 0``).
 
     :math:`a_c = w_c ((1-\varepsilon) t_c + \varepsilon / C)`; ``weight`` is empty when absent.
@@ -231,7 +247,7 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
     weighted = weight.shape[0] > 0
     live = m > -np.inf  # False while every logit so far is -inf: their exponentials are 0
     for j in range(block.shape[0]):
-        u = _capped(widen(block[j]), cap)
+        u = _capped(widen(block[j]) * scale, cap)
         e = exp_nonpositive(u - m) if live else zero
         if store:
             out[j] = e
@@ -246,7 +262,7 @@ def _exp_block_soft(block, target, weight, out, n_classes, m, cap, smoothing, st
 
 
 @njit(**INLINE_OPTIONS)
-def _target_half_sum(row, target, weight, m, cap, smoothing):
+def _target_half_sum(row, target, weight, m, scale, cap, smoothing):
     r""":math:`\sum_c a_c (u_c - m) / 2` of :func:`_exp_block_soft` over a whole row, finite wherever the loss is.
 
     The slow path of rows whose plain sum overflowed (module docstring): each term is halved
@@ -264,25 +280,62 @@ def _target_half_sum(row, target, weight, m, cap, smoothing):
         a = keep * target[j] + floor
         if weighted:
             a = a * weight[j]
-        u = _capped(widen(row[j]), cap)
+        u = _capped(widen(row[j]) * scale, cap)
         relative = scaled_difference(u, m, half) if live else u
         total += a * relative if a != zero else zero
     return total
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
+def _exp_block_stats(block, out, m, scale, cap, store, relative):
+    """:func:`_exp_block` that also sums :math:`e^{u - m} (u - m)` (the entropy's, ``0`` where the exponential is)."""
+    dtype = accumulator(m)
+    zero = dtype(0)
+    s = zero
+    su = zero
+    st = zero
+    for j in range(block.shape[0]):
+        u = _capped(widen(block[j]) * scale, cap)
+        d = u - m
+        e = exp_nonpositive(d)
+        if store:
+            out[j] = e
+        s += e
+        st += e * d if e > 0 else zero
+        if relative:
+            su += d
+    return s, su, st
+
+
+@njit(**INLINE_OPTIONS)
+def _first_at(block, value, scale, cap):
+    """The first ``j`` whose scaled, capped logit equals ``value`` (the block's maximum), or -1."""
+    for j in range(block.shape[0]):
+        if _capped(widen(block[j]) * scale, cap) == value:
+            return j
+    return -1
+
+
+@njit(**INLINE_OPTIONS)
+def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, stats):
     """Max, sum of exponentials and (if ``coefficient > 0``) ``coefficient`` times the sum of ``u - m``, block by block.
 
     Finite whenever the loss it enters is: a plain sum that overflows is taken again from the row
     (:func:`_weighted_sum`); in place, where the row is overwritten, each block's scaled sum is
     multiplied by ``coefficient`` (the smoothing floor) before it is added (module docstring).
+
+    With ``stats``, also :math:`t = \\sum_c e^{u_c - m} (u_c - m)` (rescaled with the running
+    maximum, as the sum of exponentials: the entropy is :math:`\\log s - t / s`) and the first
+    index of the row's maximum (``-1`` when every logit is ``-inf``), searched only in the blocks
+    that raise the maximum, while they are in the L1 cache.
     """
     n_classes = row.shape[0]
     dtype = accumulator(row)
     m = dtype(-np.inf)
     s = dtype(0)
     su = dtype(0)
+    st = dtype(0)
+    first = np.int64(-1)
     relative = coefficient > 0
     over_itself = store and in_place
     block_coefficient = coefficient / dtype(_BLOCK_SCALE)
@@ -291,9 +344,14 @@ def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
         block = row[start:stop]
-        block_m = _capped(_block_max(block), cap)
+        block_m = _capped(_block_max(block) * scale, cap)
         if block_m > m:
-            s = s * exp_nonpositive(m - block_m)
+            factor = exp_nonpositive(m - block_m)
+            if stats:
+                # t = sum e^{u-m}(u-m) re-referenced: e^{m-m'} (t + (m - m') s); 0 once the factor underflows.
+                st = factor * (st + (m - block_m) * s) if factor > 0 else dtype(0)
+                first = np.int64(start) + _first_at(block, block_m, scale, cap)
+            s = s * factor
             if relative and start > 0 and over_itself:  # re-reference the sum of u - m to the new maximum
                 su += dtype(2) * ((coefficient * dtype(start)) * scaled_difference(m, block_m, half))
             elif relative and start > 0:
@@ -307,21 +365,28 @@ def _online_row(row, out, block_ref, cap, store, coefficient, in_place):
             su = dtype(-np.inf)
             continue
         if over_itself:
-            block_s, block_su = _exp_block_in_place(block, m, relative)
+            block_s, block_su, block_st = _exp_block_in_place(block, m, scale, relative, stats)
             if relative:
                 su += block_coefficient * block_su
+        elif stats:
+            block_s, block_su, block_st = _exp_block_stats(
+                block, out[start:stop] if store else out, m, scale, cap, store, relative
+            )
+            su += block_su
         else:
-            block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, cap, store, relative)
+            block_s, block_su = _exp_block(block, out[start:stop] if store else out, m, scale, cap, store, relative)
+            block_st = dtype(0)
             su += block_su
         s += block_s
+        st += block_st
     if relative and not over_itself:
         # -inf: a difference or the sum overflowed (or a -inf logit, which gives -inf again)
-        su = _weighted_sum(row, block_ref[:0], m, cap, coefficient) if su == -np.inf else coefficient * su
-    return m, s, su
+        su = _weighted_sum(row, block_ref[:0], m, scale, cap, coefficient) if su == -np.inf else coefficient * su
+    return m, s, su, st, first
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store):
+def _online_row_soft(row, target, weight, out, block_ref, scale, cap, smoothing, store):
     """Max, sums of exponentials, of :math:`a_c` and of :math:`a_c (u_c - m)` (``-inf`` on overflow), block by block."""
     n_classes = row.shape[0]
     dtype = accumulator(row)
@@ -334,7 +399,7 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
         block = row[start:stop]
-        block_m = _capped(_block_max(block), cap)
+        block_m = _capped(_block_max(block) * scale, cap)
         if block_m > m:
             s = s * exp_nonpositive(m - block_m)
             if total_a != zero:  # re-reference the sum of a (u - m) to the new maximum
@@ -349,6 +414,7 @@ def _online_row_soft(row, target, weight, out, block_ref, cap, smoothing, store)
             out[start:stop] if store else out,
             n_classes,
             m,
+            scale,
             cap,
             smoothing,
             store,
@@ -367,7 +433,7 @@ def _cap_derivative(x, cap):
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_gradient(row, buffer, dest, block_ref, m, s, coefficient, floor, weight, target, peak, factor, cap):
+def _finish_gradient(row, buffer, dest, block_ref, m, s, coefficient, floor, weight, target, peak, factor, scale, cap):
     """``dest[c] = factor * (coefficient * p_c - floor * w_c - peak [c = target])``, times the cap's derivative.
 
     ``p_c`` comes from the exponentials in ``buffer``; ``dest`` is None (finish in place) or,
@@ -381,32 +447,36 @@ def _finish_gradient(row, buffer, dest, block_ref, m, s, coefficient, floor, wei
     target_scale = factor * coefficient * exp_nonpositive(block_ref[target // BLOCK] - m) / s
     target_value = target_scale * buffer[target] - shift * (weight[target] if weighted else one) - factor * peak
     if cap > 0:
-        target_value *= _cap_derivative(widen(row[target]), cap)
+        target_value *= _cap_derivative(widen(row[target]) * scale, cap)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
-        scale = factor * coefficient * exp_nonpositive(block_ref[k] - m) / s
+        block_scale = factor * coefficient * exp_nonpositive(block_ref[k] - m) / s
         _finish_block(
             row[start:stop],
             buffer[start:stop],
             _part(dest, start, stop),
             weight[start:stop] if weighted else weight,
-            scale,
+            block_scale,
             shift,
+            scale,
             cap,
         )
     _store(buffer, dest, target, target_value)
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_block(row, buffer, dest, weight, scale, shift, cap):
-    """``(scale * buffer[j] - shift * w_j) * cap'(x_j)`` over one block, into ``dest`` or in place when it is None."""
+def _finish_block(row, buffer, dest, weight, scale, shift, x_scale, cap):
+    """``(scale * buffer[j] - shift * w_j) * cap'(x_j / T)`` over one block, into ``dest`` or in place when it is None.
+
+    ``x_scale`` is :math:`1/T`; the gradient's own factor :math:`1/T` is in ``scale`` and ``shift``.
+    """
     weighted = weight.shape[0] > 0
     if cap > 0:
         one = accumulator(row)(1)
         for j in range(buffer.shape[0]):
             g = scale * buffer[j] - shift * (weight[j] if weighted else one)
-            _store(buffer, dest, j, g * _cap_derivative(widen(row[j]), cap))
+            _store(buffer, dest, j, g * _cap_derivative(widen(row[j]) * x_scale, cap))
     elif weighted:
         for j in range(buffer.shape[0]):
             _store(buffer, dest, j, scale * buffer[j] - shift * weight[j])
@@ -416,7 +486,9 @@ def _finish_block(row, buffer, dest, weight, scale, shift, cap):
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_gradient_soft(row, target, weight, buffer, dest, block_ref, m, s, coefficient, smoothing, factor, cap):
+def _finish_gradient_soft(
+    row, target, weight, buffer, dest, block_ref, m, s, coefficient, smoothing, factor, scale, cap
+):
     """``dest[c] = factor * (coefficient * p_c - a_c)`` for probability targets, times the cap's derivative.
 
     As :func:`_finish_gradient`: in place in ``buffer`` when ``dest`` is None.
@@ -437,6 +509,7 @@ def _finish_gradient_soft(row, target, weight, buffer, dest, block_ref, m, s, co
             factor * coefficient * exp_nonpositive(block_ref[k] - m) / s,
             keep,
             floor,
+            scale,
             cap,
         )
 
@@ -452,14 +525,15 @@ def _soft_gradient(x, target, weight, j, e, scale, keep, floor, cap):
 
 
 @njit(**INLINE_OPTIONS)
-def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, cap):
+def _finish_block_soft(row, target, weight, buffer, dest, scale, keep, floor, x_scale, cap):
     """:func:`_finish_gradient_soft` over one block, into ``dest`` or in place when it is None."""
     for j in range(buffer.shape[0]):
-        _store(buffer, dest, j, _soft_gradient(widen(row[j]), target, weight, j, buffer[j], scale, keep, floor, cap))
+        x = widen(row[j]) * x_scale
+        _store(buffer, dest, j, _soft_gradient(x, target, weight, j, buffer[j], scale, keep, floor, cap))
 
 
 @njit(**INLINE_OPTIONS)
-def _weighted_sum(row, weight, m, cap, coefficient):
+def _weighted_sum(row, weight, m, scale, cap, coefficient):
     """:math:`\\kappa \\sum_c w_c (u_c - m)`, ``0·(-inf) = 0`` (label smoothing; ``w_c = 1`` for an empty ``weight``).
 
     Each term is scaled by :math:`\\kappa` = ``coefficient`` (the smoothing floor) and halved before
@@ -471,7 +545,7 @@ def _weighted_sum(row, weight, m, cap, coefficient):
     total = zero
     for j in range(row.shape[0]):
         w = weight[j] * coefficient if weighted else coefficient
-        total += w * scaled_difference(_capped(widen(row[j]), cap), m, half) if w != 0 else zero
+        total += w * scaled_difference(_capped(widen(row[j]) * scale, cap), m, half) if w != 0 else zero
     return accumulator(row)(2) * total
 
 
@@ -484,6 +558,7 @@ def softmax_cross_entropy_index(
     grad_factor,
     smoothing,
     z,
+    scale,
     cap,
     losses,
     grad,
@@ -491,6 +566,10 @@ def softmax_cross_entropy_index(
     block_ref,
     store,
     in_place,
+    stats,
+    lse_out,
+    entropy_out,
+    correct_out,
 ):
     r"""Per-row weighted losses :math:`\rho_n \ell_n` (into ``losses``) and, if ``store``, the gradient.
 
@@ -502,6 +581,8 @@ def softmax_cross_entropy_index(
     row_weight : (N,) :math:`r_n`: sample weight times "not ignored"
     grad_factor : (N,) :math:`r_n` times the reduction's scale (1 / denominator for the mean)
     smoothing, z, cap : label smoothing, z-loss coefficient, soft-cap (0: none)
+    scale : :math:`1/T`, the logits' factor before the soft-cap (the temperature's inverse; the
+        gradient's own factor :math:`1/T` is in ``grad_factor``)
     losses : (N,) output
     grad : (N, C) output of the logits' type when ``store``, else (1, 1)
     scratch : (threads, C) float32 row buffers when ``store`` with half-precision logits, else (threads, 1)
@@ -510,7 +591,12 @@ def softmax_cross_entropy_index(
         float32/float64, no soft-cap and no label smoothing with class weights, which read the
         logits again after the first pass)
 
-    Everything but ``logits``, ``targets`` and ``grad`` is in the accumulation dtype.
+    stats : also write, per row, the log-sum-exp of the scaled, capped logits ``u`` (``lse_out``),
+        the entropy of their softmax (``entropy_out``) and whether the first maximum of ``u`` is the
+        target (``correct_out``, bool); rows with ``row_weight`` 0 get 0 and False. Without it the
+        three are placeholders of length 1, never written.
+
+    Everything but ``logits``, ``targets``, ``grad`` and ``correct_out`` is in the accumulation dtype.
     """
     n_rows, n_classes = logits.shape
     dtype = accumulator(logits)
@@ -529,15 +615,23 @@ def softmax_cross_entropy_index(
             losses[n] = 0
             if store:
                 grad[n, :] = 0
+            if stats:
+                lse_out[n] = 0
+                entropy_out[n] = 0
+                correct_out[n] = False
             continue
         row = logits[n]
         y = targets[n]
-        target_logit = _capped(widen(row[y]), cap)  # read before an in-place pass overwrites it
+        target_logit = _capped(widen(row[y]) * scale, cap)  # read before an in-place pass overwrites it
         out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, su = _online_row(row, out, refs, cap, store, relative, in_place)
+        m, s, su, st, first = _online_row(row, out, refs, scale, cap, store, relative, in_place, stats)
         log_s = dtype(math.log(s))
         lse = m + log_s
+        if stats:
+            lse_out[n] = lse
+            entropy_out[n] = log_s - st / s
+            correct_out[n] = max(first, np.int64(0)) == y  # every logit -inf: torch.argmax's 0
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
@@ -545,7 +639,7 @@ def softmax_cross_entropy_index(
             # doubled back (exactly), since m - u_y alone overflows for logits of ±3e38 in float32.
             loss += dtype(2) * (keep * target_weight * (scaled_difference(m, target_logit, half) + half * log_s))
         if smoothing > 0:
-            relative_sum = _weighted_sum(row, weight, m, cap, floor) if weighted else su  # floor * sum w (u - m)
+            relative_sum = _weighted_sum(row, weight, m, scale, cap, floor) if weighted else su  # floor * sum w (u - m)
             loss += floor * total_weight * log_s - relative_sum
         if z > 0:
             loss += z * target_weight * lse * lse
@@ -555,7 +649,9 @@ def softmax_cross_entropy_index(
         elif store:
             coefficient = keep * target_weight + floor * total_weight + dtype(2) * z * target_weight * lse
             peak = keep * target_weight
-            _finish_gradient(row, out, dest, refs, m, s, coefficient, floor, weight, y, peak, grad_factor[n], cap)
+            _finish_gradient(
+                row, out, dest, refs, m, s, coefficient, floor, weight, y, peak, grad_factor[n], scale, cap
+            )
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -567,6 +663,7 @@ def softmax_cross_entropy_soft(
     grad_factor,
     smoothing,
     z,
+    scale,
     cap,
     losses,
     grad,
@@ -591,11 +688,11 @@ def softmax_cross_entropy_soft(
         target = targets[n]
         out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, cap, smoothing, store)
+        m, s, total_a, total_au = _online_row_soft(row, target, weight, out, refs, scale, cap, smoothing, store)
         log_s = dtype(math.log(s))
         lse = m + log_s
         if total_au == -np.inf:  # overflowed (or a -inf logit with target mass): again, in halves
-            total_au = dtype(2) * _target_half_sum(row, target, weight, m, cap, smoothing)
+            total_au = dtype(2) * _target_half_sum(row, target, weight, m, scale, cap, smoothing)
         loss = total_a * log_s - total_au
         if z > 0:
             loss += z * lse * lse
@@ -605,7 +702,7 @@ def softmax_cross_entropy_soft(
         elif store:
             coefficient = total_a + dtype(2) * z * lse
             _finish_gradient_soft(
-                row, target, weight, out, dest, refs, m, s, coefficient, smoothing, grad_factor[n], cap
+                row, target, weight, out, dest, refs, m, s, coefficient, smoothing, grad_factor[n], scale, cap
             )
 
 

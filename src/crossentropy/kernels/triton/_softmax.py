@@ -107,7 +107,7 @@ def _soft_cap(x, cap, inv_cap):
 
 
 # The options' bit patterns are values, not shapes: no recompilation for their divisibility by 16.
-@triton.jit(do_not_specialize=["keep_bits", "floor_bits", "z_bits", "cap_bits"])
+@triton.jit(do_not_specialize=["keep_bits", "floor_bits", "z_bits", "cap_bits", "inv_t_bits"])
 def _softmax_cross_entropy_kernel(
     x_ptr,
     x_stride,
@@ -119,12 +119,16 @@ def _softmax_cross_entropy_kernel(
     loss_ptr,
     g_ptr,
     g_stride,
+    lse_ptr,
+    ent_ptr,
+    hit_ptr,
     n_rows,
     n_classes,
     keep_bits,
     floor_bits,
     z_bits,
     cap_bits,
+    inv_t_bits,
     ACC: tl.constexpr,
     INDEX: tl.constexpr,
     WEIGHTED: tl.constexpr,
@@ -132,6 +136,8 @@ def _softmax_cross_entropy_kernel(
     ZLOSS: tl.constexpr,
     CAPPED: tl.constexpr,
     GRAD: tl.constexpr,
+    SCALED: tl.constexpr,
+    STATS: tl.constexpr,
     HALVES: tl.constexpr,
     SINGLE: tl.constexpr,
     ROWS: tl.constexpr,
@@ -146,7 +152,10 @@ def _softmax_cross_entropy_kernel(
     = smoothing / C, ``z`` and the cap arrive as float64 bit patterns. ``HALVES``: sum the
     half-unit differences :math:`a_c (u_c - m) / 2` over the row (smoothing or probability
     targets put target mass on every class; index targets without smoothing need only the
-    target logit).
+    target logit). ``SCALED``: the logits are multiplied by :math:`1/T` (``inv_t``) as they are
+    read, before the cap (the gradient's factor :math:`1/T` is in ``f``). ``STATS`` (index
+    targets): per row the log-sum-exp, the entropy and whether the first maximum is the target,
+    into ``lse``, ``ent`` and ``hit`` (0 and False for rows with ``r = 0``).
     """
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * ROWS + tl.arange(0, ROWS)  # int64: row offsets below are 64-bit
@@ -158,6 +167,7 @@ def _softmax_cross_entropy_kernel(
     z = _option(z_bits, ACC)
     cap = _option(cap_bits, ACC)
     inv_cap = 1.0 / cap
+    inv_t = _option(inv_t_bits, ACC)
     x_rows = x_ptr + rows * x_stride
     cols = tl.arange(0, BLOCK)
 
@@ -166,6 +176,8 @@ def _softmax_cross_entropy_kernel(
         valid = (y >= 0) & (y < n_classes)
         y_safe = tl.where(valid, y, 0)  # never read outside the row
         u_y = tl.load(x_rows + y_safe, mask=live, other=0.0).to(ACC)
+        if SCALED:
+            u_y = u_y * inv_t
         if CAPPED:
             u_y, _target_slope = _soft_cap(u_y, cap, inv_cap)
         if WEIGHTED:  # noqa: SIM108 (constexpr branches)
@@ -182,6 +194,8 @@ def _softmax_cross_entropy_kernel(
         cmask = cols < n_classes
         mask = live[:, None] & cmask[None, :]
         x = tl.load(x_rows[:, None] + cols[None, :], mask=mask, other=-float("inf")).to(ACC)
+        if SCALED:
+            x = x * inv_t
         if CAPPED:
             u, slope = _soft_cap(x, cap, inv_cap)
             u = tl.where(mask, u, -float("inf"))  # padding stays out of the sums (the cap maps -inf to -c)
@@ -196,6 +210,10 @@ def _softmax_cross_entropy_kernel(
         ref = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exponentials of 0, not NaN
         e = tl.exp(u - ref[:, None])
         s = tl.sum(e, axis=1)
+        if STATS:
+            # sum e^{u - m} (u - m): the entropy is log s - t / s; the first column holding the maximum.
+            t_sum = tl.sum(tl.where(e > 0, e * (u - ref[:, None]), 0.0), axis=1)
+            first = tl.min(tl.where(u == m[:, None], cols[None, :], n_classes), axis=1)
         if HALVES:
             if INDEX:
                 if WEIGHTED:
@@ -216,6 +234,9 @@ def _softmax_cross_entropy_kernel(
         # a (u - m) / 2, with no synchronization between the warps; lanes combine after the loop.
         lane_m = tl.full([ROWS, BLOCK], -float("inf"), ACC)
         lane_s = tl.zeros([ROWS, BLOCK], ACC)
+        if STATS:
+            lane_t = tl.zeros([ROWS, BLOCK], ACC)  # sum e^{u - lane_m} (u - lane_m)
+            lane_first = tl.zeros([ROWS, BLOCK], tl.int64)  # the lane's first column of its maximum
         if HALVES:
             lane_half = tl.zeros([ROWS, BLOCK], ACC)
             lane_a = tl.zeros([ROWS, BLOCK], ACC)
@@ -224,6 +245,8 @@ def _softmax_cross_entropy_kernel(
             cmask = c < n_classes
             mask = live[:, None] & cmask[None, :]
             x = tl.load(x_rows[:, None] + c[None, :], mask=mask, other=-float("inf")).to(ACC)
+            if SCALED:
+                x = x * inv_t
             if CAPPED:
                 u, _tile_slope = _soft_cap(x, cap, inv_cap)
                 u = tl.where(mask, u, -float("inf"))
@@ -232,6 +255,11 @@ def _softmax_cross_entropy_kernel(
             # e^{-|u - m|} is the new term (u <= m) or the old sum's factor (u > m); -inf adds 0.
             e = tl.where(u == -float("inf"), 0.0, tl.exp(-tl.abs(u - lane_m)))
             raised = u > lane_m
+            if STATS:
+                # raised: t = e^{m - u} (t + (m - u) s) (nothing before: 0); else t + e^{u - m} (u - m).
+                lifted = tl.where(lane_s > 0, e * (lane_t + (lane_m - u) * lane_s), 0.0)
+                lane_t = tl.where(raised, lifted, lane_t + tl.where(e > 0, e * (u - lane_m), 0.0))
+                lane_first = tl.where(raised, c[None, :].to(tl.int64), lane_first)
             lane_s = tl.where(raised, lane_s * e + 1.0, lane_s + e)
             new_m = tl.maximum(lane_m, u)
             if HALVES:
@@ -258,7 +286,12 @@ def _softmax_cross_entropy_kernel(
         else:
             m = tl.max(lane_m, axis=1)
         ref = tl.where(m == -float("inf"), 0.0, m)
-        s = tl.sum(lane_s * tl.exp(lane_m - ref[:, None]), axis=1)
+        lane_factor = tl.exp(lane_m - ref[:, None])
+        s = tl.sum(lane_s * lane_factor, axis=1)
+        if STATS:
+            lane_shift = tl.where(lane_s > 0, lane_t + (lane_m - ref[:, None]) * lane_s, 0.0)
+            t_sum = tl.sum(tl.where(lane_factor > 0, lane_factor * lane_shift, 0.0), axis=1)
+            first = tl.min(tl.where(lane_m == m[:, None], lane_first, n_classes), axis=1)
         if HALVES:
             lane_ref = tl.where(lane_m == -float("inf"), 0.0, lane_m)
             shift = tl.where(lane_a != 0, lane_a * (0.5 * lane_ref - 0.5 * ref[:, None]), 0.0)
@@ -284,6 +317,11 @@ def _softmax_cross_entropy_kernel(
     if INDEX:
         loss = tl.where(valid, loss, float("nan"))  # a class index outside [0, C): NaN, nothing read
     tl.store(loss_ptr + rows, tl.where(live, r * loss, 0.0), mask=in_batch)
+    if STATS:
+        tl.store(lse_ptr + rows, tl.where(live, lse, 0.0), mask=in_batch)
+        tl.store(ent_ptr + rows, tl.where(live, log_s - t_sum / s, 0.0), mask=in_batch)
+        first = tl.where(first == n_classes, 0, first)  # every logit -inf: torch.argmax's 0
+        tl.store(hit_ptr + rows, (live & (first == y)).to(tl.int8), mask=in_batch)
 
     if GRAD:
         f = tl.load(f_ptr + rows, mask=in_batch, other=0.0).to(ACC)
@@ -312,6 +350,8 @@ def _softmax_cross_entropy_kernel(
                 cmask = c < n_classes
                 mask = active[:, None] & cmask[None, :]
                 x = tl.load(x_rows[:, None] + c[None, :], mask=mask, other=0.0).to(ACC)
+                if SCALED:
+                    x = x * inv_t
                 if CAPPED:
                     u, slope = _soft_cap(x, cap, inv_cap)
                 else:
@@ -393,7 +433,9 @@ def softmax_cross_entropy_rows(
     cap: float | None,
     out: torch.Tensor | None = None,
     block_v: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    temperature: float = 1.0,
+    stats: bool = False,
+) -> tuple:
     r"""Per-row weighted losses :math:`r_n \ell_n` and, when ``grad_factor`` is given, the gradient.
 
     The Triton twin of the Numba backend's ``softmax_cross_entropy_rows``, for PyTorch
@@ -455,12 +497,20 @@ def softmax_cross_entropy_rows(
         Tile width, a power of two: rows wider than it run the two-pass loop over tiles of this
         width (the default chooses from :data:`SINGLE_TILE_MAX` and :data:`TILE`). For tests and
         tuning.
+    temperature : float > 0, default 1
+        :math:`T`: every logit is multiplied by :math:`1/T` as it is read, before the soft-cap
+        (:math:`u = c \tanh(x / (T c))`), and the gradient carries the factor :math:`1/T`.
+    stats : bool, default False
+        Index targets only: also return per row the log-sum-exp of :math:`u`, the entropy of
+        :math:`\operatorname{softmax}(u)` and whether the first maximum of :math:`u` is the
+        target (bool), from the same pass (0, 0 and False where ``row_weight`` is 0).
 
     Returns
     -------
-    (losses, grad)
+    (losses, grad) or, with ``stats``, (losses, grad, (lse, entropy, correct))
         ``losses`` of the batch shape in the accumulation dtype; ``grad`` of the logits' shape
-        and dtype (``out`` itself when given), or None without ``grad_factor``.
+        and dtype (``out`` itself when given), or None without ``grad_factor``; the statistics
+        of the batch shape (``lse`` and ``entropy`` in the accumulation dtype).
 
     Raises
     ------
@@ -510,6 +560,8 @@ def softmax_cross_entropy_rows(
     n_rows = math.prod(batch_shape)
 
     index = targets.dim() == logits.dim() - 1
+    if stats and not index:
+        raise ValueError("`stats` needs class-index targets; got probabilities of the logits' shape")
     if index:
         if targets.is_floating_point() or targets.is_complex() or tuple(targets.shape) != batch_shape:
             raise ValueError(
@@ -536,6 +588,9 @@ def softmax_cross_entropy_rows(
         weight = weight.contiguous()
     r = _per_row(row_weight, "row_weight", batch_shape, acc, device)
     f = None if grad_factor is None else _per_row(grad_factor, "grad_factor", batch_shape, acc, device)
+    temperature = float(temperature)
+    if f is not None and temperature != 1.0:  # the gradient's factor 1/T, once per row
+        f = f * (1.0 / temperature)
 
     x = _rows(logits)
     in_place = False
@@ -554,6 +609,10 @@ def softmax_cross_entropy_rows(
 
     smoothing, z = float(smoothing), float(z)
     losses = torch.empty(n_rows, dtype=acc, device=device)
+    lse = entropy = hits = losses  # placeholders the kernel does not touch without STATS
+    if stats:
+        lse, entropy = torch.empty(n_rows, dtype=acc, device=device), torch.empty(n_rows, dtype=acc, device=device)
+        hits = torch.empty(n_rows, dtype=torch.int8, device=device)
     if n_rows > 0:
         light = index and not smoothing and cap is None
         config = _launch_config(n_rows, n_classes, logits.element_size(), light=light, block_v=block_v)
@@ -571,12 +630,16 @@ def softmax_cross_entropy_rows(
                 losses,
                 x if g is None else g,
                 x.stride(0) if g is None else g.stride(0),
+                lse,
+                entropy,
+                hits,
                 n_rows,
                 n_classes,
                 _bits(1.0 - smoothing),
                 _bits(smoothing / n_classes),
                 _bits(z),
                 _bits(1.0 if cap is None else float(cap)),
+                _bits(1.0 / temperature),
                 ACC=tl.float64 if acc == torch.float64 else tl.float32,
                 INDEX=index,
                 WEIGHTED=weight is not None,
@@ -584,6 +647,8 @@ def softmax_cross_entropy_rows(
                 ZLOSS=z > 0,
                 CAPPED=cap is not None,
                 GRAD=f is not None,
+                SCALED=temperature != 1.0,
+                STATS=stats,
                 HALVES=smoothing > 0 or not index,
                 SINGLE=config["SINGLE"],
                 ROWS=config["ROWS"],
@@ -591,6 +656,12 @@ def softmax_cross_entropy_rows(
                 num_warps=config["num_warps"],
                 enable_fp_fusion=True,
             )
+    if stats:
+        return (
+            losses.view(batch_shape),
+            grad,
+            (lse.view(batch_shape), entropy.view(batch_shape), hits.bool().view(batch_shape)),
+        )
     return losses.view(batch_shape), grad
 
 

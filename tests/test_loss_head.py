@@ -1,0 +1,183 @@
+"""The language-model loss head of the softmax cross-entropy (issue 18 §1): ``temperature``.
+
+Every path (the reference code, the Numba kernels, the Triton kernels under the interpreter) is
+compared with independent float64 references: PyTorch's ``F.cross_entropy(input / T, ...)`` and
+its autograd. A spy on the backends' entry points checks that the forced backend computed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _support import NEEDS_TRITON_ON_CPU, record_entry_calls
+
+import crossentropy as ce
+import crossentropy.torch as cet
+from crossentropy import kernels
+
+# torch.func imports torch.jit.script's machinery, deprecated in PyTorch 2.13.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+PATHS = [
+    pytest.param("reference", id="reference"),
+    pytest.param("numba", id="numba"),
+    pytest.param("triton", id="triton", marks=NEEDS_TRITON_ON_CPU),
+]
+# Options of F.cross_entropy, and our extras computed by hand in the reference below.
+OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"weight": True, "label_smoothing": 0.2},
+    {"softcap": 2.0},
+    {"z_loss": 0.01, "softcap": 3.0, "weight": True},
+]
+
+
+@pytest.fixture
+def entry_calls(monkeypatch):
+    calls = []
+    for chosen in kernels.BACKENDS:
+        if chosen.installed():
+            record_entry_calls(monkeypatch, chosen.load(), calls, chosen.name)
+    return calls
+
+
+def _expect_backend(path: str, calls: list) -> None:
+    assert calls == ([] if path == "reference" else [path] * len(calls)), calls
+    assert path == "reference" or calls, "the kernels did not run"
+
+
+def _reference_loss(x, target, *, temperature=1.0, weight=None, label_smoothing=0.0, softcap=None, z_loss=0.0,
+                    reduction="mean"):  # fmt: skip
+    """float64 PyTorch: F.cross_entropy of the scaled, capped logits, plus the z-loss by hand."""
+    u = x / temperature
+    if softcap is not None:
+        u = softcap * torch.tanh(u / softcap)
+    loss = F.cross_entropy(u, target, weight, label_smoothing=label_smoothing, reduction="none")
+    if z_loss:
+        index = target.dim() == x.dim() - 1
+        omega = torch.ones_like(loss) if weight is None or not index else weight[target.clamp(min=0)]
+        valid = (target != -100) if index else torch.ones_like(loss, dtype=torch.bool)
+        loss = loss + torch.where(valid, z_loss * omega * torch.logsumexp(u, 1) ** 2, 0.0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if target.dim() == x.dim() - 1:
+        valid = target != -100
+        omega = torch.ones_like(loss) if weight is None else weight[target.clamp(min=0)]
+        return loss.sum() / (omega * valid).sum()
+    return loss.sum() / loss.numel()
+
+
+def _case(seed: int, n: int = 6, c: int = 11, *, probs: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=gen, dtype=torch.float64) * 3
+    if probs:
+        target = torch.softmax(torch.randn(n, c, generator=gen, dtype=torch.float64), 1)
+    else:
+        target = torch.randint(0, c, (n,), generator=gen)
+        target[1] = -100
+    weight = torch.rand(c, generator=gen, dtype=torch.float64) + 0.5
+    return x, target, weight
+
+
+def _with_weight(options: dict, weight):
+    return {**options, "weight": weight} if options.get("weight") else options
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(o) or "plain")
+@pytest.mark.parametrize("probs", [False, True], ids=["index", "probs"])
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_torch_layer(path, options, probs, temperature, entry_calls):
+    x, target, weight = _case(3, probs=probs)
+    options = _with_weight(options, weight)
+    for reduction in ("mean", "sum", "none"):
+        ours_x = x.clone().requires_grad_()
+        ref_x = x.clone().requires_grad_()
+        entry_calls.clear()
+        with kernels.backend(path):
+            ours = cet.cross_entropy(ours_x, target, reduction=reduction, temperature=temperature, **options)
+            cotangent = torch.linspace(0.5, 1.5, ours.numel(), dtype=ours.dtype).reshape(ours.shape)
+            (ours * cotangent).sum().backward()
+        _expect_backend(path, entry_calls)
+        expected = _reference_loss(ref_x, target, temperature=temperature, reduction=reduction, **options)
+        (expected * cotangent).sum().backward()
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["reference", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_temperature_core_numpy(path, dtype, entry_calls):
+    """The core on NumPy arrays: loss and gradient of ``logits / T``, multi-block rows (C > 4096) included."""
+    rng = np.random.default_rng(5)
+    for c in (13, 9000):
+        x = (rng.standard_normal((4, c)) * 4).astype(dtype)
+        y = rng.integers(0, c, 4)
+        entry_calls.clear()
+        with kernels.backend(path):
+            loss, grad = ce.softmax_cross_entropy_with_grad(x, y, temperature=0.3, softcap=5.0, z_loss=0.001)
+            forward = ce.softmax_cross_entropy(x, y, temperature=0.3, softcap=5.0, z_loss=0.001)
+        _expect_backend(path, entry_calls)
+        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        expected = _reference_loss(xt, torch.tensor(y), temperature=0.3, softcap=5.0, z_loss=0.001)
+        expected.backward()
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-11, "atol": 1e-13}
+        np.testing.assert_allclose(loss, expected.item(), **tol)
+        np.testing.assert_allclose(forward, expected.item(), **tol)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("path", ["numba", pytest.param("triton", marks=NEEDS_TRITON_ON_CPU)])
+def test_temperature_inplace(path, entry_calls):
+    x, target, _ = _case(8)
+    x = x.float()
+    expected_x = x.clone().requires_grad_()
+    _reference_loss(expected_x, target, temperature=1.7).backward()
+    ours = x.clone().requires_grad_()
+    leaf = ours.clone()  # inplace needs a non-leaf tensor: the gradient is written over it
+    with kernels.backend(path):
+        loss = cet.cross_entropy(leaf, target, temperature=1.7, inplace=True)
+    loss.backward()
+    _expect_backend(path, entry_calls)
+    torch.testing.assert_close(loss, _reference_loss(x, target, temperature=1.7), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours.grad, expected_x.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_temperature_autograd_paths():
+    """Double backward, forward-mode AD and torch.func (the pure-torch path) see the temperature."""
+    x, target, weight = _case(12)
+    x.requires_grad_()
+    options = {"weight": weight, "label_smoothing": 0.1, "softcap": 4.0, "temperature": 0.8}
+
+    def ours(logits):
+        return cet.cross_entropy(logits, target, **options)
+
+    def theirs(logits):
+        return _reference_loss(logits, target, **{k: v for k, v in options.items()})
+
+    torch.autograd.gradcheck(ours, (x,))
+    torch.autograd.gradgradcheck(ours, (x,))
+    torch.testing.assert_close(torch.func.grad(ours)(x.detach()), torch.func.grad(theirs)(x.detach()))
+    tangent = torch.randn_like(x)
+    torch.testing.assert_close(
+        torch.func.jvp(ours, (x.detach(),), (tangent,))[1], torch.func.jvp(theirs, (x.detach(),), (tangent,))[1]
+    )
+    module = cet.CrossEntropyLoss(weight, label_smoothing=0.1, softcap=4.0, temperature=0.8)
+    torch.testing.assert_close(module(x, target), theirs(x))
+    assert "temperature=0.8" in repr(module)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_temperature_refused(bad):
+    x, target, _ = _case(1)
+    with pytest.raises(ValueError, match=r"`temperature` must be > 0; got"):
+        cet.cross_entropy(x, target, temperature=bad)
+    with pytest.raises(ValueError, match=r"`temperature` must be > 0; got"):
+        ce.softmax_cross_entropy(x.numpy(), target.numpy(), temperature=bad)
+    with pytest.raises(TypeError, match=r"`temperature` must be a real number"):
+        ce.softmax_cross_entropy(x.numpy(), target.numpy(), temperature="hot")
