@@ -645,3 +645,14 @@ def test_shift_needs_sequences():
     x, w, _, y, _, _ = make_case()
     with pytest.raises(ValueError, match=r"`shift` needs `input` of shape \(\.\.\., T, H\)"):
         cet.linear_cross_entropy(x[0], w, y[0], shift=True)
+
+
+def test_the_module_passes_temperature_shift_and_the_normalizer():
+    x, w, b, y, _ = sequences()
+    module = cet.LinearCrossEntropyLoss(HIDDEN, VOCAB, bias=True, dtype=torch.float64, temperature=1.5, shift=True)
+    with torch.no_grad():
+        module.linear.weight.copy_(w)
+        module.linear.bias.copy_(b)
+    got = module(x, y, normalizer=11.0)
+    want = cet.linear_cross_entropy(x, w, y, linear_bias=b, temperature=1.5, shift=True, normalizer=11.0)
+    assert_close(got.detach(), want, torch.float64)

@@ -377,7 +377,8 @@ class LinearCrossEntropyLoss(_Loss):
     buffer ``weight``) plus the keyword extras of the function. ``forward(input, target, *,
     sample_weight=None)`` is ``linear_cross_entropy(input, self.linear.weight, target,
     linear_bias=self.linear.bias, ...)``, the weight and bias reshaped to ``(num_classes,
-    *out_features, in_features)`` for PyTorch's K-dimensional loss.
+    *out_features, in_features)`` for PyTorch's K-dimensional loss. ``normalizer`` (the step's token
+    count) is an argument of ``forward`` too, since it changes with every step.
 
     Examples
     --------
@@ -405,6 +406,8 @@ class LinearCrossEntropyLoss(_Loss):
         options: Any = None,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        temperature: float = 1.0,
+        shift: bool = False,
         accumulation_dtype: torch.dtype | None = None,
         filter_eps: float | None = None,
         chunk_size: int | None = None,
@@ -421,6 +424,8 @@ class LinearCrossEntropyLoss(_Loss):
             options=options,
             z_loss=z_loss,
             softcap=softcap,
+            temperature=temperature,
+            shift=shift,
             accumulation_dtype=accumulation_dtype,
             filter_eps=filter_eps,
             chunk_size=chunk_size,
@@ -428,7 +433,14 @@ class LinearCrossEntropyLoss(_Loss):
         outputs = num_classes * math.prod(self.out_features)
         self.linear = nn.Linear(in_features, outputs, bias=bias, device=device, dtype=dtype)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+        normalizer: float | torch.Tensor | None = None,
+    ):
         shape = (self.num_classes, *self.out_features)
         bias = self.linear.bias
         return linear_cross_entropy(
@@ -443,7 +455,10 @@ class LinearCrossEntropyLoss(_Loss):
             options=self.options,
             z_loss=self.z_loss,
             softcap=self.softcap,
+            temperature=self.temperature,
             sample_weight=sample_weight,
+            normalizer=normalizer,
+            shift=self.shift,
             accumulation_dtype=self.accumulation_dtype,
             filter_eps=self.filter_eps,
             chunk_size=self.chunk_size,
