@@ -14,6 +14,7 @@ accepts NumPy, PyTorch, JAX or CuPy arrays and returns the same kind of array.
 
 from ._inputs import ProbabilitiesAsLogitsWarning
 from ._validation import checks_disabled
+from .distillation import distillation_loss
 from .information import Decomposition, cross_entropy, decompose, entropy, js_divergence, kl_divergence
 from .losses import (
     binary_cross_entropy,
@@ -52,6 +53,7 @@ __all__ = [
     "cross_entropy",
     "decompose",
     "demographic_parity_gap",
+    "distillation_loss",
     "entropy",
     "expected_calibration_error",
     "forward_corrected_cross_entropy",
