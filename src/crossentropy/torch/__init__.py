@@ -8,6 +8,7 @@ the library's other losses in PyTorch's layout. See :mod:`crossentropy.torch.fun
 
 from __future__ import annotations
 
+from .distillation import distillation_loss, linear_distillation_loss
 from .distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 from .functional import (
     backward_corrected_cross_entropy,
@@ -55,9 +56,11 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "distillation_loss",
     "forward_corrected_cross_entropy",
     "generalized_cross_entropy",
     "linear_cross_entropy",
+    "linear_distillation_loss",
     "nll_loss",
     "poly1_cross_entropy",
     "sigmoid_focal_loss",
