@@ -181,3 +181,80 @@ def test_temperature_refused(bad):
         ce.softmax_cross_entropy(x.numpy(), target.numpy(), temperature=bad)
     with pytest.raises(TypeError, match=r"`temperature` must be a real number"):
         ce.softmax_cross_entropy(x.numpy(), target.numpy(), temperature="hot")
+
+
+# --------------------------------------------------------------------------------------------
+# normalizer
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["number", "tensor"])
+def test_normalizer_micro_batches_sum_to_the_full_batch(path, k, as_tensor, entry_calls):
+    """A padded batch split at random into k micro-batches, each divided by the global count: the
+    summed gradients equal the full batch's mean gradient (float64, tight)."""
+    gen = torch.Generator().manual_seed(100 + k)
+    n, c = 23, 17
+    x = torch.randn(n, c, generator=gen, dtype=torch.float64) * 2
+    target = torch.randint(0, c, (n,), generator=gen)
+    target[torch.rand(n, generator=gen) < 0.3] = -100  # padding
+    options = {"label_smoothing": 0.1, "z_loss": 1e-3, "temperature": 1.3}
+    full_x = x.clone().requires_grad_()
+    cet.cross_entropy(full_x, target, **options).backward()
+    count = int((target != -100).sum())
+    normalizer = torch.tensor(count) if as_tensor else count
+    cuts = sorted(torch.randperm(n - 1, generator=gen)[: k - 1].add(1).tolist())
+    micro_x = x.clone().requires_grad_()
+    total = torch.zeros((), dtype=torch.float64)
+    entry_calls.clear()
+    with kernels.backend(path):
+        for rows in torch.tensor_split(torch.arange(n), cuts):
+            loss = cet.cross_entropy(micro_x[rows], target[rows], normalizer=normalizer, **options)
+            loss.backward()
+            total += loss.detach()
+    _expect_backend(path, entry_calls)
+    torch.testing.assert_close(micro_x.grad, full_x.grad, rtol=1e-12, atol=1e-14)
+    expected = _reference_loss(x, target, temperature=1.3, label_smoothing=0.1, z_loss=1e-3)
+    torch.testing.assert_close(total, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_normalizer_core_and_weights(path, entry_calls):
+    """The (weighted) sum over the normalizer, on the core and the torch layer; 0 gives 0."""
+    x, target, weight = _case(21)
+    arrays = (x.numpy(), target.numpy()) if path != "triton" else (x, target)
+    with kernels.backend(path):
+        loss, grad = ce.softmax_cross_entropy_with_grad(*arrays, weight=arrays[0][0] * 0 + 1, normalizer=7.5)
+        summed, summed_grad = ce.softmax_cross_entropy_with_grad(*arrays, reduction="sum")
+        zero, zero_grad = ce.softmax_cross_entropy_with_grad(*arrays, normalizer=0)
+        ours = cet.cross_entropy(x, target, weight, normalizer=torch.tensor(4.0), sample_weight=torch.rand(6) + 0.5)
+    np.testing.assert_allclose(np.asarray(loss), np.asarray(summed) / 7.5, rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(summed_grad) / 7.5, rtol=1e-13, atol=1e-16)
+    assert float(zero) == 0.0
+    assert not np.asarray(zero_grad).any()
+    assert torch.isfinite(ours)
+
+
+def test_normalizer_refused():
+    x, target, _ = _case(2)
+    for reduction in ("sum", "none"):
+        with pytest.raises(ValueError, match=r"`normalizer` .* reduction='mean' .*; got reduction="):
+            cet.cross_entropy(x, target, reduction=reduction, normalizer=4)
+        with pytest.raises(ValueError, match=r"`normalizer` .* reduction='mean'"):
+            ce.softmax_cross_entropy(x.numpy(), target.numpy(), reduction=reduction, normalizer=4)
+    with pytest.raises(ValueError, match=r"`normalizer` must be >= 0; got -1"):
+        cet.cross_entropy(x, target, normalizer=-1)
+    with pytest.raises(ValueError, match=r"`normalizer` must be a number or a 0-d array; got shape \(2,\)"):
+        cet.cross_entropy(x, target, normalizer=torch.ones(2))
+    with pytest.raises(TypeError, match=r"`normalizer` must be a number or a 0-d array; got str"):
+        ce.softmax_cross_entropy(x.numpy(), target.numpy(), normalizer="all")
+
+
+def test_normalizer_differentiable_on_the_generic_path():
+    """A normalizer that requires grad runs the generic code, which autograd differentiates in it."""
+    x, target, _ = _case(4)
+    count = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+    loss = cet.cross_entropy(x.requires_grad_(), target, normalizer=count)
+    (d_count,) = torch.autograd.grad(loss, count)
+    torch.testing.assert_close(d_count, -loss.detach() / 5.0)

@@ -399,20 +399,34 @@ def _softmax_samples():
     spatial = torch.randn(2, 5, 3, generator=gen, requires_grad=True)
     half = torch.randn(3, 7, generator=gen).to(torch.bfloat16).requires_grad_()
     return [
-        ("plain", (x, y, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)),
-        ("every-option", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean", 1.0)),
-        ("none", (x, y, w, None, 1, -100, 0.0, 0.01, None, "none", 1.0)),
-        ("probabilities", (x, probs, w, None, 1, -100, 0.2, 0.0, None, "sum", 1.0)),
+        ("plain", (x, y, None, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)),
+        ("every-option", (x, y, w, s, None, 1, -100, 0.1, 0.01, 2.0, "mean", 1.0)),
+        ("none", (x, y, w, None, None, 1, -100, 0.0, 0.01, None, "none", 1.0)),
+        ("probabilities", (x, probs, w, None, None, 1, -100, 0.2, 0.0, None, "sum", 1.0)),
         (
             "spatial",
-            (spatial, torch.randint(0, 5, (2, 3), generator=gen), None, None, 1, -100, 0.0, 0.0, None, "none", 1.0),
+            (
+                spatial,
+                torch.randint(0, 5, (2, 3), generator=gen),
+                None,
+                None,
+                None,
+                1,
+                -100,
+                0.0,
+                0.0,
+                None,
+                "none",
+                1.0,
+            ),
         ),
         (
             "unbatched",
-            (x[0].detach().requires_grad_(), torch.tensor(2), None, None, 0, -100, 0.0, 0.0, None, "none", 1.0),
+            (x[0].detach().requires_grad_(), torch.tensor(2), None, None, None, 0, -100, 0.0, 0.0, None, "none", 1.0),
         ),
-        ("temperature", (x, y, w, s, 1, -100, 0.1, 0.01, 2.0, "mean", 0.7)),
-        ("bfloat16", (half, torch.tensor([0, 6, 3]), None, None, 1, -100, 0.1, 0.0, None, "mean", 1.0)),
+        ("temperature", (x, y, w, s, None, 1, -100, 0.1, 0.01, 2.0, "mean", 0.7)),
+        ("normalizer", (x, y, w, s, torch.tensor(9.0, dtype=torch.float64), 1, -100, 0.1, 0.01, 2.0, "mean", 0.7)),
+        ("bfloat16", (half, torch.tensor([0, 6, 3]), None, None, None, 1, -100, 0.1, 0.0, None, "mean", 1.0)),
     ]
 
 

@@ -23,6 +23,7 @@ Conventions shared by every loss (each docstring restates what applies):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -189,6 +190,32 @@ def check_temperature(temperature: Any) -> float:
     return check_number("temperature", temperature, low=0.0, low_open=True)
 
 
+def check_normalizer(normalizer: Any, reduction: str, xp: Any, like: Any, dtype: Any) -> Any:
+    """``normalizer`` for ``reduction="mean"``: a number >= 0 (a float), or a 0-d array of ``like``'s
+    library >= 0, in ``dtype`` on ``like``'s device (its value checked in host memory only)."""
+    if normalizer is None:
+        return None
+    if reduction != "mean":
+        raise ValueError(
+            f"`normalizer` replaces the denominator of reduction='mean' and applies to it only; "
+            f"got reduction={reduction!r} with normalizer={normalizer!r}"
+        )
+    if isinstance(normalizer, numbers.Real) and not isinstance(normalizer, bool):
+        return check_number("normalizer", normalizer, low=0.0)
+    if isinstance(normalizer, bool) or not array_api_compat.is_array_api_obj(normalizer):
+        raise TypeError(f"`normalizer` must be a number or a 0-d array; got {type(normalizer).__name__}")
+    value = as_namespace_array(normalizer, xp, name="normalizer", like=like)
+    if value.ndim != 0:
+        raise ValueError(f"`normalizer` must be a number or a 0-d array; got shape {tuple(value.shape)}")
+    if not xp.isdtype(value.dtype, ("real floating", "integral")):
+        raise TypeError(f"`normalizer` must be a real number; got dtype {value.dtype}")
+    value = xp.astype(value, dtype)
+    if array_api_compat.device(value) != array_api_compat.device(like):
+        value = xp.asarray(value, device=array_api_compat.device(like))
+    check_nonnegative("normalizer", value, xp)
+    return value
+
+
 class _PerSample(NamedTuple):
     """Per-sample losses before sample weights and reduction, and what the mean divides by."""
 
@@ -265,6 +292,7 @@ def _softmax_cross_entropy(
     reduction: str,
     with_grad: bool,
     temperature: float = 1.0,
+    normalizer: Any = None,
     out: Any = None,
     gradient_over_logits: bool = False,
     check_probabilities: bool = True,
@@ -287,6 +315,7 @@ def _softmax_cross_entropy(
     )
     xp = inputs.xp
     weight = prepare_class_weight(weight, inputs)
+    normalizer = check_normalizer(normalizer, reduction, xp, inputs.stored, inputs.dtype)
     in_place = False
     if out is not None or gradient_over_logits:
         out = logits if gradient_over_logits else out
@@ -300,7 +329,7 @@ def _softmax_cross_entropy(
         kernel_out = (inputs.stored if in_place else out) if direct else None
         result = _fused_softmax_cross_entropy(
             backend, inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out,
-            temperature=temperature,
+            temperature=temperature, normalizer=normalizer,
         )  # fmt: skip
         return result if out is None else (result[0], _gradient_into(out, result[1]))
     # The generic code divides a copy of the logits (the kernels scale each logit as they read it).
@@ -313,7 +342,9 @@ def _softmax_cross_entropy(
         z_term = z * capped.lse**2
         per_sample = per_sample + (z_term if terms.class_factor is None else terms.class_factor * z_term)
     row_weight = inputs.row_weight()
-    denominator = _denominator(row_weight, terms.class_factor, int(np.prod(per_sample.shape)), xp)
+    denominator = normalizer
+    if denominator is None:
+        denominator = _denominator(row_weight, terms.class_factor, int(np.prod(per_sample.shape)), xp)
     loss = reduce_loss(weighted_rows(per_sample, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
     if not with_grad:
         return loss
@@ -438,13 +469,19 @@ def _fused_softmax_cross_entropy(
     with_grad: bool,
     out: Any = None,
     temperature: float = 1.0,
+    normalizer: Any = None,
 ) -> Any:
     """:func:`_softmax_cross_entropy` on the fused kernels of ``backend`` (validated inputs, outside autograd)."""
     xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
     row_weight = inputs.row_weight()
-    class_factor = None if weight is None or not inputs.is_index else _gather_class_weight(weight, inputs.indices, xp)
-    denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
+    if normalizer is None:
+        class_factor = (
+            None if weight is None or not inputs.is_index else _gather_class_weight(weight, inputs.indices, xp)
+        )
+        denominator = _denominator(row_weight, class_factor, math.prod(batch_shape), xp)
+    else:
+        denominator = normalizer
     device = array_api_compat.device(x)  # the kernels' buffers live with the logits (a GPU backend's on the GPU)
     rows = xp.ones(batch_shape, dtype=inputs.dtype, device=device) if row_weight is None else row_weight
     extra = {} if temperature == 1.0 else {"temperature": temperature}  # a backend's other options, when asked
@@ -491,6 +528,12 @@ _SOFTMAX_PARAMETERS = """
         the loss and gradients of ``softmax_cross_entropy(logits / T, ...)``, the gradient with
         respect to the logits themselves. The fused kernels scale each logit as they read it (no
         scaled copy of the logits); the generic code divides a copy.
+    normalizer : number or 0-d array, optional
+        With ``reduction="mean"``, what the (weighted) sum of the losses is divided by instead of
+        this call's own denominator (an empty one, 0, gives 0): e.g. the number of counted
+        targets of a whole optimizer step across micro-batches and data-parallel ranks, so that
+        the gradients summed over the micro-batches equal the full batch's. Any other reduction
+        with a normalizer raises a ``ValueError``. Not differentiated (a constant).
 """
 
 
@@ -508,6 +551,7 @@ def softmax_cross_entropy(
     sample_weight: Any = None,
     reduction: str = "mean",
     temperature: float = 1.0,
+    normalizer: Any = None,
 ) -> Any:
     r"""Softmax cross-entropy on logits: PyTorch's ``F.cross_entropy`` and its extras.
 
@@ -563,6 +607,7 @@ def softmax_cross_entropy(
         reduction=reduction,
         with_grad=False,
         temperature=temperature,
+        normalizer=normalizer,
     )
 
 
@@ -580,6 +625,7 @@ def softmax_cross_entropy_with_grad(
     sample_weight: Any = None,
     reduction: str = "mean",
     temperature: float = 1.0,
+    normalizer: Any = None,
     out: Any = None,
 ) -> tuple[Any, Any]:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
@@ -634,6 +680,7 @@ def softmax_cross_entropy_with_grad(
         reduction=reduction,
         with_grad=True,
         temperature=temperature,
+        normalizer=normalizer,
         out=out,
     )
 

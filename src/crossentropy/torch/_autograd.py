@@ -50,7 +50,17 @@ class SoftmaxOptions:
             "temperature": self.temperature,
         }
 
-    def compute(self, logits, targets, weight, sample_weight, *, with_grad: bool, gradient_over_logits: bool = False):
+    def compute(
+        self,
+        logits,
+        targets,
+        weight,
+        sample_weight,
+        normalizer=None,
+        *,
+        with_grad: bool,
+        gradient_over_logits: bool = False,
+    ):
         """:func:`crossentropy.softmax_cross_entropy` (``with_grad``: ``_with_grad``) with these options,
         taking probability targets as PyTorch does: any real numbers, not checked to lie in [0, 1]."""
         return _softmax_cross_entropy(
@@ -58,6 +68,7 @@ class SoftmaxOptions:
             targets,
             weight=weight,
             sample_weight=sample_weight,
+            normalizer=normalizer,
             with_grad=with_grad,
             gradient_over_logits=gradient_over_logits,
             check_probabilities=False,
@@ -113,14 +124,16 @@ def scaled(grad: Tensor, grad_output: Tensor) -> Tensor:
 class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
     """:func:`crossentropy.softmax_cross_entropy` on the kernels, the gradient written over the logits.
 
-    ``apply(logits, targets, weight, sample_weight, options)``, for a call whose logits need a
-    gradient and no other input does; differentiable in ``logits`` only, once.
+    ``apply(logits, targets, weight, sample_weight, normalizer, options)``, for a call whose logits
+    need a gradient and no other input does; differentiable in ``logits`` only, once.
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, weight, sample_weight, options: SoftmaxOptions):
+    def forward(ctx, logits, targets, weight, sample_weight, normalizer, options: SoftmaxOptions):
         ctx.options = options
-        loss, grad = options.compute(logits, targets, weight, sample_weight, with_grad=True, gradient_over_logits=True)
+        loss, grad = options.compute(
+            logits, targets, weight, sample_weight, normalizer, with_grad=True, gradient_over_logits=True
+        )
         ctx.grad = grad.detach()  # the logits' own memory, scaled in place in backward (no N x C copy)
         torch.autograd.graph.increment_version(logits)  # the logits now hold their gradient: autograd must know
         return loss
@@ -136,4 +149,4 @@ class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
             )
         if ctx.options.reduction == "none" and grad_output.ndim:  # one per sample: spread over the classes
             grad_output = grad_output.unsqueeze(ctx.options.axis)
-        return scaled(grad, grad_output), None, None, None, None
+        return scaled(grad, grad_output), None, None, None, None, None

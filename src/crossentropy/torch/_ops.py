@@ -28,9 +28,9 @@ Their fake implementations give the shapes and dtypes: the loss is 0-d for ``"me
 for the softmax loss, the logits' shape for the sigmoid one), the gradient of the logits' shape,
 both in the logits' dtype (the accumulation in float32 at least happens inside). Both outputs are
 contiguous. The tensors ``target`` (class indices or probabilities) and the optional ``weight``,
-``pos_weight`` and ``sample_weight`` are arguments; the options are ``int``, ``float``,
-``float?``, ``int?`` and ``str`` arguments. Messages of the checks inside name PyTorch's
-parameters (``input``, ``target``).
+``pos_weight``, ``sample_weight`` and ``normalizer`` (0-d: the mean's denominator) are arguments;
+the options are ``int``, ``float``, ``float?``, ``int?`` and ``str`` arguments. Messages of the
+checks inside name PyTorch's parameters (``input``, ``target``).
 
 The backward:
 
@@ -55,7 +55,7 @@ operators only): it stays a ``torch.autograd.Function`` (eager; a graph break un
 >>> import torch
 >>> logits, labels = torch.tensor([[2.0, 1.0, 0.1]]), torch.tensor([0])
 >>> loss, grad = torch.ops.crossentropy.softmax_cross_entropy_with_grad(
-...     logits, labels, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)
+...     logits, labels, None, None, None, 1, -100, 0.0, 0.0, None, "mean", 1.0)
 >>> bool(torch.allclose(grad, torch.softmax(logits, 1) - torch.tensor([[1.0, 0.0, 0.0]])))
 True
 """
@@ -130,6 +130,21 @@ def softmax_arguments(options: SoftmaxOptions) -> tuple | None:
     return o.axis, ignore_index, float(o.label_smoothing), float(o.z_loss), softcap, reduction, temperature
 
 
+def normalizer_argument(normalizer: Any, input: Any, reduction: Any) -> Any:
+    """``normalizer`` as the softmax operators take it: None, or a 0-d tensor on the input's device (a
+    Python number becomes one, in float64). Anything else is passed on as it is, for the core's checks
+    to refuse (an operator's schema would refuse it less clearly)."""
+    if normalizer is None or not isinstance(input, Tensor):
+        return normalizer
+    if plain_number(normalizer):
+        if reduction != "mean" or not (normalizer >= 0 and normalizer < float("inf")):
+            return normalizer  # refused by the core, with its message
+        return torch.tensor(float(normalizer), dtype=torch.float64, device=input.device)
+    if isinstance(normalizer, Tensor) and normalizer.device != input.device and normalizer.ndim == 0:
+        return normalizer.to(input.device)
+    return normalizer
+
+
 def sigmoid_arguments(options: SigmoidOptions) -> tuple | None:
     """As :func:`softmax_arguments`, for the sigmoid operators."""
     if not (plain_number(options.label_smoothing) and isinstance(options.reduction, str)):
@@ -152,6 +167,7 @@ def softmax_cross_entropy_with_grad(
     target: Tensor,
     weight: Tensor | None,
     sample_weight: Tensor | None,
+    normalizer: Tensor | None,
     axis: int,
     ignore_index: int | None,
     label_smoothing: float,
@@ -163,7 +179,7 @@ def softmax_cross_entropy_with_grad(
     """The softmax cross-entropy and its gradient with respect to ``logits`` (class dimension ``axis``)."""
     options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     with parameter_names(**_PYTORCH_NAMES):
-        loss, grad = options.compute(logits, target, weight, sample_weight, with_grad=True)
+        loss, grad = options.compute(logits, target, weight, sample_weight, normalizer, with_grad=True)
     return _contiguous(loss, grad)
 
 
@@ -173,6 +189,7 @@ def softmax_cross_entropy(
     target: Tensor,
     weight: Tensor | None,
     sample_weight: Tensor | None,
+    normalizer: Tensor | None,
     axis: int,
     ignore_index: int | None,
     label_smoothing: float,
@@ -184,7 +201,7 @@ def softmax_cross_entropy(
     """The softmax cross-entropy alone (no gradient formed)."""
     options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     with parameter_names(**_PYTORCH_NAMES):
-        (loss,) = _contiguous(options.compute(logits, target, weight, sample_weight, with_grad=False))
+        (loss,) = _contiguous(options.compute(logits, target, weight, sample_weight, normalizer, with_grad=False))
     return loss
 
 
@@ -199,22 +216,44 @@ def _softmax_loss_shape(logits: Tensor, axis: int, reduction: str) -> list[Any]:
 
 @softmax_cross_entropy_with_grad.register_fake
 def _softmax_with_grad_fake(
-    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature
+    logits,
+    target,
+    weight,
+    sample_weight,
+    normalizer,
+    axis,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    reduction,
+    temperature,
 ):
     return logits.new_empty(_softmax_loss_shape(logits, axis, reduction)), logits.new_empty(logits.shape)
 
 
 @softmax_cross_entropy.register_fake
 def _softmax_fake(
-    logits, target, weight, sample_weight, axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature
+    logits,
+    target,
+    weight,
+    sample_weight,
+    normalizer,
+    axis,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    reduction,
+    temperature,
 ):
     return logits.new_empty(_softmax_loss_shape(logits, axis, reduction))
 
 
 def _softmax_setup_context(ctx, inputs, output) -> None:
-    logits, target, weight, sample_weight, *options = inputs
+    logits, target, weight, sample_weight, normalizer, *options = inputs
     ctx.options = SoftmaxOptions(*options)
-    ctx.save_for_backward(logits, target, weight, sample_weight)
+    ctx.save_for_backward(logits, target, weight, sample_weight, normalizer)
     ctx.grad = None
     if isinstance(output, tuple):  # the _with_grad operator: keep the gradient for backward
         ctx.grad = output[1]
@@ -226,19 +265,19 @@ def _softmax_gradient_again(ctx) -> Tensor:
     """The gradient of the loss, again from the saved inputs: in PyTorch operations from the closed
     form when the backward builds a graph (``create_graph=True``), else from the operator (the
     kernels, which repeat the first gradient exactly)."""
-    logits, target, weight, sample_weight = ctx.saved_tensors
+    logits, target, weight, sample_weight, normalizer = ctx.saved_tensors
     options = ctx.options
     if torch.is_grad_enabled():
         with kernels.disabled(), parameter_names(**_PYTORCH_NAMES):
-            return options.compute(logits, target, weight, sample_weight, with_grad=True)[1]
+            return options.compute(logits, target, weight, sample_weight, normalizer, with_grad=True)[1]
     arguments = (options.axis, options.ignore_index, options.label_smoothing, options.z_loss, options.softcap)
     return softmax_cross_entropy_with_grad(
-        logits, target, weight, sample_weight, *arguments, options.reduction, options.temperature
+        logits, target, weight, sample_weight, normalizer, *arguments, options.reduction, options.temperature
     )[1]
 
 
 def _softmax_backward(ctx, grad_output, *_):
-    nothing = (None,) * 10
+    nothing = (None,) * 11
     if grad_output is None or not ctx.needs_input_grad[0]:
         return (None, *nothing)
     grad, ctx.grad = ctx.grad, None  # the first backward hands the kept gradient over

@@ -166,6 +166,7 @@ def cross_entropy(
     sample_weight: torch.Tensor | None = None,
     inplace: bool = False,
     temperature: float = 1.0,
+    normalizer: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
 
@@ -211,6 +212,14 @@ def cross_entropy(
         gradients of ``F.cross_entropy(input / T, ...)``. The kernels scale each logit as they
         read it (no N×C copy, ``inplace=True`` included); the generic code divides a copy. For a
         DTensor ``input``, the division is that of DTensor before its own path.
+    normalizer : number or 0-d Tensor, optional
+        With ``reduction="mean"``: the (weighted) sum of the losses divided by it instead of by
+        this call's own count (0 gives 0). Pass the number of counted targets of the whole
+        optimizer step (Hugging Face's ``num_items_in_batch``, summed across micro-batches and
+        data-parallel ranks): the gradients summed over the micro-batches then equal the full
+        batch's. Another reduction with a normalizer raises a ``ValueError``. A constant: a
+        tensor normalizer that requires grad gets none from the kernels' path (the generic code,
+        which takes such calls, differentiates it). Not yet for DTensor inputs.
 
     Returns
     -------
@@ -226,6 +235,8 @@ def cross_entropy(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     if isinstance(input, _dtensor.TYPES) or isinstance(target, _dtensor.TYPES):  # torch.distributed.tensor
+        if normalizer is not None:
+            raise NotImplementedError("`normalizer` with DTensor inputs is not supported yet; divide the sum instead")
         if not (_ops.plain_number(temperature) and temperature == 1.0):
             input = input / losses.check_temperature(temperature)
         return _dtensor.cross_entropy_dtensor(
@@ -242,14 +253,15 @@ def cross_entropy(
         )
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     arguments = _ops.softmax_arguments(options)
-    operator = None if arguments is None else _operator(input, target, weight, sample_weight)
+    count = _ops.normalizer_argument(normalizer, input, reduction)
+    operator = None if arguments is None else _operator(input, target, weight, sample_weight, count)
     if operator == "with_grad" and inplace:
-        return _softmax_inplace(input, target, weight, sample_weight, options)
+        return _softmax_inplace(input, target, weight, sample_weight, count, options)
     if operator == "with_grad":
-        return _ops.softmax_cross_entropy_with_grad(input, target, weight, sample_weight, *arguments)[0]
+        return _ops.softmax_cross_entropy_with_grad(input, target, weight, sample_weight, count, *arguments)[0]
     if operator == "loss":
-        return _ops.softmax_cross_entropy(input, target, weight, sample_weight, *arguments)
-    return options.compute(input, target, weight, sample_weight, with_grad=False)
+        return _ops.softmax_cross_entropy(input, target, weight, sample_weight, count, *arguments)
+    return options.compute(input, target, weight, sample_weight, normalizer, with_grad=False)
 
 
 @_pytorch_names()
