@@ -20,16 +20,20 @@ demo: $(STAMP)
 	$(VENV)/bin/crossentropy demo
 
 # The torch layer's suite a second time with the GPU kernels forced, in Triton's interpreter on CPU
-# tensors (docs/kernels.md). test_torch_linear.py is left out here (4 minutes of interpreted chunk
-# loops; test_torch_devices.py runs the linear loss on Triton): `make test-triton-full` has it.
+# tensors (docs/kernels.md). Left out here (`make test-triton-full` has them): test_torch_linear.py
+# (6 minutes of interpreted kernels; test_torch_linear_pytorch.py runs every option of the linear
+# loss on Triton's fused kernels), and the second-order, batched and vmap checks of PyTorch's linear
+# cross-entropy samples in test_torch_opinfo.py (7 minutes: gradcheck's many interpreted forward
+# calls; their first-order checks stay, and the default run has them all).
 TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider
 TORCH_SUITE := tests/test_torch_layer.py tests/test_torch_semantics.py tests/test_torch_autograd.py \
 	tests/test_torch_opinfo.py tests/test_torch_compile.py tests/test_torch_distributed.py \
 	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py tests/test_torch_linear_pytorch.py
+LINEAR_SECOND_ORDER := linear and (gradgradcheck or fwgrad_bwgrad or test_op_batched or test_op_vmap)
 
 test: $(STAMP)
 	$(PY) -m pytest
-	$(TRITON_FORCED) $(TORCH_SUITE)
+	$(TRITON_FORCED) $(TORCH_SUITE) -k "not ($(LINEAR_SECOND_ORDER))"
 
 test-triton-full: $(STAMP)
 	$(TRITON_FORCED) $(TORCH_SUITE) tests/test_torch_linear.py

@@ -337,6 +337,11 @@ def test_filtering_refuses_second_order_gradients():
             r"`ignore_index` cannot be specified when `target` holds probabilities; got ignore_index=-100",
         ),
         ({"target": torch.zeros(N_ROWS)}, TypeError, r"`target` of shape \(13,\) must be integer class indices"),
+        (
+            {"target": torch.zeros(N_ROWS, VOCAB, dtype=torch.int64)},
+            TypeError,
+            r"`target` of shape \(13, 37\) holds class probabilities and must be floating point; got dtype torch.int64",
+        ),
         ({"weight": torch.ones(VOCAB - 1, dtype=torch.float64)}, ValueError, r"`weight` must have shape \(37,\)"),
         ({"weight": -torch.ones(VOCAB, dtype=torch.float64)}, ValueError, r"`weight` must be finite and non-negative"),
         ({"sample_weight": torch.ones(4, dtype=torch.float64)}, ValueError, r"`sample_weight` must have shape \(13,\)"),

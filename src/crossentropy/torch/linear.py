@@ -846,7 +846,12 @@ def _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weig
             f"{tuple(input.shape)} and linear_weight {tuple(linear_weight.shape)}"
         )
     n_classes, batch = linear_weight.shape[0], tuple(input.shape[:-1])
-    probabilities = tuple(target.shape) == (*batch, n_classes) and target.dtype.is_floating_point
+    probabilities = tuple(target.shape) == (*batch, n_classes)
+    if probabilities and not target.dtype.is_floating_point:
+        raise TypeError(
+            f"`target` of shape {(*batch, n_classes)} holds class probabilities and must be floating point; got "
+            f"dtype {target.dtype} (class indices have shape {batch})"
+        )
     if not probabilities and tuple(target.shape) != batch:
         raise ValueError(
             f"`target` must have shape {batch} (class indices: the input's without the hidden dimension) or "
