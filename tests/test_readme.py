@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -23,3 +24,8 @@ def test_readme_python_blocks_run_and_match_their_comments():
     probs = ce.softmax(namespace["logits"])
     np.testing.assert_allclose(dlogits, (probs - np.eye(3)[namespace["labels"]]) / 2, rtol=1e-12)
     assert float(loss) > 0
+    # Training language models: the micro-batches with the step's normalizer sum to the whole batch's gradient.
+    head, lm_loss = namespace["head"], namespace["lm_loss"]
+    (whole,) = torch.autograd.grad(lm_loss, head.weight)
+    torch.testing.assert_close(head.weight.grad, whole, rtol=1e-5, atol=1e-7)
+    assert float(namespace["kl"].detach()) > 0
