@@ -80,6 +80,7 @@ def test_target_masks_ignored_positions_and_normalizer_replaces_the_count(diverg
     assert_close(
         cet.distillation_loss(student, teacher, target, normalizer=given, **options), masked.sum() / 20, torch.float64
     )
+    assert float(cet.distillation_loss(student, teacher, target, normalizer=0, **options)) == 0.0  # as cross_entropy
     padding = target.clone()
     padding[target == 3] = 7  # ignore_index may be any integer, even a real class
     custom = cet.distillation_loss(student, teacher, padding, ignore_index=7, reduction="none", **options)
@@ -182,9 +183,13 @@ def test_bfloat16_gradient_stays_accurate_where_p_is_close_to_q(divergence):
         (lambda s, t: cet.distillation_loss(s, t, divergence="kl"), ValueError, "`divergence` must be one of"),
         (lambda s, t: cet.distillation_loss(s, t, beta=1.5), ValueError, r"`beta` must be in \(0, 1\); got 1.5"),
         (lambda s, t: cet.distillation_loss(s, t, temperature=-1), ValueError, "`temperature` must be > 0"),
-        (lambda s, t: cet.distillation_loss(s, t, reduction="sum", normalizer=4), ValueError, "needs reduction='mean'"),
-        (lambda s, t: cet.distillation_loss(s, t, normalizer=0), ValueError, "`normalizer` must be a positive number"),
-        (lambda s, t: cet.distillation_loss(s, t, normalizer=torch.ones(2)), ValueError, "`normalizer` must be"),
+        (lambda s, t: cet.distillation_loss(s, t, reduction="sum", normalizer=4), ValueError, "reduction='mean' and"),
+        (lambda s, t: cet.distillation_loss(s, t, normalizer=-1), ValueError, "`normalizer` must be >= 0; got -1.0"),
+        (
+            lambda s, t: cet.distillation_loss(s, t, normalizer=torch.ones(2)),
+            ValueError,
+            r"0-d array; got shape \(2,\)",
+        ),
         (lambda s, t: cet.distillation_loss(s, t[:, :2]), ValueError, r"`teacher` must have shape \(3, 4\)"),
         (lambda s, t: cet.distillation_loss(s, t, torch.zeros(3)), TypeError, "`target` must be integer class indices"),
         (lambda s, t: cet.distillation_loss(s, t, torch.zeros(4, dtype=torch.long)), ValueError, r"`target` must have"),
@@ -335,7 +340,7 @@ def test_linear_bfloat16_and_batch_dimensions():
         ({"teacher_linear_bias": torch.zeros(7)}, ValueError, "`teacher_linear_bias` needs `teacher_linear_weight`"),
         ({"teacher_linear_weight": torch.zeros(7, 5)}, ValueError, r"`teacher_linear_weight` must have shape \(7, 7\)"),
         ({"chunk_size": 0}, ValueError, "`chunk_size` must be >= 1; got 0"),
-        ({"normalizer": 2.0, "reduction": "none"}, ValueError, "needs reduction='mean'"),
+        ({"normalizer": 2.0, "reduction": "none"}, ValueError, "reduction='mean' and"),
         ({"divergence": "js"}, ValueError, "`divergence` must be one of"),
         ({"target": torch.zeros(9, dtype=torch.long)}, ValueError, r"`target` must have shape \(10,\)"),
     ],

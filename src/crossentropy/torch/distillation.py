@@ -53,8 +53,9 @@ import torch
 
 from .._array import get_namespace, is_transformed_tensor, move_axes
 from .._inputs import safe_divide, warn_if_probabilities
-from .._validation import check_integer_option, check_reduction, checks_values, parameter_names
+from .._validation import check_integer_option, check_reduction, parameter_names
 from ..distillation import check_distillation_options, divergence_rows, jsd_log_ratios, log_space_rows
+from ..losses import check_normalizer
 
 __all__ = ["distillation_loss", "linear_distillation_loss"]
 
@@ -100,19 +101,11 @@ def _mask(target: Any, batch_shape: tuple[int, ...], ignore_index: int) -> torch
     return target != ignore_index
 
 
-def _checked_normalizer(normalizer: Any, reduction: str, dtype: torch.dtype, device: torch.device) -> Any:
-    """The mean's denominator given by the caller, as a 0-d tensor (not differentiated), or None."""
-    if normalizer is None:
-        return None
-    if reduction != "mean":
-        raise ValueError(f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}")
-    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float, torch.Tensor)):
-        raise TypeError(f"`normalizer` must be a number or a 0-d tensor; got {type(normalizer).__name__}")
-    given = normalizer
-    normalizer = torch.as_tensor(normalizer, device=device).detach().to(dtype)
-    if normalizer.ndim != 0 or (checks_values(normalizer) and not bool(normalizer > 0)):
-        raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
-    return normalizer
+def _checked_normalizer(normalizer: Any, reduction: str, like: torch.Tensor, dtype: torch.dtype) -> Any:
+    """The mean's denominator given by the caller (the rules of :func:`crossentropy.losses.check_normalizer`:
+    a number or 0-d tensor >= 0, with ``reduction="mean"`` only), as a 0-d tensor (not differentiated), or None."""
+    value = check_normalizer(normalizer, reduction, get_namespace(like), like, dtype)
+    return None if value is None else torch.as_tensor(value, dtype=dtype, device=like.device).detach()
 
 
 def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -184,7 +177,7 @@ def distillation_loss(
     normalizer : float or 0-d Tensor, optional
         With ``reduction="mean"``, the denominator instead of this call's count of unmasked
         positions (e.g. the count of the whole optimizer step across micro-batches and ranks);
-        not differentiated. Any other reduction with a normalizer is a ``ValueError``.
+        not differentiated; 0 gives 0. Any other reduction with a normalizer is a ``ValueError``.
 
     Returns
     -------
@@ -219,7 +212,7 @@ def distillation_loss(
     teacher_rows = move_axes(teacher, dim, -1, xp) if dim != input.ndim - 1 else teacher
     batch_shape = tuple(student_rows.shape[:-1])
     mask = _mask(target, batch_shape, ignore_index)
-    normalizer = _checked_normalizer(normalizer, reduction, work, input.device)
+    normalizer = _checked_normalizer(normalizer, reduction, input, work)
     if not torch.compiler.is_compiling():
         warn_if_probabilities(student_rows, xp, name="input")
         warn_if_probabilities(teacher_rows, xp, name="teacher")
@@ -610,7 +603,7 @@ def linear_distillation_loss(
     dtype = _work_dtype(*tensors)
     options = _Options(divergence, beta, temperature, reduction, chunk_size, dtype)
     mask = _mask(target, batch, ignore_index)
-    normalizer = _checked_normalizer(normalizer, reduction, dtype, input.device)
+    normalizer = _checked_normalizer(normalizer, reduction, input, dtype)
     n_rows = math.prod(batch)
     factor = _row_factor(None if mask is None else mask.reshape(-1), n_rows, reduction, normalizer, dtype, input.device)
     flat = (
