@@ -258,3 +258,145 @@ def test_normalizer_differentiable_on_the_generic_path():
     loss = cet.cross_entropy(x.requires_grad_(), target, normalizer=count)
     (d_count,) = torch.autograd.grad(loss, count)
     torch.testing.assert_close(d_count, -loss.detach() / 5.0)
+
+
+# --------------------------------------------------------------------------------------------
+# return_stats
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_stats(x, target, *, temperature=1.0, softcap=None, sample_weight=None):
+    """float64 PyTorch: logsumexp, entropy (torch.special.entr) and argmax hits of the scaled, capped logits."""
+    u = x / temperature
+    if softcap is not None:
+        u = softcap * torch.tanh(u / softcap)
+    live = target != -100
+    if sample_weight is not None:
+        live = live & (sample_weight != 0)
+    lse = torch.where(live, torch.logsumexp(u, 1), 0.0)
+    entropy = torch.where(live, torch.special.entr(torch.softmax(u, 1)).sum(1), 0.0)
+    return lse, entropy, live & (u.argmax(1) == target)
+
+
+def _stats_case(seed: int, c: int = 11, n: int = 8):
+    x, target, weight = _case(seed, n=n, c=c)
+    x[2, 1] = x[2, 4] = x[2].max() + 1  # a tie: the first maximum counts
+    target[2] = 4
+    target[3] = x[3].argmax()
+    target[4] = x[4].argmax()
+    return x, target, weight
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("c", [11, 9000], ids=["one-block", "multi-block"])
+@pytest.mark.parametrize(
+    "options", [{}, {"temperature": 0.7, "softcap": 3.0, "label_smoothing": 0.1}], ids=["plain", "T+cap"]
+)
+def test_stats_equal_float64_references(path, c, options, entry_calls):
+    if path == "triton" and c > 100:
+        c = 300  # the interpreter is slow; block_v below splits the row into tiles instead
+    x, target, weight = _stats_case(31, c=c)
+    sample_weight = torch.rand(8, dtype=torch.float64) + 0.5
+    sample_weight[5] = 0
+    entry_calls.clear()
+    with kernels.backend(path):
+        loss, stats = cet.cross_entropy(x, target, weight, sample_weight=sample_weight, return_stats=True, **options)
+        with_grad_x = x.clone().requires_grad_()
+        loss_g, stats_g = cet.cross_entropy(
+            with_grad_x, target, weight, sample_weight=sample_weight, return_stats=True, **options
+        )
+        core_loss, core_stats = ce.softmax_cross_entropy(
+            x, target, weight=weight, sample_weight=sample_weight, return_stats=True, **options
+        )
+    _expect_backend(path, entry_calls)
+    expected = _reference_stats(x, target, temperature=options.get("temperature", 1.0),
+                                softcap=options.get("softcap"), sample_weight=sample_weight)  # fmt: skip
+    plain = cet.cross_entropy(x, target, weight, sample_weight=sample_weight, **options)
+    for got_loss, got in ((loss, stats), (loss_g, stats_g), (core_loss, core_stats)):
+        assert isinstance(got, ce.LossStats)
+        torch.testing.assert_close(got_loss.detach(), plain, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(got.lse.detach(), expected[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got.entropy.detach(), expected[1], rtol=1e-10, atol=1e-12)
+        assert got.accuracy.dtype == torch.bool
+        assert torch.equal(got.accuracy, expected[2])
+    assert stats.accuracy[2].item() is False  # the tie: argmax is 1, the target 4
+    assert stats.accuracy[3].item() is True
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_stats_gradients(path, entry_calls):
+    """loss + a lse term + an entropy bonus: the gradient equals float64 autograd through the references."""
+    x, target, _ = _stats_case(41)
+    options = {"temperature": 1.4, "softcap": 4.0}
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with kernels.backend(path):
+        loss, stats = cet.cross_entropy(ours_x, target, return_stats=True, **options)
+        (loss + 0.3 * stats.lse.square().sum() - 0.05 * stats.entropy.sum()).backward()
+    _expect_backend(path, entry_calls)
+    lse, entropy, _ = _reference_stats(ref_x, target, **options)
+    expected = _reference_loss(ref_x, target, **options) + 0.3 * lse.square().sum() - 0.05 * entropy.sum()
+    expected.backward()
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, rtol=1e-10, atol=1e-13)
+    # only the entropy differentiated (no loss gradient): the stats' backward alone
+    only_x = x.clone().requires_grad_()
+    with kernels.backend(path):
+        _, stats = cet.cross_entropy(only_x, target, return_stats=True, **options)
+        stats.entropy.sum().backward()
+    ref_only = x.clone().requires_grad_()
+    _reference_stats(ref_only, target, **options)[1].sum().backward()
+    torch.testing.assert_close(only_x.grad, ref_only.grad, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("path", ["reference", "numba"])
+def test_stats_gradcheck_and_gradgradcheck(path):
+    x, target, _ = _stats_case(51, c=6, n=5)
+    x = x.requires_grad_()
+
+    def head(logits):
+        loss, stats = cet.cross_entropy(logits, target, return_stats=True, temperature=0.9, softcap=5.0)
+        return loss, stats.lse, stats.entropy
+
+    with kernels.backend(path):
+        torch.autograd.gradcheck(head, (x,))
+        torch.autograd.gradgradcheck(head, (x,))
+
+
+def test_stats_compile_fullgraph():
+    """torch.compile(fullgraph=True) keeps the stats operator in one graph, forward and backward."""
+    x, target, _ = _stats_case(61)
+    torch._dynamo.reset()
+
+    def step(logits, labels):
+        loss, stats = cet.cross_entropy(logits, labels, return_stats=True, temperature=1.5, normalizer=5)
+        return loss - 0.01 * stats.entropy.sum(), stats.accuracy
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    ours_x, ref_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value, hits = compiled(ours_x, target)
+    value.backward()
+    expected, expected_hits = step(ref_x, target)
+    expected.backward()
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad)
+    assert torch.equal(hits, expected_hits)
+
+
+def test_stats_opcheck():
+    x, target, weight = _stats_case(71, c=5, n=5)
+    x = x.requires_grad_()
+    args = (x, target, weight, None, None, 1, -100, 0.1, 0.01, 2.0, "mean", 0.8)
+    for with_grad in (True, False):
+        torch.library.opcheck(torch.ops.crossentropy.softmax_cross_entropy_stats.default, (*args, with_grad))
+
+
+def test_stats_refused_and_module():
+    x, target, _ = _case(81)
+    probs = torch.softmax(x, 1)
+    with pytest.raises(ValueError, match=r"`return_stats` needs class-index targets"):
+        cet.cross_entropy(x, probs, return_stats=True)
+    with pytest.raises(ValueError, match=r"`return_stats=True` cannot go with `inplace=True`"):
+        cet.cross_entropy(x.float().requires_grad_().clone(), target, return_stats=True, inplace=True)
+    module = cet.CrossEntropyLoss(return_stats=True, temperature=2.0)
+    _, stats = module(x, target, normalizer=3)
+    torch.testing.assert_close(stats.lse, _reference_stats(x, target, temperature=2.0)[0])
+    assert cet.LossStats is ce.LossStats

@@ -510,6 +510,12 @@ OPCHECK_CASES = (
         for operator in ("softmax_cross_entropy", "softmax_cross_entropy_with_grad")
     ]
     + [
+        (f"softmax-stats-{name}-{'grad' if with_grad else 'loss'}", "softmax_cross_entropy_stats", (*args, with_grad))
+        for name, args in _softmax_samples()
+        if name != "probabilities"  # the statistics take class-index targets only
+        for with_grad in (True, False)
+    ]
+    + [
         (f"sigmoid-{name}", operator, args)
         for name, args in _sigmoid_samples()
         for operator in ("sigmoid_cross_entropy", "sigmoid_cross_entropy_with_grad")
@@ -540,7 +546,10 @@ def test_each_operator_gives_the_kernels_results_with_the_kernels_off(operator, 
         off if isinstance(off, tuple) else (off,), on if isinstance(on, tuple) else (on,), strict=True
     ):
         assert got.dtype == expected.dtype
-        assert_close(got, expected, expected.dtype)
+        if expected.dtype == torch.bool:  # the statistics' accuracy
+            assert torch.equal(got, expected)
+        else:
+            assert_close(got, expected, expected.dtype)
 
 
 def test_every_registered_operator_has_an_opcheck_case():

@@ -17,6 +17,7 @@ from ._validation import checks_disabled
 from .distillation import distillation_loss
 from .information import Decomposition, cross_entropy, decompose, entropy, js_divergence, kl_divergence
 from .losses import (
+    LossStats,
     binary_cross_entropy,
     nll_loss,
     poly1_cross_entropy,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Decomposition",
+    "LossStats",
     "ProbabilitiesAsLogitsWarning",
     "ReliabilityCurve",
     "__version__",

@@ -293,6 +293,7 @@ def _softmax_cross_entropy(
     with_grad: bool,
     temperature: float = 1.0,
     normalizer: Any = None,
+    return_stats: bool = False,
     out: Any = None,
     gradient_over_logits: bool = False,
     check_probabilities: bool = True,
@@ -314,6 +315,11 @@ def _softmax_cross_entropy(
         check_probabilities=check_probabilities,
     )
     xp = inputs.xp
+    if return_stats and not inputs.is_index:
+        raise ValueError(
+            "`return_stats` needs class-index targets (the accuracy compares the arg-max with the target); "
+            f"got probability targets of dtype {inputs.probs.dtype}"
+        )
     weight = prepare_class_weight(weight, inputs)
     normalizer = check_normalizer(normalizer, reduction, xp, inputs.stored, inputs.dtype)
     in_place = False
@@ -329,9 +335,11 @@ def _softmax_cross_entropy(
         kernel_out = (inputs.stored if in_place else out) if direct else None
         result = _fused_softmax_cross_entropy(
             backend, inputs, weight, smoothing, z, cap, reduction, with_grad=with_grad, out=kernel_out,
-            temperature=temperature, normalizer=normalizer,
+            temperature=temperature, normalizer=normalizer, return_stats=return_stats,
         )  # fmt: skip
-        return result if out is None else (result[0], _gradient_into(out, result[1]))
+        if out is not None:
+            result = (result[0], _gradient_into(out, result[1]), *result[2:])
+        return result
     # The generic code divides a copy of the logits (the kernels scale each logit as they read it).
     scaled_logits = inputs.logits if temperature == 1.0 else inputs.logits / temperature
     capped = _cap_and_normalize(scaled_logits, cap, xp)
@@ -346,8 +354,9 @@ def _softmax_cross_entropy(
     if denominator is None:
         denominator = _denominator(row_weight, terms.class_factor, int(np.prod(per_sample.shape)), xp)
     loss = reduce_loss(weighted_rows(per_sample, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
+    stats = _reference_stats(capped, inputs, row_weight) if return_stats else None
     if not with_grad:
-        return loss
+        return loss if stats is None else (loss, stats)
 
     # d/dx [-sum_c a_c log p_c + z w lse^2] = (sum_c a_c + 2 z w lse) p - a, then the soft-cap chain rule.
     probs = xp.exp(capped.log_probs)
@@ -365,7 +374,23 @@ def _softmax_cross_entropy(
     if capped.tanh is not None:
         grad = grad * (1.0 - capped.tanh**2)
     grad = inputs.to_caller(grad)
-    return loss, (grad if out is None else _gradient_into(out, grad))
+    grad = grad if out is None else _gradient_into(out, grad)
+    return (loss, grad) if stats is None else (loss, grad, stats)
+
+
+def _reference_stats(capped: _Capped, inputs: ClassInputs, row_weight: Any) -> LossStats:
+    """:class:`LossStats` from the generic code's normalized logits (0 where ``row_weight`` is 0)."""
+    xp = capped.xp
+    log_probs = capped.log_probs
+    entropy = -xp.sum(xmul(xp.exp(log_probs), log_probs, xp), axis=-1)
+    hits = xp.argmax(capped.logits, axis=-1) == inputs.indices
+    lse = capped.lse
+    if row_weight is not None:
+        live = row_weight != 0
+        lse, entropy = xp.where(live, lse, xp.zeros_like(lse)), xp.where(live, entropy, xp.zeros_like(entropy))
+        hits = hits & live
+    dtype = inputs.out_dtype
+    return LossStats(xp.astype(lse, dtype, copy=False), xp.astype(entropy, dtype, copy=False), hits)
 
 
 def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
@@ -470,6 +495,7 @@ def _fused_softmax_cross_entropy(
     out: Any = None,
     temperature: float = 1.0,
     normalizer: Any = None,
+    return_stats: bool = False,
 ) -> Any:
     """:func:`_softmax_cross_entropy` on the fused kernels of ``backend`` (validated inputs, outside autograd)."""
     xp, x = inputs.xp, inputs.stored
@@ -485,7 +511,9 @@ def _fused_softmax_cross_entropy(
     device = array_api_compat.device(x)  # the kernels' buffers live with the logits (a GPU backend's on the GPU)
     rows = xp.ones(batch_shape, dtype=inputs.dtype, device=device) if row_weight is None else row_weight
     extra = {} if temperature == 1.0 else {"temperature": temperature}  # a backend's other options, when asked
-    losses, grad = backend.softmax_cross_entropy_rows(
+    if return_stats:
+        extra["stats"] = True
+    losses, grad, *stats = backend.softmax_cross_entropy_rows(
         x,
         inputs.indices if inputs.is_index else inputs.probs,
         weight=weight,
@@ -498,7 +526,12 @@ def _fused_softmax_cross_entropy(
         **extra,
     )
     loss = reduce_loss(losses, denominator, reduction, xp, inputs.out_dtype)
-    return (loss, inputs.to_caller(grad)) if with_grad else loss
+    result = (loss, inputs.to_caller(grad)) if with_grad else (loss,)
+    if return_stats:
+        lse, entropy, hits = stats[0]
+        dtype = inputs.out_dtype
+        result = (*result, LossStats(xp.astype(lse, dtype, copy=False), xp.astype(entropy, dtype, copy=False), hits))
+    return result if len(result) > 1 else result[0]
 
 
 _SOFTMAX_PARAMETERS = """
@@ -534,6 +567,15 @@ _SOFTMAX_PARAMETERS = """
         targets of a whole optimizer step across micro-batches and data-parallel ranks, so that
         the gradients summed over the micro-batches equal the full batch's. Any other reduction
         with a normalizer raises a ``ValueError``. Not differentiated (a constant).
+    return_stats : bool, default False
+        Also return a :class:`LossStats` ``(lse, entropy, accuracy)`` of per-sample values of the
+        targets' shape (class-index targets only; probability targets raise a ``ValueError``),
+        computed in the same pass over the logits as the loss (on the kernels, O(N) more memory
+        and no second read): the log-sum-exp of the scaled, capped logits, the entropy of their
+        softmax, and whether their first arg-max is the target (bool). 0 (False) where the target
+        is ignored or the sample weight is 0. ``softmax_cross_entropy`` then returns ``(loss,
+        stats)``, ``softmax_cross_entropy_with_grad`` ``(loss, dlogits, stats)`` (the gradient
+        is the loss's).
 """
 
 
@@ -552,6 +594,7 @@ def softmax_cross_entropy(
     reduction: str = "mean",
     temperature: float = 1.0,
     normalizer: Any = None,
+    return_stats: bool = False,
 ) -> Any:
     r"""Softmax cross-entropy on logits: PyTorch's ``F.cross_entropy`` and its extras.
 
@@ -608,6 +651,7 @@ def softmax_cross_entropy(
         with_grad=False,
         temperature=temperature,
         normalizer=normalizer,
+        return_stats=return_stats,
     )
 
 
@@ -626,8 +670,9 @@ def softmax_cross_entropy_with_grad(
     reduction: str = "mean",
     temperature: float = 1.0,
     normalizer: Any = None,
+    return_stats: bool = False,
     out: Any = None,
-) -> tuple[Any, Any]:
+) -> tuple[Any, ...]:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
 
     Same loss and options as :func:`softmax_cross_entropy`. The gradient is
@@ -681,6 +726,7 @@ def softmax_cross_entropy_with_grad(
         with_grad=True,
         temperature=temperature,
         normalizer=normalizer,
+        return_stats=return_stats,
         out=out,
     )
 

@@ -8,6 +8,7 @@ the library's other losses in PyTorch's layout. See :mod:`crossentropy.torch.fun
 
 from __future__ import annotations
 
+from ..losses import LossStats
 from .distillation import distillation_loss, linear_distillation_loss
 from .distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 from .functional import (
@@ -47,6 +48,7 @@ __all__ = [
     "ForwardCorrectedCrossEntropyLoss",
     "GeneralizedCrossEntropyLoss",
     "LinearCrossEntropyLoss",
+    "LossStats",
     "NLLLoss",
     "Poly1CrossEntropyLoss",
     "SigmoidFocalLoss",

@@ -60,6 +60,7 @@ class SoftmaxOptions:
         *,
         with_grad: bool,
         gradient_over_logits: bool = False,
+        return_stats: bool = False,
     ):
         """:func:`crossentropy.softmax_cross_entropy` (``with_grad``: ``_with_grad``) with these options,
         taking probability targets as PyTorch does: any real numbers, not checked to lie in [0, 1]."""
@@ -69,6 +70,7 @@ class SoftmaxOptions:
             weight=weight,
             sample_weight=sample_weight,
             normalizer=normalizer,
+            return_stats=return_stats,
             with_grad=with_grad,
             gradient_over_logits=gradient_over_logits,
             check_probabilities=False,

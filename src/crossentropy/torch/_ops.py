@@ -78,6 +78,7 @@ __all__ = [
     "sigmoid_cross_entropy_with_grad",
     "softmax_arguments",
     "softmax_cross_entropy",
+    "softmax_cross_entropy_stats",
     "softmax_cross_entropy_with_grad",
 ]
 
@@ -290,6 +291,129 @@ def _softmax_backward(ctx, grad_output, *_):
 
 softmax_cross_entropy_with_grad.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
 softmax_cross_entropy.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax cross-entropy with its statistics (return_stats=True)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("crossentropy::softmax_cross_entropy_stats", mutates_args=())
+def softmax_cross_entropy_stats(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    sample_weight: Tensor | None,
+    normalizer: Tensor | None,
+    axis: int,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+    temperature: float,
+    with_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(loss, dlogits, lse, entropy, accuracy)``: the loss, its gradient (an empty tensor unless
+    ``with_grad``) and the per-sample statistics of :class:`crossentropy.LossStats`, one pass."""
+    options = SoftmaxOptions(axis, ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
+    with parameter_names(**_PYTORCH_NAMES):
+        result = options.compute(
+            logits, target, weight, sample_weight, normalizer, with_grad=with_grad, return_stats=True
+        )
+    loss, stats = result[0], result[-1]
+    grad = result[1] if with_grad else logits.new_empty(0)
+    return _contiguous(loss, grad, stats.lse, stats.entropy, stats.accuracy)
+
+
+@softmax_cross_entropy_stats.register_fake
+def _softmax_stats_fake(
+    logits,
+    target,
+    weight,
+    sample_weight,
+    normalizer,
+    axis,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    reduction,
+    temperature,
+    with_grad,
+):
+    batch = _softmax_loss_shape(logits, axis, "none")
+    grad = logits.new_empty(logits.shape) if with_grad else logits.new_empty(0)
+    stats = (logits.new_empty(batch), logits.new_empty(batch), logits.new_empty(batch, dtype=torch.bool))
+    return logits.new_empty(_softmax_loss_shape(logits, axis, reduction)), grad, *stats
+
+
+def _softmax_stats_setup_context(ctx, inputs, output) -> None:
+    logits, target, weight, sample_weight, normalizer, *options, with_grad = inputs
+    ctx.options = SoftmaxOptions(*options)
+    ctx.save_for_backward(logits, target, weight, sample_weight, normalizer)
+    ctx.grad = output[1] if with_grad else None
+    ctx.mark_non_differentiable(output[1], output[4])
+    ctx.set_materialize_grads(False)
+
+
+def stats_gradient(logits, target, sample_weight, options: SoftmaxOptions, grad_lse, grad_entropy) -> Tensor:
+    r"""The logits' gradient of :math:`\sum_n \lambda_n \operatorname{LSE}_n + \eta_n H_n`, in PyTorch
+    operations (differentiable again): :math:`p (\lambda - \eta (\log p + H))` times the soft-cap's
+    slope and :math:`1/T`, zero at the positions whose statistics are zero (target ignored, sample
+    weight 0). Recomputes :math:`p` from the saved logits: one more read of them and a few N×C
+    temporaries, only in a backward where ``lse`` or ``entropy`` receives a gradient."""
+    axis = options.axis
+    acc = torch.promote_types(logits.dtype, torch.float32)
+    u = logits.to(acc) / options.temperature
+    slope = None
+    if options.softcap is not None:
+        t = torch.tanh(u / options.softcap)
+        u, slope = options.softcap * t, 1 - t * t
+    log_p = torch.log_softmax(u, axis)
+    p = log_p.exp()
+    live = torch.ones_like(target, dtype=torch.bool) if options.ignore_index is None else target != options.ignore_index
+    if sample_weight is not None:
+        live = live & (sample_weight != 0)
+    zero = torch.zeros((), dtype=acc, device=logits.device)
+    coefficient = torch.zeros_like(log_p)
+    if grad_lse is not None:
+        coefficient = coefficient + torch.where(live, grad_lse.to(acc), zero).unsqueeze(axis)
+    if grad_entropy is not None:
+        entropy = -torch.where(p > 0, p * log_p, zero).sum(axis, keepdim=True)
+        eta = torch.where(live, grad_entropy.to(acc), zero).unsqueeze(axis)
+        coefficient = coefficient - eta * torch.where(p > 0, log_p + entropy, zero)
+    grad = p * coefficient / options.temperature
+    if slope is not None:
+        grad = grad * slope
+    return grad.to(logits.dtype)
+
+
+def _softmax_stats_backward(ctx, grad_output, _grad_of_grad, grad_lse, grad_entropy, _grad_of_accuracy):
+    nothing = (None,) * 12
+    if not ctx.needs_input_grad[0] or (grad_output is None and grad_lse is None and grad_entropy is None):
+        return (None, *nothing)
+    total = None
+    if grad_output is not None:
+        grad, ctx.grad = ctx.grad, None
+        if torch.is_grad_enabled():
+            grad = _softmax_gradient_again(ctx)
+        elif grad is None:  # a second backward: this operator again, bitwise the first's gradient
+            logits, target, weight, sample_weight, normalizer = ctx.saved_tensors
+            o = ctx.options
+            arguments = (o.axis, o.ignore_index, o.label_smoothing, o.z_loss, o.softcap, o.reduction, o.temperature)
+            grad = softmax_cross_entropy_stats(logits, target, weight, sample_weight, normalizer, *arguments, True)[1]
+        if ctx.options.reduction == "none" and grad_output.ndim:
+            grad_output = grad_output.unsqueeze(ctx.options.axis)
+        total = scaled(grad, grad_output)
+    if grad_lse is not None or grad_entropy is not None:
+        logits, target, _weight, sample_weight, _normalizer = ctx.saved_tensors
+        extra = stats_gradient(logits, target, sample_weight, ctx.options, grad_lse, grad_entropy)
+        total = extra if total is None else total + extra
+    return (total, *nothing)
+
+
+softmax_cross_entropy_stats.register_autograd(_softmax_stats_backward, setup_context=_softmax_stats_setup_context)
 
 
 # --------------------------------------------------------------------------------------------

@@ -167,7 +167,8 @@ def cross_entropy(
     inplace: bool = False,
     temperature: float = 1.0,
     normalizer: float | torch.Tensor | None = None,
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, losses.LossStats]:
     r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
 
     .. math::
@@ -220,6 +221,19 @@ def cross_entropy(
         batch's. Another reduction with a normalizer raises a ``ValueError``. A constant: a
         tensor normalizer that requires grad gets none from the kernels' path (the generic code,
         which takes such calls, differentiates it). Not yet for DTensor inputs.
+    return_stats : bool, default False
+        Return ``(loss, stats)``, ``stats`` a :class:`crossentropy.LossStats` ``(lse, entropy,
+        accuracy)`` of tensors of the target's shape (class-index targets only; probability
+        targets raise a ``ValueError``): the log-sum-exp of the scaled, capped logits, the
+        entropy of their softmax, and whether their first arg-max (``torch.argmax``) is the
+        target, a bool tensor. Zero (False) where the target is ignored or the sample weight is
+        0, with no gradient there. Computed in the same pass as the loss (on the kernels: O(N)
+        more memory, no second read of the logits). ``lse`` and ``entropy`` are differentiable
+        (an entropy bonus can join the loss): on the kernels' path the backward adds
+        :math:`p(\lambda - \eta(\log p + H))` times the cap's slope and :math:`1/T` to the
+        kept gradient, recomputing :math:`p` from the logits that the operator saves anyway,
+        only when ``lse`` or ``entropy`` receives a gradient. Not with ``inplace=True`` (the
+        logits are gone), nor for DTensor inputs.
 
     Returns
     -------
@@ -235,6 +249,8 @@ def cross_entropy(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     if isinstance(input, _dtensor.TYPES) or isinstance(target, _dtensor.TYPES):  # torch.distributed.tensor
+        if return_stats:
+            raise NotImplementedError("`return_stats` with DTensor inputs is not supported yet")
         if normalizer is not None:
             raise NotImplementedError("`normalizer` with DTensor inputs is not supported yet; divide the sum instead")
         if not (_ops.plain_number(temperature) and temperature == 1.0):
@@ -255,6 +271,21 @@ def cross_entropy(
     arguments = _ops.softmax_arguments(options)
     count = _ops.normalizer_argument(normalizer, input, reduction)
     operator = None if arguments is None else _operator(input, target, weight, sample_weight, count)
+    if return_stats:
+        if inplace and _needs_grad(input):
+            raise ValueError(
+                "`return_stats=True` cannot go with `inplace=True`: the statistics' gradient needs the logits, "
+                "which the gradient overwrites; call with inplace=False"
+            )
+        if operator is None:
+            loss, stats = options.compute(
+                input, target, weight, sample_weight, normalizer, with_grad=False, return_stats=True
+            )
+            return loss, stats
+        loss, _, lse, entropy, accuracy = _ops.softmax_cross_entropy_stats(
+            input, target, weight, sample_weight, count, *arguments, operator == "with_grad"
+        )
+        return loss, losses.LossStats(lse, entropy, accuracy)
     if operator == "with_grad" and inplace:
         return _softmax_inplace(input, target, weight, sample_weight, count, options)
     if operator == "with_grad":

@@ -70,8 +70,8 @@ class _Loss(nn.Module):
 class CrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.cross_entropy` as a module: ``torch.nn.CrossEntropyLoss`` plus z-loss and soft-capping.
 
-    ``forward(input, target, *, sample_weight=None)``. ``temperature`` divides the logits first
-    (as :func:`crossentropy.torch.cross_entropy`).
+    ``forward(input, target, *, sample_weight=None, normalizer=None)``. ``temperature`` and
+    ``return_stats`` as in :func:`crossentropy.torch.cross_entropy`.
     """
 
     def __init__(
@@ -87,6 +87,7 @@ class CrossEntropyLoss(_Loss):
         softcap: float | None = None,
         inplace: bool = False,
         temperature: float = 1.0,
+        return_stats: bool = False,
     ) -> None:
         super().__init__(
             tensors={"weight": weight},
@@ -97,13 +98,23 @@ class CrossEntropyLoss(_Loss):
             softcap=softcap,
             inplace=inplace,
             temperature=temperature,
+            return_stats=return_stats,
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        sample_weight: torch.Tensor | None = None,
+        normalizer: float | torch.Tensor | None = None,
+    ):
         return F.cross_entropy(
             input,
             target,
             self.weight,
+            normalizer=normalizer,
+            return_stats=self.return_stats,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,

@@ -59,6 +59,7 @@ from ._math import (
     maxnum,
     narrow,
     scaled_difference,
+    select,
     tanh,
     widen,
 )
@@ -294,17 +295,30 @@ def _exp_block_stats(block, out, m, scale, cap, store, relative):
     s = zero
     su = zero
     st = zero
-    for j in range(block.shape[0]):
-        u = _capped(widen(block[j]) * scale, cap)
-        d = u - m
-        e = exp_nonpositive(d)
-        if store:
-            out[j] = e
-        s += e
-        st += e * d if e > 0 else zero
-        if relative:
+    if cap > 0 or relative:
+        for j in range(block.shape[0]):
+            u = _capped(widen(block[j]) * scale, cap)
+            d = u - m
+            e = exp_nonpositive(d)
+            if store:
+                out[j] = e
+            s += e
+            st += e * d if e > 0 else zero
             su += d
-    return s, su, st
+    elif store:  # the common cases, without branches in the loop, vectorized
+        for j in range(block.shape[0]):
+            d = widen(block[j]) * scale - m
+            e = exp_nonpositive(d)
+            out[j] = e
+            s += e
+            st += select(e > zero, e * d, zero)
+    else:
+        for j in range(block.shape[0]):
+            d = widen(block[j]) * scale - m
+            e = exp_nonpositive(d)
+            s += e
+            st += select(e > zero, e * d, zero)
+    return s, su if relative else zero, st
 
 
 @njit(**INLINE_OPTIONS)
@@ -314,6 +328,16 @@ def _first_at(block, value, scale, cap):
         if _capped(widen(block[j]) * scale, cap) == value:
             return j
     return -1
+
+
+@njit(**INLINE_OPTIONS)
+def _first_equal(block, value):
+    """The first ``j`` with ``block[j] == value`` (stored logits), as a branch-free minimum: vectorized."""
+    n = np.int64(block.shape[0])
+    first = n
+    for j in range(block.shape[0]):
+        first = min(first, select(widen(block[j]) == value, np.int64(j), n))
+    return first if first < n else np.int64(-1)
 
 
 @njit(**INLINE_OPTIONS)
@@ -344,13 +368,17 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
         start = k * BLOCK
         stop = min(start + BLOCK, n_classes)
         block = row[start:stop]
-        block_m = _capped(_block_max(block) * scale, cap)
+        raw_m = _block_max(block)
+        block_m = _capped(raw_m * scale, cap)
         if block_m > m:
             factor = exp_nonpositive(m - block_m)
             if stats:
                 # t = sum e^{u-m}(u-m) re-referenced: e^{m-m'} (t + (m - m') s); 0 once the factor underflows.
                 st = factor * (st + (m - block_m) * s) if factor > 0 else dtype(0)
-                first = np.int64(start) + _first_at(block, block_m, scale, cap)
+                # Unscaled, uncapped logits tie where u does; else u itself is compared (a cap can merge them).
+                plain = scale == 1 and cap == 0
+                found = _first_equal(block, raw_m) if plain else _first_at(block, block_m, scale, cap)
+                first = np.int64(start) + found
             s = s * factor
             if relative and start > 0 and over_itself:  # re-reference the sum of u - m to the new maximum
                 su += dtype(2) * ((coefficient * dtype(start)) * scaled_difference(m, block_m, half))
