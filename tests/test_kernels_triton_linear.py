@@ -603,3 +603,110 @@ def test_no_host_synchronization():
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------------------------
+# stats=True and the statistics' gradient terms (p_coefficient, entropy_weight)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("v_splits", [1, 3])
+@pytest.mark.parametrize("options", [{}, {"cap": 2.5, "temperature": 0.7, "bias": True}], ids=["plain", "cap-t"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stats_match_float64_references(device, v_splits, options, dtype):
+    """The entropy and the first arg-max from the forward's tiles, also across vocabulary splits."""
+    case = Case(SHAPE, dtype, device, options)
+    lse, dot, entropy, arg = case.forward(stats=True, v_splits=v_splits)
+    plain = case.forward(v_splits=v_splits)
+    assert torch.equal(lse, plain[0])  # stats=True changes neither
+    assert torch.equal(dot, plain[1])
+    _, u, _ = case.logits()
+    log_p = torch.log_softmax(u, dim=1)
+    expected = -(log_p.exp() * log_p).sum(dim=1)
+    scale = u.abs().amax(dim=1)
+    assert entropy.dtype == case.acc
+    assert arg.dtype == torch.int64
+    assert_within(entropy, expected, scale, dtype, "entropy")
+    assert torch.equal(arg.cpu(), torch.argmax(u, dim=1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("v_splits", [1, 2, 4])
+def test_stats_arg_max_is_the_first_on_ties_across_tiles_and_splits(device, v_splits):
+    """Exact ties inside a tile, across tiles and across splits: the first column wins, as torch.argmax."""
+    n_classes = 128  # four tiles of 32
+    x = torch.zeros(4, n_classes, dtype=torch.float64)
+    x[0, [5, 9]] = 3.0  # one tile
+    x[1, [40, 100]] = 3.0  # tiles 1 and 3 (splits 0 and 1 with 2 splits)
+    x[2, [31, 32, 127]] = 2.0  # the edges of tiles 0 and 1
+    x[3] = 1.0  # all equal: column 0
+    x = x.to(device)
+    eye, targets = (
+        torch.eye(n_classes, dtype=torch.float64, device=device),
+        torch.zeros(4, dtype=torch.int64, device=device),
+    )
+    _, _, entropy, arg = linear_logsumexp(x, eye, None, targets, **SMALL, v_splits=v_splits, stats=True)
+    assert arg.cpu().tolist() == torch.argmax(x.cpu(), dim=1).tolist() == [5, 40, 31, 0]
+    assert torch.allclose(entropy.cpu()[3], torch.tensor(math.log(n_classes), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "options", [{}, {"cap": 2.5, "temperature": 0.7, "bias": True, "smoothing": 0.1}], ids=["plain", "all"]
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stats_gradient_terms_match_autograd(device, options, dtype):
+    """p_coefficient c and entropy_weight eta add p (c - eta u) slope: with c = lambda + eta u_bar, the gradient
+    of sum f l + lambda LSE + eta H, against autograd through the float64 logits; rows whose f, c and eta are
+    all 0 contribute nothing, a row with f = 0 but a statistic's gradient does."""
+    case = Case(SHAPE, dtype, device, options)
+    lse, kappa, f = case.row_factors()
+    gen = torch.Generator().manual_seed(3)
+    lam = torch.randn(lse.shape[0], generator=gen, dtype=torch.float64)
+    eta = torch.randn(lse.shape[0], generator=gen, dtype=torch.float64)
+    lam[1] = eta[1] = 0.0  # f[1] = 0 too: the row is skipped; f[5] = 0 with the statistics' terms kept
+    _, u, _ = case.logits()
+    p = torch.softmax(u, dim=1)
+    u_bar = (p * u).sum(dim=1)
+    as_acc = [t.to(device=device, dtype=case.acc) for t in (lam + eta * u_bar, eta)]
+    found = case.gradients(lse, kappa, f, p_coefficient=as_acc[0], entropy_weight=as_acc[1])
+
+    x = case.input.cpu().double().requires_grad_()
+    w = case.weight.cpu().double().requires_grad_()
+    b = None if case.bias is None else case.bias.cpu().double().requires_grad_()
+    logits = torch.nn.functional.linear(x, w, b) / case.options["temperature"]
+    cap = case.options["cap"]
+    uu = logits if cap is None else cap * torch.tanh(logits / cap)
+    log_p = torch.log_softmax(uu, dim=1)
+    a = case.target_weights()
+    losses = -(a * log_p).sum(dim=1) + (kappa - a.sum(dim=1)) * torch.logsumexp(uu, dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1)
+    total = (f * losses).sum() + (lam * torch.logsumexp(uu, dim=1)).sum() + (eta * entropy).sum()
+    wanted = [t for t in (x, w, b) if t is not None]
+    expected = torch.autograd.grad(total, wanted)
+    _, scales = case.reference_gradients(lse, kappa, f)
+    extra = (lam.abs() + eta.abs() * (u_bar.abs() + u.abs().amax(dim=1)))[:, None] * p
+    xs, ws = x.detach().abs(), w.detach().abs()
+    more = (extra @ ws, extra.T @ xs, extra.sum(dim=0))
+    for got, want, scale, bound, name in zip(found, expected, scales, more, ("input", "weight", "bias"), strict=False):
+        assert_within(got, want, scale + bound, dtype, f"d_{name}")
+    if case.bias is None:
+        assert found[2] is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stats_gradient_terms_default_to_zero_and_leave_the_loss_gradient_unchanged(device):
+    case = Case(SHAPE, torch.float64, device, {"bias": True})
+    lse, kappa, f = case.row_factors()
+    zeros = torch.zeros_like(f)
+    plain = case.gradients(lse, kappa, f)
+    for extra in (
+        {"p_coefficient": zeros},
+        {"entropy_weight": zeros},
+        {"p_coefficient": zeros, "entropy_weight": zeros},
+    ):
+        for got, want in zip(case.gradients(lse, kappa, f, **extra), plain, strict=True):
+            assert torch.allclose(got, want, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match="p_coefficient"):
+        case.gradients(lse, kappa, f, p_coefficient=zeros[:3])

@@ -357,16 +357,25 @@ def test_the_compiled_training_step_runs_each_kernel_once_per_loss(monkeypatch):
     """The kernels compute inside the compiled graph, once per loss call: the backward scales their
     gradient. (The entry points of the backend that computes CPU tensors are counted: Numba, or the one
     ``CROSSENTROPY_KERNELS`` forces.)"""
-    calls = record_entry_calls(monkeypatch, kernels.for_torch(torch.zeros(2, 3)).load(), [])
+    backend = kernels.for_torch(torch.zeros(2, 3))
+    calls = record_entry_calls(monkeypatch, backend.load(), [])
+    fused_linear = backend.has_fused_linear()  # then the linear loss runs on the fused linear kernels
     model = Model()
     compiled = torch.compile(grad_step, backend="aot_eager", fullgraph=True, dynamic=True)
     compiled(model, batch(7, seed="spy"))
     calls.clear()
     compiled(model, batch(10, seed="spy"))
-    # 6 cross_entropy calls, 3 binary ones; the linear loss: 2 x 1 chunk forward with gradients,
-    # then reduction="none" in chunks of 3 rows: 4 chunks forward, 4 again in the backward
-    assert calls.count("softmax_cross_entropy_rows") == 6 + 2 + 4 + 4
-    assert calls.count("sigmoid_cross_entropy_elements") == 3
+    assert calls.count("sigmoid_cross_entropy_elements") == 3  # 3 binary losses
+    if not fused_linear:
+        # 6 cross_entropy calls; the linear loss: 2 x 1 chunk forward with gradients, then
+        # reduction="none" in chunks of 3 rows: 4 chunks forward, 4 again in the backward
+        assert calls.count("softmax_cross_entropy_rows") == 6 + 2 + 4 + 4
+        return
+    # 6 cross_entropy calls; the linear loss: twice forward with gradients (log-sum-exp, gradients), then
+    # reduction="none": its log-sum-exp, and in the backward the log-sum-exp again and the gradients
+    assert calls.count("softmax_cross_entropy_rows") == 6
+    assert calls.count("linear_logsumexp") == 2 + 1 + 1
+    assert calls.count("linear_cross_entropy_gradients") == 2 + 1
 
 
 def test_a_graph_traced_with_the_kernels_on_runs_the_reference_code_inside_disabled():
@@ -457,7 +466,10 @@ def _linear_samples():
     count = torch.tensor(9.0, dtype=torch.float64)
     detached, some_detached = (h.detach(), w.detach(), b.detach(), t), (h.detach(), w.detach(), None, t)
     cotangent, scalar = torch.rand(6, generator=gen, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
-    all_needed, weight_only = (True, True, True), (False, True, False)
+    all_needed, weight_only, none = (True, True, True), (False, True, False), (False, False, False)
+    logits = torch.nn.functional.linear(h.detach(), w.detach(), b.detach())
+    lse = torch.logsumexp(logits, dim=1)
+    entropy = -(torch.softmax(logits, dim=1) * torch.log_softmax(logits, dim=1)).sum(dim=1)
     return [
         ("loss-none", "linear_cross_entropy", (h, w, b, t, None, None, None, *options, "none", 4, f64, None)),
         ("loss-mean", "linear_cross_entropy", (h, w, None, t, None, None, count, *warm, "mean", 4, f64, None)),
@@ -499,6 +511,58 @@ def _linear_samples():
             "backward-some",
             "linear_cross_entropy_backward",
             (*some_detached, None, s, count, scalar, *warm, "mean", 2, f32, None, *weight_only),
+        ),
+        (
+            "stats-none",
+            "linear_cross_entropy_stats",
+            (h, w, b, t, None, s, None, *options, "none", 4, f64, None, *none),
+        ),
+        (
+            "stats-with-grad",
+            "linear_cross_entropy_stats",
+            (h, w, b, t, cw, s, count, *warm, "mean", 4, f64, None, *all_needed),
+        ),
+        (
+            "backward-stats",
+            "linear_cross_entropy_backward",
+            (
+                *detached,
+                None,
+                s,
+                None,
+                scalar,
+                *options,
+                "sum",
+                4,
+                f64,
+                None,
+                *all_needed,
+                lse,
+                entropy,
+                cotangent,
+                None,
+            ),
+        ),
+        (
+            "backward-stats-only",
+            "linear_cross_entropy_backward",
+            (
+                *some_detached,
+                cw,
+                None,
+                None,
+                None,
+                *warm,
+                "none",
+                3,
+                f64,
+                None,
+                *weight_only,
+                lse,
+                entropy,
+                None,
+                cotangent,
+            ),
         ),
     ]
 

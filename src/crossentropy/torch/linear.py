@@ -67,7 +67,7 @@ from .._validation import (
     check_reduction,
     checks_values,
 )
-from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
+from ..losses import LossStats, softmax_cross_entropy, softmax_cross_entropy_with_grad
 from . import _dtensor
 from ._autograd import scaled
 
@@ -218,16 +218,25 @@ def _chunked(
     *,
     factor: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
-) -> tuple[torch.Tensor, _Gradients]:
+    stats: bool = False,
+    coefficients: _StatsTerms | None = None,
+) -> tuple[torch.Tensor, _Gradients, tuple | None]:
     """Per-row losses :math:`r_n \\ell_n` and, when ``factor`` is given, the gradients of
     :math:`\\sum_n f_n \\ell_n` that ``needs`` asks for, one chunk of rows at a time, in the
     accumulation dtype. On the kernels when they take the chunk's logits; else (switched off, or
     a device without kernels) each chunk's losses and logit gradient come from the core's generic
-    code (:func:`_generic_rows`), the rest being the same."""
+    code (:func:`_generic_rows`), the rest being the same.
+
+    With ``stats``, also the per-row ``(lse, entropy, hits)`` (the row kernels' ``stats=True`` where
+    the backend has it, else PyTorch operations on the chunk). With ``coefficients`` (the incoming
+    gradients of the statistics), their gradient is added to the logits' one, from :math:`p`
+    recomputed on the chunk (:func:`_stats_term`); without ``factor`` the chunks then form that term
+    alone (the losses are not computed).
+    """
     n_rows, n_classes = input.shape[0], weight.shape[0]
     dtype = options.accumulation_dtype
     weight_acc, bias_acc = weight.to(dtype), None if bias is None else bias.to(dtype)
-    store = factor is not None
+    store = factor is not None or coefficients is not None
     grads = _Gradients(
         input.new_empty(input.shape, dtype=dtype) if store and needs[0] else None,
         input.new_zeros(weight.shape, dtype=dtype) if store and needs[1] else None,
@@ -235,12 +244,22 @@ def _chunked(
     )
     chunk = min(options.chunk_size, n_rows)
     logits_buffer = input.new_empty((chunk, n_classes), dtype=dtype)
-    over_logits = _writes_over_logits(logits_buffer, rows, options)
+    over_logits = coefficients is None and _writes_over_logits(logits_buffer, rows, options)
     grad_buffer = input.new_empty((chunk, n_classes), dtype=dtype) if store and not over_logits else None
     losses = input.new_empty(n_rows, dtype=dtype)
+    found = (
+        (
+            input.new_empty(n_rows, dtype=dtype),
+            input.new_empty(n_rows, dtype=dtype),
+            input.new_empty(n_rows, dtype=torch.bool),
+        )
+        if stats
+        else None
+    )
     backend = kernels.for_torch(logits_buffer)  # asked once: every chunk has the buffer's device and dtype
+    row_stats = stats and backend is not None  # the row kernels' stats=True, until the backend turns out to lack it
     temperature = options.temperature
-    if store and temperature != 1:  # the kernels differentiate the logits over the temperature: 1/T more for x
+    if factor is not None and temperature != 1:  # the kernels differentiate the logits over the temperature
         factor = factor / temperature
     for start in range(0, n_rows, chunk):
         piece = slice(start, min(start + chunk, n_rows))
@@ -252,32 +271,111 @@ def _chunked(
             torch.addmm(bias_acc, x, weight_acc.T, out=logits)
         if temperature != 1:
             logits.div_(temperature)
-        f = factor[piece] if store else None
-        if backend is None:
+        f = factor[piece] if factor is not None else None
+        if stats and not row_stats:  # before a kernel may write the gradient over the logits
+            found_lse, found_entropy, found_hits = _torch_stats(
+                logits, rows.target[piece], rows.row_weight[piece] != 0, options.softcap
+            )
+            found[0][piece], found[1][piece], found[2][piece] = found_lse, found_entropy, found_hits
+        if f is None and coefficients is not None:  # the statistics' gradient alone
+            dlogits = None
+        elif backend is None:
             losses[piece], dlogits = _generic_rows(logits, rows, piece, f, options)
         else:
-            losses[piece], dlogits = backend.softmax_cross_entropy_rows(
-                logits,
-                rows.target[piece],
-                weight=rows.class_weight,
-                row_weight=rows.row_weight[piece],
-                grad_factor=f,
-                smoothing=options.label_smoothing,
-                z=options.z_loss,
-                cap=options.softcap,
-                out=(logits if grad_buffer is None else grad_buffer[: piece.stop - start]) if store else None,
-            )
+            arguments = (logits, rows.target[piece])
+            keywords = {
+                "weight": rows.class_weight,
+                "row_weight": rows.row_weight[piece],
+                "grad_factor": f,
+                "smoothing": options.label_smoothing,
+                "z": options.z_loss,
+                "cap": options.softcap,
+                "out": (logits if grad_buffer is None else grad_buffer[: piece.stop - start])
+                if f is not None
+                else None,
+            }
+            if row_stats:
+                try:
+                    losses[piece], dlogits, (found_lse, found_entropy, found_hits) = backend.softmax_cross_entropy_rows(
+                        *arguments, **keywords, stats=True
+                    )
+                except TypeError as error:  # a backend without the statistics: PyTorch operations on the chunk
+                    if "stats" not in str(error):
+                        raise
+                    row_stats = False
+                    found_lse, found_entropy, found_hits = _torch_stats(
+                        logits, rows.target[piece], rows.row_weight[piece] != 0, options.softcap
+                    )
+                    losses[piece], dlogits = backend.softmax_cross_entropy_rows(*arguments, **keywords)
+                found[0][piece], found[1][piece], found[2][piece] = found_lse, found_entropy, found_hits
+            else:
+                losses[piece], dlogits = backend.softmax_cross_entropy_rows(*arguments, **keywords)
+        if options.filter_eps is not None and dlogits is not None:
+            _drop_small_probabilities(dlogits, logits, rows, piece, f, options)
+        if coefficients is not None:
+            term = _stats_term(logits, coefficients, piece, options)
+            dlogits = term if dlogits is None else dlogits.add_(term)
         if dlogits is None:
             continue
-        if options.filter_eps is not None:
-            _drop_small_probabilities(dlogits, logits, rows, piece, f, options)
         if grads.input is not None:
             torch.mm(dlogits, weight_acc, out=grads.input[piece])
         if grads.weight is not None:
             grads.weight.addmm_(dlogits.T, x)
         if grads.bias is not None:
             grads.bias += dlogits.sum(dim=0)
-    return losses, grads
+    return losses, grads, found
+
+
+@dataclass
+class _StatsTerms:
+    r"""The incoming gradients of the statistics as per-row terms of the logits' gradient (accumulation
+    dtype, 0 at rows whose statistics are the constant 0): :math:`c_n = \lambda_n + \eta_n \bar u_n`
+    (``p_coefficient``), :math:`\eta_n` (``entropy_weight``) and the log-sum-exp :math:`L_n` that
+    gives :math:`p = e^{u - L_n}`; the gradient of :math:`\sum_n \lambda_n L_n + \eta_n H_n` with
+    respect to :math:`u` is :math:`p\,(c_n - \eta_n u)`."""
+
+    p_coefficient: torch.Tensor
+    entropy_weight: torch.Tensor
+    lse: torch.Tensor
+
+
+def _stats_terms(rows: _Rows, lse, entropy, grad_lse, grad_entropy, dtype: torch.dtype) -> _StatsTerms:
+    """:class:`_StatsTerms` from the saved statistics and their incoming gradients (None: 0)."""
+    live = rows.row_weight != 0
+    zero = torch.zeros_like(rows.row_weight)
+    lam = zero if grad_lse is None else torch.where(live, grad_lse.to(dtype), zero)
+    eta = zero if grad_entropy is None else torch.where(live, grad_entropy.to(dtype), zero)
+    lse = lse.to(dtype)
+    u_bar = lse - entropy.to(dtype)
+    return _StatsTerms((lam + eta * u_bar).contiguous(), eta.contiguous(), lse.contiguous())
+
+
+def _stats_term(logits: torch.Tensor, terms: _StatsTerms, piece: slice, options: LinearOptions) -> torch.Tensor:
+    r"""The statistics' part of a chunk's logits' gradient (``logits`` already over the temperature):
+    :math:`p\,(c_n - \eta_n u)` times the soft-cap's slope, over :math:`T`."""
+    cap = options.softcap
+    tanh = None if cap is None else torch.tanh(logits / cap)
+    u = logits if cap is None else cap * tanh
+    c, eta = terms.p_coefficient[piece, None], terms.entropy_weight[piece, None]
+    term = torch.exp(u - terms.lse[piece, None]) * (c - eta * u)
+    if cap is not None:
+        term *= 1 - tanh**2
+    if options.temperature != 1:
+        term /= options.temperature
+    active = (c != 0) | (eta != 0)  # elsewhere p may overflow (a saved log-sum-exp of 0)
+    return torch.where(active, term, torch.zeros_like(term))
+
+
+def _torch_stats(logits: torch.Tensor, target: torch.Tensor, live: torch.Tensor, cap: float | None):
+    """``(lse, entropy, hits)`` of each row of ``logits`` (already over the temperature) in PyTorch
+    operations (differentiable), soft-capped by ``cap``; 0 (False) where ``live`` is False."""
+    u = logits if cap is None else cap * torch.tanh(logits / cap)
+    lse = torch.logsumexp(u, dim=1)
+    log_p = u - lse[:, None]
+    entropy = -(torch.exp(log_p) * log_p).sum(dim=1)
+    hits = (torch.argmax(u, dim=1) == target) & live
+    zero = torch.zeros_like(lse)
+    return torch.where(live, lse, zero), torch.where(live, entropy, zero), hits
 
 
 def _writes_over_logits(logits: torch.Tensor, rows: _Rows, options: LinearOptions) -> bool:
@@ -364,11 +462,17 @@ def _fused(
     *,
     factor: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
-) -> tuple[torch.Tensor, _Gradients]:
+    stats: bool = False,
+    coefficients: _StatsTerms | None = None,
+) -> tuple[torch.Tensor, _Gradients, tuple | None]:
     r"""What :func:`_chunked` returns, from a backend's fused linear kernels (index targets): the
     log-sum-exp :math:`L_n` and :math:`\sum_c a_{n,c} u_{n,c}` per row give
     :math:`\ell_n = A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`, and the gradient kernel
-    takes :math:`\kappa_n = A_n + 2 z\,\omega_n L_n`."""
+    takes :math:`\kappa_n = A_n + 2 z\,\omega_n L_n`. The statistics come from the same forward
+    tiles (``linear_logsumexp(..., stats=True)``: the entropy and the first arg-max); their gradient
+    from the same backward kernel (``p_coefficient`` :math:`c_n`, ``entropy_weight`` :math:`\eta_n`).
+    Without ``factor`` but with ``coefficients`` the forward is not recomputed: the saved
+    log-sum-exp serves (exact at every row the term touches), and no loss is formed."""
     n_classes, dtype = weight.shape[0], options.accumulation_dtype
     shared = {
         "class_weight": rows.class_weight,
@@ -376,17 +480,36 @@ def _fused(
         "cap": options.softcap,
         "temperature": options.temperature,
     }
-    lse, target_dot = backend.linear_logsumexp(input, weight, bias, rows.target, **shared)
-    lse, target_dot = lse.to(dtype), target_dot.to(dtype)
-    mass = _target_mass(rows, options, n_classes)
-    omega = rows.omega if rows.omega is not None else torch.ones_like(lse)
-    losses = mass * lse - target_dot
-    if options.z_loss > 0:
-        losses = losses + options.z_loss * omega * lse**2
-    losses = torch.where(rows.row_weight != 0, rows.row_weight * losses, torch.zeros_like(losses))
-    if factor is None or not any(needs):
-        return losses, _Gradients(None, None, None)
-    kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
+    live = rows.row_weight != 0
+    found_stats = None
+    if factor is None and coefficients is not None:
+        lse, losses, kappa = coefficients.lse, None, torch.zeros_like(coefficients.lse)
+    else:
+        if stats:
+            lse, target_dot, entropy, arg = backend.linear_logsumexp(
+                input, weight, bias, rows.target, **shared, stats=True
+            )
+            zero = torch.zeros_like(rows.row_weight)
+            found_stats = (
+                torch.where(live, lse.to(dtype), zero),
+                torch.where(live, entropy.to(dtype), zero),
+                (arg == rows.target) & live,
+            )
+        else:
+            lse, target_dot = backend.linear_logsumexp(input, weight, bias, rows.target, **shared)
+        lse, target_dot = lse.to(dtype), target_dot.to(dtype)
+        mass = _target_mass(rows, options, n_classes)
+        omega = rows.omega if rows.omega is not None else torch.ones_like(lse)
+        losses = mass * lse - target_dot
+        if options.z_loss > 0:
+            losses = losses + options.z_loss * omega * lse**2
+        losses = torch.where(live, rows.row_weight * losses, torch.zeros_like(losses))
+        if (factor is None and coefficients is None) or not any(needs):
+            return losses, _Gradients(None, None, None), found_stats
+        kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
+    extra = {}
+    if coefficients is not None:
+        extra = {"p_coefficient": coefficients.p_coefficient, "entropy_weight": coefficients.entropy_weight}
     found = backend.linear_cross_entropy_gradients(
         input,
         weight,
@@ -394,15 +517,16 @@ def _fused(
         rows.target,
         lse,
         kappa.contiguous(),
-        factor,
+        torch.zeros_like(lse) if factor is None else factor,
         **shared,
         filter_eps=options.filter_eps,
         need_input=needs[0],
         need_weight=needs[1],
         need_bias=needs[2] and bias is not None,
         accumulation_dtype=dtype,
+        **extra,
     )
-    return losses, _Gradients(*found)
+    return losses, _Gradients(*found), found_stats
 
 
 def _fused_backend(input, weight, bias, target) -> kernels.Backend | None:
@@ -430,22 +554,31 @@ def _losses_and_gradients(
     *,
     grad_output: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
-) -> tuple[torch.Tensor, torch.Tensor, _Gradients]:
-    """Per-row losses, the mean's denominator and the gradients ``needs`` asks for of
+    stats: bool = False,
+    stats_grad: tuple | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, _Gradients, tuple | None]:
+    """Per-row losses, the mean's denominator, the gradients ``needs`` asks for of
     ``sum(grad_output * loss)`` (``grad_output``: 0-d or one per row; None, or nothing needed,
-    forms no gradient), in the accumulation dtype: the body of the operators.
+    forms no gradient) and, with ``stats``, the per-row ``(lse, entropy, hits)``, in the
+    accumulation dtype: the body of the operators. ``stats_grad``: ``(lse, entropy, grad_lse,
+    grad_entropy)``, the saved statistics and their incoming gradients (None: 0), whose gradient is
+    then added (without ``grad_output`` the losses are not formed).
 
     The values of the targets and weights are checked first.
     """
     _check_values(target, class_weight, sample_weight, weight.shape[0], options)
     rows = _row_terms(target, class_weight, sample_weight, normalizer, options)
     factor = _grad_factor(rows, options, grad_output) if grad_output is not None and any(needs) else None
+    coefficients = None
+    if stats_grad is not None and any(needs):
+        coefficients = _stats_terms(rows, *stats_grad, options.accumulation_dtype)
     backend = _fused_backend(input, weight, bias, target)
-    if backend is not None:
-        losses, grads = _fused(backend, input, weight, bias, rows, options, factor=factor, needs=needs)
-    else:
-        losses, grads = _chunked(input, weight, bias, rows, options, factor=factor, needs=needs)
-    return losses, rows.denominator, grads
+    engine = _fused if backend is not None else _chunked
+    arguments = (backend, input) if backend is not None else (input,)
+    losses, grads, found = engine(
+        *arguments, weight, bias, rows, options, factor=factor, needs=needs, stats=stats, coefficients=coefficients
+    )
+    return losses, rows.denominator, grads, found
 
 
 def _check_values(target, class_weight, sample_weight, n_classes: int, options: LinearOptions) -> None:
@@ -462,7 +595,9 @@ def _check_values(target, class_weight, sample_weight, n_classes: int, options: 
         check_nonnegative("sample_weight", sample_weight, xp)
 
 
-def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+def _gradients_by_autograd(
+    ctx: Any, grad_output: torch.Tensor | None, grad_lse: Any = None, grad_entropy: Any = None
+) -> tuple[torch.Tensor | None, ...]:
     """The gradients of ``input``, ``weight`` and ``bias`` by autograd through plain PyTorch chunks.
 
     For a backward that builds a graph (``create_graph=True``), whose gradients autograd must
@@ -472,13 +607,28 @@ def _gradients_by_autograd(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.T
     """
     _refuse_filtering_under_autograd(ctx.options)
     create_graph = torch.is_grad_enabled()
-    input, weight, bias, target, class_weight, sample_weight, normalizer = ctx.saved_tensors
+    input, weight, bias, target, class_weight, sample_weight, normalizer = ctx.saved_tensors[:_N_TENSORS]
     wanted = [t for t, need in zip((input, weight, bias), ctx.needs, strict=True) if need]
+    stats = grad_lse is not None or grad_entropy is not None
     with torch.enable_grad(), kernels.disabled():
-        loss = _pytorch_chunks(
-            input, weight, bias, target, class_weight, sample_weight, normalizer, ctx.options, recompute=False
+        result = _pytorch_chunks(
+            input,
+            weight,
+            bias,
+            target,
+            class_weight,
+            sample_weight,
+            normalizer,
+            ctx.options,
+            recompute=False,
+            stats=stats,
         )
-        found = iter(torch.autograd.grad(loss, wanted, grad_output, create_graph=create_graph))
+        outputs = result[:3] if stats else (result,)
+        pairs = [(o, g) for o, g in zip(outputs, (grad_output, grad_lse, grad_entropy), strict=False) if g is not None]
+        found = torch.autograd.grad(
+            [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=create_graph, allow_unused=True
+        )
+        found = iter(torch.zeros_like(t) if g is None else g for g, t in zip(found, wanted, strict=True))
     return tuple(next(found) if need else None for need in ctx.needs)
 
 
@@ -533,7 +683,7 @@ def _linear_cross_entropy(
         accumulation_dtype,
         filter_eps,
     )
-    losses, denominator, _ = _losses_and_gradients(
+    losses, denominator, _, _ = _losses_and_gradients(
         input, weight, bias, target, class_weight, sample_weight, normalizer, options, grad_output=None, needs=_NO_NEEDS
     )
     return reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
@@ -576,15 +726,15 @@ def _linear_cross_entropy_with_grad(
     )
     needs = (need_input, need_weight, need_bias and bias is not None)
     one = torch.ones((), dtype=accumulation_dtype, device=input.device)
-    losses, denominator, grads = _losses_and_gradients(
+    losses, denominator, grads, _ = _losses_and_gradients(
         input, weight, bias, target, class_weight, sample_weight, normalizer, options, grad_output=one, needs=needs
     )
     loss = reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
     return loss, *_gradient_outputs(input, grads, accumulation_dtype)
 
 
-@torch.library.custom_op("crossentropy::linear_cross_entropy_backward", mutates_args=())
-def _linear_cross_entropy_backward(
+@torch.library.custom_op("crossentropy::linear_cross_entropy_stats", mutates_args=())
+def _linear_cross_entropy_stats(
     input: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -592,7 +742,6 @@ def _linear_cross_entropy_backward(
     class_weight: torch.Tensor | None,
     sample_weight: torch.Tensor | None,
     normalizer: torch.Tensor | None,
-    grad_output: torch.Tensor,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
@@ -605,10 +754,73 @@ def _linear_cross_entropy_backward(
     need_input: bool,
     need_weight: bool,
     need_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``return_stats=True``: the loss, the per-row log-sum-exp and entropy (accumulation dtype) and
+    hits (bool) of index targets, and the loss's gradients that ``need_*`` ask for (of the losses'
+    sum for ``"none"``; none asked for: the loss alone), a 0-element placeholder for each other one."""
+    options = _checked_options(
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        temperature,
+        reduction,
+        chunk_size,
+        accumulation_dtype,
+        filter_eps,
+    )
+    needs = (need_input, need_weight, need_bias and bias is not None)
+    one = torch.ones((), dtype=accumulation_dtype, device=input.device) if any(needs) else None
+    losses, denominator, grads, found = _losses_and_gradients(
+        input,
+        weight,
+        bias,
+        target,
+        class_weight,
+        sample_weight,
+        normalizer,
+        options,
+        grad_output=one,
+        needs=needs,
+        stats=True,
+    )
+    loss = reduce_loss(losses, denominator, reduction, get_namespace(losses), input.dtype).contiguous()
+    lse, entropy, hits = (t.contiguous() for t in found)
+    return loss, lse, entropy, hits, *_gradient_outputs(input, grads, accumulation_dtype)
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy_backward", mutates_args=())
+def _linear_cross_entropy_backward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    sample_weight: torch.Tensor | None,
+    normalizer: torch.Tensor | None,
+    grad_output: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    temperature: float,
+    reduction: str,
+    chunk_size: int,
+    accumulation_dtype: torch.dtype,
+    filter_eps: float | None,
+    need_input: bool,
+    need_weight: bool,
+    need_bias: bool,
+    lse: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    grad_lse: torch.Tensor | None = None,
+    grad_entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradients of ``sum(grad_output * loss)`` (``grad_output``: 0-d, or one per row for
-    ``"none"``) that ``need_*`` ask for, in the accumulation dtype; a 0-element placeholder for each
-    other one. The backward of the two operators above; not differentiable itself."""
+    ``"none"``; None: no loss term) that ``need_*`` ask for, in the accumulation dtype; a 0-element
+    placeholder for each other one. With the saved statistics ``lse`` and ``entropy`` of
+    ``linear_cross_entropy_stats``, plus ``sum(grad_lse * lse + grad_entropy * entropy)`` (either
+    incoming gradient may be None). The backward of the operators above; not differentiable itself."""
     options = LinearOptions(
         ignore_index,
         label_smoothing,
@@ -621,7 +833,8 @@ def _linear_cross_entropy_backward(
         filter_eps,
     )
     needs = (need_input, need_weight, need_bias and bias is not None)
-    _, _, grads = _losses_and_gradients(
+    with_stats = lse is not None and entropy is not None and (grad_lse is not None or grad_entropy is not None)
+    _, _, grads, _ = _losses_and_gradients(
         input,
         weight,
         bias,
@@ -632,6 +845,7 @@ def _linear_cross_entropy_backward(
         options,
         grad_output=grad_output,
         needs=needs,
+        stats_grad=(lse, entropy, grad_lse, grad_entropy) if with_stats else None,
     )
     return _gradient_outputs(input, grads, accumulation_dtype)
 
@@ -660,11 +874,25 @@ def _linear_with_grad_fake(input, weight, bias, target, class_weight, sample_wei
     return loss, *_fake_gradients(input, weight, bias, needs, options[7])
 
 
+@_linear_cross_entropy_stats.register_fake
+def _linear_stats_fake(input, weight, bias, target, class_weight, sample_weight, normalizer, *options_and_needs):
+    options, needs = options_and_needs[:_N_OPTIONS], options_and_needs[_N_OPTIONS:]
+    loss = input.new_empty((input.shape[0],) if options[5] == "none" else ())
+    rows = input.shape[0]
+    per_row = (input.new_empty(rows, dtype=options[7]), input.new_empty(rows, dtype=options[7]))
+    return (
+        loss,
+        *per_row,
+        input.new_empty(rows, dtype=torch.bool),
+        *_fake_gradients(input, weight, bias, needs, options[7]),
+    )
+
+
 @_linear_cross_entropy_backward.register_fake
 def _linear_backward_fake(
-    input, weight, bias, target, class_weight, sample_weight, normalizer, grad_output, *options_and_needs
+    input, weight, bias, target, class_weight, sample_weight, normalizer, grad_output, *options_and_needs, **_stats
 ):
-    return _fake_gradients(input, weight, bias, options_and_needs[_N_OPTIONS:], options_and_needs[7])
+    return _fake_gradients(input, weight, bias, options_and_needs[_N_OPTIONS : _N_OPTIONS + 3], options_and_needs[7])
 
 
 _N_TENSORS = 7  # input, weight, bias, target, class_weight, sample_weight, normalizer
@@ -706,6 +934,51 @@ _linear_cross_entropy.register_autograd(_linear_backward, setup_context=_linear_
 _linear_cross_entropy_with_grad.register_autograd(_linear_backward, setup_context=_linear_setup_context)
 
 
+def _stats_setup_context(ctx, inputs, output) -> None:
+    tensors, rest = inputs[:_N_TENSORS], inputs[_N_TENSORS:]
+    input, weight, bias = tensors[:3]
+    ctx.options = LinearOptions(*rest[:_N_OPTIONS])
+    ctx.dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
+    ctx.needs = tuple(ctx.needs_input_grad[:3])
+    _, lse, entropy, hits, *gradients = output
+    ctx.save_for_backward(*tensors, lse, entropy)
+    ctx.n_inputs = len(inputs)
+    kept = rest[_N_OPTIONS:]  # need_input, need_weight, need_bias
+    ctx.grads = (
+        tuple(gradients) if any(kept) and all(k or not n for n, k in zip(ctx.needs, kept, strict=True)) else None
+    )
+    ctx.mark_non_differentiable(hits, *gradients)
+    ctx.set_materialize_grads(False)
+
+
+def _stats_backward(ctx, grad_output, grad_lse, grad_entropy, *_):
+    """The loss's gradient as :func:`_linear_backward` forms it, plus the statistics' (one more pass over
+    the logits, which the forward could not make: their incoming gradients were not known)."""
+    grads, ctx.grads = ctx.grads, None
+    nothing = (None,) * (ctx.n_inputs - 3)
+    if (grad_output is None and grad_lse is None and grad_entropy is None) or not any(ctx.needs):
+        return (None, None, None, *nothing)
+    incoming = (grad_output, grad_lse, grad_entropy)
+    if torch.is_grad_enabled() or any(g is not None and is_transformed_tensor(g) for g in incoming):
+        return (*_gradients_by_autograd(ctx, grad_output, grad_lse, grad_entropy), *nothing)
+    tensors, (lse, entropy) = ctx.saved_tensors[:_N_TENSORS], ctx.saved_tensors[_N_TENSORS:]
+    stats = (lse, entropy, grad_lse, grad_entropy) if grad_lse is not None or grad_entropy is not None else ()
+    found = None
+    if grad_output is not None and grads is not None and ctx.options.reduction != "none":
+        found = [scaled(g, grad_output) if need else g for g, need in zip(grads, ctx.needs, strict=True)]
+        grad_output = None  # the loss's part is done
+    if grad_output is not None or stats:
+        more = _linear_cross_entropy_backward(*tensors, grad_output, *ctx.options.arguments(), *ctx.needs, *stats)
+        found = (
+            more if found is None else [g + m if need else g for g, m, need in zip(found, more, ctx.needs, strict=True)]
+        )
+    cast = [g.to(dtype) if need else None for g, dtype, need in zip(found, ctx.dtypes, ctx.needs, strict=True)]
+    return (*cast, *nothing)
+
+
+_linear_cross_entropy_stats.register_autograd(_stats_backward, setup_context=_stats_setup_context)
+
+
 def _pytorch_chunks(
     input,
     weight,
@@ -717,13 +990,16 @@ def _pytorch_chunks(
     options: LinearOptions,
     *,
     recompute: bool = True,
-) -> torch.Tensor:
+    stats: bool = False,
+) -> Any:
     """Plain PyTorch (any device): the loss from chunks of rows, differentiable by autograd (the
     targets, class weights and sample weights too).
 
     With ``recompute`` the chunks run under activation checkpointing (their logits are recomputed
     in the backward pass); without it, or under ``torch.func`` transforms (which refuse the
-    saved-tensor hooks of checkpointing), they keep their logits for the backward pass.
+    saved-tensor hooks of checkpointing), they keep their logits for the backward pass. With
+    ``stats`` (index targets): ``(loss, lse, entropy, hits)``, the statistics per row in the
+    accumulation dtype (:func:`_torch_stats`), differentiated by autograd too.
     """
     dtype = options.accumulation_dtype
     probabilities = target.dtype.is_floating_point
@@ -732,7 +1008,7 @@ def _pytorch_chunks(
         logits = torch.nn.functional.linear(rows.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
         if options.temperature != 1:
             logits = logits / options.temperature
-        return softmax_cross_entropy(
+        losses = softmax_cross_entropy(
             logits,
             rows_target.to(dtype) if probabilities else rows_target,
             weight=None if class_weight is None else class_weight.to(dtype),
@@ -743,6 +1019,13 @@ def _pytorch_chunks(
             sample_weight=rows_sample_weight,
             reduction="none",
         )
+        if not stats:
+            return losses
+        live = rows_target != options.ignore_index
+        if rows_sample_weight is not None:
+            live = live & (rows_sample_weight != 0)
+        safe_target = torch.where(live, rows_target, torch.zeros_like(rows_target))
+        return (losses, *_torch_stats(logits, safe_target, live, options.softcap))
 
     size = options.chunk_size
     chunks = [
@@ -762,8 +1045,12 @@ def _pytorch_chunks(
         pieces = [chunk_losses(*chunk) for chunk in chunks]
     # A tensor: under vmap the denominator differs by batch entry.
     denominator = _row_terms(target, class_weight, sample_weight, normalizer, options).denominator
-    losses = torch.cat(pieces)
-    return reduce_loss(losses, denominator, options.reduction, get_namespace(losses), input.dtype)
+    if stats:
+        losses, lse, entropy, hits = (torch.cat(parts) for parts in zip(*pieces, strict=True))
+    else:
+        losses = torch.cat(pieces)
+    loss = reduce_loss(losses, denominator, options.reduction, get_namespace(losses), input.dtype)
+    return (loss, lse, entropy, hits) if stats else loss
 
 
 def _k_dimensional(input, linear_weight, target, linear_bias, keywords: dict) -> torch.Tensor:
@@ -896,7 +1183,8 @@ def linear_cross_entropy(
     accumulation_dtype: torch.dtype | None = None,
     filter_eps: float | None = None,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> Any:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materializing the N×V logits.
 
     ``torch.nn.functional.linear_cross_entropy`` (PyTorch 2.13): same parameters, defaults and
@@ -985,10 +1273,26 @@ def linear_cross_entropy(
         Rows per chunk of the chunked engine; by default ``options``'s choice, else as many as
         make 64 MiB of float32 logits. Peak memory is one chunk of logits (two with ``softcap``
         or ``filter_eps``) and the gradient of ``linear_weight``.
+    return_stats : bool, default False
+        Also return a :class:`crossentropy.LossStats` ``(lse, entropy, accuracy)`` of per-token
+        tensors of the target's shape (index targets only; probabilities raise a ``ValueError``),
+        from the same pass as the loss with O(N) more memory: :math:`\operatorname{LSE}(u_n)`,
+        the entropy :math:`H_n = \operatorname{LSE}(u_n) - \sum_c p_{n,c} u_{n,c}` of
+        :math:`p_n = \operatorname{softmax}(u_n)` (the input's dtype) and whether the first
+        arg-max of :math:`u_n` is the target (bool), for the logits the loss reads
+        (over the temperature, soft-capped). 0 (False) at ignored positions, at a sample weight of
+        0 and, with ``shift``, at the last position of each sequence (position :math:`t`
+        describes the logits of position :math:`t`). ``lse`` and ``entropy`` are differentiable
+        (an entropy bonus or a z-loss of one's own): with incoming gradients :math:`\lambda_n`,
+        :math:`\eta_n` the logits' gradient gains :math:`p_{n,c}(\lambda_n + \eta_n \bar u_n -
+        \eta_n u_{n,c})` (:math:`\bar u_n = \sum_c p_{n,c} u_{n,c}`) times the soft-cap's slope
+        over :math:`T`, formed in one more pass over the logits in the backward (fused engine:
+        the same backward kernel as the loss's; chunks: :math:`p` recomputed per chunk), since
+        the forward does not know :math:`\lambda, \eta`. With False nothing of them is computed.
 
     Returns
     -------
-    Tensor
+    Tensor, or (Tensor, LossStats) with ``return_stats``
         0-d for ``"mean"``/``"sum"``, the target's batch shape for ``"none"``; the input's dtype.
 
     Examples
@@ -1017,6 +1321,8 @@ def linear_cross_entropy(
         "filter_eps": filter_eps,
     }
     if any(isinstance(t, _dtensor.TYPES) for t in (input, linear_weight, linear_bias)):  # torch.distributed.tensor
+        if return_stats:
+            raise NotImplementedError("`return_stats` with DTensor inputs is not supported yet")
         return _dtensor.linear_cross_entropy_dtensor(
             input,
             linear_weight,
@@ -1031,6 +1337,10 @@ def linear_cross_entropy(
             **extras,
         )
     if isinstance(linear_weight, torch.Tensor) and linear_weight.ndim > 2 and isinstance(input, torch.Tensor):
+        if return_stats:
+            raise ValueError(
+                "`return_stats` applies to the (N, V) loss of a language model, not to a K-dimensional `linear_weight`"
+            )
         keywords = {
             "weight": weight,
             "reduction": reduction,
@@ -1041,6 +1351,11 @@ def linear_cross_entropy(
         }
         return _k_dimensional(input, linear_weight, target, linear_bias, keywords)
     probabilities = _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index)
+    if return_stats and probabilities:
+        raise ValueError(
+            "`return_stats` needs class-index targets (the accuracy compares the arg-max with the target); got "
+            f"probabilities of shape {tuple(target.shape)}"
+        )
     if options is not None and not isinstance(options, torch.nn.LinearCrossEntropyOptions):
         raise TypeError(f"`options` must be a torch.nn.LinearCrossEntropyOptions or None; got {type(options).__name__}")
     hidden, n_classes = input.shape[-1], linear_weight.shape[0]
@@ -1070,11 +1385,16 @@ def linear_cross_entropy(
     tensors = (rows, linear_weight, linear_bias, row_target, weight, row_sample_weight, normalizer)
     transformed = any(is_transformed_tensor(t) for t in tensors)
     differentiable_others = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors[3:])
+    stats = None
     if not transformed and not differentiable_others:  # the operators check the targets' and weights' values
         needs = [
             torch.is_grad_enabled() and t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)
         ]
-        if any(needs) and settings.reduction != "none":  # the gradients in the forward call, scaled in backward
+        with_grad = any(needs) and settings.reduction != "none"  # the gradients in the forward call, scaled in backward
+        if return_stats:
+            given = needs if with_grad else (False, False, False)
+            loss, *stats = _linear_cross_entropy_stats(*tensors, *settings.arguments(), *given)[:4]
+        elif with_grad:
             loss = _linear_cross_entropy_with_grad(*tensors, *settings.arguments(), *needs)[0]
         else:
             loss = _linear_cross_entropy(*tensors, *settings.arguments())
@@ -1082,12 +1402,25 @@ def linear_cross_entropy(
         if settings.filter_eps is not None:
             _refuse_filtering_under_autograd(settings)
         _check_values(row_target, weight, row_sample_weight, n_classes, settings)
-        loss = _pytorch_chunks(*tensors, settings)
+        loss = _pytorch_chunks(*tensors, settings, stats=return_stats)
+        if return_stats:
+            loss, *stats = loss
+    batch = target.shape[: input.ndim - 1]
+    if stats is not None:
+        stats = LossStats(
+            *(_positions(t, shift, batch) for t in (stats[0].to(input.dtype), stats[1].to(input.dtype), stats[2]))
+        )
     if settings.reduction != "none":
-        return loss
-    if shift:  # the last position of each sequence scores nothing
-        loss = torch.cat([loss, loss.new_zeros(1)])
-    return loss.reshape(target.shape[: input.ndim - 1])
+        return loss if stats is None else (loss, stats)
+    loss = _positions(loss, shift, batch)
+    return loss if stats is None else (loss, stats)
+
+
+def _positions(values: torch.Tensor, shift: bool, batch) -> torch.Tensor:
+    """Per-row ``values`` in the batch shape; with ``shift`` the last position (scoring nothing) is 0."""
+    if shift:
+        values = torch.cat([values, values.new_zeros(1)])
+    return values.reshape(batch)
 
 
 def sequence_rows(input, target, sample_weight, probabilities: bool, shift: bool, accumulation: torch.dtype):

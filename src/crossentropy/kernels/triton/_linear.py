@@ -205,6 +205,9 @@ def _linear_logsumexp_kernel(
     t_ptr,
     lse_ptr,
     dot_ptr,
+    ent_ptr,
+    top_ptr,
+    arg_ptr,
     n_rows,
     n_classes,
     n_features,
@@ -221,13 +224,18 @@ def _linear_logsumexp_kernel(
     SCALED: tl.constexpr,
     CAPPED: tl.constexpr,
     UPCAST: tl.constexpr,
+    STATS: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_V: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    """Partial log-sum-exp and target dot product of ``BLOCK_N`` rows over the vocabulary tiles
-    ``[split * tiles_per_split, (split + 1) * tiles_per_split)``, written at ``split * n_rows + row``."""
+    r"""Partial log-sum-exp and target dot product of ``BLOCK_N`` rows over the vocabulary tiles
+    ``[split * tiles_per_split, (split + 1) * tiles_per_split)``, written at ``split * n_rows + row``.
+
+    With ``STATS`` also the split's entropy (of the softmax over its columns, from the online
+    :math:`t = \sum_c e^{u_c - m} (u_c - m)`, rescaled with the running maximum), its maximum and
+    the column of its first maximum."""
     pid_n = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: offsets below are 64-bit
@@ -240,6 +248,8 @@ def _linear_logsumexp_kernel(
     m = tl.full([BLOCK_N], -float("inf"), ACC)
     s = tl.zeros([BLOCK_N], ACC)
     dot = tl.zeros([BLOCK_N], ACC)
+    t = tl.zeros([BLOCK_N], ACC)
+    best = tl.zeros([BLOCK_N], tl.int64)
     first = split * tiles_per_split * BLOCK_V
     last = tl.minimum(first + tiles_per_split * BLOCK_V, n_classes)
     for start in range(first, last, BLOCK_V):
@@ -271,9 +281,19 @@ def _linear_logsumexp_kernel(
             BLOCK_V,
             BLOCK_H,
         )
-        new_m = tl.maximum(m, tl.max(u, axis=1))
+        tile_max = tl.max(u, axis=1)
+        new_m = tl.maximum(m, tile_max)
         ref = tl.where(new_m == -float("inf"), 0.0, new_m)  # all -inf so far: exponentials of -inf, not NaN
-        s = s * tl.exp(m - ref) + tl.sum(tl.exp(u - ref[:, None]), axis=1)
+        alpha = tl.exp(m - ref)
+        e = tl.exp(u - ref[:, None])
+        if STATS:
+            # t relative to the new reference: alpha (t + s (m - ref)); columns outside the vocabulary add 0
+            # (their e (u - ref) would be 0 * -inf).
+            moved = tl.where(m == -float("inf"), 0.0, m - ref)
+            t = (t + s * moved) * alpha + tl.sum(tl.where(cmask[None, :], e * (u - ref[:, None]), 0.0), axis=1)
+            # the first maximum: the tile's first, where it beats every earlier tile strictly
+            best = tl.where(tile_max > m, start + tl.argmax(u, axis=1).to(tl.int64), best)
+        s = s * alpha + tl.sum(e, axis=1)
         m = new_m
         a, _is_target = _target_weights(
             t_ptr, cw_ptr, rows, cols, row_in, cmask, vocab_start, keep, floor, ACC, WEIGHTED, SMOOTH, BLOCK_N, BLOCK_V
@@ -283,6 +303,10 @@ def _linear_logsumexp_kernel(
     out = split * n_rows + rows
     tl.store(lse_ptr + out, ref + tl.log(s), mask=row_in)
     tl.store(dot_ptr + out, dot, mask=row_in)
+    if STATS:
+        tl.store(ent_ptr + out, tl.log(s) - t / s, mask=row_in)
+        tl.store(top_ptr + out, m, mask=row_in)
+        tl.store(arg_ptr + out, best, mask=row_in)
 
 
 @triton.jit(do_not_specialize=["vocab_start", "keep_bits", "floor_bits", "scale_bits", "cap_bits", "eps_bits"])
@@ -299,6 +323,8 @@ def _linear_gradients_kernel(
     lse_ptr,
     kappa_ptr,
     f_ptr,
+    pc_ptr,
+    eta_ptr,
     dx_ptr,
     dw_ptr,
     db_ptr,
@@ -319,6 +345,7 @@ def _linear_gradients_kernel(
     SCALED: tl.constexpr,
     CAPPED: tl.constexpr,
     FILTER: tl.constexpr,
+    STATS: tl.constexpr,
     NEED_X: tl.constexpr,
     NEED_W: tl.constexpr,
     NEED_B: tl.constexpr,
@@ -344,7 +371,12 @@ def _linear_gradients_kernel(
     row_in = rows < n_rows
     cmask = cols < n_classes
     f = tl.load(f_ptr + rows, mask=row_in, other=0.0).to(ACC)
-    active = row_in & (f != 0)  # rows with f = 0 contribute nothing
+    if STATS:
+        pc = tl.load(pc_ptr + rows, mask=row_in, other=0.0).to(ACC)
+        eta = tl.load(eta_ptr + rows, mask=row_in, other=0.0).to(ACC)
+        active = row_in & ((f != 0) | (pc != 0) | (eta != 0))  # rows with nothing to add contribute nothing
+    else:
+        active = row_in & (f != 0)  # rows with f = 0 contribute nothing
     if tl.max(active.to(tl.int32), axis=0) > 0:
         keep = _option(keep_bits, ACC)
         floor = _option(floor_bits, ACC)
@@ -384,16 +416,24 @@ def _linear_gradients_kernel(
             t_ptr, cw_ptr, rows, cols, row_in, cmask, vocab_start, keep, floor, ACC, WEIGHTED, SMOOTH, BLOCK_N, BLOCK_V
         )
         tile = active[:, None] & cmask[None, :]
+        if STATS:  # p (lambda + eta u_bar - eta u), unfiltered; 0 outside the tile (where u may be -inf)
+            h = p * (pc[:, None] - eta[:, None] * tl.where(tile, u, 0.0))
         if FILTER:
             eps = _option(eps_bits, ACC)
             kept = p >= eps
             p = tl.where(kept, p, 0.0)
         g = kappa[:, None] * p - a
-        if CAPPED or SCALED:
-            g = g * slope
-        g = tl.where(tile, f[:, None] * g, 0.0)
+        if STATS:
+            g = f[:, None] * g + h
+            if CAPPED or SCALED:
+                g = g * slope
+            g = tl.where(tile, g, 0.0)
+        else:
+            if CAPPED or SCALED:
+                g = g * slope
+            g = tl.where(tile, f[:, None] * g, 0.0)
         work = True
-        if FILTER and not SMOOTH:
+        if FILTER and not SMOOTH and not STATS:
             # every p < eps and no target here: g is exactly 0, skip the products.
             work = tl.max((tile & (kept | is_target)).to(tl.int32)) > 0
         if work:
@@ -565,7 +605,8 @@ def linear_logsumexp(
     block_v: int | None = None,
     block_h: int | None = None,
     v_splits: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    stats: bool = False,
+) -> tuple:
     r"""Per row, the log-sum-exp of the logits of a linear layer and their target-weighted sum, without
     materializing the logits.
 
@@ -624,11 +665,19 @@ def linear_logsumexp(
     v_splits : int, optional
         How many programs share a token block's vocabulary (default: a few programs per SM on a
         GPU, 1 under the interpreter).
+    stats : bool, default False
+        Also return, from the same tiles, the entropy :math:`H_n = \operatorname{LSE}_n -
+        \bar u_n` of :math:`p_n = \operatorname{softmax}(u_n)` (:math:`\bar u_n = \sum_c p_{n,c}
+        u_{n,c}`, kept online relative to the running maximum, so that a peaked row's entropy
+        does not cancel) and the column of the first maximum of :math:`u_n` (as ``torch.argmax``;
+        ties across vocabulary splits go to the first split).
 
     Returns
     -------
     (lse, target_dot) : tuple of torch.Tensor of shape (n_rows,)
-        In the accumulation dtype: float32, float64 for float64 input.
+        In the accumulation dtype: float32, float64 for float64 input. With ``stats``,
+        ``(lse, target_dot, entropy, argmax)``, the entropy in the accumulation dtype, the arg-max
+        int64 (a column of this ``weight``, to compare with ``targets - vocab_start``).
 
     Raises
     ------
@@ -670,8 +719,13 @@ def linear_logsumexp(
 
     lse = torch.empty((v_splits, n_rows), dtype=acc, device=input.device)
     dot = torch.empty((v_splits, n_rows), dtype=acc, device=input.device)
+    placeholder = lse  # pointers the specialization never reads
+    entropy = top = arg = placeholder
+    if stats:
+        entropy = torch.empty((v_splits, n_rows), dtype=acc, device=input.device)
+        top = torch.empty((v_splits, n_rows), dtype=acc, device=input.device)
+        arg = torch.empty((v_splits, n_rows), dtype=torch.int64, device=input.device)
     if n_rows > 0:
-        placeholder = lse  # pointers the specialization never reads
         with interpreter_errstate():
             _linear_logsumexp_kernel[(n_blocks_n, v_splits)](
                 input,
@@ -685,6 +739,9 @@ def linear_logsumexp(
                 targets,
                 lse,
                 dot,
+                entropy,
+                top,
+                arg,
                 n_rows,
                 n_classes,
                 n_features,
@@ -697,13 +754,29 @@ def linear_logsumexp(
                 **_common(input, bias, class_weight, smoothing, cap, temperature, acc),
                 BLOCK_N=bn,
                 BLOCK_V=bv,
+                STATS=stats,
                 BLOCK_H=bh,
                 num_warps=warps,
                 enable_fp_fusion=True,
             )
     if v_splits == 1:
-        return lse[0], dot[0]
-    return torch.logsumexp(lse, dim=0), dot.sum(dim=0)
+        return (lse[0], dot[0], entropy[0], arg[0]) if stats else (lse[0], dot[0])
+    total = torch.logsumexp(lse, dim=0)
+    if not stats:
+        return total, dot.sum(dim=0)
+    return total, dot.sum(dim=0), *_combined_stats(lse, total, entropy, top, arg)
+
+
+def _combined_stats(lse, total, entropy, top, arg) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The entropy and first arg-max of whole rows from those of the vocabulary splits (v_splits, N):
+    with the splits' shares :math:`w_k = e^{\operatorname{LSE}_k - \operatorname{LSE}}`,
+    :math:`H = \sum_k w_k (H_k - \log w_k)`; the arg-max is the first split's that reaches the maximum."""
+    log_share = lse - total
+    share = torch.exp(log_share)
+    combined = (share * (entropy - torch.where(share > 0, log_share, torch.zeros_like(log_share)))).sum(dim=0)
+    peak = top.amax(dim=0)
+    first = torch.argmax((top == peak).to(torch.int8), dim=0)  # the first split holding the maximum
+    return combined, arg.gather(0, first[None]).squeeze(0)
 
 
 def linear_cross_entropy_gradients(
@@ -729,6 +802,8 @@ def linear_cross_entropy_gradients(
     block_n: int | None = None,
     block_v: int | None = None,
     block_h: int | None = None,
+    p_coefficient: torch.Tensor | None = None,
+    entropy_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     r"""The gradients of a linear cross-entropy with respect to the input, the weight and the bias,
     recomputing the logits tile by tile on chip.
@@ -805,6 +880,13 @@ def linear_cross_entropy_gradients(
     block_n, block_v, block_h : int, optional
         Tile sizes (powers of two, at least 16), for tests and tuning; the defaults come from
         :data:`BACKWARD_BLOCKS` (larger under the interpreter).
+    p_coefficient, entropy_weight : torch.Tensor of shape (n_rows,), optional
+        :math:`c_n` and :math:`\eta_n` (either alone means 0 for the other): :math:`g` gains
+        :math:`p_{n,c} (c_n - \eta_n u_{n,c})` times the soft-cap's slope over :math:`T`,
+        unfiltered, which is the gradient of :math:`\sum_n \lambda_n \operatorname{LSE}_n +
+        \eta_n H_n` (entropy :math:`H_n = \operatorname{LSE}_n - \sum_c p_{n,c} u_{n,c}`) for
+        :math:`c_n = \lambda_n + \eta_n \sum_c p_{n,c} u_{n,c}`. A row then counts when any of
+        :math:`f_n, c_n, \eta_n` is nonzero.
 
     Returns
     -------
@@ -853,6 +935,11 @@ def linear_cross_entropy_gradients(
     lse = _per_row(lse, "lse", n_rows, acc, device)
     kappa = _per_row(kappa, "kappa", n_rows, acc, device)
     f = _per_row(grad_factor, "grad_factor", n_rows, acc, device)
+    with_stats = p_coefficient is not None or entropy_weight is not None
+    if with_stats:
+        zeros = torch.zeros(n_rows, dtype=acc, device=device)
+        pc = zeros if p_coefficient is None else _per_row(p_coefficient, "p_coefficient", n_rows, acc, device)
+        eta = zeros if entropy_weight is None else _per_row(entropy_weight, "entropy_weight", n_rows, acc, device)
     if filter_eps is not None:
         filter_eps = float(filter_eps)
         if not filter_eps >= 0.0:
@@ -881,6 +968,8 @@ def linear_cross_entropy_gradients(
             lse,
             kappa,
             f,
+            pc if with_stats else placeholder,
+            eta if with_stats else placeholder,
             placeholder if d_input is None else d_input,
             placeholder if d_weight is None else d_weight,
             placeholder if d_bias is None else d_bias,
@@ -896,6 +985,7 @@ def linear_cross_entropy_gradients(
             **_common(input, bias, class_weight, smoothing, cap, temperature, acc),
             OUT=_TL[out_dtype],
             FILTER=filter_eps is not None,
+            STATS=with_stats,
             NEED_X=need_input,
             NEED_W=need_weight,
             NEED_B=need_bias,
