@@ -27,12 +27,16 @@ NEEDS_CUDA = pytest.mark.skipif(not (TRITON_INSTALLED and torch.cuda.is_availabl
 
 
 KERNEL_ENTRY_POINTS = ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements")
+# The optional fused linear kernels (a backend's ``has_fused_linear``).
+FUSED_LINEAR_ENTRY_POINTS = ("linear_logsumexp", "linear_cross_entropy_gradients")
 
 
 def record_entry_calls(monkeypatch, module, calls: list, label: str | None = None) -> list:
-    """Spy on a kernel backend's ``module``: each call of an entry point appends ``label`` (default: the
-    entry point's name) to ``calls``, then runs it. Returns ``calls``."""
-    for name in KERNEL_ENTRY_POINTS:
+    """Spy on a kernel backend's ``module``: each call of an entry point (the fused linear ones too, where
+    the module has them) appends ``label`` (default: the entry point's name) to ``calls``, then runs it.
+    Returns ``calls``."""
+    optional = [name for name in FUSED_LINEAR_ENTRY_POINTS if hasattr(module, name)]
+    for name in (*KERNEL_ENTRY_POINTS, *optional):
         original = getattr(module, name)
 
         def spy(*args, _original=original, _label=label or name, **kwargs):
