@@ -32,7 +32,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_layer import RESULTS, measured_line
+from torch_layer import PEAK_HELPERS, RESULTS, measured_line
 
 WORKER = textwrap.dedent(
     """
@@ -41,16 +41,7 @@ WORKER = textwrap.dedent(
     import torch.nn.functional as F
     import crossentropy.torch as cet
 
-    def status(key):
-        with open("/proc/self/status") as lines:
-            for line in lines:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        raise OSError(key)
-
-    def reset_peak():
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+    {PEAK_HELPERS}
 
     method, repeat = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -88,7 +79,7 @@ WORKER = textwrap.dedent(
     print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss,
                       "threads": torch.get_num_threads()}))
     """
-)
+).replace("{PEAK_HELPERS}", PEAK_HELPERS)
 
 METHODS = ("eager", "crossentropy", "crossentropy jsd")
 CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]

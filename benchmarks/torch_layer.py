@@ -40,6 +40,20 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The workers' resident-memory probes (Linux /proc: the high-water mark, and its reset).
+PEAK_HELPERS = """
+def status(key):
+    with open("/proc/self/status") as lines:
+        for line in lines:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(key)
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+"""
+
 WORKER = textwrap.dedent(
     """
     import gc, json, os, sys, time
@@ -47,16 +61,7 @@ WORKER = textwrap.dedent(
     import torch.nn.functional as F
     import crossentropy.torch as cet
 
-    def status(key):
-        with open("/proc/self/status") as lines:
-            for line in lines:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        raise OSError(key)
-
-    def reset_peak():
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+    {PEAK_HELPERS}
 
     method, repeat = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -140,7 +145,7 @@ WORKER = textwrap.dedent(
     print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss, "floors_s": floors,
                       "threads": torch.get_num_threads()}))
     """
-)
+).replace("{PEAK_HELPERS}", PEAK_HELPERS)
 
 LINEAR = ("linear eager", "linear torch chunked", "linear crossentropy")
 SOFTMAX = ("torch forward", "crossentropy forward", "torch forward+backward", "crossentropy forward+backward")
