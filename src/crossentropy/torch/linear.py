@@ -30,6 +30,11 @@ Both run as ``torch.library`` custom operators, which ``torch.compile`` keeps in
 ``crossentropy::linear_cross_entropy``
     The loss alone (evaluation, ``reduction="none"``). Its backward, where the per-row incoming
     gradient is known, recomputes the logits in
+``crossentropy::linear_cross_entropy_stats``
+    ``return_stats=True``: the loss, its per-row statistics (log-sum-exp, entropy, arg-max hits)
+    from the same pass, and the loss's gradients as the operator above. The statistics are saved
+    (O(N)); when ``lse`` or ``entropy`` receive a gradient the backward adds theirs through
+    ``linear_cross_entropy_backward``.
 ``crossentropy::linear_cross_entropy_backward``
     The gradients of ``sum(grad_output * loss)``; also a second backward through the same graph
     (``retain_graph=True``) of either operator. Not differentiable itself: a backward that builds
