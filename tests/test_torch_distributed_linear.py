@@ -120,7 +120,9 @@ def worker(rank: int, world: int, port: int, out_dir: str, backend: str) -> None
         start, stop = shard_bounds(world)[rank]
         results = {}
         with kernels.backend(backend):
-            fused = distributed._fused_backend(torch.zeros(1, 1), torch.zeros(1, 1), None)
+            fused = distributed.fused_linear_backend(
+                torch.zeros(1, 1), torch.zeros(1, 1), None, torch.zeros(1, dtype=torch.int64)
+            )
         assert (fused is not None) == (backend == "triton"), f"fused linear kernels: {fused}"
         for dtype in DTYPES:
             data = make_inputs(dtype)

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .. import kernels
 from .._array import get_namespace
 from .._validation import (
     check_class_indices,
@@ -46,7 +45,7 @@ from .._validation import (
     check_shape,
     checks_values,
 )
-from .linear import CHUNK_ELEMENTS, sequence_rows
+from .linear import CHUNK_ELEMENTS, fused_linear_backend, sequence_rows
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -85,12 +84,7 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_losses):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "vocab_parallel_cross_entropy cannot be differentiated twice (create_graph=True): its gradient "
-                "depends on the log-sum-exp of the whole vocabulary, which the backward pass does not all-reduce "
-                "again; use cross_entropy on gathered logits for second derivatives"
-            )
+        _refuse_second_derivative("vocab_parallel_cross_entropy", "cross_entropy on gathered logits")
         local_logits, target, class_weight, lse, kappa, omega, scale, vocab = ctx.saved_tensors
         options, dtype = ctx.options, lse.dtype
         class_acc = None if class_weight is None else class_weight.to(dtype)
@@ -99,6 +93,17 @@ class VocabParallelCrossEntropy(torch.autograd.Function):
         factor = grad_losses.to(dtype) * scale / options.temperature  # the chain rule's 1/T
         grad = _logit_gradient(u, squashed, lse, kappa, omega, factor, shard, class_acc, options, vocab)
         return grad.to(local_logits.dtype), *(None,) * 6
+
+
+def _refuse_second_derivative(function: str, alternative: str) -> None:
+    """Raise in a backward that builds a graph (``create_graph=True``): the gradient depends on the
+    all-reduced log-sum-exp, which the backward pass does not differentiate across ranks."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{function} cannot be differentiated twice (create_graph=True): its gradient depends on the "
+            "log-sum-exp of the whole vocabulary, which the backward pass does not all-reduce again; use "
+            f"{alternative} for second derivatives"
+        )
 
 
 @dataclass
@@ -431,12 +436,7 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_losses):
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "vocab_parallel_linear_cross_entropy cannot be differentiated twice (create_graph=True): its "
-                "gradient depends on the log-sum-exp of the whole vocabulary, which the backward pass does not "
-                "all-reduce again; use linear_cross_entropy on the gathered weight for second derivatives"
-            )
+        _refuse_second_derivative("vocab_parallel_linear_cross_entropy", "linear_cross_entropy on the gathered weight")
         input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab = ctx.saved_tensors
         options = ctx.options
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
@@ -546,17 +546,6 @@ def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa,
         if grad_bias is not None:
             grad_bias += grad.sum(dim=0)
     return grad_input, grad_weight, grad_bias
-
-
-def _fused_backend(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """The kernel backend whose fused linear kernels (``linear_logsumexp``,
-    ``linear_cross_entropy_gradients``) compute this call, or None for chunks of logits in PyTorch:
-    one that takes these tensors and has them, with one dtype for the input, the weight and the bias."""
-    if weight.dtype != input.dtype or (bias is not None and bias.dtype != input.dtype):
-        return None
-    backend = kernels.for_torch(input, weight)
-    has_fused_linear = getattr(backend, "has_fused_linear", None)
-    return backend if has_fused_linear is not None and has_fused_linear() else None
 
 
 def _shard_layout(
@@ -763,7 +752,7 @@ def vocab_parallel_linear_cross_entropy(
         weight, sample_weight, normalizer, n_local, target, reduction, accumulation, input.device
     )
     vocab, vocab_size = _checked_layout(options, n_local, target, input.device)
-    fused = _fused_backend(input, linear_weight_shard, linear_bias)
+    fused = fused_linear_backend(input, linear_weight_shard, linear_bias, target)
     if fused is not None:  # the kernels take V as a number
         options = replace(options, fused=fused, vocab_size=int(vocab) if vocab_size is None else vocab_size)
     rows, row_target, sample_weight = sequence_rows(input, target, sample_weight, False, shift, accumulation)

@@ -534,7 +534,7 @@ def _fused(
     return losses, _Gradients(*found), found_stats
 
 
-def _fused_backend(input, weight, bias, target) -> kernels.Backend | None:
+def fused_linear_backend(input, weight, bias, target) -> kernels.Backend | None:
     """The backend whose fused linear kernels compute this call, or None for the chunks: one that has
     them, index targets, and one dtype for the input, the weight and the bias."""
     if (
@@ -577,7 +577,7 @@ def _losses_and_gradients(
     coefficients = None
     if stats_grad is not None and any(needs):
         coefficients = _stats_terms(rows, *stats_grad, options.accumulation_dtype)
-    backend = _fused_backend(input, weight, bias, target)
+    backend = fused_linear_backend(input, weight, bias, target)
     engine = _fused if backend is not None else _chunked
     arguments = (backend, input) if backend is not None else (input,)
     losses, grads, found = engine(
