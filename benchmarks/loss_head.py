@@ -2,7 +2,9 @@
 
 Times ``crossentropy.softmax_cross_entropy_with_grad`` (the fused step: loss and gradient) and the
 forward-only ``softmax_cross_entropy`` on the Numba kernels, with and without
-``return_stats=True``, in one process, interleaved, and reports medians and their ratio.
+``return_stats=True``, in one process with the garbage collector off. Each repeat runs the pair in
+the order A B B A, so that a drift of the machine's speed falls on both; the ratio reported is
+the median of the repeats' own ratios, which a slow moment shared by the pair does not move.
 
     python benchmarks/loss_head.py [--rows 2048] [--classes 32768] [--repeats 15]
 """
@@ -10,12 +12,14 @@ forward-only ``softmax_cross_entropy`` on the Numba kernels, with and without
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 import crossentropy as ce
@@ -40,36 +44,58 @@ def main() -> None:
     y = rng.integers(0, args.classes, args.rows)
     y[rng.random(args.rows) < 0.1] = -100
     buffer = np.empty_like(x)
-    cases = {
-        "loss + gradient": lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer),
-        "loss + gradient + stats": lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer, return_stats=True),
-        "loss (forward only)": lambda: ce.softmax_cross_entropy(x, y),
-        "loss + stats (forward only)": lambda: ce.softmax_cross_entropy(x, y, return_stats=True),
+    pairs = {
+        "loss + gradient": (
+            lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer),
+            lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer, return_stats=True),
+        ),
+        "loss (forward only)": (
+            lambda: ce.softmax_cross_entropy(x, y),
+            lambda: ce.softmax_cross_entropy(x, y, return_stats=True),
+        ),
     }
-    times = {name: [] for name in cases}
+    rows = []
+    all_threads = numba.get_num_threads()
     with kernels.backend("numba"):
-        for function in cases.values():  # compile and warm
-            function()
-            function()
-        for _ in range(args.repeats):
-            for name, function in cases.items():
-                times[name].append(_time(function))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+        for alone, with_stats in pairs.values():  # compile and warm
+            for function in (alone, with_stats, alone, with_stats):
+                function()
+        gc.disable()
+        try:
+            # All threads is how the library runs; one thread shows the arithmetic's own cost
+            # without the other core's noise.
+            for threads in sorted({all_threads, 1}, reverse=True):
+                numba.set_num_threads(threads)
+                for name, (alone, with_stats) in pairs.items():
+                    plain_times, stats_times = [], []
+                    for _ in range(args.repeats):
+                        a1, b1, b2, a2 = (_time(f) for f in (alone, with_stats, with_stats, alone))
+                        plain_times.append((a1 + a2) / 2)
+                        stats_times.append((b1 + b2) / 2)
+                    rows.append((f"{name}, {threads} thread{'s' if threads > 1 else ''}", plain_times, stats_times))
+        finally:
+            gc.enable()
+            numba.set_num_threads(all_threads)
     gigabytes = x.nbytes / 1e9
     lines = [
         "# Loss statistics on the fused CPU path (Numba)",
         "",
         f"`python benchmarks/loss_head.py --rows {args.rows} --classes {args.classes} --repeats {args.repeats}`: "
         f"float32 logits {args.rows} x {args.classes} ({gigabytes:.2f} GB), 10% of targets ignored, "
-        f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; medians of "
-        f"{args.repeats} interleaved runs in one process.",
+        f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; "
+        f"{args.repeats} repeats of A B B A in one process, garbage collector off.",
         "",
-        "| call | median (ms) | min (ms) | ratio to the loss alone |",
-        "|---|---|---|---|",
+        "| call | loss alone, median (ms) | with stats, median (ms) | median of the repeats' ratios | "
+        "quartiles of the ratios |",
+        "|---|---|---|---|---|",
     ]
-    for name, value in medians.items():
-        base = medians["loss + gradient"] if "gradient" in name else medians["loss (forward only)"]
-        lines.append(f"| {name} | {value * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | {value / base:.3f} |")
+    for name, plain_times, stats_times in rows:
+        ratios = sorted(b / a for a, b in zip(plain_times, stats_times, strict=True))
+        low, _, high = statistics.quantiles(ratios, n=4)
+        lines.append(
+            f"| {name} | {statistics.median(plain_times) * 1e3:.1f} | {statistics.median(stats_times) * 1e3:.1f} | "
+            f"{statistics.median(ratios):.3f} | {low:.3f} - {high:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.write_text(text)

@@ -324,6 +324,40 @@ def test_stats_equal_float64_references(path, c, options, entry_calls):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("c", [11, 9000], ids=["one-block", "multi-block"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_stats_with_masked_logits(path, c, temperature, entry_calls):
+    """``-inf`` logits (a masked vocabulary) add nothing to the entropy: ``0 log 0 = 0``, never NaN."""
+    if path == "triton" and c > 100:
+        c = 300
+    x, target, _ = _stats_case(37, c=c)
+    x[0, : c // 2] = -torch.inf  # the first blocks masked: the maximum is found later
+    x[1, 3::5] = -torch.inf  # scattered
+    x[4, -1] = -torch.inf  # the last entry only
+    target[0] = c - 1
+    entry_calls.clear()
+    with kernels.backend(path):
+        loss, stats = cet.cross_entropy(x, target, temperature=temperature, return_stats=True)
+        for dtype in (np.float32, np.float64):
+            logits = x.numpy().astype(dtype)
+            core_loss, core_stats = ce.softmax_cross_entropy(
+                logits, target.numpy(), temperature=temperature, return_stats=True, reduction="none"
+            )
+            expected = _reference_stats(torch.from_numpy(logits).double(), target, temperature=temperature)
+            tolerance = {"rtol": 2e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+            np.testing.assert_allclose(core_stats.lse, expected[0].numpy(), **tolerance)
+            np.testing.assert_allclose(core_stats.entropy, expected[1].numpy(), **tolerance)
+            np.testing.assert_array_equal(core_stats.accuracy, expected[2].numpy())
+    if path != "reference":
+        assert entry_calls, "the kernels did not run"
+    expected = _reference_stats(x, target, temperature=temperature)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(stats.lse, expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.entropy, expected[1], rtol=1e-10, atol=1e-12)
+    assert torch.equal(stats.accuracy, expected[2])
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_stats_gradients(path, entry_calls):
     """loss + a lse term + an entropy bonus: the gradient equals float64 autograd through the references."""
     x, target, _ = _stats_case(41)

@@ -305,20 +305,38 @@ def _exp_block_stats(block, out, m, scale, cap, store, relative):
             s += e
             st += e * d if e > 0 else zero
             su += d
-    elif store:  # the common cases, without branches in the loop, vectorized
+    # The common cases, vectorized, with one multiply-add per element: a -inf logit makes its
+    # term 0 * -inf = NaN, and the caller then takes the row's sum again (_entropy_sum).
+    elif store:
         for j in range(block.shape[0]):
             d = widen(block[j]) * scale - m
             e = exp_nonpositive(d)
             out[j] = e
             s += e
-            st += select(e > zero, e * d, zero)
+            st += e * d
     else:
         for j in range(block.shape[0]):
             d = widen(block[j]) * scale - m
             e = exp_nonpositive(d)
             s += e
-            st += select(e > zero, e * d, zero)
+            st += e * d
     return s, su if relative else zero, st
+
+
+@njit(**INLINE_OPTIONS)
+def _entropy_sum(row, m, scale, cap):
+    r""":math:`\sum_c e^{u_c - m} (u_c - m)` over a whole row, ``0`` where the exponential is (``-inf`` logits).
+
+    The slow path of rows whose fast sum in :func:`_exp_block_stats` met a ``-inf`` logit.
+    """
+    dtype = accumulator(m)
+    zero = dtype(0)
+    total = zero
+    for j in range(row.shape[0]):
+        d = _capped(widen(row[j]) * scale, cap) - m
+        e = exp_nonpositive(d)
+        total += e * d if e > zero else zero
+    return total
 
 
 @njit(**INLINE_OPTIONS)
@@ -332,12 +350,25 @@ def _first_at(block, value, scale, cap):
 
 @njit(**INLINE_OPTIONS)
 def _first_equal(block, value):
-    """The first ``j`` with ``block[j] == value`` (stored logits), as a branch-free minimum: vectorized."""
-    n = np.int64(block.shape[0])
+    """The first ``j`` with ``block[j] == value`` (stored logits), or -1: a branch-free minimum, vectorized.
+
+    The indices are int32 (a block has at most :data:`BLOCK` entries): twice the lanes of int64.
+    """
+    n = np.int32(block.shape[0])
     first = n
-    for j in range(block.shape[0]):
-        first = min(first, select(widen(block[j]) == value, np.int64(j), n))
-    return first if first < n else np.int64(-1)
+    for j in range(n):
+        first = min(first, select(widen(block[j]) == value, np.int32(j), n))
+    return np.int64(first) if first < n else np.int64(-1)
+
+
+@njit(**INLINE_OPTIONS)
+def _first_index_of_max(block, raw_m, m, scale, cap, plain):
+    """The first ``j`` where the block reaches its maximum ``m`` (``raw_m`` before scaling and capping).
+
+    Unscaled, uncapped logits tie where ``u`` does, and the stored values are compared; otherwise
+    ``u`` itself is (a soft-cap can merge distinct logits).
+    """
+    return _first_equal(block, raw_m) if plain else _first_at(block, m, scale, cap)
 
 
 @njit(**INLINE_OPTIONS)
@@ -350,8 +381,9 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
 
     With ``stats``, also :math:`t = \\sum_c e^{u_c - m} (u_c - m)` (rescaled with the running
     maximum, as the sum of exponentials: the entropy is :math:`\\log s - t / s`) and the first
-    index of the row's maximum (``-1`` when every logit is ``-inf``), searched only in the blocks
-    that raise the maximum, while they are in the L1 cache.
+    index of the row's maximum (``-1`` when every logit is ``-inf``). That is searched once, at the
+    end, in the block that last raised the maximum (still in the L2 cache); in place, where the
+    blocks are overwritten, in each block that raises it, before its exponentials are written.
     """
     n_classes = row.shape[0]
     dtype = accumulator(row)
@@ -360,8 +392,10 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
     su = dtype(0)
     st = dtype(0)
     first = np.int64(-1)
+    max_start = np.int64(-1)  # where the block that last raised the maximum starts
     relative = coefficient > 0
     over_itself = store and in_place
+    plain = scale == 1 and cap == 0
     block_coefficient = coefficient / dtype(_BLOCK_SCALE)
     half = dtype(0.5)
     for k in range((n_classes + BLOCK - 1) // BLOCK):
@@ -375,10 +409,9 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
             if stats:
                 # t = sum e^{u-m}(u-m) re-referenced: e^{m-m'} (t + (m - m') s); 0 once the factor underflows.
                 st = factor * (st + (m - block_m) * s) if factor > 0 else dtype(0)
-                # Unscaled, uncapped logits tie where u does; else u itself is compared (a cap can merge them).
-                plain = scale == 1 and cap == 0
-                found = _first_equal(block, raw_m) if plain else _first_at(block, block_m, scale, cap)
-                first = np.int64(start) + found
+                if over_itself:
+                    first = np.int64(start) + _first_index_of_max(block, raw_m, block_m, scale, cap, plain)
+                max_start = np.int64(start)
             s = s * factor
             if relative and start > 0 and over_itself:  # re-reference the sum of u - m to the new maximum
                 su += dtype(2) * ((coefficient * dtype(start)) * scaled_difference(m, block_m, half))
@@ -407,6 +440,11 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
             su += block_su
         s += block_s
         st += block_st
+    if stats and not over_itself and m > -np.inf:
+        if st != st:
+            st = _entropy_sum(row, m, scale, cap)  # a -inf logit met the fast sum (or a NaN, found again)
+        block = row[max_start : min(max_start + BLOCK, n_classes)]
+        first = max_start + _first_index_of_max(block, m, m, scale, cap, plain)
     if relative and not over_itself:
         # -inf: a difference or the sum overflowed (or a -inf logit, which gives -inf again)
         su = _weighted_sum(row, block_ref[:0], m, scale, cap, coefficient) if su == -np.inf else coefficient * su
