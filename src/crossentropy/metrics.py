@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _STRATEGIES = ("uniform", "quantile")
+_NORMS = ("l1", "l2", "max")
 
 
 class ReliabilityCurve(NamedTuple):
@@ -495,6 +496,65 @@ def _check_binning(n_bins: Any, strategy: Any) -> int:
     return n_bins
 
 
+def _check_norm(norm: Any) -> str:
+    if not isinstance(norm, str) or norm not in _NORMS:
+        raise ValueError(f"`norm` must be one of 'l1', 'l2', 'max'; got {norm!r}")
+    return norm
+
+
+def _calibration_norm(confidence_sums: Any, outcome_sums: Any, weight_sums: Any, norm: str, xp: Any) -> Any:
+    r"""The calibration error of per-bin sums, in the namespace ``xp`` (differentiable through the sums).
+
+    ``confidence_sums``, ``outcome_sums``: per-bin sums of (weighted) confidences and outcomes;
+    ``weight_sums``: per-bin total weight (or count), of the same floating dtype. With
+    :math:`W_b` the bin's weight, :math:`W = \sum_b W_b` and the gap
+    :math:`g_b = (\sum_{i \in b} w_i a_i - \sum_{i \in b} w_i c_i) / W_b`:
+    ``"l1"`` :math:`\sum_b (W_b / W) |g_b|`, ``"l2"`` :math:`\sqrt{\sum_b (W_b / W) g_b^2}`,
+    ``"max"`` :math:`\max_b |g_b|` over the non-empty bins (torchmetrics' three norms).
+    """
+    differences = outcome_sums - confidence_sums
+    total_weight = xp.sum(weight_sums)
+    if norm == "l1":
+        return xp.sum(xp.abs(differences)) / total_weight
+    nonempty = weight_sums > 0
+    safe = xp.where(nonempty, weight_sums, xp.ones_like(weight_sums))
+    gaps = xp.where(nonempty, differences / safe, xp.zeros_like(differences))
+    if norm == "max":
+        return xp.max(xp.abs(gaps))
+    # sum_b (W_b / W) g_b^2 = sum_b (W_b g_b) g_b / W, with W_b g_b the difference of the sums
+    mean_square = xp.sum(differences * gaps) / total_weight
+    # sqrt has an infinite derivative at 0; a perfectly calibrated input gets a zero gradient instead
+    positive = mean_square > 0
+    return xp.where(positive, xp.sqrt(xp.where(positive, mean_square, xp.ones_like(mean_square))), mean_square * 0)
+
+
+def _calibration_from_bins(
+    confidence_sum: np.ndarray, outcome_sum: np.ndarray, weight_sum: np.ndarray, *, norm: str
+) -> float:
+    r"""The calibration error of accumulated per-bin sums, as a Python float.
+
+    The arithmetic behind :func:`expected_calibration_error` and the classwise error, for
+    callers that accumulate the bins themselves (the streaming scorer): ``confidence_sum[b]``
+    :math:`= \sum_{i \in b} w_i c_i`, ``outcome_sum[b]`` :math:`= \sum_{i \in b} w_i a_i`
+    and ``weight_sum[b]`` :math:`= \sum_{i \in b} w_i` (the count without weights), 1-d
+    arrays of one length (converted to float64 NumPy). ``norm``: ``"l1"``, ``"l2"`` or ``"max"``
+    as in :func:`expected_calibration_error`. Returns NaN when every bin is empty (total weight
+    0): the error of no data is undefined.
+    """
+    norm = _check_norm(norm)
+    conf = np.asarray(confidence_sum, dtype=np.float64).reshape(-1)
+    outcome = np.asarray(outcome_sum, dtype=np.float64).reshape(-1)
+    weight = np.asarray(weight_sum, dtype=np.float64).reshape(-1)
+    if not (conf.shape == outcome.shape == weight.shape):
+        raise ValueError(
+            "`confidence_sum`, `outcome_sum` and `weight_sum` must have one entry per bin each; "
+            f"got shapes {conf.shape}, {outcome.shape}, {weight.shape}"
+        )
+    if weight.size == 0 or not np.sum(weight) > 0:
+        return math.nan
+    return float(_calibration_norm(conf, outcome, weight, norm, np))
+
+
 def _class_targets(targets: Any, xp: Any, like: Any, num_classes: int) -> Any:
     targets = as_namespace_array(targets, xp, name="targets", like=like)
     check_shape("targets", targets, (int(like.shape[0]),), rule="one class index per row of `probs`")
@@ -575,6 +635,23 @@ def _bin_sums(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: st
     return xp.stack(sizes), xp.stack(value_sums), xp.stack(outcome_sums)
 
 
+def _calibration_weight(sample_weight: Any, like: Any, xp: Any) -> Any:
+    if sample_weight is None:
+        return None
+    weight = prepare_sample_weight(sample_weight, xp, like=like, batch_shape=tuple(like.shape))
+    if concrete_bool(xp.sum(weight) == 0):
+        raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
+    return weight
+
+
+def _binned_calibration(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: str, norm: str, xp: Any) -> Any:
+    """Bin ``values`` (confidences) with their 0/1 ``outcomes`` and return the calibration error."""
+    sizes, value_sums, outcome_sums = _bin_sums(values, outcomes, weight, n_bins, strategy, xp)
+    if weight is None:
+        sizes = xp.astype(sizes, values.dtype)
+    return _calibration_norm(value_sums, outcome_sums, sizes, norm, xp)
+
+
 def expected_calibration_error(
     probs: Any,
     targets: Any,
@@ -582,6 +659,7 @@ def expected_calibration_error(
     *,
     n_bins: int = 15,
     strategy: str = "uniform",
+    norm: str = "l1",
     sample_weight: Any = None,
 ) -> Any:
     r"""Top-label expected calibration error (ECE): the gap between confidence and accuracy.
@@ -612,6 +690,12 @@ def expected_calibration_error(
         ``"uniform"``: equal widths over [0, 1]; ``"quantile"``: edges at quantiles of the
         confidences (unweighted), so bins hold about equal numbers of samples. Bins are
         right-closed intervals ``(lo, hi]`` as in :func:`reliability_curve`.
+    norm : {"l1", "l2", "max"}, default "l1"
+        How the per-bin gaps are combined (torchmetrics' ``CalibrationError(norm=...)``):
+        ``"l1"`` the ECE above; ``"l2"`` the root-mean-square calibration error
+        :math:`\sqrt{\sum_b (n_b/N)(\operatorname{acc}_b - \operatorname{conf}_b)^2}`;
+        ``"max"`` the maximum calibration error
+        :math:`\max_b |\operatorname{acc}_b - \operatorname{conf}_b|` over the non-empty bins.
     sample_weight : array of shape (n_samples,), optional
         Non-negative weights, not all zero.
 
@@ -631,17 +715,11 @@ def expected_calibration_error(
     0.15
     """
     n_bins = _check_binning(n_bins, strategy)
+    norm = _check_norm(norm)
     xp, p, out_dtype = _prepare_probs(probs)
     confidence, correct = _top_label(p, targets, xp)
-    weight = None
-    if sample_weight is not None:
-        weight = prepare_sample_weight(sample_weight, xp, like=confidence, batch_shape=tuple(confidence.shape))
-        if concrete_bool(xp.sum(weight) == 0):
-            raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
-    sizes, confidence_sums, correct_sums = _bin_sums(confidence, correct, weight, n_bins, strategy, xp)
-    # sum_b (n_b / N) |acc_b - conf_b| = sum_b |sum_{i in b} w_i (correct_i - conf_i)| / sum_i w_i
-    gaps = xp.sum(xp.abs(correct_sums - confidence_sums))
-    ece = gaps / int(confidence.shape[0]) if weight is None else gaps / xp.sum(sizes)
+    weight = _calibration_weight(sample_weight, confidence, xp)
+    ece = _binned_calibration(confidence, correct, weight, n_bins, strategy, norm, xp)
     return _finish(ece, xp, out_dtype)
 
 
