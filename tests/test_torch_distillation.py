@@ -309,6 +309,41 @@ def test_linear_gradgradcheck_and_torch_func(divergence):
         assert_close(g, e, torch.float64)
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_torch_compile_fullgraph(divergence):
+    """distillation_loss is plain tensor code: one graph, the eager loss and gradients."""
+    student, teacher = leaves(6, 5, seed=3)
+    target = torch.tensor([0, 1, -100, 2, 3, 4])
+    options = {"divergence": divergence, "temperature": 2.0, "beta": 0.3}
+    compiled = torch.compile(
+        lambda s, t: cet.distillation_loss(s, t, target, **options), backend="aot_eager", fullgraph=True
+    )
+    got, expected = compiled(student, teacher), reference_rows(student, teacher, divergence, beta=0.3, temperature=2.0)
+    expected = expected[target != -100].sum() / 5
+    assert_close(got, expected, torch.float64)
+    for g, e in zip(
+        torch.autograd.grad(got, (student, teacher)), torch.autograd.grad(expected, (student, teacher)), strict=True
+    ):
+        assert_close(g, e, torch.float64)
+
+
+# TorchDynamo itself instantiates an autograd.Function it traces and reads .grad of the tensors it
+# traces, and PyTorch 2.13 warns about both.
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+def test_linear_torch_compile_runs_the_chunks_eagerly():
+    """linear_distillation_loss compiles with graph breaks: its chunk loop branches on the data (a
+    non-finite log-ratio takes the masked path), so ``fullgraph=True`` is refused and the loop runs
+    eagerly inside the compiled function, with the same loss and gradients."""
+    tensors, target = linear_case()
+    linear, materialized, args = linear_and_materialized("hidden", tensors, target, divergence="jsd", chunk_size=3)
+    got = torch.compile(linear, backend="aot_eager")(*args)
+    expected = materialized(*args)
+    assert_close(got, expected, torch.float64)
+    for g, e in zip(torch.autograd.grad(got, args), torch.autograd.grad(expected, args), strict=True):
+        assert_close(g, e, torch.float64)
+
+
 def test_linear_bfloat16_and_batch_dimensions():
     tensors, target = linear_case(n=12, hidden=8, vocab=30, dtype=torch.float32)
     x = tensors["x"].detach().to(torch.bfloat16).reshape(3, 4, 8).requires_grad_()

@@ -49,11 +49,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat.torch as torch_namespace
 import torch
 
-from .._array import get_namespace, is_transformed_tensor, move_axes
+from .._array import is_transformed_tensor, move_axes
 from .._inputs import safe_divide, warn_if_probabilities
-from .._validation import check_integer_option, check_reduction, parameter_names
+from .._validation import check_integer_option, check_reduction
 from ..distillation import check_distillation_options, divergence_rows, jsd_log_ratios, log_space_rows
 from ..losses import check_normalizer
 
@@ -104,7 +105,7 @@ def _mask(target: Any, batch_shape: tuple[int, ...], ignore_index: int) -> torch
 def _checked_normalizer(normalizer: Any, reduction: str, like: torch.Tensor, dtype: torch.dtype) -> Any:
     """The mean's denominator given by the caller (the rules of :func:`crossentropy.losses.check_normalizer`:
     a number or 0-d tensor >= 0, with ``reduction="mean"`` only), as a 0-d tensor (not differentiated), or None."""
-    value = check_normalizer(normalizer, reduction, get_namespace(like), like, dtype)
+    value = check_normalizer(normalizer, reduction, torch_namespace, like, dtype)
     return None if value is None else torch.as_tensor(value, dtype=dtype, device=like.device).detach()
 
 
@@ -119,7 +120,7 @@ def _row_factor(mask: torch.Tensor | None, n_rows: int, reduction: str, normaliz
     if reduction != "mean":
         return factor
     denominator = normalizer if normalizer is not None else factor.sum()
-    return factor * safe_divide(torch.ones((), dtype=dtype, device=device), denominator, get_namespace(factor))
+    return factor * safe_divide(torch.ones((), dtype=dtype, device=device), denominator, torch_namespace)
 
 
 def _reduce(rows: torch.Tensor, factor: torch.Tensor, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
@@ -194,8 +195,7 @@ def distillation_loss(
     >>> round(float(distillation_loss(student, teacher, torch.tensor([0, -100]))), 4)  # second masked
     0.1163
     """
-    with parameter_names(student_logits="input", teacher_logits="teacher"):
-        divergence, beta, temperature = check_distillation_options(divergence, beta, temperature)
+    divergence, beta, temperature = check_distillation_options(divergence, beta, temperature)
     reduction = check_reduction(reduction)
     ignore_index = check_integer_option("ignore_index", ignore_index)
     _check_tensor("input", input)
@@ -207,7 +207,7 @@ def distillation_loss(
     dim = 1 if input.ndim >= 2 else 0
     out_dtype = torch.promote_types(input.dtype, teacher.dtype)
     work = _work_dtype(input, teacher)
-    xp = get_namespace(input)
+    xp = torch_namespace  # not array_namespace(), whose cache wrapper TorchDynamo warns about
     student_rows = move_axes(input, dim, -1, xp) if dim != input.ndim - 1 else input
     teacher_rows = move_axes(teacher, dim, -1, xp) if dim != input.ndim - 1 else teacher
     batch_shape = tuple(student_rows.shape[:-1])
@@ -303,7 +303,7 @@ def _chunk_gradients(s: torch.Tensor, t: torch.Tensor, options: _Options, need_s
 def _masked_chunk_gradients(lp: torch.Tensor, lq: torch.Tensor, options: _Options, need_s: bool, need_t: bool):
     """:func:`_chunk_gradients` for log-probabilities with ``-inf`` entries: masked forms, 0 for absent classes."""
     inverse = 1.0 / options.temperature
-    xp = get_namespace(lq)
+    xp = torch_namespace
     rows = log_space_rows(lp, lq, xp, divergence=options.divergence, beta=options.beta)
     if not (need_s or need_t):
         return rows, None, None
@@ -420,7 +420,7 @@ def _plain_rows(tensors, options: _Options) -> torch.Tensor:
             divergence_rows(
                 s,
                 t,
-                get_namespace(s),
+                torch_namespace,
                 divergence=options.divergence,
                 beta=options.beta,
                 temperature=options.temperature,
@@ -554,6 +554,9 @@ def linear_distillation_loss(
     ``linear_weight``, ``linear_bias`` and, when they require grad, the teacher's tensors; they
     accumulate in float32 (float64 for float64 input) and come back in each tensor's dtype.
     Double backward, ``torch.func`` transforms and forward-mode AD work (through plain chunks).
+    Under ``torch.compile`` the chunk loop runs eagerly behind a graph break (it branches on the
+    data: a non-finite log-ratio takes the masked path), so ``fullgraph=True`` is refused;
+    :func:`distillation_loss` compiles to one graph.
 
     Parameters
     ----------
@@ -589,8 +592,7 @@ def linear_distillation_loss(
     >>> bool(torch.isclose(loss, distillation_loss(head(hidden), teacher_logits), atol=1e-6))
     True
     """
-    with parameter_names(student_logits="input", teacher_logits="teacher"):
-        divergence, beta, temperature = check_distillation_options(divergence, beta, temperature)
+    divergence, beta, temperature = check_distillation_options(divergence, beta, temperature)
     reduction = check_reduction(reduction)
     ignore_index = check_integer_option("ignore_index", ignore_index)
     batch, n_classes = _check_linear_shapes(
