@@ -2,7 +2,9 @@
 
 Times ``crossentropy.softmax_cross_entropy_with_grad`` (the fused step: loss and gradient) and the
 forward-only ``softmax_cross_entropy`` on the Numba kernels, with and without
-``return_stats=True``, in one process with the garbage collector off. Each repeat runs the pair in
+``return_stats=True``, and the linear loss ``crossentropy.torch.linear_cross_entropy`` (forward
+and backward, chunked engine on the CPU; ``--hidden`` wide) likewise, in one process with the
+garbage collector off. Each repeat runs the pair in
 the order A B B A, so that a drift of the machine's speed falls on both; the ratio reported is
 the median of the repeats' own ratios, which a slow moment shared by the pair does not move.
 
@@ -21,8 +23,10 @@ from pathlib import Path
 
 import numba
 import numpy as np
+import torch
 
 import crossentropy as ce
+import crossentropy.torch as cet
 from crossentropy import kernels
 
 
@@ -36,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--classes", type=int, default=32768)
+    parser.add_argument("--hidden", type=int, default=512, help="the linear loss's hidden size")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "loss_head.md")
     args = parser.parse_args()
@@ -44,7 +49,18 @@ def main() -> None:
     y = rng.integers(0, args.classes, args.rows)
     y[rng.random(args.rows) < 0.1] = -100
     buffer = np.empty_like(x)
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(args.rows, args.hidden, generator=generator, requires_grad=True)
+    head = (torch.randn(args.classes, args.hidden, generator=generator) / args.hidden**0.5).requires_grad_()
+    tokens = torch.from_numpy(y)
+
+    def linear_step(return_stats: bool) -> None:
+        hidden.grad = head.grad = None
+        loss = cet.linear_cross_entropy(hidden, head, tokens, return_stats=return_stats)
+        (loss[0] if return_stats else loss).backward()
+
     pairs = {
+        "linear loss, forward + backward": (lambda: linear_step(False), lambda: linear_step(True)),
         "loss + gradient": (
             lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer),
             lambda: ce.softmax_cross_entropy_with_grad(x, y, out=buffer, return_stats=True),
@@ -55,7 +71,7 @@ def main() -> None:
         ),
     }
     rows = []
-    all_threads = numba.get_num_threads()
+    all_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
     with kernels.backend("numba"):
         for alone, with_stats in pairs.values():  # compile and warm
             for function in (alone, with_stats, alone, with_stats):
@@ -66,6 +82,7 @@ def main() -> None:
             # without the other core's noise.
             for threads in sorted({all_threads, 1}, reverse=True):
                 numba.set_num_threads(threads)
+                torch.set_num_threads(min(threads, torch_threads))
                 for name, (alone, with_stats) in pairs.items():
                     plain_times, stats_times = [], []
                     for _ in range(args.repeats):
@@ -76,12 +93,15 @@ def main() -> None:
         finally:
             gc.enable()
             numba.set_num_threads(all_threads)
+            torch.set_num_threads(torch_threads)
     gigabytes = x.nbytes / 1e9
     lines = [
         "# Loss statistics on the fused CPU path (Numba)",
         "",
-        f"`python benchmarks/loss_head.py --rows {args.rows} --classes {args.classes} --repeats {args.repeats}`: "
-        f"float32 logits {args.rows} x {args.classes} ({gigabytes:.2f} GB), 10% of targets ignored, "
+        f"`python benchmarks/loss_head.py --rows {args.rows} --classes {args.classes} --hidden {args.hidden} "
+        f"--repeats {args.repeats}`: float32 logits {args.rows} x {args.classes} ({gigabytes:.2f} GB), 10% of "
+        f"targets ignored (the linear loss: hidden states {args.rows} x {args.hidden}, head "
+        f"{args.classes} x {args.hidden}, PyTorch {torch.__version__} on {torch.get_num_threads()} threads), "
         f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; "
         f"{args.repeats} repeats of A B B A in one process, garbage collector off.",
         "",
