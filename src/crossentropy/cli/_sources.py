@@ -16,11 +16,14 @@ from __future__ import annotations
 import bisect
 import contextlib
 import csv
+import dataclasses
+import glob
 import io
 import os
 import re
 import stat
 import tempfile
+import urllib.parse
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -39,8 +42,12 @@ __all__ = [
     "CsvSource",
     "InputError",
     "MatrixBatch",
+    "MultiSource",
+    "Part",
     "PlainLayout",
     "Source",
+    "expand_inputs",
+    "open_inputs",
     "open_source",
 ]
 
@@ -573,11 +580,16 @@ class CsvLines:
 
 
 class ParquetSource(Source):
-    """A Parquet file, read one row group at a time: memory follows the row-group size, not the file size."""
+    """A Parquet file, read one row group at a time: memory follows the row-group size, not the file size.
+
+    ``row_groups=(start, stop)`` reads those row groups only (a partition of the Dask engine);
+    rows are then counted from the first of them, and :meth:`where` names them by their row in
+    the whole file.
+    """
 
     kind = "Parquet"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, row_groups: tuple[int, int] | None = None) -> None:
         super().__init__(path)
         pa = _pyarrow()
         if self.size_bytes == 0:
@@ -588,16 +600,36 @@ class ParquetSource(Source):
             raise InputError(f"{path}: is not a Parquet file ({error})") from None
         self.columns = list(self._file.schema_arrow.names)
         _check_unique(path, self.columns)
-        self._rows = self._file.metadata.num_rows
+        metadata = self._file.metadata
+        group_rows = [metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)]
+        start, stop = row_groups if row_groups is not None else (0, len(group_rows))
+        if not 0 <= start <= stop <= len(group_rows):
+            raise InputError(f"{path}: has {len(group_rows)} row groups; row groups {start}:{stop} asked for")
+        self._groups = range(start, stop)
+        self.row_offset = sum(group_rows[:start])
+        self._rows = sum(group_rows[start:stop]) if row_groups is not None else metadata.num_rows
         self._done = 0
+
+    @property
+    def group_rows(self) -> list[int]:
+        """The number of rows of each row group of the file."""
+        metadata = self._file.metadata
+        return [metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)]
+
+    def close(self) -> None:
+        """Close the file (a source of many files keeps one open at a time)."""
+        self._file.close()
 
     def progress(self) -> tuple[float, float]:
         return float(self._done), float(self._rows)
 
+    def _row_text(self, row: int) -> str:
+        return f"row {self.row_offset + row + 1}"
+
     def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
         pa = _pyarrow()
         # One row group at a time: over the whole file, pyarrow reads ahead without bound.
-        for group in range(self._file.metadata.num_row_groups):
+        for group in self._groups:
             batches = self._file.iter_batches(
                 batch_size=batch_rows, row_groups=[group], columns=wanted, use_threads=True
             )
@@ -1000,3 +1032,377 @@ def _open(path: Path, file_format: str | None, delimiter: str | None) -> Source:
     if file_format in ("npy", "npz"):
         return NumpySource(path, file_format)
     raise InputError(f"{path}: unknown format {file_format!r}; expected one of {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Several files as one data set: a directory, a glob, several paths
+
+_GLOB_MAGIC = re.compile(r"[*?[]")
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One file of a data set, or a run of row groups of one Parquet file: a unit that is read on its own.
+
+    Attributes
+    ----------
+    path : Path
+    file_format : str
+        One of :data:`FORMATS`.
+    delimiter : str or None
+        CSV field delimiter (None: ``,``, tab for ``.tsv``).
+    partition : tuple of (str, str or None)
+        Hive partition columns from the directory names below the data set's root
+        (``date=2024-01-01/``): each is a column of that constant value for every row of the file
+        (None: missing, Hive's ``__HIVE_DEFAULT_PARTITION__``).
+    row_groups : (int, int) or None
+        Parquet: the row groups ``start:stop`` only (None: the whole file).
+    """
+
+    path: Path
+    file_format: str
+    delimiter: str | None = None
+    partition: tuple[tuple[str, str | None], ...] = ()
+    row_groups: tuple[int, int] | None = None
+
+    def open(self) -> Source:
+        """The part as a :class:`Source` of its own columns (:class:`MultiSource` adds the partition columns)."""
+        if self.row_groups is None:
+            return open_source(self.path, file_format=self.file_format, delimiter=self.delimiter)
+        try:
+            return ParquetSource(self.path, row_groups=self.row_groups)
+        except OSError as error:
+            raise unreadable(self.path, error) from None
+
+
+def _is_hidden(name: str) -> bool:
+    """Names that are no part of a data set: Spark's and Hadoop's markers (``_SUCCESS``, ``.crc``), as pyarrow skips."""
+    return name.startswith((".", "_"))
+
+
+def _hive_partition(root: Path, path: Path) -> tuple[tuple[str, str | None], ...]:
+    """The ``key=value`` directory names between ``root`` and the file ``path``, values URL-decoded."""
+    pairs = []
+    for name in path.relative_to(root).parts[:-1]:
+        key, equals, value = name.partition("=")
+        if equals and key:
+            value = urllib.parse.unquote(value)
+            pairs.append((urllib.parse.unquote(key), None if value == _HIVE_NULL else value))
+    return tuple(pairs)
+
+
+def _directory_parts(root: Path, file_format: str | None, delimiter: str | None) -> list[Part]:
+    """The data files under the directory ``root``, in sorted order of their paths."""
+    found: list[Path] = []
+    for directory, subdirectories, files in os.walk(root, onerror=_raise_walk_error):
+        subdirectories[:] = sorted(name for name in subdirectories if not _is_hidden(name))
+        for name in sorted(files):
+            if _is_hidden(name):
+                continue
+            path = Path(directory, name)
+            if file_format is not None or path.suffix.lower() in _SUFFIXES:
+                found.append(path)
+    if not found:
+        raise InputError(
+            f"{root}: the directory holds no .csv, .tsv, .txt, .parquet, .pq, .npy or .npz file (names starting "
+            "with . or _ are skipped; pass --format to read files of other names)"
+        )
+    return [Part(path, _format_of(path, file_format), delimiter, _hive_partition(root, path)) for path in found]
+
+
+def _raise_walk_error(error: OSError) -> None:
+    raise unreadable(Path(error.filename or "?"), error)
+
+
+def _format_of(path: Path, file_format: str | None) -> str:
+    if file_format is not None:
+        if file_format not in FORMATS:
+            raise InputError(f"{path}: unknown format {file_format!r}; expected one of {', '.join(FORMATS)}")
+        return file_format
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise InputError(
+            f"{path}: unknown file type {path.suffix!r}; name it .csv, .parquet, .npy or .npz, or pass --format"
+        )
+    return found
+
+
+def expand_inputs(
+    arguments: Sequence[str | Path], *, file_format: str | None = None, delimiter: str | None = None
+) -> list[Part]:
+    """The files that ``arguments`` name, in order: files as given, directories walked, globs expanded.
+
+    A directory is walked recursively in sorted order; its files with a known suffix are read (all
+    files with ``file_format``), skipping names that start with ``.`` or ``_`` (Spark's
+    ``_SUCCESS``, ``.crc`` files, ``_metadata``); ``key=value`` directories below it add
+    partition columns (Hive's layout). A path that does not exist and holds ``*``, ``?`` or ``[``
+    is a glob (``**`` spans directories), sorted; a directory it matches is walked. A glob that
+    matches nothing, and a file named twice, are errors.
+    """
+    parts: list[Part] = []
+    for argument in arguments:
+        path = Path(argument)
+        text = str(argument)
+        try:
+            exists = path.exists() or path.is_symlink()
+            is_directory = path.is_dir()
+        except OSError as error:
+            raise unreadable(path, error) from None
+        if is_directory:
+            parts += _directory_parts(path, file_format, delimiter)
+        elif exists or not _GLOB_MAGIC.search(text):
+            parts.append(Part(path, _format_of(path, file_format), delimiter))
+        else:
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise InputError(f"{text}: no file matches this pattern")
+            for match in matches:
+                matched = Path(match)
+                if matched.is_dir():
+                    parts += _directory_parts(matched, file_format, delimiter)
+                elif not _is_hidden(matched.name):
+                    parts.append(Part(matched, _format_of(matched, file_format), delimiter))
+    seen: set[Path] = set()
+    for part in parts:
+        key = Path(os.path.abspath(part.path))
+        if key in seen:
+            raise InputError(f"{part.path}: is named twice among the inputs; each file is scored once")
+        seen.add(key)
+    return parts
+
+
+def open_inputs(
+    arguments: Sequence[str | Path], *, file_format: str | None = None, delimiter: str | None = None
+) -> Source:
+    """One source for every file that ``arguments`` name (see :func:`expand_inputs`).
+
+    A single argument that is not a directory nor a glob opens that file as
+    :func:`open_source` does, with its messages; anything else is a :class:`MultiSource`.
+    """
+    if len(arguments) == 1:
+        path = Path(arguments[0])
+        try:
+            plain = not path.is_dir() and (path.exists() or path.is_symlink() or not _GLOB_MAGIC.search(str(path)))
+        except OSError:
+            plain = True
+        if plain:
+            return open_source(path, file_format=file_format, delimiter=delimiter)
+    parts = expand_inputs(arguments, file_format=file_format, delimiter=delimiter)
+    return MultiSource(parts, name=_display_name(arguments))
+
+
+def _display_name(arguments: Sequence[str | Path]) -> str:
+    texts = [str(argument) for argument in arguments]
+    return ", ".join(texts) if len(texts) <= 3 else f"{texts[0]}, ... ({len(texts)} inputs)"
+
+
+def _item_rows(item: Any) -> int:
+    """Rows of a batch: a pyarrow table, a :class:`MatrixBatch` or a scored :class:`CsvLines` block."""
+    if isinstance(item, CsvLines):
+        return item.n_rows or 0
+    return int(item.num_rows)
+
+
+class MultiSource(Source):
+    """Several files (or parts of files) read one after the other as one table: a data set of many files.
+
+    Every part must have the same columns, as a set (their order may differ): the first part's,
+    and its partition columns. Rows are numbered across the parts for the consumer, but
+    :meth:`where` names the file and the row within it, so messages read ``FILE: row R, column
+    'C'`` for the file that holds the cell. One part is open at a time. Progress is in bytes of
+    files.
+
+    Parameters
+    ----------
+    parts : sequence of Part
+    name : str
+        How messages about the whole data set name it (the directory, the glob, the paths).
+    """
+
+    progress_unit = "bytes"
+
+    def __init__(self, parts: Sequence[Part], *, name: str) -> None:
+        if not parts:
+            raise InputError(f"{name}: no file to score")
+        self.path = Path(name)
+        self.name = name
+        self.parts = list(parts)
+        self.size_bytes = 0
+        self._part_bytes: list[int] = []
+        kinds: list[str] = []
+        columns: list[str] | None = None
+        for part in self.parts:
+            source = part.open()
+            try:
+                own = list(source.columns)
+                keys = [key for key, _ in part.partition]
+                if clash := sorted(set(own) & set(keys)):
+                    raise InputError(
+                        f"{part.path}: column {clash[0]!r} is also a partition directory ({clash[0]}=...) above it"
+                    )
+                if columns is None:
+                    columns, first = own + keys, part.path
+                elif set(own + keys) != set(columns):
+                    raise InputError(f"{part.path}: {_column_difference(own + keys, columns, first)}")
+                self._part_bytes.append(source.size_bytes)
+                if source.kind not in kinds:
+                    kinds.append(source.kind)
+            finally:
+                _close(source)
+        self.columns = columns or []
+        self.size_bytes = sum(self._part_bytes)
+        self.kind = ", ".join(kinds)
+        self._read: list[tuple[int, Source]] = []  # (first row across the parts, source) of each part read
+        self._bytes_done = 0
+        self._current: Source | None = None
+
+    def progress(self) -> tuple[float, float]:
+        done = float(self._bytes_done)
+        if self._current is not None:
+            current, total = self._current.progress()
+            if total > 0:
+                done += self._current.size_bytes * min(1.0, current / total)
+        return done, float(self.size_bytes)
+
+    def _locate(self, row: int) -> tuple[Source, int] | None:
+        index = bisect.bisect_right([start for start, _ in self._read], row) - 1
+        if index < 0:
+            return None
+        start, source = self._read[index]
+        return source, row - start
+
+    def where(self, row: int | None = None, column: str | None = None) -> str:
+        """``FILE: row R, column 'C'`` of the file holding the ``row``-th row of the data set (0-based)."""
+        located = self._locate(row) if row is not None else None
+        if located is not None:
+            source, local = located
+            return source.where(local, column)
+        return super().where(None, column)
+
+    def cell_text(self, row: int, column: str) -> str | None:
+        located = self._locate(row)
+        return located[0].cell_text(located[1], column) if located is not None else None
+
+    def missing_value(self, row: int, column: str) -> InputError:
+        located = self._locate(row)
+        if located is None:
+            return super().missing_value(row, column)
+        return located[0].missing_value(located[1], column)
+
+    def _batches(
+        self,
+        numeric: Sequence[str],
+        labels: str | None,
+        batch_rows: int,
+        known_labels: Sequence[str] | None,
+        lines: bool,
+    ) -> Iterator[tuple[int, Any]]:
+        self._read, self._bytes_done, start = [], 0, 0
+        for part, size in zip(self.parts, self._part_bytes, strict=True):
+            source = part.open()
+            self._current = source
+            self._read.append((start, source))
+            try:
+                if set(source.columns) | {key for key, _ in part.partition} != set(self.columns):
+                    raise InputError(f"{part.path}: its columns changed while the data set was read")
+                constants = dict(part.partition)
+                own_numeric = [name for name in numeric if name not in constants]
+                own_labels = labels if labels not in constants else None
+                added = [name for name in [*numeric, labels] if name is not None and name in constants]
+                end = 0
+                for first_row, item in source.batches(
+                    own_numeric, own_labels, batch_rows, known_labels, lines and not added
+                ):
+                    if added:
+                        item = _with_constants(source, item, first_row, added, constants, numeric)
+                    yield start + first_row, item
+                    end = first_row + _item_rows(item)
+            finally:
+                _close(source)
+                self._current = None
+            self._bytes_done += size
+            start += end
+
+
+def _close(source: Source) -> None:
+    if isinstance(source, ParquetSource):
+        source.close()
+
+
+def _column_difference(columns: Sequence[str], expected: Sequence[str], first: Path) -> str:
+    missing = [name for name in expected if name not in set(columns)]
+    extra = [name for name in columns if name not in set(expected)]
+    parts = []
+    if missing:
+        parts.append(f"lacks {_names(missing)}")
+    if extra:
+        parts.append(f"has {_names(extra)}, which the first has not")
+    return f"the files of a data set must have the columns of the first, {first}; this one {' and '.join(parts)}"
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = ", ".join(map(repr, names[:5])) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    return ("column " if len(names) == 1 else "columns ") + shown
+
+
+def _with_constants(
+    source: Source,
+    item: Any,
+    first_row: int,
+    added: list[str],
+    constants: dict[str, str | None],
+    numeric: Sequence[str],
+) -> Any:
+    """``item`` (a table or a :class:`MatrixBatch`) with the partition columns ``added``, constant over its rows."""
+    pa = _pyarrow()
+    n_rows = _item_rows(item)
+    values: dict[str, Any] = {}
+    for name in added:
+        value = constants[name]
+        if name in numeric:
+            if value is None:
+                raise InputError(
+                    f"{source.where(first_row, name)}: the value is missing (the directory {name}={_HIVE_NULL})"
+                )
+            try:
+                number = float(value)
+            except ValueError:
+                raise InputError(
+                    f"{source.where(first_row, name)}: {value!r} is not a number (the directory {name}={value})"
+                ) from None
+            values[name] = pa.repeat(pa.scalar(number, pa.float64()), n_rows)
+        else:
+            if value is None:
+                raise InputError(
+                    f"{source.where(first_row, name)}: the label is missing (the directory {name}={_HIVE_NULL})"
+                )
+            values[name] = pa.repeat(pa.scalar(value, pa.string()), n_rows)
+    if isinstance(item, MatrixBatch):
+        return _ConstantColumns(item, values)
+    for name, array in values.items():
+        item = item.append_column(name, array)
+    return item
+
+
+class _ConstantColumns(MatrixBatch):
+    """A :class:`MatrixBatch` with more columns, each one value repeated (partition columns)."""
+
+    def __init__(self, batch: MatrixBatch, values: dict[str, Any]) -> None:
+        self.batch, self.values, self.num_rows = batch, values, batch.num_rows
+
+    def numbers(self, names: Sequence[str]) -> np.ndarray:
+        own = [name for name in names if name not in self.values]
+        matrix = self.batch.numbers(own) if own else np.empty((self.num_rows, 0))
+        if len(own) == len(names):
+            return matrix
+        out = np.empty((self.num_rows, len(names)))
+        index = {name: k for k, name in enumerate(own)}
+        for j, name in enumerate(names):
+            out[:, j] = self.values[name].to_numpy() if name in self.values else matrix[:, index[name]]
+        return out
+
+    def column(self, name: str) -> Any:
+        if name in self.values:
+            return _pyarrow().chunked_array([self.values[name]])
+        return self.batch.column(name)
