@@ -28,7 +28,21 @@ from .losses import (
     softmax_cross_entropy_with_grad,
     softmax_focal_loss,
 )
-from .metrics import ReliabilityCurve, brier_score, expected_calibration_error, log_loss, perplexity, reliability_curve
+from .metrics import (
+    BrierDecomposition,
+    ReliabilityCurve,
+    brier_score,
+    brier_score_decomposition,
+    classwise_calibration_error,
+    d2_brier_score,
+    d2_log_loss_score,
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
+    perplexity,
+    reliability_curve,
+    top_k_accuracy,
+)
 from .penalties import demographic_parity_gap, neighbor_js_penalty, z_loss
 from .robust import (
     backward_corrected_cross_entropy,
@@ -42,6 +56,7 @@ from .weights import class_weights, one_hot, smooth_labels
 __version__ = "0.1.0"
 
 __all__ = [
+    "BrierDecomposition",
     "Decomposition",
     "LossStats",
     "ProbabilitiesAsLogitsWarning",
@@ -50,14 +65,19 @@ __all__ = [
     "backward_corrected_cross_entropy",
     "binary_cross_entropy",
     "brier_score",
+    "brier_score_decomposition",
     "checks_disabled",
     "class_weights",
+    "classwise_calibration_error",
     "cross_entropy",
+    "d2_brier_score",
+    "d2_log_loss_score",
     "decompose",
     "demographic_parity_gap",
     "distillation_loss",
     "entropy",
     "expected_calibration_error",
+    "fit_temperature",
     "forward_corrected_cross_entropy",
     "generalized_cross_entropy",
     "js_divergence",
@@ -81,5 +101,6 @@ __all__ = [
     "softmax_cross_entropy_with_grad",
     "softmax_focal_loss",
     "symmetric_cross_entropy",
+    "top_k_accuracy",
     "z_loss",
 ]

@@ -1,11 +1,16 @@
-"""Evaluation of probabilistic predictions: log loss, perplexity, Brier score and calibration.
+"""Evaluation of probabilistic predictions: log loss, perplexity, Brier score, skill and calibration.
 
 :func:`log_loss` and :func:`brier_score` follow scikit-learn's ``sklearn.metrics.log_loss``
 and ``sklearn.metrics.brier_score_loss`` (labels of any kind, columns in sorted label order,
 weighted means); :func:`perplexity` works on logits with class-index targets like PyTorch's
-``cross_entropy``; :func:`expected_calibration_error` and :func:`reliability_curve` measure
-how far confidence is from accuracy, :func:`reliability_curve` matching
-``sklearn.calibration.calibration_curve`` for binary predictions.
+``cross_entropy``; :func:`expected_calibration_error` (norms ``"l1"``, ``"l2"``, ``"max"`` as
+torchmetrics' ``CalibrationError``), :func:`classwise_calibration_error` and
+:func:`reliability_curve` measure how far confidence is from accuracy, :func:`reliability_curve`
+matching ``sklearn.calibration.calibration_curve`` for binary predictions;
+:func:`brier_score_decomposition` splits the Brier score into reliability, resolution and
+uncertainty (Murphy 1973). :func:`d2_log_loss_score`, :func:`d2_brier_score` and
+:func:`top_k_accuracy` are scikit-learn's ``d2_log_loss_score``, ``d2_brier_score`` and
+``top_k_accuracy_score``; :func:`fit_temperature` fits temperature scaling.
 
 The arithmetic runs in the namespace of the predictions (NumPy, PyTorch, ...), so the results
 are 0-d arrays of that library, differentiable where it is; use ``float(...)`` for a Python
@@ -47,12 +52,19 @@ from ._validation import (
 from .special import stable_log_softmax
 
 __all__ = [
+    "BrierDecomposition",
     "ReliabilityCurve",
     "brier_score",
+    "brier_score_decomposition",
+    "classwise_calibration_error",
+    "d2_brier_score",
+    "d2_log_loss_score",
     "expected_calibration_error",
+    "fit_temperature",
     "log_loss",
     "perplexity",
     "reliability_curve",
+    "top_k_accuracy",
 ]
 
 _STRATEGIES = ("uniform", "quantile")
@@ -136,7 +148,7 @@ def _check_known(y: np.ndarray, classes: np.ndarray) -> None:
         )
 
 
-def _encode_targets(targets: Any, labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def _encode_targets(targets: Any, labels: Any, n_samples: int, *, stacklevel: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Map labels to column indices of the sorted label set; return ``(indices, classes)``.
 
     Follows scikit-learn's ``LabelBinarizer``: the classes are the sorted unique ``labels``
@@ -160,7 +172,7 @@ def _encode_targets(targets: Any, labels: Any, n_samples: int) -> tuple[np.ndarr
                 f"`labels` were given as {given.tolist()}, but the columns of `probs` are taken in sorted "
                 f"label order {classes.tolist()}; pass labels in that order and make sure the columns match it.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         _check_known(y, classes)
     return np.searchsorted(classes, y), classes
@@ -189,7 +201,7 @@ def _check_columns(p: Any, classes: np.ndarray, labels: Any) -> None:
     )
 
 
-def _warn_unnormalized(p: Any, xp: Any, dtype: Any) -> None:
+def _warn_unnormalized(p: Any, xp: Any, dtype: Any, *, stacklevel: int = 3) -> None:
     """Warn, as scikit-learn does, when rows do not sum to 1 (``isclose(sum, 1, rtol=sqrt(eps))``)."""
     sums = xp.sum(p, axis=1)
     tolerance = math.sqrt(float(xp.finfo(dtype).eps)) + 1e-8
@@ -200,7 +212,7 @@ def _warn_unnormalized(p: Any, xp: Any, dtype: Any) -> None:
             f"`probs` rows should sum to 1; got a sum of {host_float(sums[row])!r} at row {row}. Make sure to pass "
             "probabilities: they are used as given, not renormalized.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -511,18 +523,19 @@ def _calibration_norm(confidence_sums: Any, outcome_sums: Any, weight_sums: Any,
     :math:`g_b = (\sum_{i \in b} w_i a_i - \sum_{i \in b} w_i c_i) / W_b`:
     ``"l1"`` :math:`\sum_b (W_b / W) |g_b|`, ``"l2"`` :math:`\sqrt{\sum_b (W_b / W) g_b^2}`,
     ``"max"`` :math:`\max_b |g_b|` over the non-empty bins (torchmetrics' three norms).
+    Arrays of shape (n_bins, n_columns) give one error per column (reductions along axis 0).
     """
     differences = outcome_sums - confidence_sums
-    total_weight = xp.sum(weight_sums)
+    total_weight = xp.sum(weight_sums, axis=0)
     if norm == "l1":
-        return xp.sum(xp.abs(differences)) / total_weight
+        return xp.sum(xp.abs(differences), axis=0) / total_weight
     nonempty = weight_sums > 0
     safe = xp.where(nonempty, weight_sums, xp.ones_like(weight_sums))
     gaps = xp.where(nonempty, differences / safe, xp.zeros_like(differences))
     if norm == "max":
-        return xp.max(xp.abs(gaps))
+        return xp.max(xp.abs(gaps), axis=0)
     # sum_b (W_b / W) g_b^2 = sum_b (W_b g_b) g_b / W, with W_b g_b the difference of the sums
-    mean_square = xp.sum(differences * gaps) / total_weight
+    mean_square = xp.sum(differences * gaps, axis=0) / total_weight
     # sqrt has an infinite derivative at 0; a perfectly calibrated input gets a zero gradient instead
     positive = mean_square > 0
     return xp.where(positive, xp.sqrt(xp.where(positive, mean_square, xp.ones_like(mean_square))), mean_square * 0)
@@ -537,15 +550,16 @@ def _calibration_from_bins(
     callers that accumulate the bins themselves (the streaming scorer): ``confidence_sum[b]``
     :math:`= \sum_{i \in b} w_i c_i`, ``outcome_sum[b]`` :math:`= \sum_{i \in b} w_i a_i`
     and ``weight_sum[b]`` :math:`= \sum_{i \in b} w_i` (the count without weights), 1-d
-    arrays of one length (converted to float64 NumPy). ``norm``: ``"l1"``, ``"l2"`` or ``"max"``
+    arrays of one length (converted to float64 NumPy). For the classwise error, call it once
+    per class column and average. ``norm``: ``"l1"``, ``"l2"`` or ``"max"``
     as in :func:`expected_calibration_error`. Returns NaN when every bin is empty (total weight
     0): the error of no data is undefined.
     """
     norm = _check_norm(norm)
-    conf = np.asarray(confidence_sum, dtype=np.float64).reshape(-1)
-    outcome = np.asarray(outcome_sum, dtype=np.float64).reshape(-1)
-    weight = np.asarray(weight_sum, dtype=np.float64).reshape(-1)
-    if not (conf.shape == outcome.shape == weight.shape):
+    conf = np.asarray(confidence_sum, dtype=np.float64)
+    outcome = np.asarray(outcome_sum, dtype=np.float64)
+    weight = np.asarray(weight_sum, dtype=np.float64)
+    if not (conf.ndim == 1 and conf.shape == outcome.shape == weight.shape):
         raise ValueError(
             "`confidence_sum`, `outcome_sum` and `weight_sum` must have one entry per bin each; "
             f"got shapes {conf.shape}, {outcome.shape}, {weight.shape}"
@@ -585,7 +599,9 @@ def _inner_edges(values: Any, n_bins: int, strategy: str, xp: Any) -> list[Any]:
     """The ``n_bins - 1`` inner bin edges, as ``calibration_curve`` computes them.
 
     ``"uniform"``: ``np.linspace(0, 1, n_bins + 1)``. ``"quantile"``: ``np.percentile`` of the
-    values (linear interpolation, NumPy's rounding-safe two-sided form) at equally spaced levels.
+    values (linear interpolation, NumPy's rounding-safe two-sided form) at equally spaced levels,
+    along axis 0: for ``values`` of shape (n_samples, n_columns) each edge is a row of one
+    quantile per column.
     """
     levels = np.linspace(0.0, 1.0, n_bins + 1)
     if strategy == "uniform":
@@ -598,11 +614,11 @@ def _inner_edges(values: Any, n_bins: int, strategy: str, xp: Any) -> list[Any]:
     gamma = virtual - previous
     previous = np.minimum(previous.astype(np.int64), n - 1)
     following = np.minimum(previous + 1, n - 1)
-    ordered = xp.sort(values)
+    ordered = xp.sort(values, axis=0)
     device = array_api_compat.device(values)
     a = xp.take(ordered, xp.asarray(previous, device=device), axis=0)
     b = xp.take(ordered, xp.asarray(following, device=device), axis=0)
-    t = xp.asarray(gamma, dtype=values.dtype, device=device)
+    t = xp.reshape(xp.asarray(gamma, dtype=values.dtype, device=device), (-1,) + (1,) * (values.ndim - 1))
     diff = b - a
     edges = xp.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
     return [edges[k] for k in range(n_bins - 1)]
@@ -614,24 +630,28 @@ def _bin_sums(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: st
     The size is an exact integer count without ``weight``, the total weight with it. A value
     goes to the bin whose interval ``(lo, hi]`` holds it (the first bin also holds its lower
     edge), as ``np.searchsorted(inner_edges, value)`` assigns it; edges are rounded to the
-    values' dtype.
+    values' dtype. ``values`` of shape (n_samples,) give arrays of shape (n_bins,); of shape
+    (n_samples, n_columns) (each column binned on its own, ``weight`` per sample) arrays of
+    shape (n_bins, n_columns).
     """
     bins = xp.zeros(values.shape, dtype=xp.int64, device=array_api_compat.device(values))
     for edge in _inner_edges(values, n_bins, strategy, xp):
         bins = bins + xp.astype(values > edge, xp.int64)
     zero = xp.zeros_like(values)
+    if weight is not None and values.ndim == 2:
+        weight = xp.reshape(weight, (-1, 1))
     sizes, value_sums, outcome_sums = [], [], []
     for k in range(n_bins):
         in_bin = bins == k
         if weight is None:
-            sizes.append(xp.sum(xp.astype(in_bin, xp.int64)))
-            value_sums.append(xp.sum(xp.where(in_bin, values, zero)))
-            outcome_sums.append(xp.sum(xp.where(in_bin, outcomes, zero)))
+            sizes.append(xp.sum(xp.astype(in_bin, xp.int64), axis=0))
+            value_sums.append(xp.sum(xp.where(in_bin, values, zero), axis=0))
+            outcome_sums.append(xp.sum(xp.where(in_bin, outcomes, zero), axis=0))
         else:
             w = xp.where(in_bin, weight, zero)
-            sizes.append(xp.sum(w))
-            value_sums.append(xp.sum(w * values))
-            outcome_sums.append(xp.sum(w * outcomes))
+            sizes.append(xp.sum(w, axis=0))
+            value_sums.append(xp.sum(w * values, axis=0))
+            outcome_sums.append(xp.sum(w * outcomes, axis=0))
     return xp.stack(sizes), xp.stack(value_sums), xp.stack(outcome_sums)
 
 
@@ -791,3 +811,714 @@ def reliability_curve(
         accuracy=_finish(outcome_sums[nonempty] / sizes, xp, out_dtype),
         count=counts,
     )
+
+
+def _column_outcomes(probs: Any, targets: Any, labels: Any) -> tuple[Any, Any, Any, Any]:
+    """``(xp, probs as (n_samples, n_classes) columns, one-hot outcomes of that shape, out dtype)``.
+
+    Targets are class indices (``labels`` None: ``[0, n_classes)``, {0, 1} for one-dimensional
+    ``probs``) or, with ``labels``, labels matched to the columns in sorted label order.
+    """
+    xp, p, out_dtype = _prepare_probs(probs)
+    n_samples = int(p.shape[0])
+    binary = p.ndim == 1 or p.shape[1] == 1
+    if binary:
+        p = xp.reshape(p, (-1,))
+    elif p.shape[1] < 2:  # pragma: no cover - shape (n, 0) is refused as empty
+        raise ValueError(f"`probs` must have at least 1 column; got shape {tuple(p.shape)}")
+    n_classes = 2 if binary else int(p.shape[1])
+    if labels is None:
+        indices = _class_targets(targets, xp, p, n_classes)
+    else:
+        if binary:
+            host = _binary_positive(targets, labels, n_samples).astype(np.int64)
+        else:
+            host, classes = _encode_targets(targets, labels, n_samples, stacklevel=5)
+            _check_columns(p, classes, labels)
+        indices = _device_indices(host, xp, p)
+    p = _as_columns(p, xp)
+    outcomes = xp.astype(onehot_mask(indices, n_classes, xp, like=p), p.dtype)
+    return xp, p, outcomes, out_dtype
+
+
+def classwise_calibration_error(
+    probs: Any,
+    targets: Any,
+    /,
+    *,
+    n_bins: int = 15,
+    norm: str = "l1",
+    strategy: str = "uniform",
+    sample_weight: Any = None,
+    labels: Any = None,
+) -> Any:
+    r"""Classwise calibration error: the mean over classes of each class's one-vs-rest calibration error.
+
+    .. math::
+
+        \operatorname{cwCE} = \frac{1}{C} \sum_{k=1}^{C} \operatorname{CE}_k, \qquad
+        \operatorname{CE}_k = \sum_{b=1}^{B} \frac{n_{bk}}{N}
+            \bigl|\bar y_{bk} - \bar p_{bk}\bigr| \quad (\text{norm } \texttt{"l1"})
+
+    (Kull et al. 2019, "classwise-ECE"). For each class :math:`k` the probabilities
+    :math:`p_{nk}` of that column alone are binned over [0, 1]; in bin :math:`b`,
+    :math:`\bar p_{bk}` is their mean, :math:`\bar y_{bk}` the fraction of its samples whose
+    target is :math:`k`, and :math:`n_{bk}` its number of samples (with ``sample_weight``: weighted
+    means, :math:`n_{bk}/N` the bin's share of the total weight). Every class counts, also one
+    that never occurs. ``norm`` combines the gaps of one class as in
+    :func:`expected_calibration_error`: ``"l2"`` gives
+    :math:`\operatorname{CE}_k = \sqrt{\sum_b (n_{bk}/N)(\bar y_{bk} - \bar p_{bk})^2}` and
+    ``"max"`` :math:`\max_b |\bar y_{bk} - \bar p_{bk}|`; the mean over classes is the same.
+    Unlike the top-label :func:`expected_calibration_error`, it looks at every column, not only
+    the predicted class.
+
+    For two classes the two columns are mirror images (:math:`p_{n0} = 1 - p_{n1}`), their
+    errors are equal, and the result is the calibration error of the positive-class probability:
+    torchmetrics' ``BinaryCalibrationError`` (for probabilities off the bin edges; see
+    :func:`expected_calibration_error` for how bin edges are closed).
+
+    Parameters
+    ----------
+    probs : array of shape (n_samples,) or (n_samples, n_classes)
+        Predicted probabilities in [0, 1], one column per class. One dimension (or one
+        column): the probability of the positive class, taken as the columns ``[1 - p, p]``.
+        Rows are not checked to sum to 1.
+    targets : array-like of shape (n_samples,)
+        Without ``labels``: class indices in ``[0, n_classes)`` ({0, 1} for one-dimensional
+        ``probs``), as :func:`expected_calibration_error`. With ``labels``: labels of any
+        sortable kind, the columns being in sorted label order (as :func:`log_loss`; for
+        one-dimensional ``probs`` the greater label is the positive class).
+    n_bins : int, default 15
+        Number of bins per class.
+    norm : {"l1", "l2", "max"}, default "l1"
+        How the per-bin gaps of one class are combined.
+    strategy : {"uniform", "quantile"}, default "uniform"
+        Equal-width bins over [0, 1], or edges at the (unweighted) quantiles of each column's
+        probabilities; right-closed ``(lo, hi]`` as in :func:`reliability_curve`.
+    sample_weight : array of shape (n_samples,), optional
+        Non-negative weights, not all zero.
+    labels : array-like, optional
+        The full label set, for targets given as labels.
+
+    Returns
+    -------
+    array
+        A 0-d array of the namespace and dtype of ``probs``. Differentiable with respect to
+        ``probs`` (the binning itself is piecewise constant).
+
+    Examples
+    --------
+    A binary forecaster saying 0.8 four times, right three times: each column is off by 0.05.
+
+    >>> import numpy as np
+    >>> p = np.array([0.8, 0.8, 0.8, 0.8])
+    >>> round(float(classwise_calibration_error(p, np.array([1, 1, 1, 0]))), 12)
+    0.05
+    >>> probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    >>> round(float(classwise_calibration_error(probs, ["a", "b", "b"], n_bins=5, labels=["a", "b", "c"])), 4)
+    0.2667
+    """
+    n_bins = _check_binning(n_bins, strategy)
+    norm = _check_norm(norm)
+    xp, p, outcomes, out_dtype = _column_outcomes(probs, targets, labels)
+    weight = _calibration_weight(sample_weight, p[:, 0], xp)
+    per_class = _binned_calibration(p, outcomes, weight, n_bins, strategy, norm, xp)
+    return _finish(xp.mean(per_class), xp, out_dtype)
+
+
+class BrierDecomposition(NamedTuple):
+    r"""The Murphy (1973) decomposition of the Brier score, with the two within-bin terms.
+
+    ``brier = reliability - resolution + uncertainty + within_bin_variance - 2 * within_bin_covariance``;
+    the last two are 0 when forecasts are grouped by their distinct values
+    (``n_bins=None``). See :func:`brier_score_decomposition`.
+
+    Attributes
+    ----------
+    reliability : array
+        Weighted mean squared gap between the mean forecast and the observed frequency of each
+        group (lower is better; 0 for a calibrated forecaster).
+    resolution : array
+        Weighted spread of the groups' observed frequencies around the overall frequency
+        (higher is better).
+    uncertainty : array
+        :math:`\bar o (1 - \bar o)` summed over classes: the Brier score of always forecasting
+        the overall frequency; a property of the data, not of the forecasts.
+    within_bin_variance : array
+        Weighted variance of the forecasts inside their bins.
+    within_bin_covariance : array
+        Weighted covariance of forecasts and outcomes inside their bins.
+    """
+
+    reliability: Any
+    resolution: Any
+    uncertainty: Any
+    within_bin_variance: Any
+    within_bin_covariance: Any
+
+
+def brier_score_decomposition(
+    probs: Any,
+    targets: Any,
+    /,
+    *,
+    n_bins: int | None = 10,
+    strategy: str = "uniform",
+    sample_weight: Any = None,
+    labels: Any = None,
+    scale_by_half: bool | str = "auto",
+) -> BrierDecomposition:
+    r"""Murphy's decomposition of the Brier score into reliability, resolution and uncertainty.
+
+    The multi-class Brier score of :func:`brier_score` is a sum over classes of the squared
+    errors of each column, :math:`\operatorname{BS} = c \sum_k \operatorname{BS}_k`, and each
+    column is decomposed on its own. Group the forecasts :math:`f_n = p_{nk}` of class :math:`k`
+    (by distinct value, or into bins); with :math:`o_n = [y_n = k]`, weights :math:`w_n`,
+    :math:`W_g` the weight of group :math:`g`, :math:`\bar f_g, \bar o_g` its weighted means and
+    :math:`\bar o` the overall frequency:
+
+    .. math::
+
+        \operatorname{REL}_k = \frac{1}{W}\sum_g W_g (\bar f_g - \bar o_g)^2, \quad
+        \operatorname{RES}_k = \frac{1}{W}\sum_g W_g (\bar o_g - \bar o)^2, \quad
+        \operatorname{UNC}_k = \bar o (1 - \bar o),
+
+        \operatorname{WBV}_k = \frac{1}{W}\sum_n w_n (f_n - \bar f_{g(n)})^2, \quad
+        \operatorname{WBC}_k = \frac{1}{W}\sum_n w_n (f_n - \bar f_{g(n)})(o_n - \bar o_{g(n)}),
+
+        \operatorname{BS}_k = \operatorname{REL}_k - \operatorname{RES}_k + \operatorname{UNC}_k
+            + \operatorname{WBV}_k - 2\,\operatorname{WBC}_k .
+
+    The identity is exact (to rounding). Grouped by distinct values (``n_bins=None``), every
+    group holds one forecast value, so WBV = WBC = 0 and this is Murphy's (1973)
+    :math:`\operatorname{BS} = \operatorname{REL} - \operatorname{RES} + \operatorname{UNC}`;
+    with bins, the two within-bin terms (Stephenson, Coelho & Jolliffe 2008) close the gap. Each
+    returned component is :math:`c \sum_k (\cdot)_k`, with the scale :math:`c` of
+    :func:`brier_score` (1/2 for two classes by default: then every component is that of the
+    positive-class probability alone, the customary binary decomposition).
+
+    Parameters
+    ----------
+    probs : array of shape (n_samples,) or (n_samples, n_classes)
+        Predicted probabilities in [0, 1], as for :func:`brier_score` (one dimension: the
+        positive class).
+    targets : array-like of shape (n_samples,)
+        True labels (any sortable kind), as for :func:`brier_score`.
+    n_bins : int or None, default 10
+        Number of bins per class; ``None`` groups by distinct forecast values (exact Murphy
+        decomposition; with continuous forecasts each sample is then its own group, so
+        reliability equals the Brier score and resolution the uncertainty, which says little).
+    strategy : {"uniform", "quantile"}, default "uniform"
+        Bins of equal width over [0, 1], or edges at the quantiles of each column, right-closed
+        ``(lo, hi]`` as in :func:`reliability_curve`. Ignored when ``n_bins`` is None.
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights, not all zero.
+    labels : array-like, optional
+        The full label set, as for :func:`brier_score`.
+    scale_by_half : bool or "auto", default "auto"
+        As for :func:`brier_score`, so that the components add up to it.
+
+    Returns
+    -------
+    BrierDecomposition
+        Named tuple ``(reliability, resolution, uncertainty, within_bin_variance,
+        within_bin_covariance)`` of 0-d arrays of the namespace and dtype of ``probs``. They
+        are computed on the host in float64 (the grouping needs a scatter-add that the array
+        API lacks) and carry no gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = np.array([0.9, 0.9, 0.9, 0.9, 0.2, 0.2, 0.2, 0.2, 0.2])
+    >>> y = np.array([1, 1, 1, 0, 0, 0, 0, 0, 1])
+    >>> d = brier_score_decomposition(p, y, n_bins=None)
+    >>> [round(float(v), 4) for v in d[:3]]  # grouped by the values 0.9 and 0.2
+    [0.01, 0.0747, 0.2469]
+    >>> round(float(d.reliability - d.resolution + d.uncertainty), 12) == round(float(brier_score(p, y)), 12)
+    True
+    """
+    if n_bins is not None:
+        n_bins = _check_binning(n_bins, strategy)
+    elif not isinstance(strategy, str) or strategy not in _STRATEGIES:
+        raise ValueError(f"`strategy` must be one of 'uniform', 'quantile'; got {strategy!r}")
+    is_auto = isinstance(scale_by_half, str) and scale_by_half == "auto"
+    if not (is_auto or isinstance(scale_by_half, (bool, np.bool_))):
+        raise ValueError(f"`scale_by_half` must be True, False or 'auto'; got {scale_by_half!r}")
+    xp, p, outcomes, out_dtype = _brier_columns(probs, targets, labels)
+    weight = _calibration_weight(sample_weight, p[:, 0], xp)
+    f = _host_float64(p)
+    o = _host_float64(outcomes)
+    w = np.ones(f.shape[0]) if weight is None else _host_float64(weight)
+    total_weight = float(np.sum(w))
+    if n_bins is not None:
+        npx = array_api_compat.array_namespace(f)
+        edges = np.stack([np.broadcast_to(np.asarray(e), f.shape[1:]) for e in _inner_edges(f, n_bins, strategy, npx)])
+    parts = np.zeros(5)
+    for k in range(f.shape[1]):
+        fk, ok = f[:, k], o[:, k]
+        if n_bins is None:
+            groups = np.unique(fk, return_inverse=True)[1].reshape(-1)
+        else:
+            groups = np.searchsorted(edges[:, k], fk, side="left") if n_bins > 1 else np.zeros(fk.shape, np.int64)
+        size = np.bincount(groups, weights=w)
+        occupied = size > 0
+        safe = np.where(occupied, size, 1.0)
+        f_mean = np.where(occupied, np.bincount(groups, weights=w * fk) / safe, 0.0)
+        o_mean = np.where(occupied, np.bincount(groups, weights=w * ok) / safe, 0.0)
+        base_rate = float(np.sum(w * ok)) / total_weight
+        f_dev = fk - f_mean[groups]
+        parts += [
+            np.sum(size * (f_mean - o_mean) ** 2) / total_weight,
+            np.sum(size * (o_mean - base_rate) ** 2) / total_weight,
+            base_rate * (1.0 - base_rate),
+            np.sum(w * f_dev**2) / total_weight,
+            np.sum(w * f_dev * (ok - o_mean[groups])) / total_weight,
+        ]
+    if is_auto:
+        scale_by_half = p.shape[1] < 3
+    if scale_by_half:
+        parts *= 0.5
+    device = array_api_compat.device(p)
+    return BrierDecomposition(
+        *(as_result_array(xp.asarray(float(v), dtype=out_dtype, device=device), xp) for v in parts)
+    )
+
+
+def _host_float64(x: Any) -> np.ndarray:
+    if array_api_compat.is_torch_array(x):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _brier_columns(probs: Any, targets: Any, labels: Any, *, stacklevel: int = 5) -> tuple[Any, Any, Any, Any]:
+    """As :func:`brier_score` reads its inputs: ``(xp, (n, C) probabilities, one-hot outcomes, out dtype)``."""
+    xp, p, out_dtype = _prepare_probs(probs)
+    n_samples = int(p.shape[0])
+    if p.ndim == 1 or p.shape[1] == 1:
+        positive = _binary_positive(targets, labels, n_samples)
+        y = xp.asarray(positive.astype(np.float64), dtype=p.dtype, device=array_api_compat.device(p))
+        p = _as_columns(xp.reshape(p, (-1,)), xp)
+        return xp, p, xp.stack([1 - y, y], axis=1), out_dtype
+    indices, classes = _encode_targets(targets, labels, n_samples, stacklevel=stacklevel)
+    _check_columns(p, classes, labels)
+    _warn_unnormalized(p, xp, out_dtype, stacklevel=stacklevel)
+    mask = onehot_mask(_device_indices(indices, xp, p), int(p.shape[1]), xp, like=p)
+    return xp, p, xp.astype(mask, p.dtype), out_dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Skill scores
+
+
+def _too_few_for_d2(n_samples: int, xp: Any, like: Any, out_dtype: Any) -> Any:
+    warnings.warn(
+        f"D^2 score is not well-defined with less than two samples; got {n_samples}: returning NaN",
+        UserWarning,
+        stacklevel=3,
+    )
+    return as_result_array(xp.asarray(math.nan, dtype=out_dtype, device=array_api_compat.device(like)), xp)
+
+
+def _weights_or_ones(sample_weight: Any, xp: Any, like: Any) -> Any:
+    """Validated sample weights (not summing to 0), or ones, in the dtype of ``like`` (n_samples, ...)."""
+    n = int(like.shape[0])
+    if sample_weight is None:
+        return xp.ones((n,), dtype=like.dtype, device=array_api_compat.device(like))
+    weight = prepare_sample_weight(sample_weight, xp, like=like, batch_shape=(n,))
+    if concrete_bool(xp.sum(weight) == 0):
+        raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
+    return weight
+
+
+def d2_log_loss_score(probs: Any, targets: Any, /, *, labels: Any = None, sample_weight: Any = None) -> Any:
+    r""":math:`D^2` for the log loss: the fraction of the log loss of the class frequencies explained.
+
+    .. math::
+
+        D^2 = 1 - \frac{\sum_n s_n \,\bigl(-\log p_{n, y_n}\bigr)}{\sum_n s_n \,\bigl(-\log \pi_{y_n}\bigr)},
+        \qquad \pi_k = \frac{\sum_n s_n [y_n = k]}{\sum_n s_n}
+
+    the log loss of the predictions against that of the null model that predicts the
+    (weighted) class frequencies :math:`\pi` of the targets for every sample, both clipped as in
+    :func:`log_loss`. This is ``sklearn.metrics.d2_log_loss_score``: 1 is perfect, 0 is no
+    better than the frequencies, and it is negative for worse predictions.
+
+    Parameters
+    ----------
+    probs : array of shape (n_samples,) or (n_samples, n_classes)
+        Predicted probabilities, read as by :func:`log_loss`.
+    targets : array-like of shape (n_samples,)
+        True labels of any sortable kind.
+    labels : array-like, optional
+        The full label set, as for :func:`log_loss` (classes absent from the targets have
+        frequency 0 in the null model).
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights, not all zero.
+
+    Returns
+    -------
+    array
+        A 0-d array of the namespace and dtype of ``probs``, differentiable with respect to it.
+        Fewer than two samples give NaN with a ``UserWarning``, as scikit-learn.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = ["a", "b", "b", "a"]
+    >>> round(float(d2_log_loss_score(np.array([0.2, 0.9, 0.7, 0.1]), y)), 6)
+    0.714873
+    >>> float(d2_log_loss_score(np.array([0.5, 0.5, 0.5, 0.5]), y))  # the frequencies themselves
+    0.0
+    """
+    xp, p, out_dtype = _prepare_probs(probs)
+    n_samples = int(p.shape[0])
+    _host_labels(targets, "targets", n_samples)
+    if n_samples < 2:
+        return _too_few_for_d2(n_samples, xp, p, out_dtype)
+    indices, classes = _encode_targets(targets, labels, n_samples)
+    p = _as_columns(p, xp)
+    _check_columns(p, classes, labels)
+    _warn_unnormalized(p, xp, out_dtype)
+    weight = _weights_or_ones(sample_weight, xp, p)
+    target_columns = _device_indices(indices, xp, p)
+    frequencies = xp.sum(
+        xp.astype(onehot_mask(target_columns, int(p.shape[1]), xp, like=p), p.dtype) * weight[:, None], axis=0
+    )
+    frequencies = frequencies / xp.sum(weight)
+    eps = float(xp.finfo(out_dtype).eps)
+    model = -xp.log(xp.clip(take_last(p, target_columns, xp), eps, 1 - eps))
+    null = -xp.log(xp.clip(xp.take(frequencies, target_columns, axis=0), eps, 1 - eps))
+    return _finish(1 - xp.sum(weight * model) / xp.sum(weight * null), xp, out_dtype)
+
+
+def d2_brier_score(probs: Any, targets: Any, /, *, labels: Any = None, sample_weight: Any = None) -> Any:
+    r""":math:`D^2` for the Brier score: the fraction of the Brier score of the class frequencies explained.
+
+    .. math::
+
+        D^2 = 1 - \frac{\sum_n s_n \sum_k (p_{nk} - [y_n = k])^2}{\sum_n s_n \sum_k (\pi_k - [y_n = k])^2},
+        \qquad \pi_k = \frac{\sum_n s_n [y_n = k]}{\sum_n s_n}
+
+    the Brier score of the predictions against that of the null model predicting the
+    (weighted) class frequencies for every sample; the scale of :func:`brier_score` cancels.
+    This is ``sklearn.metrics.d2_brier_score``: 1 is perfect, 0 is no better than the
+    frequencies, negative is worse.
+
+    Parameters
+    ----------
+    probs : array of shape (n_samples,) or (n_samples, n_classes)
+        Predicted probabilities, read as by :func:`brier_score` (one dimension: the positive
+        class, chosen as scikit-learn chooses ``pos_label`` by default).
+    targets : array-like of shape (n_samples,)
+        True labels of any sortable kind.
+    labels : array-like, optional
+        The full label set, as for :func:`brier_score`.
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights, not all zero.
+
+    Returns
+    -------
+    array
+        A 0-d array of the namespace and dtype of ``probs``, differentiable with respect to it.
+        Fewer than two samples give NaN with a ``UserWarning``, as scikit-learn.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(d2_brier_score(np.array([0.1, 0.9, 0.8, 0.3]), [0, 1, 1, 0])), 4)
+    0.85
+    """
+    xp, p, out_dtype = _prepare_probs(probs)
+    n_samples = int(p.shape[0])
+    _host_labels(targets, "targets", n_samples)
+    if n_samples < 2:
+        return _too_few_for_d2(n_samples, xp, p, out_dtype)
+    xp, p, outcomes, out_dtype = _brier_columns(probs, targets, labels, stacklevel=4)
+    weight = _weights_or_ones(sample_weight, xp, p)
+    frequencies = xp.sum(outcomes * weight[:, None], axis=0) / xp.sum(weight)
+    model = xp.sum(weight * xp.sum((outcomes - p) ** 2, axis=1))
+    null = xp.sum(weight * xp.sum((outcomes - frequencies) ** 2, axis=1))
+    return _finish(1 - model / null, xp, out_dtype)
+
+
+def top_k_accuracy(
+    scores: Any,
+    targets: Any,
+    /,
+    *,
+    k: int = 2,
+    labels: Any = None,
+    sample_weight: Any = None,
+    normalize: bool = True,
+) -> Any:
+    r"""Top-k accuracy: how often the true class is among the ``k`` highest scores.
+
+    .. math::
+
+        \operatorname{acc}_k = \frac{\sum_n s_n \, [\operatorname{rank}_n(y_n) < k]}{\sum_n s_n},
+        \qquad \operatorname{rank}_n(t) = \#\{c : z_{nc} > z_{nt}\} + \#\{c > t : z_{nc} = z_{nt}\}
+
+    This is ``sklearn.metrics.top_k_accuracy_score``, ties included: among equal scores the
+    class with the higher index ranks first (scikit-learn's stable sort, reversed), so a tie at
+    the cut-off counts against a target of lower index. ``normalize=False`` gives the
+    (weighted) number of hits instead of the fraction.
+
+    **Binary scores** of shape (n_samples,) (or one column) score the positive class, the
+    greater of the two labels: with ``k=1`` the prediction is positive where the score exceeds
+    0.5 if every score is in [0, 1] (probabilities), else where it exceeds 0 (decision values);
+    with ``k >= 2`` every sample is a hit. Scores of two columns use the ranking above (where
+    scikit-learn refuses two columns for binary targets).
+
+    Parameters
+    ----------
+    scores : array of shape (n_samples,) or (n_samples, n_classes)
+        Probabilities, logits or any scores, one column per class in sorted label order.
+        NaN is refused; infinities rank as numbers do.
+    targets : array-like of shape (n_samples,)
+        True labels of any sortable kind.
+    k : int, default 2
+        Number of top classes that count as a hit (scikit-learn's default). ``k`` at least the
+        number of classes gives a ``UserWarning``: every sample is then a hit.
+    labels : array-like, optional
+        The full label set, when the targets do not show every class (sorted before use, with
+        a ``UserWarning`` if it was not; scikit-learn raises there).
+    sample_weight : array-like of shape (n_samples,), optional
+        Non-negative weights, not all zero when normalizing.
+    normalize : bool, default True
+        The fraction of hits, or (False) their number.
+
+    Returns
+    -------
+    array
+        A 0-d array of the namespace of ``scores``, in their floating dtype (the default
+        floating dtype for integer scores). Not differentiable (a count).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> scores = np.array([[0.5, 0.2, 0.2], [0.3, 0.4, 0.2], [0.2, 0.4, 0.3], [0.7, 0.2, 0.1]])
+    >>> float(top_k_accuracy(scores, np.array([0, 1, 2, 2]), k=2))
+    0.75
+    >>> float(top_k_accuracy(scores, np.array([0, 1, 2, 2]), k=2, normalize=False))
+    3.0
+    """
+    k = check_integer_option("k", k, low=1)
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"`normalize` must be True or False; got {normalize!r}")
+    xp = get_namespace(scores)
+    s = as_namespace_array(scores, xp, name="scores")
+    if not is_real_floating(xp, s):
+        if not xp.isdtype(s.dtype, ("integral", "bool")):
+            raise TypeError(f"`scores` must be real numbers; got dtype {s.dtype}")
+        s = xp.astype(s, xp.__array_namespace_info__().default_dtypes()["real floating"])
+    if s.ndim not in (1, 2):
+        raise ValueError(f"`scores` must have shape (n_samples,) or (n_samples, n_classes); got shape {tuple(s.shape)}")
+    check_not_empty("scores", s)
+    nan = xp.isnan(s)
+    if concrete_bool(xp.any(nan)):
+        where = tuple(int(i[0]) for i in xp.nonzero(nan))
+        raise ValueError(f"`scores` must not contain NaN; got NaN at index {where}")
+    out_dtype = s.dtype
+    n_samples = int(s.shape[0])
+    indices, classes = _encode_targets(targets, labels, n_samples)
+    n_classes = int(classes.shape[0])
+    binary = s.ndim == 1 or s.shape[1] == 1
+    if binary:
+        if n_classes != 2:
+            raise ValueError(
+                "`scores` of shape (n_samples,) score the positive class of 2 labels; "
+                f"got {n_classes} labels {classes.tolist()} (pass one column per class)"
+            )
+        s = xp.reshape(s, (-1,))
+    else:
+        _check_columns(s, classes, labels)
+    if k >= n_classes:
+        warnings.warn(
+            f"`k` ({k}) is at least the number of classes ({n_classes}): every sample is a hit",
+            UserWarning,
+            stacklevel=2,
+        )
+    target = _device_indices(indices, xp, s)
+    if binary:
+        if k == 1:
+            probabilities = concrete_bool(xp.all((s >= 0) & (s <= 1)))
+            hits = (s > (0.5 if probabilities else 0.0)) == (target == 1)
+        else:
+            hits = xp.ones(s.shape, dtype=xp.bool, device=array_api_compat.device(s))
+    else:
+        target_score = take_last(s, target, xp)[:, None]
+        columns = xp.arange(int(s.shape[1]), dtype=target.dtype, device=array_api_compat.device(s))
+        ahead = (s > target_score) | ((s == target_score) & (columns > target[:, None]))
+        hits = xp.sum(xp.astype(ahead, xp.int64), axis=1) < k
+    hits = xp.astype(hits, compute_dtype(xp, out_dtype))
+    if sample_weight is None:
+        result = xp.mean(hits) if normalize else xp.sum(hits)
+    else:
+        weight = prepare_sample_weight(sample_weight, xp, like=hits, batch_shape=(n_samples,))
+        result = xp.sum(weight * hits)
+        if normalize:
+            weight_sum = xp.sum(weight)
+            if concrete_bool(weight_sum == 0):
+                raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
+            result = result / weight_sum
+    return _finish(result, xp, out_dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temperature scaling
+
+
+def _temperature_derivatives(z: Any, gap: Any, weight: Any, beta: float, xp: Any) -> tuple[float, float]:
+    """First and second derivative in ``beta`` of the weighted mean log loss of ``softmax(beta z)``.
+
+    ``z``: logits minus their row maximum (<= 0, -inf allowed), ``gap``: the target's entry of
+    ``z``; the mean over the weights is taken by the caller's normalization (weights sum to 1).
+    ``f'(beta) = sum_n w_n (E_p[z_n] - gap_n)``, ``f''(beta) = sum_n w_n Var_p[z_n]``.
+    """
+    finite = z > -math.inf
+    exponent = xp.where(finite, z * beta, xp.full_like(z, -math.inf))
+    unnormalized = xp.exp(exponent)
+    p = unnormalized / xp.sum(unnormalized, axis=1, keepdims=True)
+    zero = xp.zeros_like(z)
+    safe_z = xp.where(finite, z, zero)
+    mean = xp.sum(p * safe_z, axis=1)
+    variance = xp.sum(p * (safe_z - mean[:, None]) ** 2, axis=1)
+    return float(xp.sum(weight * (mean - gap))), float(xp.sum(weight * variance))
+
+
+def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) -> float:
+    r"""The temperature :math:`T > 0` that minimizes the log loss of ``softmax(logits / T)``.
+
+    .. math::
+
+        T^\star = 1/\beta^\star, \qquad \beta^\star = \operatorname*{arg\,min}_{\beta \ge 0}\;
+        f(\beta), \qquad f(\beta) = \frac{\sum_n s_n \bigl(\operatorname{LSE}(\beta z_n) - \beta z_{n, y_n}\bigr)}
+                                       {\sum_n s_n}
+
+    Temperature scaling (Guo et al. 2017): one parameter fitted on held-out data, which leaves
+    the arg-max (the accuracy) unchanged and usually repairs most of the miscalibration of a
+    neural network. :math:`f` is convex in the inverse temperature :math:`\beta`
+    (:math:`f'' = \sum_n s_n \operatorname{Var}_{p_n}[z_n] / \sum_n s_n \ge 0`), so the fit is a 1-D
+    root search for :math:`f'(\beta) = 0`: a bracket grown from :math:`\beta = 1`, then Newton
+    steps safeguarded by bisection, in float64 (no SciPy). The optimum's log loss matches
+    scikit-learn's ``CalibratedClassifierCV(method="temperature")``.
+
+    Degenerate inputs, where no finite positive optimum exists, return the limit:
+
+    - every (weighted) sample's target logit is a maximum of its row, and some row is not
+      constant (the data are separated: the loss falls all the way to :math:`T \to 0`):
+      returns ``0.0``;
+    - the loss rises from :math:`T = \infty` on (:math:`f'(0) \ge 0`: the logits are no better
+      than uniform predictions, or anti-correlated with the targets): returns ``math.inf``,
+      i.e. uniform predictions;
+    - every row is constant (the loss does not depend on :math:`T`): returns ``1.0``.
+
+    Parameters
+    ----------
+    logits : array of shape (n_samples, n_classes), or (..., n_classes), or (n_samples,)
+        Unnormalized scores, class axis last (-inf entries allowed, not at a target). One
+        dimension: binary log-odds :math:`z` of class 1, the logits ``(0, z)``, so the fitted
+        model is ``sigmoid(z / T)``. (scikit-learn reads a one-dimensional decision function
+        :math:`x` as the logits ``(-x, x)``, i.e. log-odds :math:`2x`, so its temperature is
+        half of this one for the same numbers; the fitted probabilities are the same.)
+    targets : int array of shape (n_samples,) or (...)
+        Class indices in ``[0, n_classes)``; {0, 1} for one-dimensional logits.
+    sample_weight : array of shape (n_samples,) or (...), optional
+        Non-negative weights, not all zero.
+
+    Returns
+    -------
+    float
+        The temperature, a Python number (whatever the array library; it is read back to the
+        host in any case to steer the solver). Divide the logits by it.
+
+    Raises
+    ------
+    ValueError
+        If the logits hold NaN or +inf, or -inf at a target (the loss is infinite for every
+        :math:`T`); if ``targets`` or ``sample_weight`` are invalid or the weights sum to 0.
+
+    Examples
+    --------
+    Over-confident logits (ten times too large) get a temperature near 10:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> true_logits = rng.normal(size=(2000, 5))
+    >>> p = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    >>> targets = np.array([rng.choice(5, p=row) for row in p])
+    >>> T = fit_temperature(10 * true_logits, targets)
+    >>> 8 < T < 12
+    True
+    >>> fit_temperature(np.array([[3.0, 1.0], [0.0, 2.0]]), np.array([0, 1]))  # separated: T -> 0
+    0.0
+    """
+    xp = get_namespace(logits, targets)
+    x = as_namespace_array(logits, xp, name="logits")
+    if x.ndim == 1 and is_real_floating(xp, x):
+        x = xp.stack([xp.zeros_like(x), x], axis=1)
+    inputs = prepare_class_inputs(
+        x, targets, axis=-1, ignore_index=None, sample_weight=sample_weight, allow_probs=False, warn_probabilities=False
+    )
+    n_classes = inputs.num_classes
+    z = xp.reshape(xp.astype(inputs.stored, xp.float64), (-1, n_classes))
+    indices = xp.reshape(inputs.indices, (-1,))
+    bad = xp.isnan(z) | (z == math.inf)
+    if concrete_bool(xp.any(bad)):
+        row = int(xp.nonzero(xp.any(bad, axis=1))[0][0])
+        raise ValueError(f"`logits` must not contain NaN or +inf; got one in row {row}")
+    if inputs.sample_weight is None:
+        weight = xp.ones((int(z.shape[0]),), dtype=xp.float64, device=array_api_compat.device(z))
+    else:
+        weight = xp.reshape(xp.astype(inputs.sample_weight, xp.float64), (-1,))
+    weight_sum = float(xp.sum(weight))
+    if weight_sum == 0:
+        raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
+    weight = weight / weight_sum
+    z = z - xp.max(z, axis=1, keepdims=True)
+    gap = take_last(z, indices, xp)
+    infinite_target = (gap == -math.inf) & (weight > 0)
+    if concrete_bool(xp.any(infinite_target)):
+        row = int(xp.nonzero(infinite_target)[0][0])
+        raise ValueError(
+            f"`logits` must be finite at the target class (the log loss is infinite for every temperature); "
+            f"got -inf at row {row}"
+        )
+    gap = xp.where(weight > 0, gap, xp.zeros_like(gap))
+    slope0, curvature0 = _temperature_derivatives(z, gap, weight, 0.0, xp)
+    if curvature0 == 0:
+        return 1.0  # every row constant: the loss is the same for every temperature
+    if float(xp.sum(weight * -gap)) == 0:
+        return 0.0  # every target at its row's maximum: the loss decreases down to T -> 0
+    if slope0 >= 0:
+        return math.inf  # the loss increases with beta = 1/T from 0 on: uniform predictions are best
+    lo, hi = 0.0, math.inf
+    beta = 1.0
+    slope, curvature = _temperature_derivatives(z, gap, weight, beta, xp)
+    while slope < 0 and beta < 1e300:  # grow the bracket; f' -> sum_n w_n (-gap_n) > 0 as beta -> inf
+        lo, beta = beta, beta * 4.0
+        slope, curvature = _temperature_derivatives(z, gap, weight, beta, xp)
+    if slope < 0:  # pragma: no cover - needs logits gaps below 1e-300
+        return 0.0
+    if slope == 0:
+        return 1.0 / beta
+    hi = beta
+    beta = lo if lo > 0 else hi / 2
+    for _ in range(200):
+        slope, curvature = _temperature_derivatives(z, gap, weight, beta, xp)
+        if slope == 0:
+            break
+        if slope < 0:
+            lo = beta
+        else:
+            hi = beta
+        step = slope / curvature if curvature > 0 else math.nan
+        candidate = beta - step
+        if not lo < candidate < hi:
+            # bisect, geometrically when the bracket spans orders of magnitude
+            candidate = math.sqrt(lo * hi) if lo > 0 and hi > 4 * lo else 0.5 * (lo + hi)
+        if abs(candidate - beta) <= 4 * np.finfo(np.float64).eps * beta or hi - lo <= 4 * np.finfo(np.float64).eps * hi:
+            beta = candidate
+            break
+        beta = candidate
+    return 1.0 / beta
