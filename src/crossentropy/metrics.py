@@ -1050,20 +1050,22 @@ def brier_score_decomposition(
     o = _host_float64(outcomes)
     w = np.ones(f.shape[0]) if weight is None else _host_float64(weight)
     total_weight = float(np.sum(w))
-    if n_bins is not None:
+    if n_bins is not None and n_bins > 1:
         npx = array_api_compat.array_namespace(f)
         edges = np.stack([np.broadcast_to(np.asarray(e), f.shape[1:]) for e in _inner_edges(f, n_bins, strategy, npx)])
     parts = np.zeros(5)
     for k in range(f.shape[1]):
         fk, ok = f[:, k], o[:, k]
         if n_bins is None:
-            groups = np.unique(fk, return_inverse=True)[1].reshape(-1)
+            values, groups = np.unique(fk, return_inverse=True)
+            groups = groups.reshape(-1)
         else:
             groups = np.searchsorted(edges[:, k], fk, side="left") if n_bins > 1 else np.zeros(fk.shape, np.int64)
         size = np.bincount(groups, weights=w)
         occupied = size > 0
         safe = np.where(occupied, size, 1.0)
-        f_mean = np.where(occupied, np.bincount(groups, weights=w * fk) / safe, 0.0)
+        # a distinct-value group's forecasts all equal its value: no rounding, WBV = WBC = 0 exactly
+        f_mean = values if n_bins is None else np.where(occupied, np.bincount(groups, weights=w * fk) / safe, 0.0)
         o_mean = np.where(occupied, np.bincount(groups, weights=w * ok) / safe, 0.0)
         base_rate = float(np.sum(w * ok)) / total_weight
         f_dev = fk - f_mean[groups]
