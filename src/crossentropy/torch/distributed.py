@@ -23,6 +23,25 @@ communication: each rank's slice of the gradient,
 (the last factor under a soft-cap :math:`c`) depends only on its own logits and the per-token
 numbers kept from the forward pass (:func:`_logit_gradient`). Results equal
 :func:`crossentropy.torch.cross_entropy` on the gathered logits.
+
+**Statistics** (``return_stats=True``, :func:`_combine` too): the global log-sum-exp is the loss's;
+the entropy and the first arg-max travel in the same two all-reduces. With the ranks' local
+log-sum-exps :math:`\ell_r`, local entropies :math:`H_r` and :math:`M = \max_r \ell_r`,
+
+.. math::
+
+    S_n = \sum_r e^{\ell_r - M}, \qquad
+    T_n = \sum_r e^{\ell_r - M} (\ell_r - M - H_r) = \sum_c e^{u_{n,c} - M} (u_{n,c} - M), \qquad
+    H_n = \log S_n - T_n / S_n,
+
+(every term of :math:`T_n` is :math:`\le 0`: no cancellation), :math:`T_n` one more number per row
+in the stacked sum. The arg-max: each rank's largest logit :math:`m_r` joins the maximum's
+all-reduce, and then each rank adds to the stacked sum :math:`[r \text{ holds the target as its first
+maximum and } m_r = m] - [m_r = m \text{ at a class before the target}]`, whose total is 1
+exactly when the target is the first global maximum (ties go to the lowest class, as
+``torch.argmax``). The statistics' gradient, :math:`p_{n,c} (\lambda_n - \eta_n (\log p_{n,c} +
+H_n))` for incoming gradients :math:`\lambda, \eta` of ``lse`` and ``entropy``, needs no
+communication either (:func:`_stats_logit_term`).
 """
 
 from __future__ import annotations
@@ -45,6 +64,7 @@ from .._validation import (
     check_shape,
     checks_values,
 )
+from ..losses import LossStats
 from .linear import CHUNK_ELEMENTS, fused_linear_backend, sequence_rows
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -63,36 +83,50 @@ class _Options:
 
 
 class VocabParallelCrossEntropy(torch.autograd.Function):
-    """``apply(local_logits (R, V_local), target (R,), class_weight, sample_weight, normalizer, options, vocab)``:
-    per-row losses times their factor (``s_n / D`` for ``"mean"``, ``s_n`` otherwise), in the accumulation
-    dtype; the caller sums them for ``"mean"`` and ``"sum"``. ``vocab``: the global vocabulary size, a 0-d
-    tensor in the accumulation dtype."""
+    """``apply(local_logits (R, V_local), target (R,), class_weight, sample_weight, normalizer, options, vocab,
+    stats)``: per-row losses times their factor (``s_n / D`` for ``"mean"``, ``s_n`` otherwise), in the
+    accumulation dtype; the caller sums them for ``"mean"`` and ``"sum"``. ``vocab``: the global vocabulary size,
+    a 0-d tensor in the accumulation dtype. With ``stats``, ``(losses, lse, entropy, hits)``: the per-row
+    statistics too (0 / False at rows that do not count), ``lse`` and ``entropy`` differentiable."""
 
     @staticmethod
-    def forward(ctx, local_logits, target, class_weight, sample_weight, normalizer, options: _Options, vocab):
+    def forward(ctx, local_logits, target, class_weight, sample_weight, normalizer, options: _Options, vocab, stats):
         dtype = _accumulation(local_logits.dtype)
         class_acc = None if class_weight is None else class_weight.to(dtype)
         u, _ = _capped(local_logits.to(dtype), options)
         shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
         local_dot = _local_target_dot(u, shard, class_acc, options.label_smoothing, vocab)
-        rows = _combine(
-            torch.logsumexp(u, dim=1), local_dot, shard, class_acc, sample_weight, normalizer, options, vocab
-        )
+        local_lse = torch.logsumexp(u, dim=1)
+        local = _local_stats(u, local_lse, options.vocab_start) if stats else None
+        rows = _combine(local_lse, local_dot, shard, class_acc, sample_weight, normalizer, options, vocab, local)
         ctx.options = options
-        ctx.save_for_backward(local_logits, target, class_weight, rows.lse, rows.kappa, rows.omega, rows.scale, vocab)
-        return rows.losses
+        saved = (rows.lse, rows.kappa, rows.omega, rows.scale, vocab, rows.entropy, rows.live)
+        ctx.save_for_backward(local_logits, target, class_weight, *saved)
+        if not stats:
+            return rows.losses
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(rows.hits)
+        return rows.losses, *rows.statistics()
 
     @staticmethod
-    def backward(ctx, grad_losses):
+    def backward(ctx, grad_losses, grad_lse=None, grad_entropy=None, _grad_hits=None):
         _refuse_second_derivative("vocab_parallel_cross_entropy", "cross_entropy on gathered logits")
-        local_logits, target, class_weight, lse, kappa, omega, scale, vocab = ctx.saved_tensors
+        local_logits, target, class_weight, lse, kappa, omega, scale, vocab, entropy, live = ctx.saved_tensors
         options, dtype = ctx.options, lse.dtype
         class_acc = None if class_weight is None else class_weight.to(dtype)
         u, squashed = _capped(local_logits.to(dtype), options)
-        shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
-        factor = grad_losses.to(dtype) * scale / options.temperature  # the chain rule's 1/T
-        grad = _logit_gradient(u, squashed, lse, kappa, omega, factor, shard, class_acc, options, vocab)
-        return grad.to(local_logits.dtype), *(None,) * 6
+        grad = None
+        if grad_losses is not None:
+            shard = _ShardRows.of(target, class_acc, options, u.shape[1], dtype)
+            factor = grad_losses.to(dtype) * scale / options.temperature  # the chain rule's 1/T
+            grad = _logit_gradient(u, squashed, lse, kappa, omega, factor, shard, class_acc, options, vocab)
+        if grad_lse is not None or grad_entropy is not None:
+            lam, eta = _stats_cotangents(live, grad_lse, grad_entropy, dtype)
+            term = _stats_logit_term(u, squashed, lse, entropy, lam, eta, options.temperature)
+            grad = term if grad is None else grad.add_(term)
+        if grad is None:
+            grad = torch.zeros_like(u)
+        return grad.to(local_logits.dtype), *(None,) * 7
 
 
 def _refuse_second_derivative(function: str, alternative: str) -> None:
@@ -109,9 +143,10 @@ def _refuse_second_derivative(function: str, alternative: str) -> None:
 @dataclass
 class _ShardRows:
     """Per row, where its target sits in this rank's classes: ``valid`` (not ignored), ``owned`` (the target is
-    one of this rank's classes), ``safe_index`` (its local index, 0 where not owned) and ``local_omega``
-    (:math:`w_{y_n}` where owned, else 0; None without class weights)."""
+    one of this rank's classes), ``safe_index`` (its local index, 0 where not owned), ``local_omega``
+    (:math:`w_{y_n}` where owned, else 0; None without class weights) and ``target`` (the global index)."""
 
+    target: torch.Tensor
     valid: torch.Tensor
     owned: torch.Tensor
     safe_index: torch.Tensor
@@ -127,11 +162,11 @@ class _ShardRows:
         if class_acc is not None:
             zero = torch.zeros((), dtype=dtype, device=target.device)
             local_omega = torch.where(owned, class_acc[safe_index], zero)
-        return cls(valid, owned, safe_index, local_omega)
+        return cls(target, valid, owned, safe_index, local_omega)
 
     def __getitem__(self, rows: slice) -> _ShardRows:
         omega = None if self.local_omega is None else self.local_omega[rows]
-        return _ShardRows(self.valid[rows], self.owned[rows], self.safe_index[rows], omega)
+        return _ShardRows(self.target[rows], self.valid[rows], self.owned[rows], self.safe_index[rows], omega)
 
 
 def _capped(x: torch.Tensor, options: _Options) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -160,37 +195,93 @@ def _local_target_dot(u, shard: _ShardRows, class_acc, eps: float, vocab) -> tor
 class _GlobalRows:
     r"""Per row, over the whole vocabulary: the losses times ``scale``, the log-sum-exp, :math:`\kappa_n`
     (the coefficient of :math:`p` in the gradient), :math:`\omega_n`, and ``scale`` (:math:`s_n / D` for
-    ``"mean"``, :math:`s_n` otherwise, 0 for ignored rows)."""
+    ``"mean"``, :math:`s_n` otherwise, 0 for ignored rows). With the statistics, also the entropy
+    :math:`H_n`, whether the target is the first arg-max (``hits``), and ``live``: the rows whose statistics
+    count (target not ignored, sample weight not 0); else these three are None."""
 
     losses: torch.Tensor
     lse: torch.Tensor
     kappa: torch.Tensor
     omega: torch.Tensor
     scale: torch.Tensor
+    entropy: torch.Tensor | None = None
+    hits: torch.Tensor | None = None
+    live: torch.Tensor | None = None
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lse, entropy, hits)``, 0 (False) at the rows that do not count: the outputs of ``return_stats``."""
+        zero = torch.zeros_like(self.lse)
+        return (
+            torch.where(self.live, self.lse, zero),
+            torch.where(self.live, self.entropy, zero),
+            self.hits & self.live,
+        )
+
+
+@dataclass
+class _LocalStats:
+    """Per row, over this rank's classes: the entropy of their softmax, the largest logit and the global
+    class index of its first occurrence."""
+
+    entropy: torch.Tensor
+    top: torch.Tensor
+    arg: torch.Tensor
+
+
+def _local_stats(u: torch.Tensor, local_lse: torch.Tensor, vocab_start: int) -> _LocalStats:
+    """:class:`_LocalStats` of the rows ``u`` (this rank's classes), ``local_lse`` their log-sum-exp."""
+    log_p = u - local_lse[:, None]
+    p = torch.exp(log_p)
+    entropy = -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)  # 0 log 0 = 0 (-inf logits)
+    top, arg = torch.max(u, dim=1)  # the first maximum, as torch.argmax
+    return _LocalStats(entropy, top, arg + vocab_start)
 
 
 def _combine(
-    local_lse, local_dot, shard: _ShardRows, class_acc, sample_weight, normalizer, options, vocab
+    local_lse, local_dot, shard: _ShardRows, class_acc, sample_weight, normalizer, options, vocab, local=None
 ) -> _GlobalRows:
     r"""The ranks' per-row statistics combined (the communication of the forward pass: the maximum, then one
-    sum of the stacked rest), and the loss :math:`A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`."""
+    sum of the stacked rest), and the loss :math:`A_n L_n - \sum_c a_{n,c} u_{n,c} + z\,\omega_n L_n^2`.
+
+    With ``local`` (:class:`_LocalStats`), also the entropy and the arg-max hits, in the same two all-reduces:
+    the maximum takes the ranks' largest logits too (2N numbers), the sum :math:`T_n` and the hit count (2N
+    more); see the module docstring."""
     dtype, n_rows, eps, valid = local_lse.dtype, local_lse.shape[0], options.label_smoothing, shard.valid
-    global_max = local_lse.clone()
-    dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=options.group)
+    maxima = local_lse.clone() if local is None else torch.cat([local_lse, local.top.to(dtype)])
+    dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=options.group)
+    global_max = maxima[:n_rows]
     global_max = torch.where(torch.isfinite(global_max), global_max, torch.zeros_like(global_max))
-    pieces = [torch.exp(local_lse - global_max), local_dot]
+    shares = torch.exp(local_lse - global_max)
+    pieces = [shares, local_dot]
+    if local is not None:
+        # T_n's part: e^{l_r - M} (l_r - M - H_r), 0 for a rank whose logits of the row are all -inf
+        relative = local_lse - global_max
+        entropy_part = shares * (relative - local.entropy.to(dtype))
+        pieces.append(torch.where(torch.isfinite(local_lse), entropy_part, torch.zeros_like(entropy_part)))
+        holds = local.top.to(dtype) == maxima[n_rows:]
+        first_is_target = holds & shard.owned & (local.arg == shard.target)
+        earlier = holds & valid & (local.arg < shard.target)  # a maximum before the target: it is not the first
+        pieces.append(first_is_target.to(dtype) - earlier.to(dtype))
     if class_acc is not None:
         pieces.append(shard.local_omega)
         if eps > 0:
             pieces.append(class_acc.sum()[None])
     stats = torch.cat(pieces)
     dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=options.group)
-    lse = global_max + torch.log(stats[:n_rows])
+    total = stats[:n_rows]
+    lse = global_max + torch.log(total)
     target_dot = stats[n_rows : 2 * n_rows]
+    after = 2 * n_rows
+    entropy = hits = live = None
+    if local is not None:
+        entropy = torch.log(total) - stats[after : after + n_rows] / total
+        hits = stats[after + n_rows : after + 2 * n_rows] > 0.5  # 1 exactly when the target is the first maximum
+        live = valid if sample_weight is None else valid & (sample_weight != 0)
+        after += 2 * n_rows
     if class_acc is None:
         omega, class_total = valid.to(dtype), vocab
     else:
-        omega, class_total = stats[2 * n_rows : 3 * n_rows], stats[-1] if eps > 0 else None
+        omega, class_total = stats[after : after + n_rows], stats[-1] if eps > 0 else None
 
     # A_n = sum_c a_{n,c}
     mass = (1 - eps) * omega
@@ -209,7 +300,39 @@ def _combine(
 
     kappa = mass + 2 * options.z_loss * omega * lse if options.z_loss > 0 else mass
     kappa = torch.where(valid, kappa, torch.zeros_like(kappa))
-    return _GlobalRows(losses * scale, lse, kappa, omega, scale)
+    return _GlobalRows(losses * scale, lse, kappa, omega, scale, entropy, hits, live)
+
+
+def _stats_cotangents(live, grad_lse, grad_entropy, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The incoming gradients :math:`\lambda_n, \eta_n` of ``lse`` and ``entropy`` (None: 0) in ``dtype``, 0 at
+    the rows whose statistics are the constant 0."""
+    zero = torch.zeros(live.shape, dtype=dtype, device=live.device)
+    lam = zero if grad_lse is None else torch.where(live, grad_lse.to(dtype), zero)
+    eta = zero if grad_entropy is None else torch.where(live, grad_entropy.to(dtype), zero)
+    return lam, eta
+
+
+def _stats_logit_term(u, squashed, lse, entropy, lam, eta, temperature: float) -> torch.Tensor:
+    r"""The logits' gradient of :math:`\sum_n \lambda_n \operatorname{LSE}_n + \eta_n H_n` on this rank's
+    classes: with :math:`\partial \operatorname{LSE}_n / \partial u_{n,c} = p_{n,c}` and
+    :math:`\partial H_n / \partial u_{n,c} = -p_{n,c} (\log p_{n,c} + H_n)`,
+
+    .. math::
+
+        p_{n,c} \big(\lambda_n - \eta_n (\log p_{n,c} + H_n)\big) \Big(1 - \tanh^2 \frac{x_{n,c}}{c}\Big) / T,
+
+    from the global ``lse`` and ``entropy`` of the rows ``u`` (``squashed``: the tanh under a soft-cap); 0 where
+    :math:`p = 0` and at rows with :math:`\lambda_n = \eta_n = 0`."""
+    log_p = u - lse[:, None]
+    p = torch.exp(log_p)
+    term = p * (lam[:, None] - eta[:, None] * (log_p + entropy[:, None]))
+    active = (p > 0) & ((lam != 0) | (eta != 0))[:, None]
+    term = torch.where(active, term, torch.zeros_like(term))
+    if squashed is not None:
+        term *= 1 - squashed**2
+    if temperature != 1:
+        term /= temperature
+    return term
 
 
 def _logit_gradient(u, squashed, lse, kappa, omega, factor, shard: _ShardRows, class_acc, options, vocab):
@@ -243,7 +366,8 @@ def vocab_parallel_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
     normalizer: float | torch.Tensor | None = None,
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
     r"""Softmax cross-entropy of vocabulary-sharded logits: every rank of ``group`` holds a slice.
 
     :func:`crossentropy.torch.cross_entropy` of the gathered logits, every option included:
@@ -258,7 +382,9 @@ def vocab_parallel_cross_entropy(
     smoothing spreads over the global :math:`V`), :math:`u = c \tanh(x / c)` under a soft-cap,
     :math:`\omega_n = w_{y_n}`, and the mean dividing by :math:`\sum_n s_n \omega_n`. The forward
     pass sends one all-gather of two integers per rank (the shards' layout, checked) and two
-    all-reduces of O(N) numbers (a maximum, then one stacked sum); the backward pass none. Differentiable
+    all-reduces of O(N) numbers (a maximum of N, then one stacked sum of 2N, 3N + 1 with class
+    weights); the backward pass none. ``return_stats=True`` adds no collective: N more numbers in
+    the maximum and 2N more in the sum (the module docstring has the formulas). Differentiable
     once: a backward with ``create_graph=True`` raises, since the second derivative would need the
     all-reduced log-sum-exp differentiated across ranks.
 
@@ -287,12 +413,26 @@ def vocab_parallel_cross_entropy(
         The mean's denominator instead of :math:`\sum_n s_n \omega_n`, e.g. the token count
         summed over data-parallel ranks, so that their gradients add up to the global mean.
         Only with ``reduction="mean"``.
+    return_stats : bool, default False
+        Also return a :class:`crossentropy.LossStats` ``(lse, entropy, accuracy)`` of ``target``'s
+        shape, over the whole vocabulary, as :func:`crossentropy.torch.cross_entropy` returns them
+        for the gathered logits: :math:`\operatorname{LSE}_n`, the entropy :math:`H_n = -\sum_c
+        p_{n,c} \log p_{n,c}` of :math:`p_n = \operatorname{softmax}(u_n)` (the logits' dtype)
+        and whether the first global arg-max of :math:`u_n` is the target (bool; ties go to the
+        lowest class index, on whichever rank it is, as ``torch.argmax``), of the logits the loss
+        reads (over the temperature, soft-capped). 0 (False) where the target is ignored or the
+        sample weight is 0. From the same pass and the same two all-reduces as the loss, O(N)
+        more memory. ``lse`` and ``entropy`` are differentiable: with incoming gradients
+        :math:`\lambda_n, \eta_n` each rank's slice of the logits' gradient gains
+        :math:`p_{n,c} (\lambda_n - \eta_n (\log p_{n,c} + H_n))` times the soft-cap's slope over
+        :math:`T`, from its own logits and the global :math:`\operatorname{LSE}_n, H_n` (no
+        communication).
 
     Returns
     -------
-    Tensor
+    Tensor, or (Tensor, LossStats) with ``return_stats``
         0-d for ``"mean"``/``"sum"``, ``target``'s shape for ``"none"``, in float32 (float64
-        for float64 logits); identical on every rank of ``group``.
+        for float64 logits); identical on every rank of ``group``, the statistics too.
     """
     if not isinstance(local_logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError("`local_logits` and `target` must be torch.Tensors")
@@ -314,7 +454,8 @@ def vocab_parallel_cross_entropy(
         weight, sample_weight, normalizer, n_local, target, reduction, accumulation, local_logits.device
     )
     vocab, _ = _checked_layout(options, n_local, target, local_logits.device)
-    losses = VocabParallelCrossEntropy.apply(
+    return_stats = _checked_flag("return_stats", return_stats)
+    result = VocabParallelCrossEntropy.apply(
         local_logits.reshape(-1, n_local),
         target.reshape(-1),
         weight,
@@ -322,10 +463,17 @@ def vocab_parallel_cross_entropy(
         normalizer,
         options,
         vocab.to(accumulation),
+        return_stats,
     )
-    if reduction == "none":
-        return losses.reshape(target.shape)
-    return losses.sum()
+    losses = result[0] if return_stats else result
+    loss = losses.reshape(target.shape) if reduction == "none" else losses.sum()
+    if not return_stats:
+        return loss
+    lse, entropy, hits = result[1:]
+    dtype = local_logits.dtype
+    return loss, LossStats(
+        lse.to(dtype).reshape(target.shape), entropy.to(dtype).reshape(target.shape), hits.reshape(target.shape)
+    )
 
 
 def _checked_options(
@@ -341,6 +489,12 @@ def _checked_options(
         temperature=check_number("temperature", temperature, low=0.0, low_open=True, high=math.inf, high_open=True),
         reduction=check_reduction(reduction),
     )
+
+
+def _checked_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False; got {value!r}")
+    return value
 
 
 def _checked_weights(weight, sample_weight, normalizer, n_local, target, reduction, accumulation, device):
@@ -404,49 +558,98 @@ def _chunk_logits(rows, weight_acc, bias_acc, options):
 
 class VocabParallelLinearCrossEntropy(torch.autograd.Function):
     r"""``apply(input (N, H), weight_shard (V_local, H), bias, class_weight, target (N,), sample_weight,
-    normalizer, options, vocab)``: per-row losses times their factor (``s_n / D`` for ``"mean"``,
-    ``s_n`` otherwise), in the accumulation dtype; the caller sums them for ``"mean"`` and ``"sum"``.
+    normalizer, options, vocab, stats)``: per-row losses times their factor (``s_n / D`` for ``"mean"``,
+    ``s_n`` otherwise), in the accumulation dtype; the caller sums them for ``"mean"`` and ``"sum"``. With
+    ``stats``, ``(losses, lse, entropy, hits)`` as :class:`VocabParallelCrossEntropy` returns them.
 
     ``vocab`` is the global vocabulary size (a 0-d tensor in the accumulation dtype). Each rank
     forms, per row, the log-sum-exp of its classes and :math:`\sum_c a_{n,c} u_{n,c}` over them
-    (with ``options.fused``, a kernel backend's fused linear kernels; else chunks of logits in
-    PyTorch), then the ranks combine them.
+    (and with ``stats`` their entropy and first maximum), with ``options.fused``, a kernel backend's
+    fused linear kernels, else chunks of logits in PyTorch; then the ranks combine them.
     """
 
     @staticmethod
     def forward(
-        ctx, input, weight_shard, bias, class_weight, target, sample_weight, normalizer, options: _LinearOptions, vocab
+        ctx,
+        input,
+        weight_shard,
+        bias,
+        class_weight,
+        target,
+        sample_weight,
+        normalizer,
+        options: _LinearOptions,
+        vocab,
+        stats,
     ):
         dtype = _accumulation(input.dtype)
         class_acc = None if class_weight is None else class_weight.to(dtype)
         shard = _ShardRows.of(target, class_acc, options, weight_shard.shape[0], dtype)
+        local = None
         if options.fused is not None:
-            local_lse, local_dot = options.fused.linear_logsumexp(
-                input, weight_shard, bias, _kernel_target(target, shard.valid), **_fused_options(options, class_acc)
+            found = options.fused.linear_logsumexp(
+                input,
+                weight_shard,
+                bias,
+                _kernel_target(target, shard.valid),
+                **_fused_options(options, class_acc),
+                stats=stats,
             )
-            local_lse, local_dot = local_lse.to(dtype), local_dot.to(dtype)
+            local_lse, local_dot = found[0].to(dtype), found[1].to(dtype)
+            if stats:  # the kernel gives the first maximum's column; its value, for the ranks to compare
+                column = found[3]
+                top = _logits_at(input, weight_shard, bias, column, options, dtype)
+                local = _LocalStats(found[2].to(dtype), top, column + options.vocab_start)
         else:
-            local_lse, local_dot = _chunked_statistics(input, weight_shard, bias, class_acc, shard, options, vocab)
-        rows = _combine(local_lse, local_dot, shard, class_acc, sample_weight, normalizer, options, vocab)
+            local_lse, local_dot, local = _chunked_statistics(
+                input, weight_shard, bias, class_acc, shard, options, vocab, stats
+            )
+        rows = _combine(local_lse, local_dot, shard, class_acc, sample_weight, normalizer, options, vocab, local)
         ctx.options = options
         ctx.save_for_backward(
-            input, weight_shard, bias, class_weight, target, rows.lse, rows.kappa, rows.omega, rows.scale, vocab
+            input,
+            weight_shard,
+            bias,
+            class_weight,
+            target,
+            rows.lse,
+            rows.kappa,
+            rows.omega,
+            rows.scale,
+            vocab,
+            rows.entropy,
+            rows.live,
         )
-        return rows.losses
+        if not stats:
+            return rows.losses
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(rows.hits)
+        return rows.losses, *rows.statistics()
 
     @staticmethod
-    def backward(ctx, grad_losses):
+    def backward(ctx, grad_losses, grad_lse=None, grad_entropy=None, _grad_hits=None):
         _refuse_second_derivative("vocab_parallel_linear_cross_entropy", "linear_cross_entropy on the gathered weight")
-        input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab = ctx.saved_tensors
+        input, weight_shard, bias, class_weight, target, lse, kappa, omega, scale, vocab, entropy, live = (
+            ctx.saved_tensors
+        )
         options = ctx.options
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         need_bias = need_bias and bias is not None
-        if not (need_input or need_weight or need_bias):
-            return (None,) * 9
+        with_stats = grad_lse is not None or grad_entropy is not None
+        if not (need_input or need_weight or need_bias) or (grad_losses is None and not with_stats):
+            return (None,) * 10
         dtype = lse.dtype
         class_acc = None if class_weight is None else class_weight.to(dtype)
-        factor = grad_losses.to(dtype) * scale
+        factor = None if grad_losses is None else grad_losses.to(dtype) * scale
+        lam = eta = None
+        if with_stats:
+            lam, eta = _stats_cotangents(live, grad_lse, grad_entropy, dtype)
         if options.fused is not None:
+            extra = {}
+            if with_stats:  # the kernel's p (c - eta u): c = lambda + eta (LSE - H), 0 where nothing flows
+                coefficient = lam + eta * (lse - entropy)
+                coefficient = torch.where(live, coefficient, torch.zeros_like(coefficient))
+                extra = {"p_coefficient": coefficient.contiguous(), "entropy_weight": eta.contiguous()}
             grad_input, grad_weight, grad_bias = options.fused.linear_cross_entropy_gradients(
                 input,
                 weight_shard,
@@ -454,12 +657,13 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
                 _kernel_target(target, target != options.ignore_index),
                 lse,
                 kappa.contiguous(),
-                factor.contiguous(),
+                torch.zeros_like(lse) if factor is None else factor.contiguous(),
                 **_fused_options(options, class_acc),
                 need_input=need_input,
                 need_weight=need_weight,
                 need_bias=need_bias,
                 accumulation_dtype=dtype,
+                **extra,
             )
         else:
             grad_input, grad_weight, grad_bias = _chunked_gradients(
@@ -471,10 +675,12 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
                 lse,
                 kappa,
                 omega,
-                factor / options.temperature,  # the chain rule's 1/T (the fused kernels apply it themselves)
+                # the chain rule's 1/T (the fused kernels apply it themselves)
+                None if factor is None else factor / options.temperature,
                 options,
                 vocab,
                 (need_input, need_weight, need_bias),
+                None if lam is None else (entropy, lam, eta),
             )
         if grad_input is not None:  # every rank holds the part of the input's gradient from its classes
             dist.all_reduce(grad_input, op=dist.ReduceOp.SUM, group=options.group)
@@ -482,8 +688,24 @@ class VocabParallelLinearCrossEntropy(torch.autograd.Function):
             None if grad_input is None else grad_input.to(input.dtype),
             None if grad_weight is None else grad_weight.to(weight_shard.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
-            *(None,) * 6,
+            *(None,) * 7,
         )
+
+
+def _logits_at(input, weight_shard, bias, column, options, dtype) -> torch.Tensor:
+    """Per row, the logit ``u`` (over the temperature, soft-capped) of this rank's class ``column[n]``, in
+    ``dtype``: O(N H) work, in chunks of rows."""
+    n_rows, hidden = input.shape
+    values = input.new_empty(n_rows, dtype=dtype)
+    step = max(1, CHUNK_ELEMENTS // max(hidden, 1))
+    for start in range(0, n_rows, step):
+        piece = slice(start, min(start + step, n_rows))
+        picked = column[piece]
+        logit = (input[piece].to(dtype) * weight_shard[picked].to(dtype)).sum(dim=1)
+        if bias is not None:
+            logit = logit + bias[picked].to(dtype)
+        values[piece] = _capped(logit, options)[0]
+    return values
 
 
 def _kernel_target(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -503,26 +725,40 @@ def _fused_options(options: _LinearOptions, class_weight: torch.Tensor | None) -
     }
 
 
-def _chunked_statistics(input, weight_shard, bias, class_acc, shard: _ShardRows, options, vocab):
-    r"""Per row, over this rank's classes, the log-sum-exp of ``u`` and :math:`\sum_c a_{n,c} u_{n,c}`,
-    from chunks of ``options.chunk_size`` rows of logits in PyTorch (the accumulation dtype)."""
+def _chunked_statistics(input, weight_shard, bias, class_acc, shard: _ShardRows, options, vocab, stats=False):
+    r"""Per row, over this rank's classes, the log-sum-exp of ``u`` and :math:`\sum_c a_{n,c} u_{n,c}`
+    (and with ``stats`` their :class:`_LocalStats`, else None), from chunks of ``options.chunk_size`` rows of
+    logits in PyTorch (the accumulation dtype)."""
     dtype = _accumulation(input.dtype)
     n_rows = input.shape[0]
     weight_acc = weight_shard.to(dtype)
     bias_acc = None if bias is None else bias.to(dtype)
     local_lse = input.new_empty(n_rows, dtype=dtype)
     local_dot = input.new_empty(n_rows, dtype=dtype)
+    local = None
+    if stats:
+        local = _LocalStats(
+            input.new_empty(n_rows, dtype=dtype),
+            input.new_empty(n_rows, dtype=dtype),
+            input.new_empty(n_rows, dtype=torch.int64),
+        )
     for start in range(0, n_rows, options.chunk_size):
         piece = slice(start, min(start + options.chunk_size, n_rows))
         u, _ = _chunk_logits(input[piece].to(dtype), weight_acc, bias_acc, options)
         local_lse[piece] = torch.logsumexp(u, dim=1)
         local_dot[piece] = _local_target_dot(u, shard[piece], class_acc, options.label_smoothing, vocab)
-    return local_lse, local_dot
+        if local is not None:
+            found = _local_stats(u, local_lse[piece], options.vocab_start)
+            local.entropy[piece], local.top[piece], local.arg[piece] = found.entropy, found.top, found.arg
+    return local_lse, local_dot, local
 
 
-def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa, omega, factor, options, vocab, needs):
+def _chunked_gradients(
+    input, weight_shard, bias, class_acc, target, lse, kappa, omega, factor, options, vocab, needs, stats=None
+):
     """The gradients of ``input``, this rank's ``weight_shard`` and ``bias`` (None where not needed),
-    recomputing chunks of logits in PyTorch (:func:`_logit_gradient`)."""
+    recomputing chunks of logits in PyTorch: of the losses times ``factor`` (:func:`_logit_gradient`; None:
+    no loss term) and, with ``stats`` ``(entropy, lam, eta)``, of the statistics (:func:`_stats_logit_term`)."""
     dtype = lse.dtype
     n_rows, n_local = input.shape[0], weight_shard.shape[0]
     weight_acc = weight_shard.to(dtype)
@@ -536,9 +772,14 @@ def _chunked_gradients(input, weight_shard, bias, class_acc, target, lse, kappa,
         piece = slice(start, min(start + options.chunk_size, n_rows))
         rows = input[piece].to(dtype)
         u, squashed = _chunk_logits(rows, weight_acc, bias_acc, options)
-        grad = _logit_gradient(
-            u, squashed, lse[piece], kappa[piece], omega[piece], factor[piece], shard[piece], class_acc, options, vocab
-        )
+        grad = None
+        if factor is not None:
+            per_row = (lse[piece], kappa[piece], omega[piece], factor[piece], shard[piece])
+            grad = _logit_gradient(u, squashed, *per_row, class_acc, options, vocab)
+        if stats is not None:
+            entropy, lam, eta = (t[piece] for t in stats)
+            term = _stats_logit_term(u, squashed, lse[piece], entropy, lam, eta, options.temperature)
+            grad = term if grad is None else grad.add_(term)
         if grad_input is not None:
             torch.mm(grad, weight_acc, out=grad_input[piece])
         if grad_weight is not None:
@@ -593,7 +834,8 @@ def vocab_parallel_linear_cross_entropy(
     normalizer: float | torch.Tensor | None = None,
     shift: bool = False,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
     r"""Linear layer and cross-entropy with the output projection sharded by vocabulary across ranks.
 
     Tensor parallelism of a language model's head: every rank of ``group`` holds the same tokens
@@ -639,10 +881,12 @@ def vocab_parallel_linear_cross_entropy(
     **Communication**, on ``group``: per forward call one all-gather of two integers per rank
     (the shard layout), an all-reduce (maximum) of N numbers and an all-reduce (sum) of 2N
     numbers (3N + 1 with class weights); per backward call one all-reduce (sum) of the input's
-    gradient, N×H numbers (none when ``input`` does not require a gradient). Never the N×V
-    logits. The shard layout is read on the host (a device sync) for its checks, skipped on a
-    device under :func:`crossentropy.checks_disabled` except where the fused kernels need
-    :math:`V`.
+    gradient, N×H numbers (none when ``input`` does not require a gradient). ``return_stats=True``
+    adds no collective: the maximum carries 2N numbers (the ranks' largest logits too), the sum
+    2N more (the entropy's :math:`T_n` and the arg-max hit count; formulas in
+    :mod:`crossentropy.torch.distributed`'s docstring). Never the N×V logits. The shard layout
+    is read on the host (a device sync) for its checks, skipped on a device under
+    :func:`crossentropy.checks_disabled` except where the fused kernels need :math:`V`.
 
     **Kernels.** Where a kernel backend with fused linear kernels takes the tensors (Triton: CUDA
     tensors of one dtype for ``input``, the shard and the bias), the per-row statistics and the
@@ -691,12 +935,29 @@ def vocab_parallel_linear_cross_entropy(
         logits of this rank's classes. Peak memory is about two chunks of logits plus the
         gradients of ``input`` and of the shard, accumulated in float32 (float64 for float64
         input) and cast to the tensors' dtypes at the end.
+    return_stats : bool, default False
+        Also return a :class:`crossentropy.LossStats` ``(lse, entropy, accuracy)`` of
+        ``target``'s shape, over the whole vocabulary, as
+        :func:`crossentropy.torch.linear_cross_entropy` returns them for the gathered projection:
+        :math:`\operatorname{LSE}_n`, the entropy :math:`H_n` of :math:`\operatorname{softmax}(u_n)`
+        (the input's dtype) and whether the first global arg-max of :math:`u_n` is the target
+        (bool; ties to the lowest class index, as ``torch.argmax``). 0 (False) where the target
+        is ignored, the sample weight is 0 or, with ``shift``, at the last position of each
+        sequence. From the same pass as the loss (fused kernels: ``linear_logsumexp(...,
+        stats=True)``, and the value of each row's largest logit recomputed from its column, O(N
+        H); chunks: the chunk's logits), O(N) more memory. ``lse`` and ``entropy`` are
+        differentiable: with incoming gradients :math:`\lambda_n, \eta_n` the logits' gradient
+        :math:`g_{n,c}` gains :math:`p_{n,c} (\lambda_n - \eta_n (\log p_{n,c} + H_n))` times
+        the soft-cap's slope over :math:`T` (fused kernels: ``p_coefficient`` :math:`\lambda_n +
+        \eta_n (\operatorname{LSE}_n - H_n)` and ``entropy_weight`` :math:`\eta_n` of the same
+        backward kernel; chunks: :math:`p` recomputed per chunk), and flows into the gradients of
+        ``input``, the shard and the bias as the loss's does (the input's in the same all-reduce).
 
     Returns
     -------
-    Tensor
+    Tensor, or (Tensor, LossStats) with ``return_stats``
         0-d for ``"mean"``/``"sum"``, ``target``'s shape for ``"none"``, in the input's dtype;
-        identical on every rank of ``group``.
+        identical on every rank of ``group``, the statistics too.
 
     Raises
     ------
@@ -755,8 +1016,9 @@ def vocab_parallel_linear_cross_entropy(
     fused = fused_linear_backend(input, linear_weight_shard, linear_bias, target)
     if fused is not None:  # the kernels take V as a number
         options = replace(options, fused=fused, vocab_size=int(vocab) if vocab_size is None else vocab_size)
+    return_stats = _checked_flag("return_stats", return_stats)
     rows, row_target, sample_weight = sequence_rows(input, target, sample_weight, False, shift, accumulation)
-    losses = VocabParallelLinearCrossEntropy.apply(
+    result = VocabParallelLinearCrossEntropy.apply(
         rows,
         linear_weight_shard,
         linear_bias,
@@ -766,9 +1028,18 @@ def vocab_parallel_linear_cross_entropy(
         normalizer,
         options,
         vocab.to(accumulation),
+        return_stats,
     )
-    if reduction != "none":
-        return losses.sum().to(input.dtype)
-    if shift:  # the last position of each sequence scores nothing
-        losses = torch.cat([losses, losses.new_zeros(1)])
-    return losses.reshape(target.shape).to(input.dtype)
+    losses = result[0] if return_stats else result
+    loss = losses.sum().to(input.dtype) if reduction != "none" else _positions(losses, shift, target.shape, input.dtype)
+    if not return_stats:
+        return loss
+    lse, entropy = (_positions(t, shift, target.shape, input.dtype) for t in result[1:3])
+    return loss, LossStats(lse, entropy, _positions(result[3], shift, target.shape, torch.bool))
+
+
+def _positions(values: torch.Tensor, shift: bool, shape, dtype: torch.dtype) -> torch.Tensor:
+    """Per-row ``values`` in ``shape`` and ``dtype``; with ``shift`` the last position (scoring nothing) is 0."""
+    if shift:
+        values = torch.cat([values, values.new_zeros(1)])
+    return values.reshape(shape).to(dtype)
