@@ -187,17 +187,18 @@ def _as_columns(p: Any, xp: Any) -> Any:
     return p
 
 
-def _check_columns(p: Any, classes: np.ndarray, labels: Any) -> None:
+def _check_columns(p: Any, classes: np.ndarray, labels: Any, *, name: str = "probs") -> None:
     n_columns, n_classes = int(p.shape[1]), int(classes.shape[0])
     if n_columns == n_classes:
         return
     if labels is None:
         raise ValueError(
-            f"`probs` must have one column per class; the targets hold {n_classes} classes {classes.tolist()}, "
+            f"`{name}` must have one column per class; the targets hold {n_classes} classes {classes.tolist()}, "
             f"got {n_columns} columns (pass the full label set through `labels`)"
         )
     raise ValueError(
-        f"`probs` must have one column per class in `labels` ({n_classes}: {classes.tolist()}); got {n_columns} columns"
+        f"`{name}` must have one column per class in `labels` ({n_classes}: {classes.tolist()}); "
+        f"got {n_columns} columns"
     )
 
 
@@ -1333,7 +1334,7 @@ def top_k_accuracy(
             )
         s = xp.reshape(s, (-1,))
     else:
-        _check_columns(s, classes, labels)
+        _check_columns(s, classes, labels, name="scores")
     if k >= n_classes:
         warnings.warn(
             f"`k` ({k}) is at least the number of classes ({n_classes}): every sample is a hit",
@@ -1378,11 +1379,10 @@ def _temperature_derivatives(z: Any, gap: Any, weight: Any, beta: float, xp: Any
     ``f'(beta) = sum_n w_n (E_p[z_n] - gap_n)``, ``f''(beta) = sum_n w_n Var_p[z_n]``.
     """
     finite = z > -math.inf
-    exponent = xp.where(finite, z * beta, xp.full_like(z, -math.inf))
+    safe_z = xp.where(finite, z, xp.zeros_like(z))
+    exponent = xp.where(finite, safe_z * beta, xp.full_like(z, -math.inf))
     unnormalized = xp.exp(exponent)
     p = unnormalized / xp.sum(unnormalized, axis=1, keepdims=True)
-    zero = xp.zeros_like(z)
-    safe_z = xp.where(finite, z, zero)
     mean = xp.sum(p * safe_z, axis=1)
     variance = xp.sum(p * (safe_z - mean[:, None]) ** 2, axis=1)
     return float(xp.sum(weight * (mean - gap))), float(xp.sum(weight * variance))
@@ -1457,6 +1457,8 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
     """
     xp = get_namespace(logits, targets)
     x = as_namespace_array(logits, xp, name="logits")
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()  # the temperature is a number read back to the host: no gradient to keep
     if x.ndim == 1 and is_real_floating(xp, x):
         x = xp.stack([xp.zeros_like(x), x], axis=1)
     inputs = prepare_class_inputs(
@@ -1477,6 +1479,7 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
     if weight_sum == 0:
         raise ValueError("`sample_weight` must not sum to 0 (the weighted mean is undefined); got a sum of 0.0")
     weight = weight / weight_sum
+    z = xp.where(weight[:, None] > 0, z, xp.zeros_like(z))  # rows weighted 0 drop out (all -inf ones too)
     z = z - xp.max(z, axis=1, keepdims=True)
     gap = take_last(z, indices, xp)
     infinite_target = (gap == -math.inf) & (weight > 0)
