@@ -1509,6 +1509,8 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
         return 1.0 / beta
     hi = beta
     beta = lo if lo > 0 else hi / 2
+    tolerance = 4 * float(np.finfo(np.float64).eps)
+    previous_step = older_step = hi - lo
     for _ in range(200):
         slope, curvature = _temperature_derivatives(z, gap, weight, beta, xp)
         if slope == 0:
@@ -1517,13 +1519,17 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
             lo = beta
         else:
             hi = beta
-        step = slope / curvature if curvature > 0 else math.nan
-        candidate = beta - step
-        if not lo < candidate < hi:
-            # bisect, geometrically when the bracket spans orders of magnitude
-            candidate = math.sqrt(lo * hi) if lo > 0 and hi > 4 * lo else 0.5 * (lo + hi)
-        if abs(candidate - beta) <= 4 * np.finfo(np.float64).eps * beta or hi - lo <= 4 * np.finfo(np.float64).eps * hi:
-            beta = candidate
+        step = slope / curvature if curvature > 0 else math.inf
+        if abs(step) <= tolerance * beta:  # converged: the next Newton step is below rounding
             break
+        candidate = beta - step
+        # Newton unless it leaves the bracket or does not halve the step before last (rtsafe's rule:
+        # Newton crawls on the exponential tails of a nearly separated data set)
+        if not lo < candidate < hi or 2 * abs(step) > older_step:
+            # bisect, geometrically while the bracket spans orders of magnitude
+            candidate = math.sqrt(lo * hi) if lo > 0 and hi > 4 * lo else 0.5 * (lo + hi)
+        if hi - lo <= tolerance * hi:
+            break
+        older_step, previous_step = previous_step, abs(candidate - beta)
         beta = candidate
     return 1.0 / beta
