@@ -336,6 +336,38 @@ def test_fit_temperature_degenerate_cases() -> None:
     assert fit_temperature(masked, targets) == pytest.approx(fit_temperature(logits, targets), rel=1e-12)
 
 
+def test_fit_temperature_nearly_separated_and_extreme_scales(monkeypatch) -> None:
+    import crossentropy.metrics as metrics
+
+    evaluations = []
+    original = metrics._temperature_derivatives
+
+    def counted(*args):
+        evaluations.append(args[3])
+        return original(*args)
+
+    monkeypatch.setattr(metrics, "_temperature_derivatives", counted)
+    # a thousand confident right answers and one wrong one by a hair: the optimum is at a small T
+    logits = np.array([[5.0, 0.0]] * 1000 + [[0.0, 1e-3]])
+    targets = np.zeros(1001, dtype=np.int64)
+    t = fit_temperature(logits, targets)
+    result = scipy.optimize.minimize_scalar(
+        lambda log_t: nll(logits, targets, math.exp(log_t)),
+        bounds=(-8.0, 3.0),
+        method="bounded",
+        options={"xatol": 1e-12},
+    )
+    assert t == pytest.approx(math.exp(result.x), rel=1e-6)
+    assert len(evaluations) < 40
+    rng = np.random.default_rng(8)
+    true, targets = calibration_data(rng, 500, 6, 1.0)
+    reference = fit_temperature(true, targets)
+    for scale in (1e-8, 1e-3, 1e3, 1e8):
+        evaluations.clear()
+        assert fit_temperature(true * scale, targets) == pytest.approx(reference * scale, rel=1e-10)
+        assert len(evaluations) < 60
+
+
 def test_fit_temperature_errors() -> None:
     logits = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]])
     targets = np.array([0, 1, 0])
@@ -353,6 +385,8 @@ def test_fit_temperature_errors() -> None:
         fit_temperature(logits, np.array([0.0, 1.0, 0.0]))
     with pytest.raises(TypeError, match="`logits`"):
         fit_temperature(np.array([[1, 0], [0, 1]]), np.array([0, 1]))
+    with pytest.warns(crossentropy.ProbabilitiesAsLogitsWarning):
+        fit_temperature(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), targets)
 
 
 @settings(max_examples=40, deadline=None)

@@ -695,6 +695,17 @@ def expected_calibration_error(
     :math:`n_b` its number of samples (with ``sample_weight``: weighted means and
     :math:`n_b/N` the bin's share of the total weight). 0 means perfectly calibrated.
 
+    ``norm`` picks torchmetrics' ``CalibrationError(norm=...)``: the L1 norm above, the L2 norm
+    (root-mean-square calibration error; torchmetrics' form, the square root of the
+    bin-weighted mean of the squared gaps, without its optional debiasing) or the maximum
+    calibration error; for the same bins ``l1 <= l2 <= max``. On confidences off the bin edges
+    the results equal torchmetrics' multiclass task. Two differences in the binning:
+    torchmetrics' bins are left-closed ``[lo, hi)`` on float32 edges and a confidence of exactly
+    1 gets a bin of its own, where these are right-closed ``(lo, hi]`` as
+    ``sklearn.calibration.calibration_curve``; and its *binary* task bins the positive-class
+    probability against the outcome, which is :func:`classwise_calibration_error` of binary
+    ``probs`` here, while this function reads one-dimensional ``probs`` top-label.
+
     Parameters
     ----------
     probs : array of shape (n_samples,) or (n_samples, n_classes)
@@ -734,6 +745,10 @@ def expected_calibration_error(
     >>> probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
     >>> float(expected_calibration_error(probs, np.array([0, 0, 1, 0])))
     0.15
+    >>> probs = np.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
+    >>> [round(float(expected_calibration_error(probs, np.array([0, 1, 2, 0]), n_bins=3, norm=n)), 4)
+    ...  for n in ("l1", "l2", "max")]
+    [0.2, 0.2082, 0.2333]
     """
     n_bins = _check_binning(n_bins, strategy)
     norm = _check_norm(norm)
@@ -1418,7 +1433,8 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
     Parameters
     ----------
     logits : array of shape (n_samples, n_classes), or (..., n_classes), or (n_samples,)
-        Unnormalized scores, class axis last (-inf entries allowed, not at a target). One
+        Unnormalized scores, class axis last (-inf entries allowed, not at a target); rows that
+        look like probabilities give a ``ProbabilitiesAsLogitsWarning`` (pass their log). One
         dimension: binary log-odds :math:`z` of class 1, the logits ``(0, z)``, so the fitted
         model is ``sigmoid(z / T)``. (scikit-learn reads a one-dimensional decision function
         :math:`x` as the logits ``(-x, x)``, i.e. log-odds :math:`2x`, so its temperature is
@@ -1459,10 +1475,17 @@ def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) 
     x = as_namespace_array(logits, xp, name="logits")
     if array_api_compat.is_torch_array(x):
         x = x.detach()  # the temperature is a number read back to the host: no gradient to keep
-    if x.ndim == 1 and is_real_floating(xp, x):
+    log_odds = x.ndim == 1 and is_real_floating(xp, x)
+    if log_odds:
         x = xp.stack([xp.zeros_like(x), x], axis=1)
     inputs = prepare_class_inputs(
-        x, targets, axis=-1, ignore_index=None, sample_weight=sample_weight, allow_probs=False, warn_probabilities=False
+        x,
+        targets,
+        axis=-1,
+        ignore_index=None,
+        sample_weight=sample_weight,
+        allow_probs=False,
+        warn_probabilities=not log_odds,
     )
     n_classes = inputs.num_classes
     z = xp.reshape(xp.astype(inputs.stored, xp.float64), (-1, n_classes))
