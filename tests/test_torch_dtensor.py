@@ -97,6 +97,42 @@ VOCAB_REFUSALS = {
     "smoothing without a class on a rank": {"shape": (N, 2), "options": {"label_smoothing": 0.1}},  # 1, 1, 0
 }
 
+# `normalizer` and `return_stats` (issue 18) on every layout, through the DTensor path itself
+# (_dtensor.cross_entropy_dtensor: the public cross_entropy does not hand DTensors these options yet).
+# "normalizer": "dtensor" passes NORMALIZER as a replicated 0-d DTensor.
+NORMALIZER = 9.0
+A_LSE, B_ENTROPY = 0.3, -0.7  # the statistics' coefficients in the differentiated total
+STATS_CASES = {
+    "vocab-stats": {"layout": "vocab", "options": {"label_smoothing": 0.1, "softcap": 3.0, "return_stats": True}},
+    "vocab-stats-k-dimensional-none": {
+        "layout": "vocab",
+        "shape": (3, C, 4),
+        "sample_weight": True,
+        "options": {"reduction": "none", "return_stats": True},
+    },
+    "vocab-stats-few-classes": {"layout": "vocab", "shape": (N, 4), "options": {"z_loss": 1e-2, "return_stats": True}},
+    "vocab-normalizer": {"layout": "vocab", "weight": True, "options": {"normalizer": NORMALIZER}},
+    "vocab-stats-dtensor-normalizer": {"layout": "vocab", "options": {"normalizer": "dtensor", "return_stats": True}},
+    "batch-normalizer": {"layout": "batch", "weight": True, "sample_weight": True, "options": {"normalizer": 4.0}},
+    "batch-stats-normalizer": {
+        "layout": "batch",
+        "sample_weight": True,
+        "options": {"normalizer": "dtensor", "return_stats": True, "z_loss": 1e-3},
+    },
+    "batch-stats-none": {"layout": "batch", "options": {"reduction": "none", "return_stats": True}},
+    "spatial-stats-sum": {
+        "layout": "spatial",
+        "shape": (3, C, 5),
+        "options": {"reduction": "sum", "return_stats": True},
+    },
+    "replicate-stats-normalizer": {
+        "layout": "replicate",
+        "weight": True,
+        "options": {"normalizer": 6.0, "softcap": 4.0, "return_stats": True},
+    },
+    "partial-stats": {"layout": "partial", "options": {"return_stats": True}},
+}
+
 H = 6
 LINEAR_CASES = {
     "fsdp-mean": {"layout": "fsdp"},
@@ -111,6 +147,18 @@ LINEAR_CASES = {
     "tp-weights-none": {"layout": "tp", "weight": True, "sample_weight": True, "options": {"reduction": "none"}},
     "tp-replicated-bias": {"layout": "tp", "bias": "replicate", "options": {"label_smoothing": 0.1}},
     "replicate": {"layout": "replicate", "bias": True, "options": {"z_loss": 1e-3}},
+}
+# return_stats=True on each linear layout (through _dtensor.linear_cross_entropy_dtensor, as above).
+LINEAR_STATS_CASES = {
+    "fsdp-stats": {"layout": "fsdp", "bias": True, "options": {"label_smoothing": 0.1}},
+    "tp-stats-none": {
+        "layout": "tp",
+        "bias": True,
+        "sample_weight": True,
+        "options": {"softcap": 5.0, "reduction": "none"},
+    },
+    "tp-stats-normalizer": {"layout": "tp", "weight": True, "options": {"normalizer": 4.0, "temperature": 0.8}},
+    "replicate-stats": {"layout": "replicate", "bias": True, "options": {"z_loss": 1e-3}},
 }
 
 
@@ -209,7 +257,10 @@ def _layout_placements(layout: str, ndim: int) -> tuple:
     }[layout]
 
 
-def run_ce_case(name: str, case: dict, mesh, world: int, *, function=None) -> dict:
+def ce_arguments(name: str, case: dict, mesh, world: int):
+    """``(data, input, target, extras, leaf)`` of a cross_entropy case on ``mesh``: the DTensor logits laid out as
+    the case says, the target and weights as that layout takes them, and the plain leaf of a ``Partial`` input
+    (None otherwise: ``input`` is the leaf)."""
     data = ce_inputs(name, case)
     logits, target = data["logits"], data["target"]
     layout = case["layout"]
@@ -235,6 +286,11 @@ def run_ce_case(name: str, case: dict, mesh, world: int, *, function=None) -> di
         for key in ("weight", "sample_weight"):
             if data[key] is not None:
                 extras[key] = data[key]
+    return data, input, target, extras, leaf
+
+
+def run_ce_case(name: str, case: dict, mesh, world: int, *, function=None) -> dict:
+    data, input, target, extras, leaf = ce_arguments(name, case, mesh, world)
     if function is None:
         loss = cet.cross_entropy(input, target, **extras, **case.get("options", {}))
     else:
@@ -246,6 +302,54 @@ def run_ce_case(name: str, case: dict, mesh, world: int, *, function=None) -> di
         "loss": loss.full_tensor().detach() if isinstance(loss, DTensor) else loss.detach(),
     }
     _backward(loss, data["cotangent"], mesh)
+    result["grad"] = ("plain", leaf.grad) if leaf is not None else _grad_of(input)
+    return result
+
+
+def _total_cotangents(outputs: list, cotangent: torch.Tensor, mesh) -> list:
+    """The cotangents of ``[loss, lse, entropy]`` (or ``[loss]``) for the total ``loss·cotangent + A·lse + B·entropy``,
+    DTensors laid out as the outputs where they are DTensors."""
+    grads = []
+    for index, output in enumerate(outputs):
+        if index == 0:
+            full = cotangent.reshape(output.shape) if output.ndim else torch.ones(())
+        else:
+            full = torch.full(tuple(output.shape), A_LSE if index == 1 else B_ENTROPY)
+        full = full.to(output.dtype)
+        grads.append(distribute_tensor(full, mesh, output.placements) if isinstance(output, DTensor) else full)
+    return grads
+
+
+def _full(tensor):
+    return tensor.full_tensor().detach() if isinstance(tensor, DTensor) else tensor.detach()
+
+
+def _layout_of(tensor) -> str:
+    return str(tuple(tensor.placements)) if isinstance(tensor, DTensor) else "plain"
+
+
+def _outputs_record(found, stats_wanted: bool) -> tuple[dict, list]:
+    """What a rank saves of a loss (with its statistics), and the outputs to differentiate."""
+    loss, stats = found if stats_wanted else (found, None)
+    record = {"layout": _layout_of(loss), "dtype": loss.dtype, "loss": _full(loss)}
+    outputs = [loss]
+    if stats is not None:
+        record["stats"] = [_full(t) for t in stats]
+        record["stats_layouts"] = [_layout_of(t) for t in stats]
+        outputs += [stats.lse, stats.entropy]
+    return record, outputs
+
+
+def run_stats_case(name: str, case: dict, mesh, world: int) -> dict:
+    """``normalizer`` / ``return_stats`` through ``_dtensor.cross_entropy_dtensor``, and the gradient of the
+    total (``_total_cotangents``)."""
+    data, input, target, extras, leaf = ce_arguments(name, case, mesh, world)
+    options = dict(case.get("options", {}))
+    if options.get("normalizer") == "dtensor":
+        options["normalizer"] = distribute_tensor(torch.tensor(NORMALIZER, dtype=torch.float64), mesh, (Replicate(),))
+    found = _dtensor.cross_entropy_dtensor(input, target, **extras, **options)
+    result, outputs = _outputs_record(found, options.get("return_stats", False))
+    torch.autograd.backward(outputs, _total_cotangents(outputs, data["cotangent"], mesh))
     result["grad"] = ("plain", leaf.grad) if leaf is not None else _grad_of(input)
     return result
 
@@ -304,6 +408,46 @@ def run_linear_case(name: str, case: dict, mesh, rank: int) -> dict:
     return result
 
 
+def run_linear_stats_case(name: str, case: dict, mesh, rank: int) -> dict:
+    """``return_stats=True`` through ``_dtensor.linear_cross_entropy_dtensor``, and the gradient of the total."""
+    data = linear_inputs(name, case, rank)
+    layout = case["layout"]
+    vocab_placement = (Replicate(),) if layout == "replicate" else (Shard(0),)
+    head = distribute_tensor(data["head"], mesh, vocab_placement).requires_grad_()
+    keywords = dict(case.get("options", {}))
+    bias = None
+    if data["bias"] is not None:
+        bias = distribute_tensor(data["bias"], mesh, vocab_placement).requires_grad_()
+        keywords["linear_bias"] = bias
+    for key in ("weight", "sample_weight"):
+        if data[key] is not None:
+            keywords[key] = data[key]
+    hidden = data["hidden"].clone().requires_grad_()
+    input = hidden if layout == "fsdp" else DTensor.from_local(hidden, mesh, (Replicate(),), run_check=False)
+    found = _dtensor.linear_cross_entropy_dtensor(input, head, data["target"], return_stats=True, **keywords)
+    result, outputs = _outputs_record(found, True)
+    torch.autograd.backward(outputs, _total_cotangents(outputs, data["cotangent"], mesh))
+    result["grad_input"] = hidden.grad
+    result["grad_head"] = _grad_of(head)
+    result["grad_bias"] = _grad_of(bias)
+    return result
+
+
+def run_stats_refusals(mesh) -> dict:
+    """A normalizer with another reduction than the mean: refused on every layout, naming it."""
+    data = ce_inputs("stats refusals", {"layout": "vocab"})
+    outcomes = {}
+    for layout in ("vocab", "batch", "replicate"):
+        input = distribute_tensor(data["logits"], mesh, _layout_placements(layout, 2))
+        target = distribute_tensor(data["target"], mesh, (Shard(0),)) if layout == "batch" else data["target"]
+        try:
+            _dtensor.cross_entropy_dtensor(input, target, reduction="sum", normalizer=3.0)
+            outcomes[layout] = "no error"
+        except ValueError as error:
+            outcomes[layout] = f"ValueError: {error}"
+    return outcomes
+
+
 def run_linear_refusals(mesh) -> dict:
     data = linear_inputs("refusals", {"layout": "tp"}, 0)
     head = distribute_tensor(data["head"], mesh, (Shard(0),))
@@ -352,6 +496,11 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "refusals": {name: run_refusal(name, case, mesh) for name, case in VOCAB_REFUSALS.items()},
             "linear": {name: run_linear_case(name, case, mesh, rank) for name, case in LINEAR_CASES.items()},
             "linear_refusals": run_linear_refusals(mesh),
+            "stats": {name: run_stats_case(name, case, mesh, world) for name, case in STATS_CASES.items()},
+            "linear_stats": {
+                name: run_linear_stats_case(name, case, mesh, rank) for name, case in LINEAR_STATS_CASES.items()
+            },
+            "stats_refusals": run_stats_refusals(mesh),
             "public_linear": public_linear_entry_point(mesh),
         }
         torch.save(results, f"{out_dir}/rank{rank}.pt")
@@ -536,3 +685,100 @@ def test_the_public_linear_entry_point_takes_a_sharded_weight(ranks):
 def test_plain_tensors_never_take_the_dtensor_path():
     assert not isinstance(torch.zeros(2, 3), _dtensor.TYPES)
     assert DTensor in _dtensor.TYPES
+
+
+# --------------------------------------------------------------------------------------------
+# normalizer and return_stats (issue 18)
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_total(found, stats_wanted: bool, cotangent: torch.Tensor) -> tuple:
+    """The single-process loss (and statistics) of ``found``, differentiated as the ranks did."""
+    loss, stats = found if stats_wanted else (found, None)
+    outputs = [loss] if stats is None else [loss, stats.lse, stats.entropy]
+    torch.autograd.backward(outputs, _total_cotangents(outputs, cotangent, None))
+    return loss.detach(), stats
+
+
+def _check_outputs(got: dict, loss, stats, layout: str, stats_layout: str, what: str) -> None:
+    """A rank's loss and statistics (``stats`` None: none returned) against the single-process ones, and the
+    layouts of its results."""
+    assert got["layout"] == layout, f"{what}: {got['layout']}"
+    assert_close(got["loss"], loss, torch.float64, err_msg=f"{what}: loss")
+    if stats is None:
+        assert "stats" not in got, what
+        return
+    assert got["stats_layouts"] == [stats_layout] * 3, f"{what}: {got['stats_layouts']}"
+    for name, mine, theirs in zip(("lse", "entropy"), got["stats"][:2], stats[:2], strict=True):
+        assert mine.dtype == theirs.dtype, f"{what}: {name}"
+        assert_close(mine, theirs.detach(), torch.float64, err_msg=f"{what}: {name}")
+    assert got["stats"][2].dtype == torch.bool, what
+    assert torch.equal(got["stats"][2], stats.accuracy), f"{what}: accuracy"
+
+
+@pytest.mark.parametrize("name", list(STATS_CASES))
+def test_normalizer_and_statistics_of_a_dtensor_equal_the_single_process_ones(ranks, name):
+    world, per_rank = ranks
+    case = STATS_CASES[name]
+    data = ce_inputs(name, case)
+    options = dict(case.get("options", {}))
+    if options.get("normalizer") == "dtensor":
+        options["normalizer"] = NORMALIZER
+    wanted = options.get("return_stats", False)
+    x = data["logits"].clone().requires_grad_()
+    found = cet.cross_entropy(x, data["target"], data["weight"], sample_weight=data["sample_weight"], **options)
+    loss, stats = _reference_total(found, wanted, data["cotangent"])
+    reduction = options.get("reduction", "mean")
+    for rank, results in enumerate(per_rank):
+        got = results["stats"][name]
+        what = f"world={world} {name} rank {rank}"
+        # the statistics are laid out as the per-token losses of "none" would be
+        _check_outputs(got, loss, stats, _expected_layout(case, reduction), _expected_layout(case, "none"), what)
+        layout, grad = got["grad"]
+        assert layout == _expected_grad_layout(case, data["logits"].ndim), what
+        assert_close(grad, x.grad, torch.float64, err_msg=f"{what}: gradient")
+
+
+def test_a_normalizer_with_another_reduction_is_refused_on_every_layout(ranks):
+    _, per_rank = ranks
+    for results in per_rank:
+        for layout, outcome in results["stats_refusals"].items():
+            assert outcome.startswith("ValueError: `normalizer` replaces the mean's denominator"), (layout, outcome)
+            assert "got 'sum'" in outcome, outcome
+
+
+@pytest.mark.parametrize("name", list(LINEAR_STATS_CASES))
+def test_linear_statistics_of_each_layout_equal_the_single_process_ones(ranks, name):
+    world, per_rank = ranks
+    case = LINEAR_STATS_CASES[name]
+    fsdp = case["layout"] == "fsdp"
+    references = []
+    for rank in range(world if fsdp else 1):
+        data = linear_inputs(name, case, rank)
+        hidden = data["hidden"].clone().requires_grad_()
+        head = data["head"].clone().requires_grad_()
+        bias = None if data["bias"] is None else data["bias"].clone().requires_grad_()
+        found = linear_module.linear_cross_entropy(
+            hidden,
+            head,
+            data["target"],
+            linear_bias=bias,
+            weight=data["weight"],
+            sample_weight=data["sample_weight"],
+            return_stats=True,
+            **case.get("options", {}),
+        )
+        loss, stats = _reference_total(found, True, data["cotangent"])
+        references.append((loss, stats, hidden.grad, head.grad, None if bias is None else bias.grad))
+    head_grad = sum(reference[3] for reference in references)  # FSDP: the sum over the ranks' tokens
+    bias_grad = None if references[0][4] is None else sum(reference[4] for reference in references)
+    for rank, results in enumerate(per_rank):
+        got = results["linear_stats"][name]
+        loss, stats, input_grad, *_ = references[rank if fsdp else 0]
+        what = f"world={world} {name} rank {rank}"
+        layout = "plain" if fsdp else str((Replicate(),))
+        _check_outputs(got, loss, stats, layout, layout, what)
+        assert_close(got["grad_input"], input_grad, torch.float64, err_msg=f"{what}: input gradient")
+        assert_close(got["grad_head"][1], head_grad, torch.float64, err_msg=f"{what}: weight gradient")
+        if bias_grad is not None:
+            assert_close(got["grad_bias"][1], bias_grad, torch.float64, err_msg=f"{what}: bias gradient")

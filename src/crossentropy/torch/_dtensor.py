@@ -42,6 +42,15 @@ mesh                                    to :func:`~crossentropy.torch.vocab_para
 Other layouts (a class dimension sharded on a mesh of several dimensions, ``_StridedShard``)
 raise ``NotImplementedError``, as does ``inplace=True``. The loss has ``input``'s dtype.
 
+``normalizer`` (``reduction="mean"`` only; a number, a 0-d tensor or a DTensor of one number)
+divides the global (weighted) sum on every layout: the vocabulary-parallel path passes it on, the
+batch-sharded one all-reduces each rank's sum over it. ``return_stats=True`` returns ``(loss,
+LossStats)`` whose ``lse``, ``entropy`` and ``accuracy`` are DTensors of the target's global shape,
+laid out as the per-token losses of ``"none"`` would be: ``Replicate`` for logits sharded on the class
+dimension (the vocabulary-parallel path computes them over the whole vocabulary, in its two
+all-reduces), sharded like the batch for a batch-sharded ``input``, ``Replicate`` for a replicated one.
+``lse`` and ``entropy`` are differentiable; gradients reach ``input`` in its own layout.
+
 **linear_cross_entropy** (``input`` (..., H), ``linear_weight`` (V, H)):
 
 - ``input`` a plain tensor, each rank's own tokens (data parallelism, FSDP2): a DTensor
@@ -63,6 +72,10 @@ raise ``NotImplementedError``, as does ``inplace=True``. The loss has ``input``'
   not supported there (``NotImplementedError``).
 - ``input`` and ``linear_weight`` both ``Replicate``: computed on the local copies, a
   ``Replicate`` result.
+
+``return_stats=True`` (in ``keywords``) gives ``(loss, LossStats)`` on every layout: with a plain
+``input``, plain tensors of this rank's tokens; with a replicated DTensor ``input``, ``Replicate``
+DTensors (over the whole vocabulary on the tensor-parallel path, from its two all-reduces).
 
 A sharded DTensor ``input`` raises ``NotImplementedError``: for data parallelism pass each
 rank's tokens as a plain tensor (``input.to_local()``).
@@ -145,6 +158,20 @@ def _result(loss: torch.Tensor, mesh: Any, placements: tuple, shape: tuple[int, 
     return DTensor.from_local(loss, mesh, placements, run_check=False, shape=torch.Size(shape), stride=stride)
 
 
+def _stats_result(stats: Any, mesh: Any, placements: tuple, shape: tuple[int, ...] | None = None) -> Any:
+    """A :class:`crossentropy.LossStats` of this rank's tensors as one of DTensors laid out as ``placements``."""
+    return type(stats)(*(_result(t, mesh, placements, shape) for t in stats))
+
+
+def _results(found: Any, mesh: Any, placements: tuple, shape: tuple[int, ...] | None = None) -> Any:
+    """A loss, or ``(loss, LossStats)`` (``return_stats``), as DTensors laid out alike (per-token losses and
+    statistics: ``shape`` is their global shape)."""
+    if isinstance(found, tuple):
+        loss, stats = found
+        return _result(loss, mesh, placements, shape), _stats_result(stats, mesh, placements, shape)
+    return _result(found, mesh, placements, shape)
+
+
 def _class_offset(tensor: Any, dim: int) -> int:
     """The global index of this rank's first entry of ``tensor`` along ``dim`` (torch.chunk's layout,
     uneven shards included), after checking that the local shard has the size that layout gives."""
@@ -191,8 +218,12 @@ def cross_entropy_dtensor(
     softcap: float | None = None,
     sample_weight: Any = None,
     inplace: bool = False,
+    normalizer: Any = None,
+    return_stats: bool = False,
 ) -> Any:
-    """:func:`crossentropy.torch.cross_entropy` of a DTensor ``input`` (see the module's table)."""
+    """:func:`crossentropy.torch.cross_entropy` of a DTensor ``input`` (see the module's table); with
+    ``return_stats``, ``(loss, LossStats)`` whose statistics are DTensors laid out as the module's docstring
+    says."""
     if not isinstance(input, DTensor):
         raise TypeError(
             "`target` is a DTensor but `input` is not: pass `input` as a DTensor on the same device mesh, "
@@ -206,8 +237,14 @@ def cross_entropy_dtensor(
         "label_smoothing": label_smoothing,
         "z_loss": z_loss,
         "softcap": softcap,
+        "normalizer": normalizer,
+        "return_stats": return_stats,
     }
     mesh, placements = input.device_mesh, tuple(input.placements)
+    if normalizer is not None and reduction != "mean":  # on every rank alike, before any collective
+        raise ValueError(f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}")
+    if normalizer is not None:  # a number, a plain 0-d tensor or a DTensor (then gathered: one number)
+        keywords["normalizer"] = _local(normalizer, "normalizer", mesh, (Replicate(),) * mesh.ndim, "any layout")
     if _replicated(placements):
         return _replicated_cross_entropy(input, target, weight, sample_weight, reduction, keywords)
     if mesh.ndim != 1:
@@ -243,7 +280,7 @@ def _replicated_cross_entropy(input, target, weight, sample_weight, reduction, k
         sample_weight=_local(sample_weight, "sample_weight", mesh, placements, layout),
         **keywords,
     )
-    return _result(loss, mesh, placements)
+    return _results(loss, mesh, placements)
 
 
 def _vocabulary_parallel(input, target, weight, sample_weight, reduction, class_dim, keywords) -> Any:
@@ -314,8 +351,13 @@ def _vocabulary_parallel(input, target, weight, sample_weight, reduction, class_
         label_smoothing=keywords["label_smoothing"],
         z_loss=keywords["z_loss"],
         reduction=reduction,
+        normalizer=keywords["normalizer"],
+        return_stats=keywords["return_stats"],
         **extras,
     )
+    if keywords["return_stats"]:
+        loss, stats = loss
+        return _result(loss.to(input.dtype), mesh, replicate), _stats_result(stats, mesh, replicate)
     return _result(loss.to(input.dtype), mesh, replicate)
 
 
@@ -332,24 +374,33 @@ def _batch_parallel(input, target, weight, sample_weight, reduction, dim, keywor
     local_weight = _local(weight, "weight", mesh, (Replicate(),), layout)
     local_sample = _local(sample_weight, "sample_weight", mesh, (Shard(batch_dim),), layout)
     local_input = input.to_local()
+    keywords = dict(keywords)
+    normalizer, return_stats = keywords.pop("normalizer"), keywords["return_stats"]
+    shape = tuple(input.shape[:class_dim]) + tuple(input.shape[class_dim + 1 :])  # the losses' and statistics'
+    sharded = (Shard(batch_dim),)
     if reduction == "none":
         losses = cross_entropy(
             local_input, local_target, local_weight, reduction="none", sample_weight=local_sample, **keywords
         )
-        shape = tuple(input.shape[:class_dim]) + tuple(input.shape[class_dim + 1 :])
-        return _result(losses, mesh, (Shard(batch_dim),), shape)
-    total = cross_entropy(
-        local_input, local_target, local_weight, reduction="sum", sample_weight=local_sample, **keywords
-    )
+        return _results(losses, mesh, sharded, shape)
+    # each rank's sum, or with a normalizer its sum over the normalizer (the ranks' add up to the global mean)
+    own = {"reduction": "sum"} if normalizer is None else {"reduction": "mean", "normalizer": normalizer}
+    total = cross_entropy(local_input, local_target, local_weight, sample_weight=local_sample, **own, **keywords)
+    stats = None
+    if return_stats:
+        total, stats = total
+        stats = _stats_result(stats, mesh, sharded, shape)
     accumulation = torch.float64 if input.dtype == torch.float64 else torch.float32
     group = mesh.get_group()
-    if reduction == "sum":
-        return _result(_SumOverRanks.apply(total.to(accumulation), group).to(input.dtype), mesh, (Replicate(),))
+    if reduction == "sum" or normalizer is not None:
+        loss = _result(_SumOverRanks.apply(total.to(accumulation), group).to(input.dtype), mesh, (Replicate(),))
+        return loss if stats is None else (loss, stats)
     denominator = _denominator(local_target, local_weight, local_sample, keywords["ignore_index"], probabilities)
     sums = _SumOverRanks.apply(torch.stack([total.to(accumulation), denominator.to(accumulation)]), group)
     count = sums[1]
     mean = sums[0] / torch.where(count > 0, count, torch.ones_like(count))  # 0 when every target is ignored
-    return _result(mean.to(input.dtype), mesh, (Replicate(),))
+    loss = _result(mean.to(input.dtype), mesh, (Replicate(),))
+    return loss if stats is None else (loss, stats)
 
 
 def _denominator(target, weight, sample_weight, ignore_index, probabilities) -> torch.Tensor:
@@ -430,7 +481,7 @@ def _tensor_parallel_linear(input, linear_weight, target, keywords) -> Any:
                 keywords[name] = _local(keywords[name], name, mesh, placements, layout)
         target = _local(target, "target", mesh, placements, layout)
         loss = linear_cross_entropy(input.to_local(), linear_weight.to_local(), target, **keywords)
-        return _result(loss, mesh, placements)
+        return _results(loss, mesh, placements)
     if mesh.ndim != 1 or weight_placements != (Shard(0),):
         raise NotImplementedError(
             "with a replicated DTensor `input`, `linear_weight` must be replicated or sharded by vocabulary rows "
@@ -468,4 +519,4 @@ def _vocabulary_parallel_linear(input, linear_weight, target, keywords) -> Any:
     loss = vocab_parallel_linear_cross_entropy(
         input.to_local(), local_weight, local_target, vocab_start=vocab_start, group=mesh.get_group(), **keywords
     )
-    return _result(loss, mesh, replicate)
+    return _results(loss, mesh, replicate)
