@@ -97,8 +97,7 @@ VOCAB_REFUSALS = {
     "smoothing without a class on a rank": {"shape": (N, 2), "options": {"label_smoothing": 0.1}},  # 1, 1, 0
 }
 
-# `normalizer` and `return_stats` (issue 18) on every layout, through the DTensor path itself
-# (_dtensor.cross_entropy_dtensor: the public cross_entropy does not hand DTensors these options yet).
+# `normalizer` and `return_stats` (issue 18) on every layout, through the public cross_entropy.
 # "normalizer": "dtensor" passes NORMALIZER as a replicated 0-d DTensor.
 NORMALIZER = 9.0
 A_LSE, B_ENTROPY = 0.3, -0.7  # the statistics' coefficients in the differentiated total
@@ -148,7 +147,7 @@ LINEAR_CASES = {
     "tp-replicated-bias": {"layout": "tp", "bias": "replicate", "options": {"label_smoothing": 0.1}},
     "replicate": {"layout": "replicate", "bias": True, "options": {"z_loss": 1e-3}},
 }
-# return_stats=True on each linear layout (through _dtensor.linear_cross_entropy_dtensor, as above).
+# return_stats=True on each linear layout, through the public linear_cross_entropy.
 LINEAR_STATS_CASES = {
     "fsdp-stats": {"layout": "fsdp", "bias": True, "options": {"label_smoothing": 0.1}},
     "tp-stats-none": {
@@ -341,13 +340,13 @@ def _outputs_record(found, stats_wanted: bool) -> tuple[dict, list]:
 
 
 def run_stats_case(name: str, case: dict, mesh, world: int) -> dict:
-    """``normalizer`` / ``return_stats`` through ``_dtensor.cross_entropy_dtensor``, and the gradient of the
-    total (``_total_cotangents``)."""
+    """``normalizer`` / ``return_stats`` through ``cet.cross_entropy``, and the gradient of the total
+    (``_total_cotangents``)."""
     data, input, target, extras, leaf = ce_arguments(name, case, mesh, world)
     options = dict(case.get("options", {}))
     if options.get("normalizer") == "dtensor":
         options["normalizer"] = distribute_tensor(torch.tensor(NORMALIZER, dtype=torch.float64), mesh, (Replicate(),))
-    found = _dtensor.cross_entropy_dtensor(input, target, **extras, **options)
+    found = cet.cross_entropy(input, target, **extras, **options)
     result, outputs = _outputs_record(found, options.get("return_stats", False))
     torch.autograd.backward(outputs, _total_cotangents(outputs, data["cotangent"], mesh))
     result["grad"] = ("plain", leaf.grad) if leaf is not None else _grad_of(input)
@@ -409,7 +408,7 @@ def run_linear_case(name: str, case: dict, mesh, rank: int) -> dict:
 
 
 def run_linear_stats_case(name: str, case: dict, mesh, rank: int) -> dict:
-    """``return_stats=True`` through ``_dtensor.linear_cross_entropy_dtensor``, and the gradient of the total."""
+    """``return_stats=True`` through ``cet.linear_cross_entropy``, and the gradient of the total."""
     data = linear_inputs(name, case, rank)
     layout = case["layout"]
     vocab_placement = (Replicate(),) if layout == "replicate" else (Shard(0),)
@@ -424,7 +423,7 @@ def run_linear_stats_case(name: str, case: dict, mesh, rank: int) -> dict:
             keywords[key] = data[key]
     hidden = data["hidden"].clone().requires_grad_()
     input = hidden if layout == "fsdp" else DTensor.from_local(hidden, mesh, (Replicate(),), run_check=False)
-    found = _dtensor.linear_cross_entropy_dtensor(input, head, data["target"], return_stats=True, **keywords)
+    found = cet.linear_cross_entropy(input, head, data["target"], return_stats=True, **keywords)
     result, outputs = _outputs_record(found, True)
     torch.autograd.backward(outputs, _total_cotangents(outputs, data["cotangent"], mesh))
     result["grad_input"] = hidden.grad
@@ -441,7 +440,7 @@ def run_stats_refusals(mesh) -> dict:
         input = distribute_tensor(data["logits"], mesh, _layout_placements(layout, 2))
         target = distribute_tensor(data["target"], mesh, (Shard(0),)) if layout == "batch" else data["target"]
         try:
-            _dtensor.cross_entropy_dtensor(input, target, reduction="sum", normalizer=3.0)
+            cet.cross_entropy(input, target, reduction="sum", normalizer=3.0)
             outcomes[layout] = "no error"
         except ValueError as error:
             outcomes[layout] = f"ValueError: {error}"

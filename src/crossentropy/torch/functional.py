@@ -220,7 +220,7 @@ def cross_entropy(
         data-parallel ranks): the gradients summed over the micro-batches then equal the full
         batch's. Another reduction with a normalizer raises a ``ValueError``. A constant: a
         tensor normalizer that requires grad gets none from the kernels' path (the generic code,
-        which takes such calls, differentiates it). Not yet for DTensor inputs.
+        which takes such calls, differentiates it).
     return_stats : bool, default False
         Return ``(loss, stats)``, ``stats`` a :class:`crossentropy.LossStats` ``(lse, entropy,
         accuracy)`` of tensors of the target's shape (class-index targets only; probability
@@ -233,7 +233,8 @@ def cross_entropy(
         :math:`p(\lambda - \eta(\log p + H))` times the cap's slope and :math:`1/T` to the
         kept gradient, recomputing :math:`p` from the logits that the operator saves anyway,
         only when ``lse`` or ``entropy`` receives a gradient. Not with ``inplace=True`` (the
-        logits are gone), nor for DTensor inputs.
+        logits are gone). For DTensor logits sharded on the class dimension the statistics come
+        back as ``Replicate`` DTensors, sharded like the batch otherwise.
 
     Returns
     -------
@@ -249,10 +250,6 @@ def cross_entropy(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     if isinstance(input, _dtensor.TYPES) or isinstance(target, _dtensor.TYPES):  # torch.distributed.tensor
-        if return_stats:
-            raise NotImplementedError("`return_stats` with DTensor inputs is not supported yet")
-        if normalizer is not None:
-            raise NotImplementedError("`normalizer` with DTensor inputs is not supported yet; divide the sum instead")
         if not (_ops.plain_number(temperature) and temperature == 1.0):
             input = input / losses.check_temperature(temperature)
         return _dtensor.cross_entropy_dtensor(
@@ -266,6 +263,8 @@ def cross_entropy(
             softcap=softcap,
             sample_weight=sample_weight,
             inplace=inplace,
+            normalizer=normalizer,
+            return_stats=return_stats,
         )
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
     arguments = _ops.softmax_arguments(options)

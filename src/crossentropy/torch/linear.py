@@ -1326,8 +1326,6 @@ def linear_cross_entropy(
         "filter_eps": filter_eps,
     }
     if any(isinstance(t, _dtensor.TYPES) for t in (input, linear_weight, linear_bias)):  # torch.distributed.tensor
-        if return_stats:
-            raise NotImplementedError("`return_stats` with DTensor inputs is not supported yet")
         return _dtensor.linear_cross_entropy_dtensor(
             input,
             linear_weight,
@@ -1339,6 +1337,7 @@ def linear_cross_entropy(
             label_smoothing=label_smoothing,
             options=options,
             chunk_size=chunk_size,
+            return_stats=return_stats,
             **extras,
         )
     if isinstance(linear_weight, torch.Tensor) and linear_weight.ndim > 2 and isinstance(input, torch.Tensor):
