@@ -110,7 +110,8 @@ def test_torch_tensors_over_read_only_memory_are_not_written():
 
 
 def test_the_scorer_takes_memory_mapped_predictions(tmp_path):
-    from crossentropy.cli._scoring import Scorer, ScoreSpec
+    from crossentropy.cli._scoring import FileScorer as Scorer
+    from crossentropy.cli._scoring import ScoreSpec
 
     probs = RNG.dirichlet(np.ones(3), 50)
     labels = RNG.integers(0, 3, 50)

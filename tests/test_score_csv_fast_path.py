@@ -19,7 +19,8 @@ pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarr
 from numba import njit
 
 from crossentropy.cli._kernels._csv import decimal_to_double
-from crossentropy.cli._scoring import Scorer, ScoreSpec
+from crossentropy.cli._scoring import FileScorer as Scorer
+from crossentropy.cli._scoring import ScoreSpec
 from crossentropy.cli._sources import CsvSource, PlainLayout
 from crossentropy.cli.score import Selection, score_source
 

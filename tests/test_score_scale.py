@@ -268,13 +268,13 @@ def test_wide_batches_hold_a_bounded_number_of_values(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     np.savez(path, y=rng.integers(0, n_columns, n_rows), z=rng.normal(size=(n_rows, n_columns)).astype(np.float16))
     shapes = []
-    add = _scoring.Scorer.add
+    add = _scoring.FileScorer.add
 
     def recording_add(self, predictions, *args, **kwargs):
         shapes.append(predictions.shape)
         return add(self, predictions, *args, **kwargs)
 
-    monkeypatch.setattr(_scoring.Scorer, "add", recording_add)
+    monkeypatch.setattr(_scoring.FileScorer, "add", recording_add)
     source = open_source(path)
     columns = tuple(f"z_{k}" for k in range(n_columns))
     classes = tuple(str(k) for k in range(n_columns))

@@ -41,6 +41,7 @@ from ._array import (
     take_last,
 )
 from ._inputs import prepare_class_inputs, prepare_sample_weight, safe_divide, total, weighted_rows
+from ._scorer import CalibrationBin, ClassScore, InvalidValue, Scorer, ScoreResult
 from ._validation import (
     check_base,
     check_class_indices,
@@ -53,7 +54,12 @@ from .special import stable_log_softmax
 
 __all__ = [
     "BrierDecomposition",
+    "CalibrationBin",
+    "ClassScore",
+    "InvalidValue",
     "ReliabilityCurve",
+    "ScoreResult",
+    "Scorer",
     "brier_score",
     "brier_score_decomposition",
     "classwise_calibration_error",

@@ -1,26 +1,21 @@
-r"""Streaming evaluation of probabilistic predictions: the figures of ``crossentropy score``.
+r"""The command line's side of :class:`crossentropy.metrics.Scorer`: columns, CSV blocks, the report, the temperature.
 
-A :class:`Scorer` takes batches of predictions (probabilities or logits, one column per class)
-and targets (class indices or distributions), adds their sums with the fused kernel of
-:mod:`crossentropy.cli._kernels._scoring`, and turns the totals into a :class:`ScoreReport`. Memory
-is that of one batch, whatever the number of batches, and the figures are those of the whole
-file at once: every figure is a ratio of sums, and sums add up across batches.
+``crossentropy score`` scores on the library's streaming scorer (:mod:`crossentropy._scorer`,
+whose kernel is :mod:`crossentropy.kernels.numba._scoring`); this module adapts it to files:
 
-With weights :math:`w_n` (1 by default), :math:`W = \sum_n w_n`, cross-entropies :math:`\ell_n`
-(see the kernel) and top-label confidences :math:`c_n` with hits :math:`a_n`:
+- :class:`ScoreSpec` says what the columns mean (class names, logits, distributions,
+  renormalization);
+- :class:`FileScorer` feeds a :class:`~crossentropy.metrics.Scorer` batches of arrays, and
+  blocks of plain CSV lines parsed and scored in one pass by
+  :func:`crossentropy.cli._kernels._csv.score_lines` into the same scorer's sums;
+- :class:`ScoreReport` turns the scorer's :class:`~crossentropy.metrics.ScoreResult` into the
+  table, the JSON and the HTML report, in nats, bits and ``--base``;
+- :class:`TemperatureSample` keeps a uniform sample of the rows of logits (all of them when they
+  fit), on which ``score`` fits the temperature (:func:`crossentropy.metrics.fit_temperature`)
+  and reports the calibration it gives.
 
-.. math::
-
-    \text{log loss} = \frac{1}{W} \sum_n w_n \ell_n, \qquad
-    \text{perplexity} = e^{\text{log loss (nats)}}, \qquad
-    \text{accuracy} = \frac{1}{W} \sum_n w_n a_n,
-
-    \text{Brier} = \frac{c}{W} \sum_n w_n \sum_k (q_{nk} - t_{nk})^2, \qquad
-    \text{ECE} = \frac{1}{W} \sum_b \Bigl| \sum_{n \in b} w_n (a_n - c_n) \Bigr|,
-
-with :math:`c = 1/2` for two classes (scikit-learn's ``brier_score_loss``) and 1 otherwise. These
-are :func:`crossentropy.log_loss`, :func:`crossentropy.brier_score` and
-:func:`crossentropy.expected_calibration_error` of the whole data, computed in float64.
+The figures' definitions are those of :class:`crossentropy.metrics.Scorer`: every figure is a
+ratio of sums, so the figures of a file read in batches are those of the whole file at once.
 """
 
 from __future__ import annotations
@@ -31,38 +26,23 @@ from typing import Any
 
 import numpy as np
 
+from .._scorer import _CLIP_EPS, InvalidValue, Scorer, ScoreResult
 from ..kernels.numba._threading import launch_lock
-from ._kernels import _scoring as kernel
 
-__all__ = ["InvalidValue", "ScoreReport", "ScoreSpec", "Scorer"]
+__all__ = ["FileScorer", "InvalidValue", "ScoreReport", "ScoreSpec", "TemperatureSample", "temperature_rows"]
 
-_CLIP_EPS = float(np.finfo(np.float64).eps)
-# The partial sums of a batch (per chunk: per-class totals and scratch rows) stay under this,
-# so a batch of many classes is split into fewer chunks rather than taking memory per class and thread.
-_CHUNK_BYTES = 16 << 20
-
-_PROBLEM_TEXT = {
-    kernel.BAD_NAN: "is NaN",
-    kernel.BAD_PROBABILITY: "is not a probability in [0, 1]",
-    kernel.BAD_POSITIVE_INFINITY: "is +inf (logits must be finite or -inf)",
-    kernel.BAD_WEIGHT: "is not a finite non-negative weight",
-    kernel.BAD_TARGET_NAN: "is NaN",
-    kernel.BAD_TARGET_PROBABILITY: "is not a probability in [0, 1]",
-    kernel.BAD_ZERO_SUM: "sums to 0, so it cannot be renormalized",
-    kernel.BAD_ALL_NEGATIVE_INFINITY: "is -inf in every class (no probability left)",
-}
+# A sample of logits rows for the temperature, with the fit's working arrays, stays under this.
+TEMPERATURE_BYTES = 256 << 20
+# fit_temperature's peak is about 8-11 float64 copies of its logits (measured, 2 to 100 classes);
+# with the sample itself, its targets and weights: this many float64 per class and row, plus 4 per row.
+_FIT_COPIES = 12
+_NO_STORE = np.zeros((0, 1))
+_NO_STORE_FIRST = np.zeros(0, dtype=np.int64)
 
 
-class InvalidValue(ValueError):
-    """A value the scorer cannot use: ``row`` (0-based, in the whole input), the role of its column and why.
-
-    ``role`` is ``"prediction"``, ``"target"``, ``"weight"`` or ``"row"`` (the whole row);
-    ``column`` indexes the class for predictions and targets.
-    """
-
-    def __init__(self, row: int, role: str, column: int, value: float | None, reason: str) -> None:
-        self.row, self.role, self.column, self.value, self.reason = row, role, column, value, reason
-        super().__init__(f"row {row + 1}: {role} {reason}")
+def temperature_rows(n_classes: int, budget_bytes: int = TEMPERATURE_BYTES) -> int:
+    """The default number of rows of logits kept for the temperature fit: within ``budget_bytes`` in all."""
+    return max(1, budget_bytes // (8 * (_FIT_COPIES * n_classes + 4)))
 
 
 @dataclass(frozen=True)
@@ -103,7 +83,12 @@ class ScoreSpec:
 
 @dataclass
 class ScoreReport:
-    """The figures of a scored file; :meth:`as_dict` is the ``--json`` output."""
+    """The figures of a scored file; :meth:`as_dict` is the ``--json`` output.
+
+    Entropy-valued figures are kept in nats and shown in nats, bits and ``spec.base``.
+    ``temperature``, for logits: the fitted temperature and the calibration it gives
+    (:meth:`TemperatureSample.fit`).
+    """
 
     spec: ScoreSpec
     rows: int
@@ -121,6 +106,45 @@ class ScoreReport:
     unnormalized_targets: int
     warnings: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
+    temperature: dict[str, Any] | None = None
+
+    @classmethod
+    def from_result(cls, spec: ScoreSpec, result: ScoreResult) -> ScoreReport:
+        """The report of a scorer's figures (computed in nats), its classes named by ``spec``."""
+        return cls(
+            spec=spec,
+            rows=result.rows,
+            weight=result.weight,
+            log_loss=result.log_loss,
+            accuracy=result.accuracy,
+            brier_score=result.brier_score,
+            expected_calibration_error=result.expected_calibration_error,
+            mean_predicted_entropy=result.mean_predicted_entropy,
+            target_entropy=result.target_entropy,
+            kl_divergence=result.kl_divergence,
+            per_class=[
+                {
+                    "class": name,
+                    "rows": row.rows,
+                    "weight": row.weight,
+                    "mean_cross_entropy": row.log_loss,
+                    "recall": row.recall,
+                }
+                for name, row in zip(spec.classes, result.per_class, strict=True)
+            ],
+            reliability=[
+                {
+                    "low": b.low,
+                    "high": b.high,
+                    "weight": b.weight,
+                    "confidence": b.confidence,
+                    "accuracy": b.accuracy,
+                }
+                for b in result.reliability
+            ],
+            unnormalized_predictions=result.unnormalized_predictions,
+            unnormalized_targets=result.unnormalized_targets,
+        )
 
     @property
     def perplexity(self) -> float:
@@ -165,6 +189,8 @@ class ScoreReport:
         figures["unnormalized_prediction_rows"] = self.unnormalized_predictions
         if spec.soft_targets:
             figures["unnormalized_target_rows"] = self.unnormalized_targets
+        if self.temperature is not None:
+            figures["temperature"] = dict(self.temperature)
         figures["warnings"] = list(self.warnings)
         if self.source:
             figures["source"] = dict(self.source)
@@ -200,6 +226,27 @@ class ScoreReport:
             (f"expected calibration error ({spec.n_bins} bins)", f"{self.expected_calibration_error:.6f}"),
             (f"mean predicted entropy ({unit})", f"{self.in_base(self.mean_predicted_entropy, spec.base):.6f}"),
         ]
+        return rows + self.temperature_rows()
+
+    def temperature_rows(self) -> list[tuple[str, str]]:
+        """The summary lines of the fitted temperature (none without one)."""
+        fit = self.temperature
+        if fit is None:
+            return []
+        used = f"{fit['rows']:,} rows" if not fit["sampled"] else f"a sample of {fit['rows']:,} of {self.rows:,} rows"
+        if fit.get("error"):
+            return [(f"temperature fitted on {used}", f"none: {fit['error']}")]
+        rows = [(f"temperature fitted on {used}", f"{fit['value']:.6g}")]
+        if fit["log_loss_nats"] is None:
+            return rows
+        on = "on the sample" if fit["sampled"] else "at T = 1"
+        ece_at_one = f"{fit['expected_calibration_error_at_1']:.6f}"
+        loss_at_one = f"{fit['log_loss_nats_at_1']:.6f}"
+        if fit["sampled"]:
+            ece_at_one, loss_at_one = f"{ece_at_one} at T = 1", f"{loss_at_one} at T = 1"
+        rows.append(("  log loss at that temperature (nats)", f"{fit['log_loss_nats']:.6f} ({on}: {loss_at_one})"))
+        ece = f"{fit['expected_calibration_error']:.6f} ({on}: {ece_at_one})"
+        rows.append((f"  expected calibration error at that temperature ({self.spec.n_bins} bins)", ece))
         return rows
 
     def as_text(self) -> str:
@@ -234,8 +281,8 @@ class ScoreReport:
         return "\n".join("  " + line.format(*r) for r in [header, *body])
 
 
-class Scorer:
-    """Accumulates batches of predictions and targets into a :class:`ScoreReport`.
+class FileScorer:
+    """Scores the batches of a file on one :class:`crossentropy.metrics.Scorer` (``self.scorer``).
 
     Parameters
     ----------
@@ -244,31 +291,31 @@ class Scorer:
     n_chunks : int, optional
         Independent partial sums a batch is split into (parallel over rows); default four per
         Numba thread, fewer for many classes (the sums of all chunks stay under 16 MiB).
+    temperature_rows : int, optional
+        With logits and class targets: keep a uniform sample of up to this many rows of logits
+        (:class:`TemperatureSample`) for :meth:`fit_temperature`; None or 0, no sample.
     """
 
-    def __init__(self, spec: ScoreSpec, *, n_chunks: int | None = None) -> None:
+    def __init__(self, spec: ScoreSpec, *, n_chunks: int | None = None, temperature_rows: int | None = None) -> None:
         if spec.n_classes < 2:
             raise ValueError(f"`spec.classes` must name at least 2 classes; got {list(spec.classes)}")
-        if n_chunks is None:
-            import numba
-
-            n_chunks = 4 * numba.get_num_threads()
         self.spec = spec
-        self._n_chunks = n_chunks
-        n_bins = spec.n_bins
-        self._edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1].copy()
-        self._totals = np.zeros(kernel.N_TOTALS)
-        self._per_class = np.zeros((spec.n_classes, kernel.N_CLASS_TOTALS))
-        self._bins = np.zeros((n_bins, kernel.N_BIN_TOTALS))
-        self._rows_seen = 0
-        self._first_unnormalized: list[int | None] = [None, None]
-        self._no_weight = np.zeros(0)
-        self._no_target_probs = np.zeros((0, spec.n_classes))
-        self._no_targets = np.zeros(0, dtype=np.int64)
+        # No top-k beyond the accuracy: the command does not report it, and its pass is saved.
+        self.scorer = Scorer(n_bins=spec.n_bins, top_k=())._configure(
+            n_classes=spec.n_classes,
+            targets="probabilities" if spec.soft_targets else "index",
+            renormalize=spec.renormalize,
+            tolerance=spec.tolerance,
+            n_chunks=n_chunks,
+            warn=False,  # the command words its own warnings
+        )
+        self.sample: TemperatureSample | None = None
+        if temperature_rows and spec.is_logits and not spec.soft_targets:
+            self.sample = TemperatureSample(temperature_rows)
 
     @property
     def rows_seen(self) -> int:
-        return self._rows_seen
+        return self.scorer._rows
 
     def add(
         self,
@@ -278,7 +325,7 @@ class Scorer:
         target_probs: np.ndarray | None = None,
         sample_weight: np.ndarray | None = None,
     ) -> None:
-        """Score one batch.
+        """Score one batch (:meth:`crossentropy.metrics.Scorer.update`).
 
         Parameters
         ----------
@@ -295,45 +342,17 @@ class Scorer:
         InvalidValue
             At the first value that cannot be scored, with its row counted from the first batch.
         """
-        spec = self.spec
-        pred = self._prediction_matrix(predictions)
-        n_rows = pred.shape[0]
-        if spec.soft_targets:
+        if self.spec.soft_targets:
             if target_probs is None:
                 raise ValueError("`target_probs` must be given when `spec.soft_targets` is set")
-            soft = np.ascontiguousarray(target_probs, dtype=np.float64)
-            if soft.shape != pred.shape:
-                raise ValueError(f"`target_probs` must have shape {pred.shape}; got {soft.shape}")
-            index = self._no_targets
+            given = target_probs
         else:
             if targets is None:
                 raise ValueError("`targets` must be given unless `spec.soft_targets` is set")
-            index = np.ascontiguousarray(targets, dtype=np.int64)
-            if index.shape != (n_rows,):
-                raise ValueError(f"`targets` must have shape ({n_rows},); got {index.shape}")
-            outside = (index < 0) | (index >= spec.n_classes)
-            if outside.any():
-                row = int(np.argmax(outside))
-                raise InvalidValue(self._rows_seen + row, "target", -1, float(index[row]), "is not a class index")
-            soft = self._no_target_probs
-        weight = self._no_weight
-        if sample_weight is not None:
-            weight = np.ascontiguousarray(sample_weight, dtype=np.float64)
-            if weight.shape != (n_rows,):
-                raise ValueError(f"`sample_weight` must have shape ({n_rows},); got {weight.shape}")
-        n_chunks = self._chunks(n_rows, 2 * spec.n_classes)
-        totals = np.zeros((n_chunks, kernel.N_TOTALS))
-        per_class = np.zeros((n_chunks, spec.n_classes, kernel.N_CLASS_TOTALS))
-        bins = np.zeros((n_chunks, spec.n_bins, kernel.N_BIN_TOTALS))
-        problems = np.full((n_chunks, kernel.N_PROBLEMS), -1, dtype=np.int64)
-        scratch = np.empty((n_chunks, 2 * spec.n_classes))
-        with launch_lock():  # serializes the kernels' launches where Numba's threading layer needs it
-            kernel.score_rows(
-                pred, spec.is_logits, index, soft, weight, spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges,
-                totals, per_class, bins, problems, scratch,
-            )  # fmt: skip
-        self._raise_first_problem(problems, pred, soft, weight, predictions)
-        self._absorb(totals, per_class, bins, problems, np.zeros(n_chunks, dtype=np.int64), n_rows)
+            given = targets
+        self.scorer.update(predictions, given, sample_weight=sample_weight, from_logits=self.spec.is_logits)
+        if self.sample is not None:
+            self.sample.add(np.asarray(predictions), np.asarray(targets), sample_weight)
 
     def add_csv_lines(
         self, data: np.ndarray, layout: Any, *, target_slot: int = -1, weight_slot: int = -1
@@ -349,153 +368,189 @@ class Scorer:
         """
         from ._kernels import _csv
 
-        spec = self.spec
+        spec, scorer = self.spec, self.scorer
         size = int(data.shape[0])
-        n_segments = self._chunks(size >> 16, layout.n_numbers + 2 * spec.n_classes)
-        totals = np.zeros((n_segments, kernel.N_TOTALS))
-        per_class = np.zeros((n_segments, spec.n_classes, kernel.N_CLASS_TOTALS))
-        bins = np.zeros((n_segments, spec.n_bins, kernel.N_BIN_TOTALS))
-        problems = np.full((n_segments, kernel.N_PROBLEMS), -1, dtype=np.int64)
+        n_segments = scorer._chunks(size >> 16, layout.n_numbers + 2 * spec.n_classes)
+        totals, per_class, bins, top_hits, problems = scorer._accumulators(n_segments)
         rows = np.zeros(n_segments, dtype=np.int64)
         failed = np.full(n_segments, -1, dtype=np.int64)
         scratch = np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes))
         with launch_lock():
             _csv.score_lines(
                 data, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
-                spec.n_classes, target_slot, weight_slot, spec.is_logits,
-                spec.renormalize, spec.tolerance, _CLIP_EPS, self._edges, totals, per_class, bins, problems, rows,
-                failed, scratch,
+                spec.n_classes, target_slot, weight_slot, spec.is_logits, spec.renormalize, spec.tolerance, _CLIP_EPS,
+                scorer._edges, scorer._top_k_array, totals, per_class, bins, top_hits, problems, rows, failed, scratch,
+                _NO_STORE, _NO_STORE_FIRST,
             )  # fmt: skip
-        if (failed >= 0).any() or (problems[:, kernel.BAD_ROW] >= 0).any():
+        if (failed >= 0).any() or (problems[:, 0] >= 0).any():  # column 0: BAD_ROW
             return None
         first_rows = np.concatenate(([0], np.cumsum(rows)[:-1]))
         n_rows = int(rows.sum())
-        self._absorb(totals, per_class, bins, problems, first_rows, n_rows)
+        scorer._add_sums(totals, per_class, bins, top_hits, problems, first_rows, n_rows)
+        if self.sample is not None:
+            self._sample_lines(data, layout, n_rows, weight_slot)
         return n_rows
 
-    def _chunks(self, at_most: int, scratch_columns: int) -> int:
-        """How many chunks (or segments) a batch is split into.
+    def _sample_lines(self, data: np.ndarray, layout: Any, n_rows: int, weight_slot: int) -> None:
+        """Parse the lines of a scored plain block that the temperature sample takes, into the sample."""
+        from ._kernels import _csv
 
-        At most ``at_most`` and the scorer's ``n_chunks``, and few enough that their partial
-        sums and ``scratch_columns`` float64 each stay under :data:`_CHUNK_BYTES` in all.
-        """
-        spec = self.spec
-        per_chunk = 8 * (
-            spec.n_classes * kernel.N_CLASS_TOTALS
-            + spec.n_bins * kernel.N_BIN_TOTALS
-            + kernel.N_TOTALS
-            + kernel.N_PROBLEMS
-            + scratch_columns
-        )
-        return max(1, min(self._n_chunks, at_most, _CHUNK_BYTES // per_chunk))
-
-    def _absorb(
-        self,
-        totals: np.ndarray,
-        per_class: np.ndarray,
-        bins: np.ndarray,
-        problems: np.ndarray,
-        first_rows: np.ndarray,
-        n_rows: int,
-    ) -> None:
-        """Add a batch's per-chunk sums; ``first_rows[c]`` turns chunk ``c``'s recorded rows into batch rows."""
-        for slot, column in enumerate((kernel.FIRST_UNNORMALIZED_PREDICTION, kernel.FIRST_UNNORMALIZED_TARGET)):
-            found = problems[:, column] >= 0
-            if self._first_unnormalized[slot] is None and found.any():
-                self._first_unnormalized[slot] = self._rows_seen + int((first_rows + problems[:, column])[found].min())
-        self._totals += totals.sum(axis=0)
-        self._per_class += per_class.sum(axis=0)
-        self._bins += bins.sum(axis=0)
-        self._rows_seen += n_rows
-
-    def _prediction_matrix(self, predictions: np.ndarray) -> np.ndarray:
-        spec = self.spec
-        pred = np.asarray(predictions, dtype=np.float64)
-        if pred.ndim == 2 and pred.shape[1] == 1:
-            pred = pred[:, 0]
-        if pred.ndim == 1:
-            if spec.n_classes != 2:
-                raise ValueError(f"one prediction column needs 2 classes; `spec.classes` has {spec.n_classes}")
-            # Positive-class probability p -> (1 - p, p); positive-class logit z -> softmax of (0, z).
-            first = np.zeros_like(pred) if spec.is_logits else 1.0 - pred
-            return np.stack([first, pred], axis=1)
-        if pred.ndim != 2 or pred.shape[1] != spec.n_classes:
-            raise ValueError(f"`predictions` must have shape (n_rows, {spec.n_classes}); got {pred.shape}")
-        return np.ascontiguousarray(pred)
-
-    def _raise_first_problem(
-        self, problems: np.ndarray, pred: np.ndarray, soft: np.ndarray, weight: np.ndarray, given: np.ndarray
-    ) -> None:
-        bad = problems[:, kernel.BAD_ROW] >= 0
-        if not bad.any():
+        sample = self.sample
+        positions, slots = sample.select(n_rows)
+        if positions.size == 0:
             return
-        chunk = int(np.argmin(np.where(bad, problems[:, kernel.BAD_ROW], np.iinfo(np.int64).max)))
-        row, column, code = (int(v) for v in problems[chunk, : kernel.BAD_CODE + 1])
-        reason = _PROBLEM_TEXT[code]
-        global_row = self._rows_seen + row
-        if code == kernel.BAD_WEIGHT:
-            raise InvalidValue(global_row, "weight", -1, float(weight[row]), reason)
-        if code in (kernel.BAD_TARGET_NAN, kernel.BAD_TARGET_PROBABILITY):
-            raise InvalidValue(global_row, "target", column, float(soft[row, column]), reason)
-        if column < 0:
-            raise InvalidValue(global_row, "row", -1, None, reason)
-        if np.ndim(given) == 1 or (np.ndim(given) == 2 and np.shape(given)[1] == 1):
-            column = 1  # the one given column is the positive class's
-        raise InvalidValue(global_row, "prediction", column, float(pred[row, column]), reason)
+        ends = np.flatnonzero(data == 10)
+        if ends.shape[0] != n_rows:  # pragma: no cover - a plain block has one row per line
+            raise RuntimeError(f"a plain CSV block of {n_rows} rows has {ends.shape[0]} lines")
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        if positions.size == n_rows:
+            lines, line_starts = data, starts
+        else:
+            lengths = ends[positions] + 1 - starts[positions]
+            line_starts = np.cumsum(lengths) - lengths
+            lines = data[np.repeat(starts[positions] - line_starts, lengths) + np.arange(int(lengths.sum()))]
+        spec, scorer = self.spec, self.scorer
+        size = int(lines.shape[0])
+        n_segments = scorer._chunks(size >> 16, layout.n_numbers + 2 * spec.n_classes)
+        totals, per_class, bins, top_hits, problems = scorer._accumulators(n_segments)  # thrown away
+        failed = np.full(n_segments, -1, dtype=np.int64)
+        store = np.empty((positions.size, layout.n_numbers + 1))
+        store_first = np.searchsorted(line_starts, np.arange(n_segments) * size // n_segments).astype(np.int64)
+        with launch_lock():
+            _csv.score_lines(
+                lines, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
+                spec.n_classes, -1, weight_slot, True, False, 1.0, _CLIP_EPS, scorer._edges, scorer._top_k_array,
+                totals, per_class, bins, top_hits, problems, np.zeros(n_segments, dtype=np.int64), failed,
+                np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes)), store, store_first,
+            )  # fmt: skip
+        if (failed >= 0).any():  # pragma: no cover - the same lines parsed a moment ago
+            raise RuntimeError("lines of a plain CSV block failed to parse again")
+        weight = store[:, weight_slot] if weight_slot >= 0 else None
+        sample.put(slots, store[:, : spec.n_classes], store[:, -1].astype(np.int64), weight)
 
     def first_unnormalized(self, targets: bool = False) -> int | None:
         """0-based row of the first prediction (or target) row whose probabilities do not sum to 1."""
-        return self._first_unnormalized[1 if targets else 0]
+        return self.scorer._first_unnormalized[1 if targets else 0]
 
     def report(self) -> ScoreReport:
         """The figures of everything added so far."""
-        spec = self.spec
-        t = self._totals
-        if t[kernel.ROWS] == 0:
-            raise ValueError("no rows were scored")
-        weight = t[kernel.WEIGHT]
-        if weight == 0:
-            raise ValueError("every sample weight is 0, so the weighted means are undefined")
-        brier_scale = 0.5 if spec.n_classes == 2 else 1.0
-        per_class = []
-        for k, name in enumerate(spec.classes):
-            rows, w, ce, hits = self._per_class[k]
-            per_class.append(
-                {
-                    "class": name,
-                    "rows": int(rows),
-                    "weight": float(w),
-                    "mean_cross_entropy": float(ce / w) if w > 0 else None,
-                    "recall": float(hits / w) if w > 0 else None,
-                }
+        return ScoreReport.from_result(self.spec, self.scorer.compute())
+
+    def fit_temperature(self) -> dict[str, Any] | None:
+        """The temperature fitted on the sample and the calibration it gives (:meth:`TemperatureSample.fit`)."""
+        if self.sample is None or self.sample.rows == 0:
+            return None
+        return self.sample.fit(n_bins=self.spec.n_bins)
+
+
+class TemperatureSample:
+    r"""A uniform sample of up to ``capacity`` rows of logits, targets and weights (reservoir sampling).
+
+    Vitter's algorithm R, a batch at a time: the first ``capacity`` rows are all kept; row
+    :math:`i > \text{capacity}` (0-based) replaces a uniformly chosen kept row with probability
+    :math:`\text{capacity} / (i + 1)`, so at any point every row seen so far is in the sample with
+    the same probability. When the file has at most ``capacity`` rows, the sample is the file.
+    The random choices are seeded, so a run is reproducible.
+    """
+
+    def __init__(self, capacity: int, *, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"`capacity` must be at least 1; got {capacity}")
+        self.capacity = int(capacity)
+        self.seen = 0
+        self._rng = np.random.default_rng(seed)
+        self._logits: np.ndarray | None = None
+        self._targets = np.zeros(0, dtype=np.int64)
+        self._weight: np.ndarray | None = None
+        self._weighted = False
+
+    @property
+    def rows(self) -> int:
+        """Rows in the sample."""
+        return min(self.seen, self.capacity)
+
+    def select(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """For the next ``n_rows`` rows: the positions (increasing) of those the sample takes, and their slots.
+
+        Advances the count of rows seen; the caller then writes those rows with :meth:`put`.
+        """
+        capacity, seen = self.capacity, self.seen
+        filling = max(0, min(n_rows, capacity - seen))
+        positions = np.arange(filling, dtype=np.int64)
+        slots = seen + positions
+        if filling < n_rows:
+            rest = np.arange(filling, n_rows, dtype=np.int64)
+            draws = self._rng.integers(0, seen + rest + 1)  # row i's slot, kept when below the capacity
+            taken = draws < capacity
+            positions = np.concatenate((positions, rest[taken]))
+            slots = np.concatenate((slots, draws[taken]))
+            # A slot taken twice in the batch keeps the later row.
+            _, last = np.unique(slots[::-1], return_index=True)
+            keep = np.sort(slots.shape[0] - 1 - last)
+            positions, slots = positions[keep], slots[keep]
+        self.seen = seen + n_rows
+        return positions, slots
+
+    def put(self, slots: np.ndarray, logits: np.ndarray, targets: np.ndarray, weight: np.ndarray | None) -> None:
+        """Write rows into their slots (from :meth:`select`)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            logits = logits[:, 0]
+        if self._logits is None:
+            self._logits = np.empty((self.capacity, *logits.shape[1:]))
+            self._targets = np.empty(self.capacity, dtype=np.int64)
+            self._weight = np.ones(self.capacity)
+        self._logits[slots] = logits
+        self._targets[slots] = targets
+        if weight is not None:
+            self._weight[slots] = weight
+            self._weighted = True
+
+    def add(self, logits: np.ndarray, targets: np.ndarray, weight: np.ndarray | None) -> None:
+        """Offer a batch of rows (logits of shape (n, C), (n, 1) or (n,); class indices; weights or None)."""
+        positions, slots = self.select(int(np.shape(logits)[0]))
+        if positions.size:
+            self.put(
+                slots,
+                np.asarray(logits)[positions],
+                np.asarray(targets)[positions],
+                None if weight is None else np.asarray(weight)[positions],
             )
-        reliability = []
-        edges = np.linspace(0.0, 1.0, spec.n_bins + 1)
-        for b in range(spec.n_bins):
-            w, confidence, hits = self._bins[b]
-            reliability.append(
-                {
-                    "low": float(edges[b]),
-                    "high": float(edges[b + 1]),
-                    "weight": float(w),
-                    "confidence": float(confidence / w) if w > 0 else None,
-                    "accuracy": float(hits / w) if w > 0 else None,
-                }
-            )
-        ece = float(np.abs(self._bins[:, kernel.BIN_CORRECT] - self._bins[:, kernel.BIN_CONFIDENCE]).sum() / weight)
-        return ScoreReport(
-            spec=spec,
-            rows=int(t[kernel.ROWS]),
-            weight=float(weight),
-            log_loss=float(t[kernel.CROSS_ENTROPY] / weight),
-            accuracy=float(t[kernel.CORRECT] / weight),
-            brier_score=float(brier_scale * t[kernel.SQUARED_ERROR] / weight),
-            expected_calibration_error=ece,
-            mean_predicted_entropy=float(t[kernel.PREDICTED_ENTROPY] / weight),
-            target_entropy=float(t[kernel.TARGET_ENTROPY] / weight) if spec.soft_targets else None,
-            kl_divergence=float(t[kernel.KL] / weight) if spec.soft_targets else None,
-            per_class=per_class,
-            reliability=reliability,
-            unnormalized_predictions=int(t[kernel.UNNORMALIZED_PREDICTIONS]),
-            unnormalized_targets=int(t[kernel.UNNORMALIZED_TARGETS]),
+
+    def fit(self, *, n_bins: int = 15) -> dict[str, Any]:
+        """Fit the temperature on the sample; the log loss and calibration error at it and at T = 1, on the sample.
+
+        Returns a dict: ``value`` (the temperature: 0 or inf at the limits that
+        :func:`crossentropy.metrics.fit_temperature` returns for separated or useless logits), ``rows``
+        (in the sample), ``sampled`` (whether the sample is less than every row), then
+        ``log_loss_nats`` and ``expected_calibration_error`` of the sample's logits divided by the
+        temperature and ``log_loss_nats_at_1``, ``expected_calibration_error_at_1`` of the same
+        rows as given (None for a temperature of 0 or inf); ``error``, instead, when no
+        temperature can be fitted (for example every weight of the sample is 0).
+        """
+        from ..metrics import fit_temperature
+
+        n = self.rows
+        logits, targets = self._logits[:n], self._targets[:n]
+        weight = self._weight[:n] if self._weighted else None
+        fit: dict[str, Any] = {"value": None, "rows": n, "sampled": self.seen > n}
+        try:
+            temperature = fit_temperature(logits, targets, sample_weight=weight)
+        except ValueError as error:
+            return {**fit, "error": str(error)}
+        fit.update(
+            value=temperature,
+            log_loss_nats=None,
+            expected_calibration_error=None,
+            log_loss_nats_at_1=None,
+            expected_calibration_error_at_1=None,
         )
+        if not 0 < temperature < math.inf:
+            return fit
+        at_fit = Scorer(n_bins=n_bins).update(logits / temperature, targets, sample_weight=weight, from_logits=True)
+        as_given = Scorer(n_bins=n_bins).update(logits, targets, sample_weight=weight, from_logits=True)
+        for suffix, scorer in (("", at_fit), ("_at_1", as_given)):
+            result = scorer.compute()
+            fit["log_loss_nats" + suffix] = result.log_loss
+            fit["expected_calibration_error" + suffix] = result.expected_calibration_error
+        return fit

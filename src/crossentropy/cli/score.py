@@ -1,9 +1,12 @@
 """``crossentropy score FILE``: log loss, perplexity, accuracy, Brier score and calibration of a prediction file.
 
 The file (CSV, Parquet, ``.npy`` or ``.npz``) is read in batches, so its size does not matter;
-the figures are sums over rows (:mod:`crossentropy.cli._scoring`) and equal those of the whole
-file at once. Bad input stops the command with exit code 2 and one line naming the file, the
-row and the column; nothing is written over the input, and outputs are written atomically.
+the figures are sums over rows, added up by the library's streaming scorer
+(:class:`crossentropy.metrics.Scorer`, adapted to files by :mod:`crossentropy.cli._scoring`),
+and equal those of the whole file at once. For logits, the temperature that minimizes the log
+loss is fitted on (a uniform sample of) the rows, and the calibration it gives reported. Bad
+input stops the command with exit code 2 and one line naming the file, the row and the column;
+nothing is written over the input, and outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from ._options import logarithm_base, positive_int, unit_fraction
+from ._options import logarithm_base, non_negative_int, positive_int, unit_fraction
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
-from ._scoring import InvalidValue, Scorer, ScoreReport, ScoreSpec
+from ._scoring import FileScorer, InvalidValue, ScoreReport, ScoreSpec, temperature_rows
 from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, Source, open_source, repeated
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
@@ -37,7 +40,10 @@ examples:
   crossentropy score preds.parquet --target y --probs 'p_*'
       columns p_cat, p_dog, ... hold the probabilities of classes cat, dog, ...
   crossentropy score out.npz --target labels --logits 'logits_*'
-      an .npz with members `labels` (n,) and `logits` (n, k): softmax of the logits
+      an .npz with members `labels` (n,) and `logits` (n, k): softmax of the logits; also the
+      temperature that fits them best and the calibration error it gives
+  crossentropy score logits.csv --target label --from-logits
+      every other column is the logit of the class it is named after
   crossentropy score clicks.csv --target clicked --probs p_click
       binary: one column, the probability of the positive class (named by --positive, default the column's class)
   crossentropy score soft.csv --target-probs 'teacher_*' --probs 'student_*'
@@ -71,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     predictions.add_argument("--probs", metavar="PATTERN", action="append", help="probability columns, one per class")
     predictions.add_argument("--logits", metavar="PATTERN", action="append", help="logit columns, one per class")
     predictions.add_argument(
+        "--from-logits",
+        action="store_true",
+        help="the prediction columns (--probs, or every other column) hold logits, as --logits says of its own",
+    )
+    predictions.add_argument(
         "--positive",
         metavar="LABEL",
         help="with one prediction column: the label of the positive class (default: the column's class name)",
@@ -96,6 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=unit_fraction,
         default=1e-6,
         help="probability rows must sum to 1 within T (default 1e-6)",
+    )
+    options.add_argument(
+        "--temperature-rows",
+        metavar="N",
+        type=non_negative_int,
+        default=None,
+        help="logits: fit the temperature on a uniform sample of at most N rows (default: as many as fit in "
+        "256 MB with the fit's work; all rows when the file has fewer; 0: no fit)",
     )
     options.add_argument("--format", choices=FORMATS, help="file format, when the suffix does not tell")
     options.add_argument("--delimiter", metavar="CHAR", help="CSV field delimiter (default ',' and tab for .tsv)")
@@ -257,7 +276,7 @@ def select_columns(source: Source, args: argparse.Namespace) -> Selection:
         target=args.target,
         target_probs=ordered_targets,
         sample_weight=args.sample_weight,
-        is_logits=bool(args.logits),
+        is_logits=bool(args.logits) or bool(getattr(args, "from_logits", False)),
     )
 
 
@@ -349,11 +368,17 @@ def score_source(
     base: float | None = None,
     progress: bool | None = None,
     batch_rows: int | None = None,
+    fit_rows: int | None = 0,
 ) -> ScoreReport:
     """Score every row of ``source``; bad input raises :class:`InputError` naming the row and column.
 
     ``batch_rows`` (Parquet and NumPy files; CSV is read in blocks of bytes) defaults to
     131,072 rows, fewer when the columns would make a batch larger than 32 MiB of float64.
+    With logits and class targets and ``fit_rows`` other than 0, the report's ``temperature`` is
+    fitted on a uniform sample of at most ``fit_rows`` rows (None: as many as
+    :func:`crossentropy.cli._scoring.temperature_rows` allows within 256 MB). The command asks
+    for it by default; called from Python, no temperature is fitted unless asked, and the
+    memory is that of a batch.
     """
     if batch_rows is None:
         batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // (8 * (len(selection.numeric) + 1))))
@@ -367,7 +392,9 @@ def score_source(
         tolerance=tolerance,
         base=base,
     )
-    scorer = Scorer(spec)
+    if fit_rows is None:
+        fit_rows = temperature_rows(spec.n_classes)
+    scorer = FileScorer(spec, temperature_rows=fit_rows)
     description = f"scoring {source.path.name}"
     with progress_bar(description, unit=source.progress_unit, enabled=progress) as bar:
         bar.update(*source.progress())
@@ -413,6 +440,7 @@ def score_source(
         report = scorer.report()
     except ValueError as error:
         raise InputError(f"{source.where()}: {error}") from None
+    report.temperature = scorer.fit_temperature()
     report.warnings += _normalization_warnings(source, selection, scorer, report, renormalize, tolerance)
     report.source = {"file": str(source.path), "format": source.kind, "bytes": source.size_bytes}
     return report
@@ -450,7 +478,7 @@ def _located(source: Source, selection: Selection, problem: InvalidValue) -> Inp
 
 
 def _normalization_warnings(
-    source: Source, selection: Selection, scorer: Scorer, report: ScoreReport, renormalize: bool, tolerance: float
+    source: Source, selection: Selection, scorer: FileScorer, report: ScoreReport, renormalize: bool, tolerance: float
 ) -> list[str]:
     messages = []
     action = (
@@ -489,6 +517,7 @@ def command(args: argparse.Namespace) -> int:
             tolerance=args.tolerance,
             base=args.base,
             progress=args.progress,
+            fit_rows=args.temperature_rows,
         )
     except InputError as error:
         return _error(error)

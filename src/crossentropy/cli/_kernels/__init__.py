@@ -1,6 +1,7 @@
-"""Numba kernels of the command line: ``score``'s per-row accumulation and its one-pass CSV parser.
+"""Numba kernels of the command line: ``score``'s one-pass CSV parser.
 
-Only ``crossentropy score`` uses them, so they live with it, not among the library's loss
-kernels (:mod:`crossentropy.kernels`); they share those kernels' math helpers, threading layer
-and on-disk cache (:mod:`crossentropy.kernels.numba`).
+The parser scores each line it reads with the per-row code of the library's streaming scorer
+(:func:`crossentropy.kernels.numba._scoring.score_row`, behind :class:`crossentropy.metrics.Scorer`),
+into that scorer's sums; it shares the loss kernels' math helpers, threading layer and on-disk
+cache (:mod:`crossentropy.kernels.numba`).
 """

@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 
 from ...kernels.numba._cache import refresh
 from ...kernels.numba._math import JIT_OPTIONS
-from ._scoring import score_row
+from ...kernels.numba._scoring import score_row
 
 SKIP, NUMBER, LABEL = 0, 1, 2
 # Scalar helpers are inlined into the kernel.
@@ -170,7 +170,8 @@ def decimal_to_double(w, q):
 @njit(parallel=True, nogil=True, **JIT_OPTIONS)
 def score_lines(
     buf, n_bytes, n_segments, roles, slots, delimiter, names, offsets, n_classes, target_slot, weight_slot, is_logits,
-    renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, rows, failed, scratch,
+    renormalize, tolerance, clip_eps, edges, top_k, totals, per_class, bins, top_hits, problems, rows, failed, scratch,
+    store, store_first,
 ):  # fmt: skip
     """Parse and score the lines of ``buf[:n_bytes]`` in one pass, without storing the parsed rows.
 
@@ -179,10 +180,15 @@ def score_lines(
     (``roles`` and ``slots`` per field: numbers at their slots, the ``n_classes`` predictions
     first, the target distribution from ``target_slot`` if it is not -1, the weight at
     ``weight_slot`` if it is not -1; the label matched against the class ``names``) and scored by
-    :func:`crossentropy.cli._kernels._scoring.score_row` into the accumulators of its segment.
+    :func:`crossentropy.kernels.numba._scoring.score_row` into the accumulators of its segment.
     ``rows[s]`` counts the lines of segment ``s``; problems are recorded under the row number
     within the segment (the caller adds the rows of the segments before it). ``failed[s]`` is
     the first row of segment ``s`` that is not plain (its sums are then incomplete), or -1.
+
+    ``store`` (float64, (n_lines, n_numbers + 1)), unless it has no rows, receives each parsed
+    line: its numbers by slot, then its label's class index, line ``row`` of segment ``s`` at
+    ``store[store_first[s] + row]`` (the caller knows where the segments' lines begin). It keeps
+    the rows of a sample, with the rest of the call's work as usual.
 
     The parsing is written out in this one loop on purpose: the same code split into inlined
     helper functions ran 2.5 times slower.
@@ -339,9 +345,14 @@ def score_lines(
             t = values[target_slot : target_slot + n_classes] if soft else p
             w_row = values[weight_slot] if weight_slot >= 0 else 1.0
             score_row(
-                p, t, soft, w_row, label, row, is_logits, renormalize, tolerance, clip_eps, edges, totals, per_class,
-                bins, problems, s, log_q,
+                p, t, soft, w_row, label, row, is_logits, renormalize, tolerance, clip_eps, edges, top_k, totals,
+                per_class, bins, top_hits, problems, s, log_q,
             )  # fmt: skip
+            if store.shape[0] > 0:
+                kept = store[store_first[s] + row]
+                for j in range(kept.shape[0] - 1):
+                    kept[j] = values[j]
+                kept[kept.shape[0] - 1] = label
             row += 1
         rows[s] = row
 

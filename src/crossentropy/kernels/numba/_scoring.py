@@ -1,4 +1,4 @@
-r"""Numba kernel that scores a batch of predictions in one pass: the sums behind ``crossentropy score``.
+r"""Numba kernel that scores a batch of predictions in one pass: the sums of :class:`crossentropy.metrics.Scorer`.
 
 Each row holds :math:`C` predicted probabilities :math:`q` (or logits :math:`z`, turned into
 :math:`\log q = z - \operatorname{LSE}(z)`), a target (a class index :math:`y` or a distribution
@@ -11,9 +11,16 @@ Each row holds :math:`C` predicted probabilities :math:`q` (or logits :math:`z`,
 - :math:`[\arg\max_k q_k = y]`, the squared error :math:`\sum_k (q_k - t_k)^2` and the
   predicted entropy :math:`-\sum_k q_k \log q_k`;
 
-into per-chunk totals, per-class totals (keyed by :math:`y`, or :math:`\arg\max_k t_k`) and
-reliability bins of the top-label confidence :math:`\max_k q_k`. Sums run in float64 in
-``n_chunks`` independent chunks (the first axis of every accumulator), added up by the caller.
+into per-chunk totals, per-class totals (keyed by :math:`y`, or :math:`\arg\max_k t_k`),
+reliability bins of the top-label confidence :math:`\max_k q_k` and, for each :math:`k` asked
+for, top-:math:`k` hits: :math:`[r < k]` with the rank
+:math:`r = \#\{j : q_j > q_y\} + \#\{j > y : q_j = q_y\}` of the true class (ties go to the
+greater index, as ``sklearn.metrics.top_k_accuracy_score``, so top-1 is the last arg-max,
+where the accuracy counts the first). Sums run in float64 in ``n_chunks`` independent
+chunks (the first axis of every accumulator), added up by the caller.
+
+The same per-row code (:func:`score_row`) serves the command line's one-pass CSV parser
+(:mod:`crossentropy.cli._kernels._csv`), which calls it on each parsed line.
 
 Invalid values are not skipped silently: the first offending row of each chunk is recorded in
 ``problems`` with its column and a code (``BAD_*``), and rows whose probabilities do not sum to 1
@@ -25,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...kernels.numba._cache import refresh
-from ...kernels.numba._math import JIT_OPTIONS
+from ._cache import refresh
+from ._math import JIT_OPTIONS
 
 # Columns of ``totals``.
 ROWS, WEIGHT, CROSS_ENTROPY, CORRECT, SQUARED_ERROR, PREDICTED_ENTROPY, TARGET_ENTROPY, KL = range(8)
@@ -118,14 +125,15 @@ def _normalizer(x, tolerance, renormalize, totals, problems, chunk, n, count_col
 
 @njit(**_INLINE)
 def score_row(
-    p, t, soft, w, y, n, is_logits, renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, chunk,
-    log_q,
+    p, t, soft, w, y, n, is_logits, renormalize, tolerance, clip_eps, edges, top_k, totals, per_class, bins, top_hits,
+    problems, chunk, log_q,
 ):  # fmt: skip
     """Add one row to the accumulators of ``chunk`` (module docstring).
 
     ``p``: the row's predictions (n_classes,); ``t``: its target distribution if ``soft``, else
     ``y`` is its class index; ``w`` its weight; ``n`` the row number problems are recorded
-    under; ``log_q``: scratch of 2 * n_classes.
+    under; ``top_k``: the k of the top-k hits added to ``top_hits[chunk]`` (empty: none, and
+    no work); ``log_q``: scratch of 2 * n_classes.
     """
     n_classes = p.shape[0]
     column, code = _first_problem(p, t, soft, w, is_logits)
@@ -164,11 +172,13 @@ def score_row(
             return
 
     # One pass over the classes: top label, squared error, entropies, cross-entropy.
-    top_class, confidence = 0, -1.0
+    top_class, confidence, last_top = 0, -1.0, 0
     true_class, true_mass = 0, -1.0
     squared_error, predicted_entropy, cross_entropy, target_entropy = 0.0, 0.0, 0.0, 0.0
     for k in range(n_classes):
         q = np.exp(log_q[k]) if is_logits else p[k] * scale
+        if q >= confidence:
+            last_top = k
         if q > confidence:
             top_class, confidence = k, q
         if q > 0.0:
@@ -206,12 +216,44 @@ def score_row(
     bins[chunk, b, BIN_WEIGHT] += w
     bins[chunk, b, BIN_CONFIDENCE] += w * confidence
     bins[chunk, b, BIN_CORRECT] += w * correct
+    n_top = top_k.shape[0]
+    if n_top > 0:
+        ahead = 0 if last_top == true_class else 1
+        if top_k[n_top - 1] > 1:
+            # The rank of the true class among the q computed as above: a second pass, for k > 1 only.
+            q_true = np.exp(log_q[true_class]) if is_logits else p[true_class] * scale
+            ahead = 0
+            for k in range(n_classes):
+                q = np.exp(log_q[k]) if is_logits else p[k] * scale
+                if q > q_true or (q == q_true and k > true_class):
+                    ahead += 1
+        for j in range(n_top):
+            if ahead < top_k[j]:
+                top_hits[chunk, j] += w
+
+
+@njit(**_INLINE)
+def _score_chunk(
+    pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, top_k, totals, per_class,
+    bins, top_hits, problems, log_q, chunk,
+):  # fmt: skip
+    n_rows = pred.shape[0]
+    n_chunks = totals.shape[0]
+    soft = target_probs.shape[0] > 0
+    weighted = weight.shape[0] > 0
+    for n in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
+        t = target_probs[n] if soft else pred[n]  # t is read only when soft
+        score_row(
+            pred[n], t, soft, weight[n] if weighted else 1.0, 0 if soft else targets[n], n, is_logits,
+            renormalize, tolerance, clip_eps, edges, top_k, totals, per_class, bins, top_hits, problems, chunk,
+            log_q[chunk],
+        )  # fmt: skip
 
 
 @njit(parallel=True, nogil=True, **JIT_OPTIONS)
 def score_rows(
-    pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, totals, per_class, bins,
-    problems, log_q,
+    pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, top_k, totals, per_class,
+    bins, top_hits, problems, log_q,
 ):  # fmt: skip
     """Add the sums of the rows of ``pred`` to the accumulators (module docstring).
 
@@ -233,24 +275,37 @@ def score_rows(
     edges : float64 array of shape (n_bins - 1,)
         Inner edges of the confidence bins, increasing; a confidence goes to the bin counting
         the edges below it (right-closed bins, as ``np.searchsorted``).
-    totals, per_class, bins, problems
+    top_k : int64 array of shape (n_top,)
+        The k of the top-k hits to count, increasing (may be empty).
+    totals, per_class, bins, top_hits, problems
         Accumulators of shapes (n_chunks, N_TOTALS), (n_chunks, n_classes, N_CLASS_TOTALS),
-        (n_chunks, n_bins, N_BIN_TOTALS) and (n_chunks, N_PROBLEMS), zero (``problems``: -1).
-        Rows in ``problems`` are row indices of ``pred``.
+        (n_chunks, n_bins, N_BIN_TOTALS), (n_chunks, n_top) and (n_chunks, N_PROBLEMS), zero
+        (``problems``: -1). Rows in ``problems`` are row indices of ``pred``.
     log_q : float64 array of shape (n_chunks, 2 * n_classes)
         Scratch rows, one per chunk.
     """
-    n_rows = pred.shape[0]
-    n_chunks = totals.shape[0]
-    soft = target_probs.shape[0] > 0
-    weighted = weight.shape[0] > 0
-    for chunk in prange(n_chunks):
-        for n in range(chunk * n_rows // n_chunks, (chunk + 1) * n_rows // n_chunks):
-            t = target_probs[n] if soft else pred[n]  # t is read only when soft
-            score_row(
-                pred[n], t, soft, weight[n] if weighted else 1.0, 0 if soft else targets[n], n, is_logits,
-                renormalize, tolerance, clip_eps, edges, totals, per_class, bins, problems, chunk, log_q[chunk],
-            )  # fmt: skip
+    for chunk in prange(totals.shape[0]):
+        _score_chunk(
+            pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, top_k, totals,
+            per_class, bins, top_hits, problems, log_q, chunk,
+        )  # fmt: skip
 
 
-refresh(score_rows)
+@njit(nogil=True, **JIT_OPTIONS)
+def score_rows_serial(
+    pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, top_k, totals, per_class,
+    bins, top_hits, problems, log_q,
+):  # fmt: skip
+    """:func:`score_rows` on the calling thread, for a process where Numba's threads cannot run.
+
+    (A ``fork`` child of a process whose kernels ran on GNU OpenMP:
+    :func:`crossentropy.kernels.numba._threading.usable`.)
+    """
+    for chunk in range(totals.shape[0]):
+        _score_chunk(
+            pred, is_logits, targets, target_probs, weight, renormalize, tolerance, clip_eps, edges, top_k, totals,
+            per_class, bins, top_hits, problems, log_q, chunk,
+        )  # fmt: skip
+
+
+refresh(score_rows, score_rows_serial)
