@@ -345,6 +345,8 @@ def test_stats_with_masked_logits(path, c, temperature, entry_calls):
             )
             expected = _reference_stats(torch.from_numpy(logits).double(), target, temperature=temperature)
             tolerance = {"rtol": 2e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+            expected_loss = F.cross_entropy(torch.from_numpy(logits).double() / temperature, target, reduction="none")
+            np.testing.assert_allclose(core_loss, expected_loss.numpy(), **tolerance)
             np.testing.assert_allclose(core_stats.lse, expected[0].numpy(), **tolerance)
             np.testing.assert_allclose(core_stats.entropy, expected[1].numpy(), **tolerance)
             np.testing.assert_array_equal(core_stats.accuracy, expected[2].numpy())
