@@ -329,8 +329,8 @@ def _call(**changes):
         ({"softcap": 0.0}, ValueError, r"`softcap` must be > 0; got 0"),
         ({"reduction": "avg"}, ValueError, r"reduction"),
         ({"chunk_size": 0}, ValueError, r"`chunk_size` must be >= 1; got 0"),
-        ({"normalizer": 4.0, "reduction": "sum"}, ValueError, r"`normalizer` .* needs reduction='mean'"),
-        ({"normalizer": -2.0}, ValueError, r"`normalizer` must be a positive number; got -2\.0"),
+        ({"normalizer": 4.0, "reduction": "sum"}, ValueError, r"`normalizer` .* reduction='mean'"),
+        ({"normalizer": -2.0}, ValueError, r"`normalizer` must be >= 0; got -2\.0"),
     ],
 )
 def test_bad_arguments_name_the_parameter(changes, error, message):

@@ -581,12 +581,23 @@ def test_micro_batches_with_the_global_normalizer_sum_to_the_full_batch(probabil
 
 def test_normalizer_is_checked():
     x, w, _, y, _, _ = make_case()
-    with pytest.raises(ValueError, match=r"`normalizer` replaces the mean's denominator: it needs reduction='mean'"):
+    with pytest.raises(ValueError, match=r"`normalizer` replaces the denominator of reduction='mean'"):
         cet.linear_cross_entropy(x, w, y, normalizer=10.0, reduction="sum")
-    with pytest.raises(ValueError, match=r"`normalizer` must be a positive number; got -2.0"):
+    with pytest.raises(ValueError, match=r"`normalizer` must be >= 0; got -2.0"):
         cet.linear_cross_entropy(x, w, y, normalizer=-2.0)
-    with pytest.raises(ValueError, match=r"`normalizer` must be a number or a 0-d tensor"):
+    with pytest.raises(ValueError, match=r"`normalizer` must be a number or a 0-d array"):
         cet.linear_cross_entropy(x, w, y, normalizer=torch.ones(2))
+
+
+def test_normalizer_zero_gives_zero_as_cross_entropy_does():
+    """A step with no counted token (Hugging Face's num_items_in_batch = 0): loss 0, gradients 0."""
+    x, w, _, y, _, _ = make_case()
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    loss = cet.linear_cross_entropy(x, w, y, normalizer=0)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert not x.grad.any()
+    assert not w.grad.any()
 
 
 def sequences(seed="shift", batch=3, length=7):

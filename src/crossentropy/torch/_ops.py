@@ -64,6 +64,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat.torch as torch_namespace
 import torch
 from torch import Tensor
 
@@ -144,6 +145,14 @@ def normalizer_argument(normalizer: Any, input: Any, reduction: Any) -> Any:
     if isinstance(normalizer, Tensor) and normalizer.device != input.device and normalizer.ndim == 0:
         return normalizer.to(input.device)
     return normalizer
+
+
+def checked_normalizer(normalizer: Any, reduction: str, like: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """``normalizer`` by the core's rules (:func:`crossentropy.losses.check_normalizer`: a number or 0-d
+    tensor >= 0, with ``reduction="mean"`` only; 0 makes the loss 0), as a 0-d tensor in ``dtype`` on
+    ``like``'s device, detached (a constant), or None: for the losses that divide by it themselves."""
+    value = losses.check_normalizer(normalizer, reduction, torch_namespace, like, dtype)
+    return None if value is None else torch.as_tensor(value, dtype=dtype, device=like.device).detach()
 
 
 def sigmoid_arguments(options: SigmoidOptions) -> tuple | None:

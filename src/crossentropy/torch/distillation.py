@@ -56,7 +56,7 @@ from .._array import is_transformed_tensor, move_axes
 from .._inputs import safe_divide, warn_if_probabilities
 from .._validation import check_integer_option, check_reduction
 from ..distillation import check_distillation_options, divergence_rows, jsd_log_ratios, log_space_rows
-from ..losses import check_normalizer
+from ._ops import checked_normalizer
 
 __all__ = ["distillation_loss", "linear_distillation_loss"]
 
@@ -100,13 +100,6 @@ def _mask(target: Any, batch_shape: tuple[int, ...], ignore_index: int) -> torch
             f"{tuple(target.shape)}"
         )
     return target != ignore_index
-
-
-def _checked_normalizer(normalizer: Any, reduction: str, like: torch.Tensor, dtype: torch.dtype) -> Any:
-    """The mean's denominator given by the caller (the rules of :func:`crossentropy.losses.check_normalizer`:
-    a number or 0-d tensor >= 0, with ``reduction="mean"`` only), as a 0-d tensor (not differentiated), or None."""
-    value = check_normalizer(normalizer, reduction, torch_namespace, like, dtype)
-    return None if value is None else torch.as_tensor(value, dtype=dtype, device=like.device).detach()
 
 
 def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -212,7 +205,7 @@ def distillation_loss(
     teacher_rows = move_axes(teacher, dim, -1, xp) if dim != input.ndim - 1 else teacher
     batch_shape = tuple(student_rows.shape[:-1])
     mask = _mask(target, batch_shape, ignore_index)
-    normalizer = _checked_normalizer(normalizer, reduction, input, work)
+    normalizer = checked_normalizer(normalizer, reduction, input, work)
     if not torch.compiler.is_compiling():
         warn_if_probabilities(student_rows, xp, name="input")
         warn_if_probabilities(teacher_rows, xp, name="teacher")
@@ -605,7 +598,7 @@ def linear_distillation_loss(
     dtype = _work_dtype(*tensors)
     options = _Options(divergence, beta, temperature, reduction, chunk_size, dtype)
     mask = _mask(target, batch, ignore_index)
-    normalizer = _checked_normalizer(normalizer, reduction, input, dtype)
+    normalizer = checked_normalizer(normalizer, reduction, input, dtype)
     n_rows = math.prod(batch)
     factor = _row_factor(None if mask is None else mask.reshape(-1), n_rows, reduction, normalizer, dtype, input.device)
     flat = (

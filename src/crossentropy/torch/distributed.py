@@ -65,6 +65,7 @@ from .._validation import (
     checks_values,
 )
 from ..losses import LossStats
+from ._ops import checked_normalizer
 from .linear import CHUNK_ELEMENTS, fused_linear_backend, sequence_rows
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -512,14 +513,7 @@ def _checked_weights(weight, sample_weight, normalizer, n_local, target, reducti
         check_shape("sample_weight", sample_weight, tuple(target.shape), rule="one weight per token")
         sample_weight = sample_weight.to(accumulation).reshape(-1)
         check_nonnegative("sample_weight", sample_weight, get_namespace(sample_weight))
-    if normalizer is not None:
-        if reduction != "mean":
-            raise ValueError(
-                f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {reduction!r}"
-            )
-        given, normalizer = normalizer, torch.as_tensor(normalizer, dtype=accumulation, device=device)
-        if normalizer.ndim != 0 or (checks_values(normalizer) and not bool(normalizer > 0)):
-            raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
+    normalizer = checked_normalizer(normalizer, reduction, target, accumulation)
     return weight, sample_weight, normalizer
 
 

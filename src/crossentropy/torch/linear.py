@@ -70,10 +70,9 @@ from .._validation import (
     check_not_empty,
     check_number,
     check_reduction,
-    checks_values,
 )
 from ..losses import LossStats, softmax_cross_entropy, softmax_cross_entropy_with_grad
-from . import _dtensor
+from . import _dtensor, _ops
 from ._autograd import scaled
 
 __all__ = ["linear_cross_entropy"]
@@ -1081,8 +1080,7 @@ def _k_dimensional(input, linear_weight, target, linear_bias, keywords: dict) ->
     logits = logits.reshape(input.shape[0], *linear_weight.shape[:-1]) / temperature
     if normalizer is None:
         return cross_entropy(logits, target, **keywords).to(input.dtype)
-    keywords["reduction"] = "sum"
-    return (cross_entropy(logits, target, **keywords) / normalizer).to(input.dtype)
+    return cross_entropy(logits, target, normalizer=normalizer, **keywords).to(input.dtype)
 
 
 def _chunk_size(chunk_size: int | None, options: Any, n_rows: int, in_features: int, n_classes: int) -> int:
@@ -1385,7 +1383,7 @@ def linear_cross_entropy(
         settings = LinearOptions(int(ignore), float(smoothing), float(z), cap, float(t), *rest)
     else:
         settings = _checked_options(*arguments)
-    normalizer = _normalizer(normalizer, settings, input.device)
+    normalizer = _ops.checked_normalizer(normalizer, settings.reduction, input, settings.accumulation_dtype)
     tensors = (rows, linear_weight, linear_bias, row_target, weight, row_sample_weight, normalizer)
     transformed = any(is_transformed_tensor(t) for t in tensors)
     differentiable_others = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors[3:])
@@ -1446,20 +1444,3 @@ def sequence_rows(input, target, sample_weight, probabilities: bool, shift: bool
     scored = (position != length - 1).to(accumulation)
     shifted_weight = scored if row_sample_weight is None else row_sample_weight[:-1].to(accumulation) * scored
     return rows[:-1], row_target[1:], shifted_weight
-
-
-def _normalizer(normalizer: Any, settings: LinearOptions, device: torch.device) -> torch.Tensor | None:
-    """``normalizer`` as a 0-d tensor in the accumulation dtype, checked (positive; with ``"mean"`` only)."""
-    if normalizer is None:
-        return None
-    if settings.reduction != "mean":
-        raise ValueError(
-            f"`normalizer` replaces the mean's denominator: it needs reduction='mean'; got {settings.reduction!r}"
-        )
-    given = normalizer
-    normalizer = torch.as_tensor(normalizer, dtype=settings.accumulation_dtype, device=device)
-    if normalizer.ndim != 0:
-        raise ValueError(f"`normalizer` must be a number or a 0-d tensor; got shape {tuple(normalizer.shape)}")
-    if checks_values(normalizer) and not bool(normalizer > 0):
-        raise ValueError(f"`normalizer` must be a positive number; got {given!r}")
-    return normalizer
