@@ -353,7 +353,7 @@ class Scorer:
     ...     _ = scorer.update(probs, targets)
     >>> result = scorer.compute()
     >>> result.rows, round(result.log_loss, 6), round(result.accuracy, 6)
-    (3, 0.415108, 0.666667)
+    (3, 0.414932, 0.666667)
     >>> other = Scorer().update(np.array([[0.5, 0.5]]), np.array([0]))
     >>> scorer.merge(other).compute().rows
     4
