@@ -40,6 +40,7 @@ __all__ = [
     "CsvLines",
     "CsvMatrix",
     "CsvSource",
+    "FrameSource",
     "InputError",
     "MatrixBatch",
     "MultiSource",
@@ -49,6 +50,8 @@ __all__ = [
     "expand_inputs",
     "open_inputs",
     "open_source",
+    "parts_of",
+    "split_parts",
 ]
 
 FORMATS = ("csv", "parquet", "npy", "npz")
@@ -1406,3 +1409,87 @@ class _ConstantColumns(MatrixBatch):
         if name in self.values:
             return _pyarrow().chunked_array([self.values[name]])
         return self.batch.column(name)
+
+
+def split_parts(parts: Sequence[Part], *, target_bytes: int = 128 << 20) -> list[Part]:
+    """The parts as units of parallel work: a Parquet file of several row groups as runs of them.
+
+    A run closes once its row groups hold ``target_bytes`` of uncompressed data, so each unit
+    is at least one row group and about ``target_bytes``; a file in one run stays whole. Other
+    formats stay whole files (a CSV file is read from its header to its end; its rows and lines
+    are counted from the start, which names them in messages).
+    """
+    units: list[Part] = []
+    for part in parts:
+        if part.file_format != "parquet" or part.row_groups is not None:
+            units.append(part)
+            continue
+        source = part.open()
+        try:
+            metadata = source._file.metadata
+            sizes = [metadata.row_group(k).total_byte_size for k in range(metadata.num_row_groups)]
+        finally:
+            _close(source)
+        runs, start, size = [], 0, 0
+        for k, group_bytes in enumerate(sizes):
+            size += group_bytes
+            if size >= target_bytes or k == len(sizes) - 1:
+                runs.append((start, k + 1))
+                start, size = k + 1, 0
+        if len(runs) <= 1:
+            units.append(part)
+        else:
+            units += [dataclasses.replace(part, row_groups=run) for run in runs]
+    return units
+
+
+class FrameSource(Source):
+    """A pandas DataFrame (a partition of a Dask DataFrame) as a source: ``name: row R, column 'C'``.
+
+    Rows are counted from 1 within the frame; column names are the frame's, as text.
+    """
+
+    kind = "DataFrame"
+
+    def __init__(self, frame: Any, name: str) -> None:
+        self.path = Path(name)
+        self.name = name
+        self.frame = frame
+        self.columns = [str(column) for column in frame.columns]
+        _check_unique(self.path, self.columns)
+        self.size_bytes = 0
+        self._rows = len(frame)
+        self._done = 0
+
+    def where(self, row: int | None = None, column: str | None = None) -> str:
+        parts = ([self._row_text(row)] if row is not None else []) + ([f"column {column!r}"] if column else [])
+        return self.name + (": " + ", ".join(parts) if parts else "")
+
+    def progress(self) -> tuple[float, float]:
+        return float(self._done), float(self._rows)
+
+    def _tables(self, wanted: list[str], labels: str | None, batch_rows: int) -> Iterator[Any]:
+        pa = _pyarrow()
+        frame = self.frame
+        frame = frame.set_axis(self.columns, axis=1) if list(frame.columns) != self.columns else frame
+        for start in range(0, len(frame), batch_rows):
+            piece = frame.iloc[start : start + batch_rows][wanted]
+            try:
+                table = pa.Table.from_pandas(piece, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                message = re.sub(r"\s+", " ", str(error)).strip()
+                raise InputError(f"{self.where()}: rows {start + 1} on cannot be read ({message})") from None
+            yield table
+
+
+def parts_of(source: Source) -> list[Part]:
+    """The files of ``source`` as :class:`Part` objects: a :class:`MultiSource`'s parts, or the one file."""
+    if isinstance(source, MultiSource):
+        return list(source.parts)
+    if isinstance(source, CsvSource):
+        return [Part(source.path, "csv", source.delimiter)]
+    if isinstance(source, ParquetSource):
+        return [Part(source.path, "parquet")]
+    if isinstance(source, NumpySource):
+        return [Part(source.path, source.kind)]
+    raise TypeError(f"a {type(source).__name__} is not made of files")

@@ -29,7 +29,7 @@ from ._options import logarithm_base, non_negative_int, positive_int, unit_fract
 from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import FileScorer, InvalidValue, ScoreReport, ScoreSpec, temperature_rows
-from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, Source, open_source, repeated
+from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, MultiSource, Source, open_inputs, repeated
 
 __all__ = ["Selection", "add_arguments", "command", "score_source"]
 
@@ -50,10 +50,16 @@ examples:
       targets are distributions: also H(P) and KL, with H(P,Q) = H(P) + KL
   crossentropy score preds.csv --target label --json --report report/
       figures as JSON on stdout, and an HTML page with a reliability diagram in report/
+  crossentropy score preds/ --target label          (or 'preds/*.parquet', or a.csv b.csv ...)
+      every file of a directory (a Parquet data set; key=value directories are columns) as one data set
+  crossentropy score preds/ --target label --engine dask --workers 4
+      each file (or run of Parquet row groups) scored on a worker of a local Dask cluster; --scheduler
+      ADDRESS uses a running cluster
 
 Patterns are shell-style (*, ?, [..]); several may be given, separated by commas or repeated.
 With one `*`, the class is the text it matches; otherwise the class is the column name.
-Rows are counted from 1 without the header; lines count the header.
+Rows are counted from 1 without the header; lines count the header. In a data set of several
+files, messages name the file and the row and line within it; every file must have the same columns.
 CSV lines end in \\n or \\r\\n and hold at most 16 MiB (the header too); a file has at most
 1,048,576 columns. Ctrl-C stops with exit code 130, leaving no half-written report.
 """
@@ -64,7 +70,16 @@ _MAX_LISTED = 12
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", type=Path, help="CSV, Parquet, .npy or .npz file of predictions")
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        type=Path,
+        help="CSV, Parquet, .npy or .npz file of predictions; a directory (a Parquet data set, Hive partitions "
+        "too) or a quoted glob ('preds/*.parquet') is scored as one data set",
+    )
+    parser.add_argument(
+        "more_files", metavar="FILE", type=Path, nargs="*", help="more files, scored with the first as one data set"
+    )
     target = parser.add_argument_group("targets (one of)")
     target.add_argument("--target", metavar="COL", help="column of true class labels (text or integers)")
     target.add_argument(
@@ -127,6 +142,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     options.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)"
+    )
+    engine = parser.add_argument_group("engine (crossentropy.dask; needs pip install 'crossentropy[dask]')")
+    engine.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="local: this process, the files one after the other (default); dask: each partition (a file, a run "
+        "of Parquet row groups) scored on a Dask worker, the sums merged",
+    )
+    engine.add_argument(
+        "--workers",
+        metavar="N",
+        type=positive_int,
+        help="with --engine dask: start a Dask LocalCluster of N worker processes here (default: one per core)",
+    )
+    engine.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --engine dask: use the running Dask cluster at ADDRESS (tcp://host:8786); its workers must "
+        "see the files at the same paths",
     )
 
 
@@ -291,6 +326,7 @@ class _Labels:
         self.source, self.selection = source, selection
         self.index = {name: k for k, name in enumerate(selection.classes)}
         self.negative: str | None = None
+        self.negative_row: int | None = None  # where the negative label first occurs
         self.positive_seen = False
 
     def encode(self, column: Any, first_row: int) -> np.ndarray:
@@ -314,14 +350,11 @@ class _Labels:
                     self.positive_seen = True
                 elif self.negative is None:
                     self.negative = value
+                    self.negative_row = first_row + int(np.argmax(np.asarray(encoded.indices) == k))
                 elif value != self.negative:
                     codes = np.asarray(encoded.indices)
                     row = int(np.argmax(codes == k))
-                    raise InputError(
-                        f"{self.source.where(first_row + row, name)}: label {value!r} is a third label besides "
-                        f"{self.negative!r} and the positive class {positive!r} of the one prediction column "
-                        f"{self.selection.predictions[0]!r}; binary predictions need two labels (see --positive)"
-                    )
+                    raise third_label(self.source.where(first_row + row, name), value, self.negative, self.selection)
         else:
             lookup = np.array([self.index.get(value, -1) for value in values], dtype=np.int64)
             if (lookup < 0).any():
@@ -341,14 +374,14 @@ class _Labels:
             return f" (columns are named {prefix}<class>: pass --probs '{prefix}*')"
         return ""
 
-    def check_binary(self) -> None:
-        """At the end: the positive label must have occurred when two labels did."""
-        positive = self.selection.classes[1]
-        if self.selection.binary and not self.positive_seen and self.negative is not None:
-            raise InputError(
-                f"{self.source.where(column=self.selection.target)}: no label equals the positive class {positive!r} "
-                f"of the one prediction column {self.selection.predictions[0]!r}; name it with --positive LABEL"
-            )
+
+def third_label(where: str, value: str, negative: str, selection: Selection) -> InputError:
+    """The error for a label besides the negative one and the positive class of one prediction column."""
+    return InputError(
+        f"{where}: label {value!r} is a third label besides {negative!r} and the positive class "
+        f"{selection.classes[1]!r} of the one prediction column {selection.predictions[0]!r}; binary predictions "
+        "need two labels (see --positive)"
+    )
 
 
 def _label_text(value: Any) -> str:
@@ -379,10 +412,38 @@ def score_source(
     :func:`crossentropy.cli._scoring.temperature_rows` allows within 256 MB). The command asks
     for it by default; called from Python, no temperature is fitted unless asked, and the
     memory is that of a batch.
+
+    It is :func:`file_scorer`, :func:`add_rows` and :func:`finish_report` in turn; the Dask
+    engine (:mod:`crossentropy.dask`) runs :func:`add_rows` on each partition and merges.
     """
-    if batch_rows is None:
-        batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // (8 * (len(selection.numeric) + 1))))
+    if fit_rows is None:
+        fit_rows = temperature_rows(len(selection.classes))
+    scorer = file_scorer(
+        selection, n_bins=n_bins, renormalize=renormalize, tolerance=tolerance, base=base, fit_rows=fit_rows
+    )
     labels = _Labels(source, selection) if selection.target is not None else None
+    add_rows(source, selection, scorer, labels, progress=progress, batch_rows=batch_rows)
+    return finish_report(
+        source,
+        selection,
+        scorer,
+        negative=labels.negative if labels is not None else None,
+        positive_seen=labels is not None and labels.positive_seen,
+        renormalize=renormalize,
+        tolerance=tolerance,
+    )
+
+
+def file_scorer(
+    selection: Selection,
+    *,
+    n_bins: int = 15,
+    renormalize: bool = False,
+    tolerance: float = 1e-6,
+    base: float | None = None,
+    fit_rows: int = 0,
+) -> FileScorer:
+    """A new :class:`FileScorer` for the columns of ``selection`` (``fit_rows``: its temperature sample)."""
     spec = ScoreSpec(
         classes=selection.classes,
         is_logits=selection.is_logits,
@@ -392,9 +453,21 @@ def score_source(
         tolerance=tolerance,
         base=base,
     )
-    if fit_rows is None:
-        fit_rows = temperature_rows(spec.n_classes)
-    scorer = FileScorer(spec, temperature_rows=fit_rows)
+    return FileScorer(spec, temperature_rows=fit_rows)
+
+
+def add_rows(
+    source: Source,
+    selection: Selection,
+    scorer: FileScorer,
+    labels: _Labels | None,
+    *,
+    progress: bool | None = None,
+    batch_rows: int | None = None,
+) -> None:
+    """Add every row of ``source`` to ``scorer``, its labels encoded by ``labels`` (None: no label column)."""
+    if batch_rows is None:
+        batch_rows = max(1, min(_BATCH_ROWS, _BATCH_BYTES // (8 * (len(selection.numeric) + 1))))
     description = f"scoring {source.path.name}"
     with progress_bar(description, unit=source.progress_unit, enabled=progress) as bar:
         bar.update(*source.progress())
@@ -429,11 +502,34 @@ def score_source(
             except InvalidValue as problem:
                 raise _located(source, selection, problem) from None
             bar.update(*source.progress())
-    if labels is not None:
-        labels.check_binary()
-        if selection.binary:
-            negative = labels.negative if labels.negative is not None else f"not {selection.classes[1]}"
-            scorer.spec = replace(spec, classes=(negative, selection.classes[1]))
+
+
+def finish_report(
+    source: Source,
+    selection: Selection,
+    scorer: FileScorer,
+    *,
+    negative: str | None,
+    positive_seen: bool,
+    renormalize: bool,
+    tolerance: float,
+    first_unnormalized: Sequence[str | None] | None = None,
+) -> ScoreReport:
+    """The report of every row added to ``scorer``; the checks that need all of them first.
+
+    ``negative`` and ``positive_seen`` (one prediction column and class labels): the label taken
+    for the negative class, and whether the positive class's occurred. ``first_unnormalized``:
+    where the first prediction and target rows that do not sum to 1 are, as text (default:
+    ``row R`` of ``source``, by the scorer's count).
+    """
+    if selection.target is not None and selection.binary:
+        positive = selection.classes[1]
+        if not positive_seen and negative is not None:
+            raise InputError(
+                f"{source.where(column=selection.target)}: no label equals the positive class {positive!r} "
+                f"of the one prediction column {selection.predictions[0]!r}; name it with --positive LABEL"
+            )
+        scorer.spec = replace(scorer.spec, classes=(negative if negative is not None else f"not {positive}", positive))
     if scorer.rows_seen == 0:
         raise InputError(f"{source.where()}: has a header but no rows")
     try:
@@ -441,9 +537,21 @@ def score_source(
     except ValueError as error:
         raise InputError(f"{source.where()}: {error}") from None
     report.temperature = scorer.fit_temperature()
-    report.warnings += _normalization_warnings(source, selection, scorer, report, renormalize, tolerance)
+    if first_unnormalized is None:
+        first_unnormalized = [
+            None if row is None else _row_name(source, row)
+            for row in (scorer.first_unnormalized(), scorer.first_unnormalized(targets=True))
+        ]
+    report.warnings += _normalization_warnings(source, selection, report, renormalize, tolerance, first_unnormalized)
     report.source = {"file": str(source.path), "format": source.kind, "bytes": source.size_bytes}
+    if isinstance(source, MultiSource):
+        report.source["files"] = len({part.path for part in source.parts})
     return report
+
+
+def _row_name(source: Source, row: int) -> str:
+    """``row R`` of a file; in a data set of several files, ``FILE: row R`` of the file that holds it."""
+    return source.where(row) if isinstance(source, MultiSource) else f"row {row + 1}"
 
 
 def _numbers(source: Source, table: Any, names: Sequence[str], first_row: int) -> np.ndarray:
@@ -478,7 +586,12 @@ def _located(source: Source, selection: Selection, problem: InvalidValue) -> Inp
 
 
 def _normalization_warnings(
-    source: Source, selection: Selection, scorer: FileScorer, report: ScoreReport, renormalize: bool, tolerance: float
+    source: Source,
+    selection: Selection,
+    report: ScoreReport,
+    renormalize: bool,
+    tolerance: float,
+    first_unnormalized: Sequence[str | None],
 ) -> list[str]:
     messages = []
     action = (
@@ -491,10 +604,10 @@ def _normalization_warnings(
         (report.unnormalized_targets, True, "target probabilities"),
     ):
         if count and not (selection.is_logits and not is_target):
-            first = scorer.first_unnormalized(targets=is_target)
+            first = first_unnormalized[1 if is_target else 0]
             messages.append(
                 f"{source.where()}: {count:,} of {report.rows:,} rows of {what} do not sum to 1 within {tolerance:g} "
-                f"(first: row {first + 1}); {action}"
+                f"(first: {first}); {action}"
             )
     return messages
 
@@ -505,22 +618,37 @@ def _normalization_warnings(
 
 def command(args: argparse.Namespace) -> int:
     """Run ``crossentropy score`` with parsed options; returns the exit code."""
+    files = [args.file, *getattr(args, "more_files", ())]
     try:
-        source = open_source(args.file, file_format=args.format, delimiter=args.delimiter)
-        report_dir = _check_report_dir(args.report, args.file) if args.report is not None else None
+        if args.engine != "dask" and (args.workers is not None or args.scheduler is not None):
+            raise InputError("--workers and --scheduler choose the cluster of --engine dask; add --engine dask")
+        if args.workers is not None and args.scheduler is not None:
+            raise InputError("--engine dask takes either --workers N (a new local cluster) or --scheduler ADDRESS")
+        source = open_inputs(files, file_format=args.format, delimiter=args.delimiter)
+        inputs = [part.path for part in source.parts] if isinstance(source, MultiSource) else [source.path]
+        report_dir = _check_report_dir(args.report, inputs) if args.report is not None else None
         selection = select_columns(source, args)
-        report = score_source(
-            source,
-            selection,
-            n_bins=args.bins,
-            renormalize=args.renormalize,
-            tolerance=args.tolerance,
-            base=args.base,
-            progress=args.progress,
-            fit_rows=args.temperature_rows,
-        )
+        options = {
+            "n_bins": args.bins,
+            "renormalize": args.renormalize,
+            "tolerance": args.tolerance,
+            "base": args.base,
+            "progress": args.progress,
+            "fit_rows": args.temperature_rows,
+        }
+        if args.engine == "dask":
+            try:
+                from .. import dask as dask_engine
+            except ImportError as error:
+                raise InputError(f"--engine dask: {error}") from None
+            report = dask_engine.score_source(
+                source, selection, workers=args.workers, scheduler=args.scheduler, **options
+            )
+        else:
+            report = score_source(source, selection, **options)
     except InputError as error:
         return _error(error)
+    name = str(files[0]) if len(files) == 1 else str(source.path)
     for warning in report.warnings:
         print(f"crossentropy score: warning: {warning}", file=sys.stderr)
     written: list[Path] = []
@@ -528,7 +656,7 @@ def command(args: argparse.Namespace) -> int:
         from ._report import write_report
 
         try:
-            written = write_report(report, report_dir, title=f"crossentropy score {args.file.name}")
+            written = write_report(report, report_dir, title=f"crossentropy score {Path(name).name or name}")
         except OSError as error:
             return _error(f"{report_dir}: the report cannot be written: {error.strerror or error}")
     if args.json:
@@ -537,7 +665,7 @@ def command(args: argparse.Namespace) -> int:
             figures["report"] = [str(path) for path in written]
         print(json.dumps(figures, indent=2))
     else:
-        print(f"{args.file}: {report.source['format']}, {selection_text(report)}")
+        print(f"{name}: {report.source['format']}, {selection_text(report)}")
         print(report.as_text())
         if written:
             print(f"\nreport: {written[0]}")
@@ -558,13 +686,15 @@ def selection_text(report: ScoreReport) -> str:
     return f"{what} against {target}"
 
 
-def _check_report_dir(directory: Path, input_file: Path) -> Path:
-    """``--report DIR`` must be a directory we may write to and must not be, or hold, the input."""
+def _check_report_dir(directory: Path, input_files: Sequence[Path]) -> Path:
+    """``--report DIR`` must be a directory we may write to and must not be, or hold, an input file."""
     try:
         if directory.exists() and not directory.is_dir():
             raise InputError(f"{directory}: --report must name a directory; this is a file (it is left alone)")
-        if directory.resolve() == input_file.resolve().parent and input_file.name in OUTPUT_NAMES:
-            raise InputError(f"{input_file}: --report {directory} would write over the input file")
+        resolved = directory.resolve()
+        for input_file in input_files:
+            if input_file.name in OUTPUT_NAMES and resolved == input_file.resolve().parent:
+                raise InputError(f"{input_file}: --report {directory} would write over the input file")
     except OSError as error:
         raise InputError(f"{directory}: --report cannot be used: {error.strerror or error}") from None
     return directory
