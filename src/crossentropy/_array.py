@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from ._typing import Array, ArrayLike, DType, Namespace
 
 __all__ = [
     "as_namespace_array",
@@ -40,11 +41,11 @@ __all__ = [
 ]
 
 
-def _is_array(x: Any) -> bool:
+def _is_array(x: object) -> bool:
     return array_api_compat.is_array_api_obj(x) and not isinstance(x, (bool, int, float, complex))
 
 
-def get_namespace(*arrays: Any) -> Any:
+def get_namespace(*arrays: object) -> Namespace:
     """Return the array namespace of the first array among ``arrays``.
 
     Arguments that are ``None`` are skipped. Python scalars and lists do not choose the
@@ -56,7 +57,7 @@ def get_namespace(*arrays: Any) -> Any:
     return array_api_compat.array_namespace(np.empty(0))
 
 
-def as_namespace_array(x: Any, xp: Any, *, name: str, like: Any = None) -> Any:
+def as_namespace_array(x: ArrayLike, xp: Namespace, *, name: str, like: Array | None = None) -> Array:
     """Convert ``x`` (array of any library, list or scalar) to an array of namespace ``xp``.
 
     ``like`` gives the device to place it on; ``name`` is the parameter ``x`` was passed as, for
@@ -83,7 +84,7 @@ def as_namespace_array(x: Any, xp: Any, *, name: str, like: Any = None) -> Any:
         ) from None
 
 
-def _where_ragged(x: Any) -> str:
+def _where_ragged(x: ArrayLike) -> str:
     """Where nested sequences stop having one shape: ``"at depth 1, a sequence of length 1 beside one of length 2"``."""
 
     def kind(length: int | None) -> str:
@@ -101,7 +102,7 @@ def _where_ragged(x: Any) -> str:
     return "its entries do not form an array"
 
 
-def as_result_array(x: Any, xp: Any) -> Any:
+def as_result_array(x: Array, xp: Namespace) -> Array:
     """``x`` as an array of ``xp``: NumPy reductions give scalars (``np.float64``), made 0-d arrays here.
 
     Arrays of other libraries are returned as they are (autograd history kept).
@@ -111,7 +112,7 @@ def as_result_array(x: Any, xp: Any) -> Any:
     return x
 
 
-def host_float(x: Any) -> float:
+def host_float(x: Array) -> float:
     """``float(x)`` for a 0-d array, for messages: detaches a PyTorch tensor first, so reading a
     value that carries autograd history raises no warning."""
     if array_api_compat.is_torch_array(x):
@@ -119,14 +120,14 @@ def host_float(x: Any) -> float:
     return float(x)
 
 
-def is_torch_tensor(x: Any) -> bool:
+def is_torch_tensor(x: object) -> bool:
     """``isinstance(x, torch.Tensor)`` without importing PyTorch, and traceable by TorchDynamo
     (``array_api_compat.is_torch_array`` is ``lru_cache``-wrapped, which Dynamo warns about)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def same_memory(a: Any, b: Any) -> bool:
+def same_memory(a: Array, b: Array) -> bool:
     """Whether two arrays view exactly the same memory: the same start, shape and strides (NumPy arrays,
     or PyTorch tensors on one device). False for other kinds, which cannot be told apart here."""
     if a is b:
@@ -136,11 +137,11 @@ def same_memory(a: Any, b: Any) -> bool:
         return same_layout and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     if is_torch_tensor(a) and is_torch_tensor(b):
         same_layout = a.shape == b.shape and a.stride() == b.stride() and a.device == b.device
-        return same_layout and a.data_ptr() == b.data_ptr()
+        return bool(same_layout and a.data_ptr() == b.data_ptr())
     return False
 
 
-def may_overlap(a: Any, b: Any) -> bool:
+def may_overlap(a: Array, b: Array) -> bool:
     """Whether two arrays may share memory: their byte ranges intersect (NumPy's bounds check, or the span
     of each PyTorch tensor's strides). False where the library cannot tell, and for empty tensors."""
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
@@ -149,7 +150,7 @@ def may_overlap(a: Any, b: Any) -> bool:
         if a.device != b.device or a.numel() == 0 or b.numel() == 0:
             return False
 
-        def extent(t: Any) -> tuple[int, int]:
+        def extent(t: Array) -> tuple[int, int]:
             span = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) + 1
             return t.data_ptr(), t.data_ptr() + span * t.element_size()
 
@@ -158,11 +159,11 @@ def may_overlap(a: Any, b: Any) -> bool:
     return False
 
 
-def in_host_memory(x: Any) -> bool:
+def in_host_memory(x: Array) -> bool:
     """Whether reading a value of the array ``x`` costs no device-to-host transfer: NumPy arrays, CPU
     PyTorch tensors, and JAX arrays on the CPU; not CUDA tensors, CuPy arrays or other devices."""
     if is_torch_tensor(x):
-        return x.device.type == "cpu"
+        return bool(x.device.type == "cpu")
     if array_api_compat.is_cupy_array(x):
         return False
     if array_api_compat.is_jax_array(x):
@@ -170,7 +171,7 @@ def in_host_memory(x: Any) -> bool:
     return True
 
 
-def is_transformed_tensor(x: Any) -> bool:
+def is_transformed_tensor(x: object) -> bool:
     """Whether ``x`` is a PyTorch tensor under a transform: wrapped by ``torch.func`` (``grad``, ``vmap``,
     ``jvp``, ...), batched by the legacy ``vmap`` of autograd's batched gradients
     (``is_grads_batched=True``), or carrying a forward-mode tangent (``torch.autograd.forward_ad``).
@@ -190,15 +191,15 @@ def is_transformed_tensor(x: Any) -> bool:
     return forward_ad.unpack_dual(x).tangent is not None
 
 
-def is_real_floating(xp: Any, x: Any) -> bool:
-    return xp.isdtype(x.dtype, "real floating")
+def is_real_floating(xp: Namespace, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, "real floating"))
 
 
-def is_integer(xp: Any, x: Any) -> bool:
-    return xp.isdtype(x.dtype, "integral")
+def is_integer(xp: Namespace, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, "integral"))
 
 
-def compute_dtype(xp: Any, dtype: Any) -> Any:
+def compute_dtype(xp: Namespace, dtype: DType) -> DType:
     """The dtype arithmetic is carried out in: float32 at least, float64 for float64 input.
 
     Half precision (float16, bfloat16) is stored as given but accumulated in float32.
@@ -208,7 +209,7 @@ def compute_dtype(xp: Any, dtype: Any) -> Any:
     return xp.float32
 
 
-def concrete_bool(condition: Any) -> bool | None:
+def concrete_bool(condition: Array) -> bool | None:
     """``bool(condition)`` for a 0-d array, or ``None`` when its value is not known yet.
 
     Under JAX's ``jit`` (and other lazy libraries) values are traced, not computed; checks that
@@ -222,7 +223,7 @@ def concrete_bool(condition: Any) -> bool | None:
         return None
 
 
-def move_axes(x: Any, source: int | tuple[int, ...], destination: int | tuple[int, ...], xp: Any) -> Any:
+def move_axes(x: Array, source: int | tuple[int, ...], destination: int | tuple[int, ...], xp: Namespace) -> Array:
     """``moveaxis(x, source, destination)`` as a ``permute_dims``: the same view, for every library.
 
     The standard's ``moveaxis`` maps to ``torch.moveaxis``, which ``torch.func.vmap`` cannot batch;
@@ -238,7 +239,7 @@ def move_axes(x: Any, source: int | tuple[int, ...], destination: int | tuple[in
     return xp.permute_dims(x, tuple(order))
 
 
-def xmul(x: Any, y: Any, xp: Any) -> Any:
+def xmul(x: Array, y: Array, xp: Namespace) -> Array:
     """``x * y`` with the convention ``0 * inf = 0``: zero wherever ``x == 0``.
 
     The double ``where`` keeps autograd from propagating ``0 * inf = nan`` into gradients.
@@ -248,14 +249,14 @@ def xmul(x: Any, y: Any, xp: Any) -> Any:
     return xp.where(zero, xp.zeros_like(product), product)
 
 
-def xlogy(x: Any, y: Any, xp: Any) -> Any:
+def xlogy(x: Array, y: Array, xp: Namespace) -> Array:
     """``x * log(y)`` with ``0 * log(y) = 0`` for any ``y`` (also ``y = 0``), as ``scipy.special.xlogy``."""
     zero = x == 0
     product = x * xp.log(xp.where(zero, xp.ones_like(y), y))
     return xp.where(zero, xp.zeros_like(product), product)
 
 
-def take_last(x: Any, indices: Any, xp: Any) -> Any:
+def take_last(x: Array, indices: Array, xp: Namespace) -> Array:
     """``x[..., indices]`` elementwise: pick one entry per row along the last axis.
 
     ``indices`` has the shape of ``x`` without its last axis.
@@ -263,7 +264,7 @@ def take_last(x: Any, indices: Any, xp: Any) -> Any:
     return xp.take_along_axis(x, xp.expand_dims(indices, axis=-1), axis=-1)[..., 0]
 
 
-def onehot_mask(indices: Any, num_classes: int, xp: Any, *, like: Any) -> Any:
+def onehot_mask(indices: Array, num_classes: int, xp: Namespace, *, like: Array) -> Array:
     """Boolean array of shape ``indices.shape + (num_classes,)``, true at each index."""
     classes = xp.arange(num_classes, dtype=indices.dtype, device=array_api_compat.device(like))
     return xp.expand_dims(indices, axis=-1) == classes

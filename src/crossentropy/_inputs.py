@@ -12,12 +12,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import array_api_compat
 import numpy as np
 
 from ._array import as_namespace_array, compute_dtype, concrete_bool, get_namespace, is_integer, move_axes, xmul
+from ._typing import Array, ArrayLike, DType, Namespace, Reduction
 from ._validation import (
     check_axis,
     check_class_indices,
@@ -80,23 +80,23 @@ class ClassInputs:
     sample_weight : array (*batch) in compute dtype, or None
     """
 
-    xp: Any
-    stored: Any
-    dtype: Any
+    xp: Namespace
+    stored: Array
+    dtype: DType
     axis: int
-    indices: Any
-    valid: Any
-    probs: Any
-    sample_weight: Any
+    indices: Array | None
+    valid: Array | None
+    probs: Array | None
+    sample_weight: Array | None
 
     @cached_property
-    def logits(self) -> Any:
+    def logits(self) -> Array:
         """The logits in the compute dtype, class axis last (converted on first use: the fused
         kernels read half precision as stored and never ask for it)."""
         return self.xp.astype(self.stored, self.dtype, copy=False)
 
     @property
-    def out_dtype(self) -> Any:
+    def out_dtype(self) -> DType:
         """The caller's dtype, the dtype results are returned in."""
         return self.stored.dtype
 
@@ -108,7 +108,7 @@ class ClassInputs:
     def is_index(self) -> bool:
         return self.indices is not None
 
-    def row_weight(self) -> Any:
+    def row_weight(self) -> Array | None:
         """Per-sample factor ``s_n * [target_n != ignore_index]``, or None if all ones."""
         xp, weight = self.xp, self.sample_weight
         if self.valid is None:
@@ -116,14 +116,14 @@ class ClassInputs:
         valid = xp.astype(self.valid, self.dtype)
         return valid if weight is None else weight * valid
 
-    def to_caller(self, dlogits: Any) -> Any:
+    def to_caller(self, dlogits: Array) -> Array:
         """Gradient with respect to the caller's logits: dtype and axis restored."""
         xp = self.xp
         out = xp.astype(dlogits, self.out_dtype, copy=False)
         return move_axes(out, -1, self.axis, xp) if self.axis != out.ndim - 1 else out
 
 
-def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
+def warn_if_probabilities(x: Array, xp: Namespace, *, name: str = "logits") -> None:
     """Warn if the first few rows of ``x`` (class axis last) are non-negative and sum to 1 (not inside
     :func:`~crossentropy.checks_disabled` for logits on a device)."""
     if x.shape[-1] < 2 or not checks_values(x):
@@ -131,7 +131,8 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
     # A negative entry, as nearly every row of logits has within its first classes, settles it at the
     # cost of a reduction small enough to run on one thread: PyTorch splits larger ones over its
     # OpenMP threads, which then spin for milliseconds, on the cores the kernel that follows needs.
-    prefix = x[(*(0,) * (x.ndim - 1), slice(0, min(_PREFIX_CHECKED, x.shape[-1])))]
+    # (A tuple sum, not `(*(0,) * k, ...)`: mypy reads that as the 3.11 `x[*a, b]` form on Python 3.10.)
+    prefix = x[(0,) * (x.ndim - 1) + (slice(0, min(_PREFIX_CHECKED, x.shape[-1])),)]
     if concrete_bool(xp.min(prefix) >= 0) is False:
         return
     rows = x[(0,) * (x.ndim - 2) + (slice(0, min(_ROWS_CHECKED, x.shape[-2])), ...)] if x.ndim > 1 else x
@@ -155,13 +156,15 @@ def warn_if_probabilities(x: Any, xp: Any, *, name: str = "logits") -> None:
         )
 
 
-def prepare_logits(logits: Any, *, axis: int, name: str = "logits", xp: Any = None) -> tuple[Any, Any, Any, int]:
+def prepare_logits(
+    logits: ArrayLike, *, axis: int, name: str = "logits", xp: Namespace | None = None
+) -> tuple[Namespace, Array, DType, int]:
     """Validate floating logits; return ``(xp, logits in compute dtype with axis last, dtype, axis)``."""
     xp, stored, axis = _validated_logits(logits, axis=axis, name=name, xp=xp)
     return xp, xp.astype(stored, compute_dtype(xp, stored.dtype), copy=False), stored.dtype, axis
 
 
-def _validated_logits(logits: Any, *, axis: int, name: str, xp: Any) -> tuple[Any, Any, int]:
+def _validated_logits(logits: ArrayLike, *, axis: int, name: str, xp: Namespace | None) -> tuple[Namespace, Array, int]:
     """Validate floating logits; return ``(xp, logits with the class axis last, axis)``, dtype unchanged."""
     xp = xp or get_namespace(logits)
     logits = as_namespace_array(logits, xp, name=name)
@@ -175,8 +178,13 @@ def _validated_logits(logits: Any, *, axis: int, name: str, xp: Any) -> tuple[An
 
 
 def prepare_sample_weight(
-    sample_weight: Any, xp: Any, *, like: Any, batch_shape: tuple[int, ...], dtype: Any = None
-) -> Any:
+    sample_weight: ArrayLike | None,
+    xp: Namespace,
+    *,
+    like: Array,
+    batch_shape: tuple[int, ...],
+    dtype: DType | None = None,
+) -> Array | None:
     """Validated per-sample weights of shape ``batch_shape`` in ``dtype`` (default: that of ``like``), or None."""
     if sample_weight is None:
         return None
@@ -189,7 +197,7 @@ def prepare_sample_weight(
     return sample_weight
 
 
-def prepare_class_weight(weight: Any, inputs: ClassInputs, *, name: str = "weight") -> Any:
+def prepare_class_weight(weight: ArrayLike | None, inputs: ClassInputs, *, name: str = "weight") -> Array | None:
     """Validated per-class weights of shape ``(n_classes,)`` in the compute dtype, or None."""
     if weight is None:
         return None
@@ -204,12 +212,12 @@ def prepare_class_weight(weight: Any, inputs: ClassInputs, *, name: str = "weigh
 
 
 def prepare_class_inputs(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
     axis: int,
     ignore_index: int | None,
-    sample_weight: Any,
+    sample_weight: ArrayLike | None,
     logits_name: str = "logits",
     allow_probs: bool = True,
     warn_probabilities: bool = True,
@@ -282,17 +290,19 @@ def prepare_class_inputs(
     return ClassInputs(xp, stored, dtype, axis, indices, valid, probs, weights)
 
 
-def weighted_rows(loss: Any, row_weight: Any, xp: Any) -> Any:
+def weighted_rows(loss: Array, row_weight: Array | None, xp: Namespace) -> Array:
     """``row_weight * loss`` with ``0 * inf = 0``: ignored or zero-weight rows contribute 0."""
     return loss if row_weight is None else xmul(row_weight, loss, xp)
 
 
-def total(x: Any, xp: Any) -> Any:
+def total(x: Array, xp: Namespace) -> Array:
     """Sum over every axis (a 0-d array)."""
     return xp.sum(xp.reshape(x, (-1,)))
 
 
-def reduce_loss(loss: Any, denominator: Any, reduction: str, xp: Any, out_dtype: Any) -> Any:
+def reduce_loss(
+    loss: Array, denominator: Array | float, reduction: Reduction, xp: Namespace, out_dtype: DType
+) -> Array:
     """Apply ``reduction`` to per-sample ``loss`` (already weighted).
 
     ``mean`` divides the sum by ``denominator`` (a 0-d array or a number); an empty
@@ -316,7 +326,7 @@ def reduce_loss(loss: Any, denominator: Any, reduction: str, xp: Any, out_dtype:
     return xp.astype(xp.where(xp.isinf(summed) & (scale != 0), scaled, mean), out_dtype, copy=False)
 
 
-def safe_divide(numerator: Any, denominator: Any, xp: Any) -> Any:
+def safe_divide(numerator: Array, denominator: Array | float, xp: Namespace) -> Array:
     """``numerator / denominator``, and 0 where the denominator is 0."""
     if isinstance(denominator, (int, float)):
         denominator = xp.asarray(denominator, dtype=numerator.dtype, device=array_api_compat.device(numerator))
@@ -327,7 +337,7 @@ def safe_divide(numerator: Any, denominator: Any, xp: Any) -> Any:
     return xp.where(empty, xp.zeros_like(ratio), ratio)
 
 
-def mean_scale(denominator: Any, reduction: str, xp: Any, like: Any) -> Any:
+def mean_scale(denominator: Array | float, reduction: Reduction, xp: Namespace, like: Array) -> Array:
     """Factor the gradient of the per-sample losses is multiplied by: ``1/denominator`` for
     ``mean`` (0 for an empty denominator), 1 otherwise (the gradient of the sum)."""
     one = xp.ones((), dtype=like.dtype, device=array_api_compat.device(like))

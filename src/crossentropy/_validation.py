@@ -22,13 +22,14 @@ import math
 import numbers
 import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import NoReturn, get_args
 
 import array_api_compat
 
 from ._array import concrete_bool, host_float, in_host_memory, is_integer, is_real_floating
+from ._typing import Array, DType, Namespace, Reduction
 
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
 _SHOWN_NAMES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "crossentropy_shown_names", default=types.MappingProxyType({})
@@ -71,7 +72,7 @@ def checks_disabled() -> Iterator[None]:
         _VALUE_CHECKS.reset(token)
 
 
-def checks_values(x: Any) -> bool:
+def checks_values(x: Array) -> bool:
     """Whether a check may read the values of ``x``: always in host memory, outside :func:`checks_disabled`
     on a device."""
     return _VALUE_CHECKS.get() or in_host_memory(x)
@@ -96,7 +97,7 @@ def parameter_names(**names: str) -> Iterator[None]:
         _SHOWN_NAMES.reset(token)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else str(value)
     if isinstance(value, str):
@@ -109,7 +110,7 @@ def _fmt_bound(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
 
 
-def check_reduction(reduction: Any) -> str:
+def check_reduction(reduction: object) -> Reduction:
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of 'mean', 'sum', 'none'; got {_fmt(reduction)}")
     return reduction
@@ -117,7 +118,7 @@ def check_reduction(reduction: Any) -> str:
 
 def check_number(
     name: str,
-    value: Any,
+    value: object,
     *,
     low: float | None = None,
     high: float | None = None,
@@ -140,7 +141,7 @@ def check_number(
     return value
 
 
-def check_integer_option(name: str, value: Any, *, low: int | None = None) -> int:
+def check_integer_option(name: str, value: object, *, low: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{shown(name)}` must be an integer; got {_fmt(value)} of type {type(value).__name__}")
     value = int(value)
@@ -149,7 +150,7 @@ def check_integer_option(name: str, value: Any, *, low: int | None = None) -> in
     return value
 
 
-def check_base(base: Any) -> float | None:
+def check_base(base: object) -> float | None:
     """``None`` (nats) or a positive number other than 1."""
     if base is None:
         return None
@@ -159,37 +160,37 @@ def check_base(base: Any) -> float | None:
     return value
 
 
-def check_axis(name: str, axis: Any, ndim: int) -> int:
+def check_axis(name: str, axis: object, ndim: int) -> int:
     """Normalize ``axis`` to a non-negative index into an array of ``ndim`` dimensions."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"`{shown(name)}` must be an integer; got {_fmt(axis)}")
-    if not -ndim <= axis < ndim:
+    if not -ndim <= int(axis) < ndim:
         raise ValueError(f"`{shown(name)}` must be in [{-ndim}, {ndim}) for an array of {ndim} dimensions; got {axis}")
     return int(axis) % ndim
 
 
-def check_floating(name: str, x: Any, xp: Any) -> None:
+def check_floating(name: str, x: Array, xp: Namespace) -> None:
     if not is_real_floating(xp, x):
         raise TypeError(f"`{shown(name)}` must be a real floating-point array; got dtype {x.dtype}")
 
 
-def check_ndim(name: str, x: Any, *, at_least: int) -> None:
+def check_ndim(name: str, x: Array, *, at_least: int) -> None:
     if x.ndim < at_least:
         raise ValueError(f"`{shown(name)}` must have at least {at_least} dimension(s); got shape {tuple(x.shape)}")
 
 
-def check_not_empty(name: str, x: Any) -> None:
+def check_not_empty(name: str, x: Array) -> None:
     if any(n == 0 for n in x.shape):
         raise ValueError(f"`{shown(name)}` must not be empty; got shape {tuple(x.shape)}")
 
 
-def check_shape(name: str, x: Any, expected: tuple[int, ...], *, rule: str) -> None:
+def check_shape(name: str, x: Array, expected: tuple[int, ...], *, rule: str) -> None:
     """Raise unless ``x.shape == expected``; ``rule`` says what the shape must match."""
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"`{shown(name)}` must have shape {tuple(expected)} ({rule}); got shape {tuple(x.shape)}")
 
 
-def _first_index(mask: Any, xp: Any) -> tuple[int, ...]:
+def _first_index(mask: Array, xp: Namespace) -> tuple[int, ...]:
     """Index of the first true entry of ``mask`` (``()`` for a 0-d mask)."""
     if mask.ndim == 0:
         return ()
@@ -197,7 +198,7 @@ def _first_index(mask: Any, xp: Any) -> tuple[int, ...]:
     return tuple(int(h[0]) for h in hits)
 
 
-def _value_at(x: Any, index: tuple[int, ...]) -> str:
+def _value_at(x: Array, index: tuple[int, ...]) -> str:
     value = x[index] if index else x
     xp = array_api_compat.array_namespace(value)
     if is_integer(xp, value):
@@ -208,7 +209,7 @@ def _value_at(x: Any, index: tuple[int, ...]) -> str:
     return _fmt(number)
 
 
-def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
+def _raise_at(name: str, rule: str, x: Array, bad: Array, xp: Namespace) -> NoReturn:
     index = _first_index(bad, xp)
     where = f" at index {index}" if x.ndim else ""
     count = int(xp.sum(xp.astype(bad, xp.int64)))
@@ -216,7 +217,7 @@ def _raise_at(name: str, rule: str, x: Any, bad: Any, xp: Any) -> None:
     raise ValueError(f"`{shown(name)}` {rule}; got {_value_at(x, index)}{where}{more}")
 
 
-def _within(x: Any, xp: Any, *, high: float, high_open: bool) -> bool:
+def _within(x: Array, xp: Namespace, *, high: float, high_open: bool) -> bool:
     """True unless the minimum and maximum of ``x`` show an entry outside ``[0, high]`` (or ``[0, high)``).
 
     Two fast reductions answer for valid input (a NaN makes them NaN, hence False); the
@@ -230,7 +231,7 @@ def _within(x: Any, xp: Any, *, high: float, high_open: bool) -> bool:
     return concrete_bool(within) is not False
 
 
-def check_in_unit_interval(name: str, x: Any, xp: Any) -> None:
+def check_in_unit_interval(name: str, x: Array, xp: Namespace) -> None:
     """Every entry in [0, 1] (NaN fails)."""
     if _within(x, xp, high=1.0, high_open=False):
         return
@@ -239,7 +240,7 @@ def check_in_unit_interval(name: str, x: Any, xp: Any) -> None:
         _raise_at(name, "must contain probabilities in [0, 1]", x, bad, xp)
 
 
-def check_nonnegative(name: str, x: Any, xp: Any) -> None:
+def check_nonnegative(name: str, x: Array, xp: Namespace) -> None:
     """Every entry finite and >= 0 (weights)."""
     if _within(x, xp, high=math.inf, high_open=True):
         return
@@ -248,12 +249,12 @@ def check_nonnegative(name: str, x: Any, xp: Any) -> None:
         _raise_at(name, "must be finite and non-negative", x, bad, xp)
 
 
-def sum_tolerance(xp: Any, dtype: Any) -> float:
+def sum_tolerance(xp: Namespace, dtype: DType) -> float:
     """Tolerance for "sums to 1": sqrt(machine epsilon) of ``dtype``, as scikit-learn uses."""
     return math.sqrt(xp.finfo(dtype).eps)
 
 
-def check_rows_sum_to_one(name: str, x: Any, xp: Any, *, axis: int = -1, what: str = "rows") -> None:
+def check_rows_sum_to_one(name: str, x: Array, xp: Namespace, *, axis: int = -1, what: str = "rows") -> None:
     """Each slice along ``axis`` sums to 1 within :func:`sum_tolerance`."""
     if not checks_values(x):
         return
@@ -265,7 +266,7 @@ def check_rows_sum_to_one(name: str, x: Any, xp: Any, *, axis: int = -1, what: s
         raise ValueError(f"`{shown(name)}` must have {what} summing to 1; got a sum of {_value_at(sums, index)}{where}")
 
 
-def check_class_indices(name: str, targets: Any, xp: Any, num_classes: int, ignore_index: int | None) -> None:
+def check_class_indices(name: str, targets: Array, xp: Namespace, num_classes: int, ignore_index: int | None) -> None:
     """Integer targets in ``[0, num_classes)``, or equal to ``ignore_index``."""
     if not is_integer(xp, targets):
         kind = "boolean" if targets.dtype == xp.bool else f"dtype {targets.dtype}"
