@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ._array import (
     log_base_divisor,
     xlogy,
 )
+from ._typing import Array, ArrayLike, DType, Namespace
 from ._validation import (
     check_axis,
     check_base,
@@ -55,32 +56,36 @@ class Decomposition(NamedTuple):
         :math:`D_{KL}(P \\| Q)`, the excess cost of coding ``P`` with ``Q``.
     """
 
-    cross_entropy: Any
-    entropy: Any
-    kl_divergence: Any
+    cross_entropy: Array
+    entropy: Array
+    kl_divergence: Array
 
 
-def _quiet(func: Callable[..., Any]) -> Callable[..., Any]:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _quiet(func: Callable[_P, _R]) -> Callable[_P, _R]:
     """Silence NumPy's divide and overflow warnings: ``log 0 = -inf`` and ``p / 0 = inf`` are intended here.
 
     A fresh ``np.errstate`` per call keeps it re-entrant and thread-safe on every NumPy version.
     """
 
     @functools.wraps(func)
-    def quiet(*args: Any, **kwargs: Any) -> Any:
+    def quiet(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with np.errstate(divide="ignore", over="ignore"):
             return func(*args, **kwargs)
 
     return quiet
 
 
-def _check_distribution(name: str, x: Any, xp: Any, axis: int) -> None:
+def _check_distribution(name: str, x: Array, xp: Namespace, axis: int) -> None:
     """Entries in [0, 1], each slice along ``axis`` summing to 1 (tolerance of the caller's dtype)."""
     check_in_unit_interval(name, x, xp)
     check_rows_sum_to_one(name, x, xp, axis=axis, what=f"distributions along axis {axis}")
 
 
-def _prepare_one(p: Any, axis: int) -> tuple[Any, Any, Any, int]:
+def _prepare_one(p: ArrayLike, axis: int) -> tuple[Namespace, Array, DType, int]:
     """Validate one distribution array; return ``(xp, p in compute dtype, out dtype, axis)``."""
     xp = get_namespace(p)
     p = as_namespace_array(p, xp, name="p")
@@ -92,7 +97,7 @@ def _prepare_one(p: Any, axis: int) -> tuple[Any, Any, Any, int]:
     return xp, xp.astype(p, compute_dtype(xp, p.dtype), copy=False), p.dtype, axis
 
 
-def _prepare_pair(p: Any, q: Any, axis: int) -> tuple[Any, Any, Any, Any, int]:
+def _prepare_pair(p: ArrayLike, q: ArrayLike, axis: int) -> tuple[Namespace, Array, Array, DType, int]:
     """Validate two distribution arrays of one shape; return ``(xp, p, q, out dtype, axis)``.
 
     ``p`` and ``q`` come back in the compute dtype of their common dtype.
@@ -113,21 +118,21 @@ def _prepare_pair(p: Any, q: Any, axis: int) -> tuple[Any, Any, Any, Any, int]:
     return xp, xp.astype(p, work, copy=False), xp.astype(q, work, copy=False), out_dtype, axis
 
 
-def _finish(x: Any, xp: Any, base: float | None, out_dtype: Any) -> Any:
+def _finish(x: Array, xp: Namespace, base: float | None, out_dtype: DType) -> Array:
     if base is not None:
         x = x / log_base_divisor(base)
     return as_result_array(xp.astype(x, out_dtype, copy=False), xp)
 
 
-def _entropy(p: Any, xp: Any, axis: int) -> Any:
+def _entropy(p: Array, xp: Namespace, axis: int) -> Array:
     return -xp.sum(xlogy(p, p, xp), axis=axis)
 
 
-def _cross_entropy(p: Any, q: Any, xp: Any, axis: int) -> Any:
+def _cross_entropy(p: Array, q: Array, xp: Namespace, axis: int) -> Array:
     return -xp.sum(xlogy(p, q, xp), axis=axis)
 
 
-def _rel_entr(p: Any, q: Any, xp: Any) -> Any:
+def _rel_entr(p: Array, q: Array, xp: Namespace) -> Array:
     """Elementwise ``p log(p / q)`` as :func:`scipy.special.rel_entr`: 0 where ``p = 0``.
 
     One division then one log keeps the term accurate when ``q`` is close to ``p``. Where that
@@ -147,12 +152,12 @@ def _rel_entr(p: Any, q: Any, xp: Any) -> Any:
     return xp.where(zero, xp.zeros_like(term), term)
 
 
-def _kl_divergence(p: Any, q: Any, xp: Any, axis: int) -> Any:
+def _kl_divergence(p: Array, q: Array, xp: Namespace, axis: int) -> Array:
     return xp.sum(_rel_entr(p, q, xp), axis=axis)
 
 
 @_quiet
-def entropy(p: Any, /, *, axis: int = -1, base: float | None = None) -> Any:
+def entropy(p: ArrayLike, /, *, axis: int = -1, base: float | None = None) -> Array:
     r"""Shannon entropy of the distributions along ``axis``.
 
     .. math::
@@ -201,7 +206,7 @@ def entropy(p: Any, /, *, axis: int = -1, base: float | None = None) -> Any:
 
 
 @_quiet
-def cross_entropy(p: Any, q: Any, /, *, axis: int = -1, base: float | None = None) -> Any:
+def cross_entropy(p: ArrayLike, q: ArrayLike, /, *, axis: int = -1, base: float | None = None) -> Array:
     r"""Cross-entropy of ``q`` relative to ``p``: the mean code length of ``P`` coded with ``Q``.
 
     .. math::
@@ -249,7 +254,7 @@ def cross_entropy(p: Any, q: Any, /, *, axis: int = -1, base: float | None = Non
 
 
 @_quiet
-def kl_divergence(p: Any, q: Any, /, *, axis: int = -1, base: float | None = None) -> Any:
+def kl_divergence(p: ArrayLike, q: ArrayLike, /, *, axis: int = -1, base: float | None = None) -> Array:
     r"""Kullback-Leibler divergence of ``q`` from ``p``.
 
     .. math::
@@ -302,7 +307,7 @@ def kl_divergence(p: Any, q: Any, /, *, axis: int = -1, base: float | None = Non
 
 
 @_quiet
-def js_divergence(p: Any, q: Any, /, *, axis: int = -1, base: float | None = None) -> Any:
+def js_divergence(p: ArrayLike, q: ArrayLike, /, *, axis: int = -1, base: float | None = None) -> Array:
     r"""Jensen-Shannon divergence: the symmetrized, bounded KL divergence.
 
     .. math::
@@ -359,7 +364,7 @@ def js_divergence(p: Any, q: Any, /, *, axis: int = -1, base: float | None = Non
 
 
 @_quiet
-def decompose(p: Any, q: Any, /, *, axis: int = -1, base: float | None = None) -> Decomposition:
+def decompose(p: ArrayLike, q: ArrayLike, /, *, axis: int = -1, base: float | None = None) -> Decomposition:
     r"""Cross-entropy, entropy and KL divergence at once, validating the inputs once.
 
     .. math::

@@ -7,15 +7,20 @@ These are the building blocks of every loss. Each is exact for logits of any mag
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import overload
 
 from ._array import as_namespace_array, compute_dtype, get_namespace, is_real_floating
+from ._typing import Array, ArrayLike, DType, Namespace
 from ._validation import check_axis, check_not_empty
 
 __all__ = ["log_sigmoid", "log_softmax", "logsumexp", "softmax"]
 
 
-def _prepare(x: Any, axis: int | None) -> tuple[Any, Any, Any, int | None]:
+@overload
+def _prepare(x: ArrayLike, axis: int) -> tuple[Namespace, Array, DType, int]: ...
+@overload
+def _prepare(x: ArrayLike, axis: None) -> tuple[Namespace, Array, DType, None]: ...
+def _prepare(x: ArrayLike, axis: int | None) -> tuple[Namespace, Array, DType, int | None]:
     """Return ``(xp, x in its compute dtype, dtype to return, normalized axis)``."""
     xp = get_namespace(x)
     x = as_namespace_array(x, xp, name="x")
@@ -29,14 +34,14 @@ def _prepare(x: Any, axis: int | None) -> tuple[Any, Any, Any, int | None]:
     return xp, x, out_dtype, axis
 
 
-def _log_of_sum(total: Any, xp: Any) -> Any:
+def _log_of_sum(total: Array, xp: Namespace) -> Array:
     """``log(total)`` with ``log(0) = -inf`` and no divide-by-zero warning (an all ``-inf`` row)."""
     positive = total > 0
     safe = xp.where(positive, total, xp.ones_like(total))
     return xp.where(positive, xp.log(safe), xp.full_like(total, -math.inf))
 
 
-def _shift_and_log_total(x: Any, xp: Any, axis: int) -> tuple[Any, Any, Any]:
+def _shift_and_log_total(x: Array, xp: Namespace, axis: int) -> tuple[Array, Array, Array]:
     """``(m, x - m, log sum exp(x - m))`` along ``axis`` (kept); ``m`` is the row maximum, or 0 where infinite."""
     row_max = xp.max(x, axis=axis, keepdims=True)
     shift = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
@@ -44,7 +49,7 @@ def _shift_and_log_total(x: Any, xp: Any, axis: int) -> tuple[Any, Any, Any]:
     return shift, shifted, _log_of_sum(xp.sum(xp.exp(shifted), axis=axis, keepdims=True), xp)
 
 
-def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
+def stable_logsumexp(x: Array, xp: Namespace, *, axis: int = -1, keepdims: bool = False) -> Array:
     """Log-sum-exp of an array already in its compute dtype (internal building block).
 
     Subtracts the row maximum first, so no exponential overflows. A row whose maximum is
@@ -56,7 +61,7 @@ def stable_logsumexp(x: Any, xp: Any, *, axis: int = -1, keepdims: bool = False)
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
-def stable_log_softmax(x: Any, xp: Any, *, axis: int = -1) -> tuple[Any, Any]:
+def stable_log_softmax(x: Array, xp: Namespace, *, axis: int = -1) -> tuple[Array, Array]:
     """``(log_softmax(x), logsumexp(x, keepdims=True))`` of an array in its compute dtype.
 
     The log-softmax is formed as ``(x - m) - log(sum exp(x - m))`` rather than ``x - lse``:
@@ -67,12 +72,12 @@ def stable_log_softmax(x: Any, xp: Any, *, axis: int = -1) -> tuple[Any, Any]:
     return shifted - log_total, log_total + shift
 
 
-def stable_log_sigmoid(x: Any, xp: Any) -> Any:
+def stable_log_sigmoid(x: Array, xp: Namespace) -> Array:
     """``log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))``, exact for large ``|x|``."""
     return xp.minimum(x, xp.zeros_like(x)) - xp.log1p(xp.exp(-xp.abs(x)))
 
 
-def logsumexp(x: Any, /, *, axis: int = -1, keepdims: bool = False) -> Any:
+def logsumexp(x: ArrayLike, /, *, axis: int = -1, keepdims: bool = False) -> Array:
     r"""Log of the sum of exponentials along ``axis``, computed without overflow.
 
     .. math::
@@ -103,7 +108,7 @@ def logsumexp(x: Any, /, *, axis: int = -1, keepdims: bool = False) -> Any:
     return xp.astype(stable_logsumexp(x, xp, axis=axis, keepdims=keepdims), out_dtype, copy=False)
 
 
-def log_softmax(x: Any, /, *, axis: int = -1) -> Any:
+def log_softmax(x: ArrayLike, /, *, axis: int = -1) -> Array:
     r"""Logarithm of the softmax along ``axis``.
 
     .. math::
@@ -124,7 +129,7 @@ def log_softmax(x: Any, /, *, axis: int = -1) -> Any:
     return xp.astype(out, out_dtype, copy=False)
 
 
-def softmax(x: Any, /, *, axis: int = -1) -> Any:
+def softmax(x: ArrayLike, /, *, axis: int = -1) -> Array:
     r"""Softmax along ``axis``: non-negative values that sum to 1.
 
     .. math::
@@ -142,7 +147,7 @@ def softmax(x: Any, /, *, axis: int = -1) -> Any:
     return xp.astype(out, out_dtype, copy=False)
 
 
-def log_sigmoid(x: Any, /) -> Any:
+def log_sigmoid(x: ArrayLike, /) -> Array:
     r"""Elementwise logarithm of the logistic sigmoid.
 
     .. math::
