@@ -13,10 +13,10 @@ Each is written with array-API operations only, so gradients flow in PyTorch (an
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ._array import as_namespace_array, compute_dtype, get_namespace, is_integer, move_axes, xlogy
 from ._inputs import prepare_logits, prepare_sample_weight, reduce_loss
+from ._typing import Array, ArrayLike, Reduction
 from ._validation import (
     check_axis,
     check_floating,
@@ -32,7 +32,7 @@ from .special import stable_logsumexp
 __all__ = ["demographic_parity_gap", "neighbor_js_penalty", "z_loss"]
 
 
-def z_loss(logits: Any, /, *, axis: int = -1, reduction: str = "mean") -> Any:
+def z_loss(logits: ArrayLike, /, *, axis: int = -1, reduction: Reduction = "mean") -> Array:
     r"""Squared log-partition function of each row of logits (the auxiliary z-loss).
 
     .. math::
@@ -75,7 +75,9 @@ def z_loss(logits: Any, /, *, axis: int = -1, reduction: str = "mean") -> Any:
     return reduce_loss(loss, math.prod(loss.shape), reduction, xp, out_dtype)
 
 
-def neighbor_js_penalty(probs: Any, /, *, axis: int = -1, sequence_axis: int = -2, reduction: str = "mean") -> Any:
+def neighbor_js_penalty(
+    probs: ArrayLike, /, *, axis: int = -1, sequence_axis: int = -2, reduction: Reduction = "mean"
+) -> Array:
     r"""Jensen-Shannon divergence between the predictions of adjacent sequence positions.
 
     For each sequence and each pair of neighbouring positions :math:`(t, t+1)` along
@@ -146,7 +148,7 @@ def neighbor_js_penalty(probs: Any, /, *, axis: int = -1, sequence_axis: int = -
     return reduce_loss(js, math.prod(js.shape), reduction, xp, out_dtype)
 
 
-def demographic_parity_gap(probs: Any, groups: Any, /, *, sample_weight: Any = None) -> Any:
+def demographic_parity_gap(probs: ArrayLike, groups: ArrayLike, /, *, sample_weight: ArrayLike | None = None) -> Array:
     r"""Largest difference between groups in the mean predicted probability of the positive outcome.
 
     .. math::

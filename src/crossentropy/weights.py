@@ -8,7 +8,7 @@ probability targets.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import get_args
 
 import array_api_compat
 
@@ -21,6 +21,7 @@ from ._array import (
     is_real_floating,
     onehot_mask,
 )
+from ._typing import Array, ArrayLike, ClassWeightScheme, DType, Namespace
 from ._validation import (
     check_class_indices,
     check_in_unit_interval,
@@ -32,14 +33,14 @@ from ._validation import (
 
 __all__ = ["class_weights", "one_hot", "smooth_labels"]
 
-_SCHEMES = ("balanced", "inverse_frequency", "effective_number")
+_SCHEMES: tuple[ClassWeightScheme, ...] = get_args(ClassWeightScheme)
 
 
-def _default_float(xp: Any, like: Any) -> Any:
+def _default_float(xp: Namespace, like: Array) -> DType:
     return xp.__array_namespace_info__().default_dtypes(device=array_api_compat.device(like))["real floating"]
 
 
-def _labels_and_classes(name: str, labels: Any, num_classes: Any) -> tuple[Any, Any, int]:
+def _labels_and_classes(name: str, labels: ArrayLike, num_classes: object) -> tuple[Namespace, Array, int]:
     """Validated integer labels (non-empty, in ``[0, num_classes)``) and the number of classes.
 
     ``num_classes=None`` means ``max(labels) + 1``.
@@ -59,8 +60,13 @@ def _labels_and_classes(name: str, labels: Any, num_classes: Any) -> tuple[Any, 
 
 
 def class_weights(
-    labels: Any, /, *, num_classes: int | None = None, scheme: str = "balanced", beta: float = 0.999
-) -> Any:
+    labels: ArrayLike,
+    /,
+    *,
+    num_classes: int | None = None,
+    scheme: ClassWeightScheme = "balanced",
+    beta: float = 0.999,
+) -> Array:
     r"""Per-class weights that compensate for class imbalance, for a loss's ``weight=``.
 
     With :math:`n` labels, :math:`C` classes and :math:`n_c` labels of class :math:`c`:
@@ -140,7 +146,7 @@ def class_weights(
     return weights * (num_classes / xp.sum(weights))
 
 
-def one_hot(labels: Any, /, num_classes: int | None = None, *, dtype: Any = None) -> Any:
+def one_hot(labels: ArrayLike, /, num_classes: int | None = None, *, dtype: DType | None = None) -> Array:
     r"""One-hot encoding of integer class indices, floating by default.
 
     .. math::
@@ -181,7 +187,9 @@ def one_hot(labels: Any, /, num_classes: int | None = None, *, dtype: Any = None
     return xp.astype(onehot_mask(labels, num_classes, xp, like=labels), dtype)
 
 
-def smooth_labels(targets: Any, /, *, num_classes: int | None = None, smoothing: float = 0.1, dtype: Any = None) -> Any:
+def smooth_labels(
+    targets: ArrayLike, /, *, num_classes: int | None = None, smoothing: float = 0.1, dtype: DType | None = None
+) -> Array:
     r"""Label-smoothed probability targets, as PyTorch's ``label_smoothing``.
 
     .. math::
