@@ -637,13 +637,14 @@ def command(args: argparse.Namespace) -> int:
             "fit_rows": args.temperature_rows,
         }
         if args.engine == "dask":
+            from .. import dask as dask_engine
+
             try:
-                from .. import dask as dask_engine
+                report = dask_engine.score_source(
+                    source, selection, workers=args.workers, scheduler=args.scheduler, **options
+                )
             except ImportError as error:
                 raise InputError(f"--engine dask: {error}") from None
-            report = dask_engine.score_source(
-                source, selection, workers=args.workers, scheduler=args.scheduler, **options
-            )
         else:
             report = score_source(source, selection, **options)
     except InputError as error:
