@@ -26,7 +26,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Literal, NamedTuple, TypeAlias, overload
 
 import array_api_compat
 import numpy as np
@@ -53,6 +53,7 @@ from ._inputs import (
     total,
     weighted_rows,
 )
+from ._typing import Array, ArrayLike, DType, Namespace, Reduction
 from ._validation import (
     check_floating,
     check_in_unit_interval,
@@ -104,9 +105,14 @@ class LossStats(NamedTuple):
         ``accuracy.sum()`` counts the hits; average it over the positions that count.
     """
 
-    lse: Any
-    entropy: Any
-    accuracy: Any
+    lse: Array
+    entropy: Array
+    accuracy: Array
+
+
+# What the shared body of the softmax losses returns: the loss, (loss, stats), (loss, dlogits) or
+# (loss, dlogits, stats), as `with_grad` and `return_stats` ask; the public functions' overloads say which.
+_SoftmaxResult: TypeAlias = "Array | tuple[Array, LossStats] | tuple[Array, Array] | tuple[Array, Array, LossStats]"
 
 
 class _Capped(NamedTuple):
@@ -120,28 +126,28 @@ class _Capped(NamedTuple):
     does not fit; doubled, a half surprisal is bitwise the negated log-softmax.
     """
 
-    xp: Any
-    logits: Any  # (*batch, C) after the soft-cap
-    shift: Any  # (*batch, 1) m, or 0 where it is infinite
-    shifted: Any  # (*batch, C) x - m (-inf where it overflows: its exponential is 0 all the same)
-    log_total: Any  # (*batch, 1) L
-    tanh: Any  # (*batch, C) tanh(x / c) when soft-capped (for the chain rule), else None
+    xp: Namespace
+    logits: Array  # (*batch, C) after the soft-cap
+    shift: Array  # (*batch, 1) m, or 0 where it is infinite
+    shifted: Array  # (*batch, C) x - m (-inf where it overflows: its exponential is 0 all the same)
+    log_total: Array  # (*batch, 1) L
+    tanh: Array | None  # (*batch, C) tanh(x / c) when soft-capped (for the chain rule), else None
 
     @property
-    def lse(self) -> Any:
+    def lse(self) -> Array:
         """Log-sum-exp, shape (*batch,)."""
         return self.xp.squeeze(self.log_total + self.shift, axis=-1)
 
     @property
-    def log_probs(self) -> Any:
+    def log_probs(self) -> Array:
         """The log-softmax :math:`(x - m) - L` (``-inf`` where :math:`x - m` overflows)."""
         return self.shifted - self.log_total
 
-    def half_surprisal(self) -> Any:
+    def half_surprisal(self) -> Array:
         """:math:`-\\log p / 2` of every class, shape (*batch, C)."""
         return (0.5 * self.shift - 0.5 * self.logits) + 0.5 * self.log_total
 
-    def half_surprisal_at(self, indices: Any) -> Any:
+    def half_surprisal_at(self, indices: Array) -> Array:
         """:math:`-\\log p_y / 2` of the classes ``indices`` only, shape (*batch,)."""
         xp = self.xp
         shift, log_total = xp.squeeze(self.shift, axis=-1), xp.squeeze(self.log_total, axis=-1)
@@ -151,17 +157,17 @@ class _Capped(NamedTuple):
 class _GivenLogProbs(NamedTuple):
     """Log-probabilities given by the caller (:func:`nll_loss`), with :class:`_Capped`'s half surprisals."""
 
-    xp: Any
-    log_probs: Any
+    xp: Namespace
+    log_probs: Array
 
-    def half_surprisal(self) -> Any:
+    def half_surprisal(self) -> Array:
         return -0.5 * self.log_probs
 
-    def half_surprisal_at(self, indices: Any) -> Any:
+    def half_surprisal_at(self, indices: Array) -> Array:
         return -0.5 * take_last(self.log_probs, indices, self.xp)
 
 
-def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
+def _cap_and_normalize(x: Array, softcap: float | None, xp: Namespace) -> _Capped:
     """Soft-cap, then the row maximum and the log of the sum of exponentials (:class:`_Capped`)."""
     tanh = None
     if softcap is not None:
@@ -172,25 +178,29 @@ def _cap_and_normalize(x: Any, softcap: float | None, xp: Any) -> _Capped:
     return _Capped(xp, x, shift, shifted, log_total, tanh)
 
 
-def _gather_class_weight(weight: Any, indices: Any, xp: Any) -> Any:
+def _gather_class_weight(weight: Array, indices: Array, xp: Namespace) -> Array:
     """``weight[indices]`` for any shape of ``indices``."""
     flat = xp.take(weight, xp.reshape(indices, (-1,)), axis=0)
     return xp.reshape(flat, indices.shape)
 
 
-def _check_softmax_options(label_smoothing: Any, z_loss: Any, softcap: Any, reduction: Any) -> tuple:
+def _check_softmax_options(
+    label_smoothing: object, z_loss: object, softcap: object, reduction: object
+) -> tuple[float, float, float | None, Reduction]:
     smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
     z = check_number("z_loss", z_loss, low=0.0)
     cap = None if softcap is None else check_number("softcap", softcap, low=0.0, low_open=True)
     return smoothing, z, cap, check_reduction(reduction)
 
 
-def check_temperature(temperature: Any) -> float:
+def check_temperature(temperature: object) -> float:
     """A finite ``temperature > 0``, as a float."""
     return check_number("temperature", temperature, low=0.0, low_open=True)
 
 
-def check_normalizer(normalizer: Any, reduction: str, xp: Any, like: Any, dtype: Any) -> Any:
+def check_normalizer(
+    normalizer: object, reduction: Reduction, xp: Namespace, like: Array, dtype: DType
+) -> float | Array | None:
     """``normalizer`` for ``reduction="mean"``: a number >= 0 (a float), or a 0-d array of ``like``'s
     library >= 0, in ``dtype`` on ``like``'s device (its value checked in host memory only)."""
     if normalizer is None:
@@ -219,12 +229,12 @@ def check_normalizer(normalizer: Any, reduction: str, xp: Any, like: Any, dtype:
 class _PerSample(NamedTuple):
     """Per-sample losses before sample weights and reduction, and what the mean divides by."""
 
-    loss: Any  # (*batch,), zero contribution from ignored samples not yet applied
-    class_factor: Any  # (*batch,) w_{y_n} for index targets with class weights, else None
-    target_weights: Any  # (*batch, C) a_{n,c}: the loss is -sum_c a_{n,c} log p_{n,c}; None if not built
+    loss: Array  # (*batch,), zero contribution from ignored samples not yet applied
+    class_factor: Array | None  # (*batch,) w_{y_n} for index targets with class weights, else None
+    target_weights: Array | None  # (*batch, C) a_{n,c}: the loss is -sum_c a_{n,c} log p_{n,c}; None if not built
 
 
-def _denominator(row_weight: Any, class_factor: Any, count: int, xp: Any) -> Any:
+def _denominator(row_weight: Array | None, class_factor: Array | None, count: int, xp: Namespace) -> Array | int:
     """Total weight the mean divides by: the sum of s_n * w_{y_n} (ones where absent)."""
     if row_weight is None and class_factor is None:
         return count
@@ -236,7 +246,12 @@ def _denominator(row_weight: Any, class_factor: Any, count: int, xp: Any) -> Any
 
 
 def _cross_entropy_terms(
-    source: _Capped | _GivenLogProbs, inputs: ClassInputs, weight: Any, smoothing: float, *, need_target_weights: bool
+    source: _Capped | _GivenLogProbs,
+    inputs: ClassInputs,
+    weight: Array | None,
+    smoothing: float,
+    *,
+    need_target_weights: bool,
 ) -> _PerSample:
     r"""Per-sample :math:`-\sum_c a_{n,c} \log p_{n,c}` with PyTorch's weight and smoothing rules.
 
@@ -269,7 +284,7 @@ def _cross_entropy_terms(
             target_weights = peak * onehot + floor
         return _PerSample(loss, class_factor, target_weights)
 
-    targets = inputs.probs
+    targets: Array = inputs.probs  # probability targets: not None
     if smoothing > 0.0:
         targets = (1.0 - smoothing) * targets + smoothing / num_classes
     target_weights = targets if weight is None else targets * weight
@@ -279,25 +294,25 @@ def _cross_entropy_terms(
 
 
 def _softmax_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     *,
     axis: int,
-    weight: Any,
+    weight: ArrayLike | None,
     ignore_index: int | None,
     label_smoothing: float,
     z_loss: float,
     softcap: float | None,
-    sample_weight: Any,
-    reduction: str,
+    sample_weight: ArrayLike | None,
+    reduction: Reduction,
     with_grad: bool,
     temperature: float = 1.0,
-    normalizer: Any = None,
+    normalizer: float | Array | None = None,
     return_stats: bool = False,
-    out: Any = None,
+    out: Array | None = None,
     gradient_over_logits: bool = False,
     check_probabilities: bool = True,
-) -> Any:
+) -> _SoftmaxResult:
     """The softmax cross-entropy functions' shared body.
 
     ``gradient_over_logits`` (fused kernels only, for :mod:`crossentropy.torch`'s
@@ -316,9 +331,10 @@ def _softmax_cross_entropy(
     )
     xp = inputs.xp
     if return_stats and not inputs.is_index:
+        probs: Array = inputs.probs  # probability targets: not None
         raise ValueError(
             "`return_stats` needs class-index targets (the accuracy compares the arg-max with the target); "
-            f"got probability targets of dtype {inputs.probs.dtype}"
+            f"got probability targets of dtype {probs.dtype}"
         )
     weight = prepare_class_weight(weight, inputs)
     normalizer = check_normalizer(normalizer, reduction, xp, inputs.stored, inputs.dtype)
@@ -378,7 +394,7 @@ def _softmax_cross_entropy(
     return (loss, grad) if stats is None else (loss, grad, stats)
 
 
-def _reference_stats(capped: _Capped, inputs: ClassInputs, row_weight: Any) -> LossStats:
+def _reference_stats(capped: _Capped, inputs: ClassInputs, row_weight: Array | None) -> LossStats:
     """:class:`LossStats` from the generic code's normalized logits (0 where ``row_weight`` is 0)."""
     xp = capped.xp
     log_probs = capped.log_probs
@@ -393,7 +409,7 @@ def _reference_stats(capped: _Capped, inputs: ClassInputs, row_weight: Any) -> L
     return LossStats(xp.astype(lse, dtype, copy=False), xp.astype(entropy, dtype, copy=False), hits)
 
 
-def _check_out(out: Any, logits: Any, xp: Any, *others: Any) -> bool:
+def _check_out(out: Array, logits: ArrayLike, xp: Namespace, *others: object) -> bool:
     """Validate ``out``, the caller's array for the gradient; True when it is ``logits`` itself (in place).
 
     ``logits`` as the caller passed them; ``others``: the other inputs, which may not carry
@@ -452,7 +468,7 @@ def _check_softmax_in_place(inputs: ClassInputs, *, weighted_smoothing: bool, ca
     )
 
 
-def _gradient_into(out: Any, grad: Any) -> Any:
+def _gradient_into(out: Array, grad: Array) -> Array:
     """``out`` holding ``grad``: copied unless the kernels wrote it there."""
     if grad is out:
         return out
@@ -466,37 +482,37 @@ def _gradient_into(out: Any, grad: Any) -> Any:
     return out
 
 
-def _is_writeable(x: Any) -> bool:
+def _is_writeable(x: Array) -> bool:
     flags = getattr(x, "flags", None)
     return bool(getattr(flags, "writeable", True)) if flags is not None else True
 
 
-def _is_c_contiguous(x: Any) -> bool:
+def _is_c_contiguous(x: Array) -> bool:
     if array_api_compat.is_torch_array(x):
-        return x.is_contiguous()
+        return bool(x.is_contiguous())
     flags = getattr(x, "flags", None)
     return bool(getattr(flags, "c_contiguous", True)) if flags is not None else True
 
 
-def _strides(x: Any) -> Any:
+def _strides(x: Array) -> tuple[int, ...] | None:
     return x.stride() if array_api_compat.is_torch_array(x) else getattr(x, "strides", None)
 
 
 def _fused_softmax_cross_entropy(
     backend: kernels.Backend,
     inputs: ClassInputs,
-    weight: Any,
+    weight: Array | None,
     smoothing: float,
     z: float,
     cap: float | None,
-    reduction: str,
+    reduction: Reduction,
     *,
     with_grad: bool,
-    out: Any = None,
+    out: Array | None = None,
     temperature: float = 1.0,
-    normalizer: Any = None,
+    normalizer: float | Array | None = None,
     return_stats: bool = False,
-) -> Any:
+) -> _SoftmaxResult:
     """:func:`_softmax_cross_entropy` on the fused kernels of ``backend`` (validated inputs, outside autograd)."""
     xp, x = inputs.xp, inputs.stored
     batch_shape = tuple(x.shape[:-1])
@@ -579,23 +595,83 @@ _SOFTMAX_PARAMETERS = """
 """
 
 
+@overload
 def softmax_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    sample_weight: Any = None,
-    reduction: str = "mean",
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
     temperature: float = 1.0,
-    normalizer: Any = None,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: Literal[False] = False,
+) -> Array: ...
+
+
+@overload
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: Literal[True],
+) -> tuple[Array, LossStats]: ...
+
+
+@overload
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
     return_stats: bool = False,
-) -> Any:
+) -> Array | tuple[Array, LossStats]: ...
+
+
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: bool = False,
+) -> Array | tuple[Array, LossStats]:
     r"""Softmax cross-entropy on logits: PyTorch's ``F.cross_entropy`` and its extras.
 
     With :math:`\log p = \log\operatorname{softmax}(x)` and target weights
@@ -655,24 +731,87 @@ def softmax_cross_entropy(
     )
 
 
+@overload
 def softmax_cross_entropy_with_grad(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
-    sample_weight: Any = None,
-    reduction: str = "mean",
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
     temperature: float = 1.0,
-    normalizer: Any = None,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: Literal[False] = False,
+    out: Array | None = None,
+) -> tuple[Array, Array]: ...
+
+
+@overload
+def softmax_cross_entropy_with_grad(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: Literal[True],
+    out: Array | None = None,
+) -> tuple[Array, Array, LossStats]: ...
+
+
+@overload
+def softmax_cross_entropy_with_grad(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
     return_stats: bool = False,
-    out: Any = None,
-) -> tuple[Any, ...]:
+    out: Array | None = None,
+) -> tuple[Array, Array] | tuple[Array, Array, LossStats]: ...
+
+
+def softmax_cross_entropy_with_grad(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int | None = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    temperature: float = 1.0,
+    normalizer: float | ArrayLike | None = None,
+    return_stats: bool = False,
+    out: Array | None = None,
+) -> tuple[Array, Array] | tuple[Array, Array, LossStats]:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in closed form.
 
     Same loss and options as :func:`softmax_cross_entropy`. The gradient is
@@ -746,23 +885,23 @@ _SOFTMAX_OUT = """\
         PyTorch's own ``out=``.
 """
 
-softmax_cross_entropy.__doc__ = softmax_cross_entropy.__doc__.replace("{parameters}", _SOFTMAX_PARAMETERS)
-softmax_cross_entropy_with_grad.__doc__ = softmax_cross_entropy_with_grad.__doc__.replace(
+softmax_cross_entropy.__doc__ = (softmax_cross_entropy.__doc__ or "").replace("{parameters}", _SOFTMAX_PARAMETERS)
+softmax_cross_entropy_with_grad.__doc__ = (softmax_cross_entropy_with_grad.__doc__ or "").replace(
     "{parameters}", _SOFTMAX_PARAMETERS + _SOFTMAX_OUT
 )
 
 
 def nll_loss(
-    log_probs: Any,
-    targets: Any,
+    log_probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Negative log-likelihood of class indices given log-probabilities: PyTorch's ``F.nll_loss``.
 
     .. math::
@@ -807,7 +946,9 @@ def nll_loss(
     return reduce_loss(weighted_rows(terms.loss, row_weight, xp), denominator, reduction, xp, inputs.out_dtype)
 
 
-def _check_alpha(alpha: Any, inputs_xp: Any, like: Any, num_classes: int, *, at_most_one: bool) -> Any:
+def _check_alpha(
+    alpha: float | ArrayLike | None, inputs_xp: Namespace, like: Array, num_classes: int, *, at_most_one: bool
+) -> float | Array | None:
     """``alpha`` as None, a float, or a validated per-class array of length ``num_classes``."""
     if alpha is None:
         return None
@@ -824,17 +965,17 @@ def _check_alpha(alpha: Any, inputs_xp: Any, like: Any, num_classes: int, *, at_
 
 
 def softmax_focal_loss(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     gamma: float = 2.0,
-    alpha: Any = None,
+    alpha: float | ArrayLike | None = None,
     axis: int = -1,
     ignore_index: int | None = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Multi-class focal loss (Lin et al. 2017), computed per sample from log-probabilities.
 
     .. math::
@@ -874,7 +1015,7 @@ def softmax_focal_loss(
     alpha = _check_alpha(alpha, xp, inputs.logits, inputs.num_classes, at_most_one=False)
     log_probs = _cap_and_normalize(inputs.logits, None, xp).log_probs
 
-    def focal(log_p: Any) -> Any:
+    def focal(log_p: Array) -> Array:
         loss = -log_p
         return loss if gamma == 0.0 else xmul((-xp.expm1(log_p)) ** gamma, loss, xp)
 
@@ -895,18 +1036,18 @@ def softmax_focal_loss(
 
 
 def poly1_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     epsilon: float = 1.0,
     axis: int = -1,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int | None = -100,
     label_smoothing: float = 0.0,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Poly-1 loss (Leng et al. 2022): cross-entropy plus :math:`\epsilon (1 - p_t)`.
 
     .. math::
@@ -953,7 +1094,8 @@ def poly1_cross_entropy(
         if smoothing > 0.0:
             one_minus_pt = one_minus_pt + (smoothing / num_classes) * xp.sum(one_minus_p, axis=-1)
     else:
-        smoothed = inputs.probs if smoothing == 0.0 else (1.0 - smoothing) * inputs.probs + smoothing / num_classes
+        probs: Array = inputs.probs  # probability targets: not None
+        smoothed = probs if smoothing == 0.0 else (1.0 - smoothing) * probs + smoothing / num_classes
         one_minus_pt = xp.sum(smoothed * one_minus_p, axis=-1)
     poly = epsilon * one_minus_pt
     per_sample = terms.loss + (poly if terms.class_factor is None else terms.class_factor * poly)
@@ -971,24 +1113,26 @@ def poly1_cross_entropy(
 class _Elementwise:
     """Inputs of an elementwise binary loss, validated; everything but ``stored`` in the compute dtype."""
 
-    xp: Any
-    stored: Any  # logits or probabilities as the caller gave them
-    dtype: Any  # the compute dtype
-    targets: Any  # floating, in [0, 1]
-    weight: Any  # broadcastable to values, or None
-    sample_weight: Any  # shape values.shape[:k] + (1,) * (ndim - k), or None
+    xp: Namespace
+    stored: Array  # logits or probabilities as the caller gave them
+    dtype: DType  # the compute dtype
+    targets: Array  # floating, in [0, 1]
+    weight: Array | None  # broadcastable to values, or None
+    sample_weight: Array | None  # shape values.shape[:k] + (1,) * (ndim - k), or None
 
     @cached_property
-    def values(self) -> Any:
+    def values(self) -> Array:
         """The logits or probabilities in the compute dtype (converted on first use)."""
         return self.xp.astype(self.stored, self.dtype, copy=False)
 
     @property
-    def out_dtype(self) -> Any:
+    def out_dtype(self) -> DType:
         return self.stored.dtype
 
 
-def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rule: str, dtype: Any = None) -> Any:
+def _broadcast_option(
+    name: str, value: ArrayLike | None, xp: Namespace, like: Array, *, trailing_rule: str, dtype: DType | None = None
+) -> Array | None:
     """A non-negative array broadcastable to ``like`` (NumPy rules, trailing axes aligned), in ``dtype``
     (default: that of ``like``)."""
     if value is None:
@@ -1010,7 +1154,9 @@ def _broadcast_option(name: str, value: Any, xp: Any, like: Any, *, trailing_rul
     return value
 
 
-def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, sample_weight: Any) -> _Elementwise:
+def _prepare_elementwise(
+    values: ArrayLike, targets: ArrayLike, *, name: str, weight: ArrayLike | None, sample_weight: ArrayLike | None
+) -> _Elementwise:
     xp = get_namespace(values, targets)
     values = as_namespace_array(values, xp, name=name)
     check_floating(name, values, xp)
@@ -1047,7 +1193,7 @@ def _prepare_elementwise(values: Any, targets: Any, *, name: str, weight: Any, s
     return _Elementwise(xp, values, dtype, targets, weight, sample_weight)
 
 
-def _check_binary_labels(targets: Any, xp: Any) -> None:
+def _check_binary_labels(targets: Array, xp: Namespace) -> None:
     bad = (targets != 0) & (targets != 1)
     if concrete_bool(xp.any(bad)):
         index = tuple(int(h[0]) for h in xp.nonzero(bad))
@@ -1056,7 +1202,7 @@ def _check_binary_labels(targets: Any, xp: Any) -> None:
         )
 
 
-def _reduce_elementwise(loss: Any, inputs: _Elementwise, reduction: str) -> tuple[Any, Any]:
+def _reduce_elementwise(loss: Array, inputs: _Elementwise, reduction: Reduction) -> tuple[Array, Array | int]:
     """Weight by ``weight`` and ``sample_weight``, then reduce; also return the mean's denominator.
 
     The mean divides by the total sample weight broadcast over the elements (the number of
@@ -1071,7 +1217,7 @@ def _reduce_elementwise(loss: Any, inputs: _Elementwise, reduction: str) -> tupl
     return reduce_loss(loss, denominator, reduction, xp, inputs.out_dtype), denominator
 
 
-def _elementwise_denominator(inputs: _Elementwise) -> Any:
+def _elementwise_denominator(inputs: _Elementwise) -> Array | int:
     """What the mean divides by: the number of elements, or the total sample weight spread over them."""
     size = math.prod(inputs.stored.shape)
     if inputs.sample_weight is None:
@@ -1080,13 +1226,22 @@ def _elementwise_denominator(inputs: _Elementwise) -> Any:
     return per_sample_elements * total(inputs.sample_weight, inputs.xp)
 
 
-def _check_sigmoid_options(label_smoothing: Any, reduction: Any) -> tuple[float, str]:
+def _check_sigmoid_options(label_smoothing: object, reduction: object) -> tuple[float, Reduction]:
     return check_number("label_smoothing", label_smoothing, low=0.0, high=1.0), check_reduction(reduction)
 
 
 def _sigmoid_cross_entropy(
-    logits, targets, *, weight, pos_weight, label_smoothing, sample_weight, reduction, with_grad, out=None
-):
+    logits: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weight: ArrayLike | None,
+    pos_weight: ArrayLike | None,
+    label_smoothing: float,
+    sample_weight: ArrayLike | None,
+    reduction: Reduction,
+    with_grad: bool,
+    out: Array | None = None,
+) -> Array | tuple[Array, Array]:
     smoothing, reduction = _check_sigmoid_options(label_smoothing, reduction)
     inputs = _prepare_elementwise(logits, targets, name="logits", weight=weight, sample_weight=sample_weight)
     xp = inputs.xp
@@ -1124,13 +1279,13 @@ def _sigmoid_cross_entropy(
 def _fused_sigmoid_cross_entropy(
     backend: kernels.Backend,
     inputs: _Elementwise,
-    pos_weight: Any,
+    pos_weight: Array | None,
     smoothing: float,
-    reduction: str,
+    reduction: Reduction,
     *,
     with_grad: bool,
-    out: Any = None,
-) -> Any:
+    out: Array | None = None,
+) -> Array | tuple[Array, Array]:
     """:func:`_sigmoid_cross_entropy` on the fused kernel of ``backend`` (validated inputs, outside autograd).
 
     The kernel layer forms the mean itself, so that a sum past the largest float can be summed
@@ -1183,16 +1338,16 @@ _SIGMOID_PARAMETERS = """
 
 
 def sigmoid_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
     label_smoothing: float = 0.0,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Binary and multi-label cross-entropy on logits: PyTorch's ``F.binary_cross_entropy_with_logits``.
 
     .. math::
@@ -1223,17 +1378,17 @@ def sigmoid_cross_entropy(
 
 
 def sigmoid_cross_entropy_with_grad(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
-    weight: Any = None,
-    pos_weight: Any = None,
+    weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None,
     label_smoothing: float = 0.0,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-    out: Any = None,
-) -> tuple[Any, Any]:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    out: Array | None = None,
+) -> tuple[Array, Array]:
     r"""Sigmoid cross-entropy and its gradient with respect to the logits, in closed form.
 
     Same loss and options as :func:`sigmoid_cross_entropy`. Elementwise,
@@ -1283,8 +1438,8 @@ _SIGMOID_OUT = """\
         requires grad.
 """
 
-sigmoid_cross_entropy.__doc__ = sigmoid_cross_entropy.__doc__.replace("{parameters}", _SIGMOID_PARAMETERS)
-sigmoid_cross_entropy_with_grad.__doc__ = sigmoid_cross_entropy_with_grad.__doc__.replace(
+sigmoid_cross_entropy.__doc__ = (sigmoid_cross_entropy.__doc__ or "").replace("{parameters}", _SIGMOID_PARAMETERS)
+sigmoid_cross_entropy_with_grad.__doc__ = (sigmoid_cross_entropy_with_grad.__doc__ or "").replace(
     "{parameters}", _SIGMOID_PARAMETERS + _SIGMOID_OUT
 )
 
@@ -1292,7 +1447,7 @@ sigmoid_cross_entropy_with_grad.__doc__ = sigmoid_cross_entropy_with_grad.__doc_
 _LOG_CLAMP = -100.0
 
 
-def _clamped_log(p: Any, xp: Any) -> Any:
+def _clamped_log(p: Array, xp: Namespace) -> Array:
     """``max(log p, -100)`` with a finite (zero) gradient at ``p = 0``."""
     positive = p > 0
     logs = xp.log(xp.where(positive, p, xp.ones_like(p)))
@@ -1301,14 +1456,14 @@ def _clamped_log(p: Any, xp: Any) -> Any:
 
 
 def binary_cross_entropy(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
-    weight: Any = None,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Binary cross-entropy on probabilities: PyTorch's ``F.binary_cross_entropy``.
 
     .. math::
@@ -1342,15 +1497,15 @@ def binary_cross_entropy(
 
 
 def sigmoid_focal_loss(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     gamma: float = 2.0,
-    alpha: Any = 0.25,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    alpha: float | ArrayLike | None = 0.25,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Binary and multi-label focal loss on logits (Lin et al. 2017), as torchvision's.
 
     .. math::

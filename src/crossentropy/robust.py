@@ -22,10 +22,10 @@ When every sample is ignored the mean is 0, with a zero gradient, not NaN.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ._array import as_namespace_array, concrete_bool, host_float, take_last, xmul
 from ._inputs import ClassInputs, prepare_class_inputs, reduce_loss, total, weighted_rows
+from ._typing import Array, ArrayLike, Namespace, Reduction
 from ._validation import (
     check_floating,
     check_in_unit_interval,
@@ -44,11 +44,11 @@ __all__ = [
 ]
 
 
-def _log_softmax(inputs: ClassInputs) -> Any:
+def _log_softmax(inputs: ClassInputs) -> Array:
     return stable_log_softmax(inputs.logits, inputs.xp, axis=-1)[0]
 
 
-def _finish(loss: Any, inputs: ClassInputs, reduction: str) -> Any:
+def _finish(loss: Array, inputs: ClassInputs, reduction: Reduction) -> Array:
     """Weight the per-sample ``loss`` and reduce it; ``mean`` divides by sum of s_n over kept samples."""
     xp = inputs.xp
     row_weight = inputs.row_weight()
@@ -58,16 +58,16 @@ def _finish(loss: Any, inputs: ClassInputs, reduction: str) -> Any:
 
 
 def generalized_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     q: float = 0.7,
     axis: int = -1,
     ignore_index: int = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Generalized cross-entropy :math:`\mathcal{L}_q`, a noise-robust loss between CE and MAE.
 
     .. math::
@@ -135,8 +135,8 @@ def generalized_cross_entropy(
 
 
 def symmetric_cross_entropy(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     alpha: float = 0.1,
@@ -144,9 +144,9 @@ def symmetric_cross_entropy(
     log_zero: float = -4.0,
     axis: int = -1,
     ignore_index: int = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Symmetric cross-entropy: cross-entropy plus reverse cross-entropy.
 
     .. math::
@@ -213,7 +213,7 @@ def symmetric_cross_entropy(
         ce = -log_p_y
         rce = log_zero * xp.expm1(log_p_y)  # -A (1 - p_y)
     else:
-        t = inputs.probs
+        t: Array = inputs.probs  # probability targets: not None
         ce = -xp.sum(xmul(t, log_p, xp), axis=-1)
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
@@ -224,7 +224,7 @@ def symmetric_cross_entropy(
     return _finish(loss, inputs, reduction)
 
 
-def _prepare_transition(transition: Any, inputs: ClassInputs) -> Any:
+def _prepare_transition(transition: ArrayLike, inputs: ClassInputs) -> Array:
     """Validated transition matrix of shape (n_classes, n_classes) in the compute dtype."""
     xp = inputs.xp
     transition = as_namespace_array(transition, xp, name="transition", like=inputs.stored)
@@ -237,23 +237,23 @@ def _prepare_transition(transition: Any, inputs: ClassInputs) -> Any:
     return xp.astype(transition, inputs.dtype)
 
 
-def _rows(matrix: Any, indices: Any, xp: Any) -> Any:
+def _rows(matrix: Array, indices: Array, xp: Namespace) -> Array:
     """``matrix[indices]``: one row per sample, shape ``indices.shape + (n_classes,)``."""
     flat = xp.reshape(indices, (-1,))
     return xp.reshape(xp.take(matrix, flat, axis=0), (*indices.shape, matrix.shape[-1]))
 
 
 def forward_corrected_cross_entropy(
-    logits: Any,
-    targets: Any,
-    transition: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
+    transition: ArrayLike,
     /,
     *,
     axis: int = -1,
     ignore_index: int = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Forward-corrected cross-entropy for noisy labels with a known transition matrix.
 
     The model's clean-class posterior :math:`p = \operatorname{softmax}(x)` is pushed through
@@ -331,16 +331,16 @@ def forward_corrected_cross_entropy(
 
 
 def backward_corrected_cross_entropy(
-    logits: Any,
-    targets: Any,
-    transition: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
+    transition: ArrayLike,
     /,
     *,
     axis: int = -1,
     ignore_index: int = -100,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Backward-corrected cross-entropy for noisy labels with a known transition matrix.
 
     The vector of per-class losses is corrected by the inverse of the noise matrix, which
