@@ -20,12 +20,13 @@ The building blocks (:func:`divergence_rows`) serve :mod:`crossentropy.torch.dis
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import get_args
 
 import numpy as np
 
 from ._array import as_namespace_array, as_result_array, compute_dtype, get_namespace, move_axes
 from ._inputs import prepare_sample_weight, reduce_loss, total, warn_if_probabilities, weighted_rows
+from ._typing import Array, ArrayLike, Divergence, Namespace, Reduction
 from ._validation import (
     check_axis,
     check_floating,
@@ -47,10 +48,12 @@ __all__ = [
     "log_space_rows",
 ]
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
+DIVERGENCES: tuple[Divergence, ...] = get_args(Divergence)
 
 
-def check_distillation_options(divergence: Any, beta: Any, temperature: Any) -> tuple[str, float, float]:
+def check_distillation_options(
+    divergence: object, beta: object, temperature: object
+) -> tuple[Divergence, float, float]:
     """``(divergence, beta, temperature)`` checked: a known divergence, 0 < β < 1, T > 0 finite."""
     if not isinstance(divergence, str) or divergence not in DIVERGENCES:
         choices = ", ".join(repr(d) for d in DIVERGENCES)
@@ -60,13 +63,13 @@ def check_distillation_options(divergence: Any, beta: Any, temperature: Any) -> 
     return divergence, beta, temperature
 
 
-def _masked_difference(lp: Any, lq: Any, zero: Any, xp: Any) -> Any:
+def _masked_difference(lp: Array, lq: Array, zero: Array, xp: Namespace) -> Array:
     """``lp - lq`` with 0 where ``zero``: the masked entries (a ``-inf`` log-probability whose term is
     0) get no NaN (``-inf + inf``) in the forward pass and a zero gradient in the backward pass."""
     return xp.where(zero, xp.zeros_like(lp), lp - lq)
 
 
-def _weighted_sum(weight_log: Any, values: Any, zero: Any, xp: Any) -> Any:
+def _weighted_sum(weight_log: Array, values: Array, zero: Array, xp: Namespace) -> Array:
     r""":math:`\sum_c e^{w_c} v_c` over the class axis, with 0 where ``zero`` and :math:`+\infty` where
     :math:`v_c = +\infty` (a positive weight that underflows to 0 keeps its infinite term). The double
     ``where`` keeps autograd from meeting :math:`0 \cdot \infty`."""
@@ -79,14 +82,14 @@ def _weighted_sum(weight_log: Any, values: Any, zero: Any, xp: Any) -> Any:
     return xp.sum(xp.where(zero, xp.zeros_like(terms), terms), axis=-1)
 
 
-def _kl_rows(lp: Any, lq: Any, xp: Any) -> Any:
+def _kl_rows(lp: Array, lq: Array, xp: Namespace) -> Array:
     r""":math:`\sum_c p_c (\log p_c - \log q_c)`: 0 where :math:`p_c = 0`, :math:`+\infty` where
     :math:`q_c = 0 < p_c`."""
     zero = lp == -math.inf
     return _weighted_sum(lp, _masked_difference(lp, lq, zero, xp), zero, xp)
 
 
-def _jsd_rows(lp: Any, lq: Any, beta: float, xp: Any) -> Any:
+def _jsd_rows(lp: Array, lq: Array, beta: float, xp: Namespace) -> Array:
     r""":math:`\beta\,\mathrm{KL}(p \| m) + (1-\beta)\,\mathrm{KL}(q \| m)`, :math:`m = \beta p + (1-\beta) q`.
 
     With :math:`d = \log p - \log q`, the log-ratios to the mixture are
@@ -107,7 +110,7 @@ def _jsd_rows(lp: Any, lq: Any, beta: float, xp: Any) -> Any:
     return beta * _weighted_sum(lp, ratio_p, lp_zero, xp) + (1.0 - beta) * _weighted_sum(lq, ratio_q, lq_zero, xp)
 
 
-def jsd_log_ratios(lp: Any, lq: Any, beta: float, xp: Any) -> tuple[Any, Any]:
+def jsd_log_ratios(lp: Array, lq: Array, beta: float, xp: Namespace) -> tuple[Array, Array]:
     """``(log p - log m, log q - log m)`` of :func:`_jsd_rows`, 0 where ``p`` (``q``) is 0."""
     lp_zero, lq_zero = lp == -math.inf, lq == -math.inf
     d = _masked_difference(lp, lq, lp_zero & lq_zero, xp)
@@ -122,7 +125,7 @@ def jsd_log_ratios(lp: Any, lq: Any, beta: float, xp: Any) -> tuple[Any, Any]:
     return xp.where(lp_zero, zeros, ratio_p), xp.where(lq_zero, zeros, ratio_q)
 
 
-def _tvd_rows(lp: Any, lq: Any, xp: Any) -> Any:
+def _tvd_rows(lp: Array, lq: Array, xp: Namespace) -> Array:
     r""":math:`\tfrac12 \sum_c |p_c - q_c|`, each term :math:`\max(p_c, q_c)\,(-\operatorname{expm1}(-|d_c|))`
     (no difference of two nearly equal probabilities)."""
     both = (lp == -math.inf) & (lq == -math.inf)
@@ -131,7 +134,9 @@ def _tvd_rows(lp: Any, lq: Any, xp: Any) -> Any:
     return 0.5 * _weighted_sum(larger, -xp.expm1(-xp.abs(d)), both, xp)
 
 
-def divergence_rows(student: Any, teacher: Any, xp: Any, *, divergence: str, beta: float, temperature: float) -> Any:
+def divergence_rows(
+    student: Array, teacher: Array, xp: Namespace, *, divergence: Divergence, beta: float, temperature: float
+) -> Array:
     """Per-position divergence of logits in their compute dtype, class axis last (options checked).
 
     Returns an array of the batch shape (the logits' shape without the last axis).
@@ -143,7 +148,7 @@ def divergence_rows(student: Any, teacher: Any, xp: Any, *, divergence: str, bet
     return log_space_rows(lp, lq, xp, divergence=divergence, beta=beta)
 
 
-def log_space_rows(lp: Any, lq: Any, xp: Any, *, divergence: str, beta: float) -> Any:
+def log_space_rows(lp: Array, lq: Array, xp: Namespace, *, divergence: Divergence, beta: float) -> Array:
     """Per-position divergence from the teacher's and the student's log-probabilities (class axis last)."""
     if divergence == "forward_kl":
         return _kl_rows(lp, lq, xp)
@@ -155,17 +160,17 @@ def log_space_rows(lp: Any, lq: Any, xp: Any, *, divergence: str, beta: float) -
 
 
 def distillation_loss(
-    student_logits: Any,
-    teacher_logits: Any,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
     /,
     *,
     axis: int = -1,
-    divergence: str = "forward_kl",
+    divergence: Divergence = "forward_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
-    sample_weight: Any = None,
-    reduction: str = "mean",
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
     r"""Distillation loss: a divergence between the teacher's and the student's softmax, on logits.
 
     With :math:`p_n = \operatorname{softmax}(t_n / T)` (teacher) and
