@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import array_api_compat
 import numpy as np
@@ -42,6 +42,7 @@ from ._array import (
 )
 from ._inputs import prepare_class_inputs, prepare_sample_weight, safe_divide, total, weighted_rows
 from ._scorer import CalibrationBin, ClassScore, InvalidValue, Scorer, ScoreResult
+from ._typing import Array, ArrayLike, BinStrategy, CalibrationNorm, DType, Namespace
 from ._validation import (
     check_base,
     check_class_indices,
@@ -73,8 +74,8 @@ __all__ = [
     "top_k_accuracy",
 ]
 
-_STRATEGIES = ("uniform", "quantile")
-_NORMS = ("l1", "l2", "max")
+_STRATEGIES: tuple[BinStrategy, ...] = get_args(BinStrategy)
+_NORMS: tuple[CalibrationNorm, ...] = get_args(CalibrationNorm)
 
 
 class ReliabilityCurve(NamedTuple):
@@ -91,16 +92,16 @@ class ReliabilityCurve(NamedTuple):
         Number of samples in the bin.
     """
 
-    confidence: Any
-    accuracy: Any
-    count: Any
+    confidence: Array
+    accuracy: Array
+    count: Array
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared preparation
 
 
-def _prepare_probs(probs: Any) -> tuple[Any, Any, Any]:
+def _prepare_probs(probs: ArrayLike) -> tuple[Namespace, Array, DType]:
     """Validate predicted probabilities of shape (n_samples,) or (n_samples, n_classes).
 
     Returns ``(xp, probs in the compute dtype, dtype results are returned in)``. Integer and
@@ -121,7 +122,7 @@ def _prepare_probs(probs: Any) -> tuple[Any, Any, Any]:
     return xp, xp.astype(probs, compute_dtype(xp, probs.dtype), copy=False), probs.dtype
 
 
-def _host_labels(x: Any, name: str, n_samples: int | None = None) -> np.ndarray:
+def _host_labels(x: ArrayLike, name: str, n_samples: int | None = None) -> np.ndarray:
     """A 1-d NumPy array of labels (targets or label sets never need a gradient)."""
     if array_api_compat.is_torch_array(x):
         x = x.detach().cpu().numpy()
@@ -154,7 +155,9 @@ def _check_known(y: np.ndarray, classes: np.ndarray) -> None:
         )
 
 
-def _encode_targets(targets: Any, labels: Any, n_samples: int, *, stacklevel: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _encode_targets(
+    targets: ArrayLike, labels: ArrayLike | None, n_samples: int, *, stacklevel: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Map labels to column indices of the sorted label set; return ``(indices, classes)``.
 
     Follows scikit-learn's ``LabelBinarizer``: the classes are the sorted unique ``labels``
@@ -184,7 +187,7 @@ def _encode_targets(targets: Any, labels: Any, n_samples: int, *, stacklevel: in
     return np.searchsorted(classes, y), classes
 
 
-def _as_columns(p: Any, xp: Any) -> Any:
+def _as_columns(p: Array, xp: Namespace) -> Array:
     """(n_samples,) or (n_samples, 1) positive-class probabilities -> (n_samples, 2) ``[1 - p, p]``."""
     if p.ndim == 1:
         p = xp.reshape(p, (-1, 1))
@@ -193,7 +196,7 @@ def _as_columns(p: Any, xp: Any) -> Any:
     return p
 
 
-def _check_columns(p: Any, classes: np.ndarray, labels: Any, *, name: str = "probs") -> None:
+def _check_columns(p: Array, classes: np.ndarray, labels: ArrayLike | None, *, name: str = "probs") -> None:
     n_columns, n_classes = int(p.shape[1]), int(classes.shape[0])
     if n_columns == n_classes:
         return
@@ -208,7 +211,7 @@ def _check_columns(p: Any, classes: np.ndarray, labels: Any, *, name: str = "pro
     )
 
 
-def _warn_unnormalized(p: Any, xp: Any, dtype: Any, *, stacklevel: int = 3) -> None:
+def _warn_unnormalized(p: Array, xp: Namespace, dtype: DType, *, stacklevel: int = 3) -> None:
     """Warn, as scikit-learn does, when rows do not sum to 1 (``isclose(sum, 1, rtol=sqrt(eps))``)."""
     sums = xp.sum(p, axis=1)
     tolerance = math.sqrt(float(xp.finfo(dtype).eps)) + 1e-8
@@ -223,11 +226,11 @@ def _warn_unnormalized(p: Any, xp: Any, dtype: Any, *, stacklevel: int = 3) -> N
         )
 
 
-def _device_indices(indices: np.ndarray, xp: Any, like: Any) -> Any:
+def _device_indices(indices: np.ndarray, xp: Namespace, like: Array) -> Array:
     return xp.asarray(indices.astype(np.int64), device=array_api_compat.device(like))
 
 
-def _weighted_mean(values: Any, sample_weight: Any, xp: Any) -> Any:
+def _weighted_mean(values: Array, sample_weight: ArrayLike | None, xp: Namespace) -> Array:
     """``mean`` of per-sample ``values``, or ``sum(w * values) / sum(w)`` (NumPy's ``average``)."""
     if sample_weight is None:
         return xp.mean(values)
@@ -238,7 +241,7 @@ def _weighted_mean(values: Any, sample_weight: Any, xp: Any) -> Any:
     return xp.sum(values * weight) / weight_sum
 
 
-def _finish(x: Any, xp: Any, out_dtype: Any) -> Any:
+def _finish(x: Array, xp: Namespace, out_dtype: DType) -> Array:
     return as_result_array(xp.astype(x, out_dtype, copy=False), xp)
 
 
@@ -247,14 +250,14 @@ def _finish(x: Any, xp: Any, out_dtype: Any) -> Any:
 
 
 def log_loss(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
-    labels: Any = None,
-    sample_weight: Any = None,
+    labels: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     base: float | None = None,
-) -> Any:
+) -> Array:
     r"""Log loss (cross-entropy) of predicted probabilities, with scikit-learn's semantics.
 
     .. math::
@@ -327,7 +330,7 @@ def log_loss(
     return _finish(mean, xp, out_dtype)
 
 
-def _binary_positive(targets: Any, labels: Any, n_samples: int) -> np.ndarray:
+def _binary_positive(targets: ArrayLike, labels: ArrayLike | None, n_samples: int) -> np.ndarray:
     """Boolean array, true where the target is the positive label (scikit-learn's rules)."""
     y = _host_labels(targets, "targets", n_samples)
     if labels is not None:
@@ -337,7 +340,7 @@ def _binary_positive(targets: Any, labels: Any, n_samples: int) -> np.ndarray:
                 f"`labels` must hold exactly 2 labels for binary `probs` of shape (n_samples,); got {classes.tolist()}"
             )
         _check_known(y, classes)
-        return y == classes[1]
+        return np.asarray(y == classes[1])
     classes = _unique("targets", y)
     if classes.shape[0] > 2:
         raise ValueError(
@@ -345,7 +348,7 @@ def _binary_positive(targets: Any, labels: Any, n_samples: int) -> np.ndarray:
             f"(pass one column per class for more); got {classes.tolist()}"
         )
     if classes.shape[0] == 2:
-        return y == classes[1]
+        return np.asarray(y == classes[1])
     only = classes[0]
     if not isinstance(only, (numbers.Number, np.number, np.bool_)):
         raise ValueError(
@@ -359,14 +362,14 @@ def _binary_positive(targets: Any, labels: Any, n_samples: int) -> np.ndarray:
 
 
 def brier_score(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
-    labels: Any = None,
-    sample_weight: Any = None,
-    scale_by_half: bool | str = "auto",
-) -> Any:
+    labels: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    scale_by_half: bool | Literal["auto"] = "auto",
+) -> Array:
     r"""Brier score: mean squared distance between predicted probabilities and one-hot outcomes.
 
     .. math::
@@ -442,14 +445,14 @@ def brier_score(
 
 
 def perplexity(
-    logits: Any,
-    targets: Any,
+    logits: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     axis: int = -1,
     ignore_index: int | None = -100,
-    sample_weight: Any = None,
-) -> Any:
+    sample_weight: ArrayLike | None = None,
+) -> Array:
     r"""Perplexity: the exponential of the mean softmax cross-entropy of class-index targets.
 
     .. math::
@@ -508,20 +511,22 @@ def perplexity(
 # Calibration
 
 
-def _check_binning(n_bins: Any, strategy: Any) -> int:
+def _check_binning(n_bins: object, strategy: object) -> int:
     n_bins = check_integer_option("n_bins", n_bins, low=1)
     if not isinstance(strategy, str) or strategy not in _STRATEGIES:
         raise ValueError(f"`strategy` must be one of 'uniform', 'quantile'; got {strategy!r}")
     return n_bins
 
 
-def _check_norm(norm: Any) -> str:
+def _check_norm(norm: object) -> CalibrationNorm:
     if not isinstance(norm, str) or norm not in _NORMS:
         raise ValueError(f"`norm` must be one of 'l1', 'l2', 'max'; got {norm!r}")
     return norm
 
 
-def _calibration_norm(confidence_sums: Any, outcome_sums: Any, weight_sums: Any, norm: str, xp: Any) -> Any:
+def _calibration_norm(
+    confidence_sums: Array, outcome_sums: Array, weight_sums: Array, norm: CalibrationNorm, xp: Namespace
+) -> Array:
     r"""The calibration error of per-bin sums, in the namespace ``xp`` (differentiable through the sums).
 
     ``confidence_sums``, ``outcome_sums``: per-bin sums of (weighted) confidences and outcomes;
@@ -549,7 +554,7 @@ def _calibration_norm(confidence_sums: Any, outcome_sums: Any, weight_sums: Any,
 
 
 def _calibration_from_bins(
-    confidence_sum: np.ndarray, outcome_sum: np.ndarray, weight_sum: np.ndarray, *, norm: str
+    confidence_sum: np.ndarray, outcome_sum: np.ndarray, weight_sum: np.ndarray, *, norm: CalibrationNorm
 ) -> float:
     r"""The calibration error of accumulated per-bin sums, as a Python float.
 
@@ -576,14 +581,14 @@ def _calibration_from_bins(
     return float(_calibration_norm(conf, outcome, weight, norm, np))
 
 
-def _class_targets(targets: Any, xp: Any, like: Any, num_classes: int) -> Any:
+def _class_targets(targets: ArrayLike, xp: Namespace, like: Array, num_classes: int) -> Array:
     targets = as_namespace_array(targets, xp, name="targets", like=like)
     check_shape("targets", targets, (int(like.shape[0]),), rule="one class index per row of `probs`")
     check_class_indices("targets", targets, xp, num_classes, None)
     return targets
 
 
-def _top_label(p: Any, targets: Any, xp: Any) -> tuple[Any, Any]:
+def _top_label(p: Array, targets: ArrayLike, xp: Namespace) -> tuple[Array, Array]:
     """Return ``(confidence, correct)``: probability of the predicted class and a 0/1 hit array."""
     if p.ndim == 1:
         targets = _class_targets(targets, xp, p, 2)
@@ -602,7 +607,7 @@ def _top_label(p: Any, targets: Any, xp: Any) -> tuple[Any, Any]:
     return confidence, xp.astype(correct, p.dtype)
 
 
-def _inner_edges(values: Any, n_bins: int, strategy: str, xp: Any) -> list[Any]:
+def _inner_edges(values: Array, n_bins: int, strategy: BinStrategy, xp: Namespace) -> list[float] | list[Array]:
     """The ``n_bins - 1`` inner bin edges, as ``calibration_curve`` computes them.
 
     ``"uniform"``: ``np.linspace(0, 1, n_bins + 1)``. ``"quantile"``: ``np.percentile`` of the
@@ -631,7 +636,9 @@ def _inner_edges(values: Any, n_bins: int, strategy: str, xp: Any) -> list[Any]:
     return [edges[k] for k in range(n_bins - 1)]
 
 
-def _bin_sums(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: str, xp: Any) -> tuple[Any, Any, Any]:
+def _bin_sums(
+    values: Array, outcomes: Array, weight: Array | None, n_bins: int, strategy: BinStrategy, xp: Namespace
+) -> tuple[Array, Array, Array]:
     """Per bin: size, sum of ``values`` and sum of ``outcomes``, each term weighted by ``weight``.
 
     The size is an exact integer count without ``weight``, the total weight with it. A value
@@ -662,7 +669,7 @@ def _bin_sums(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: st
     return xp.stack(sizes), xp.stack(value_sums), xp.stack(outcome_sums)
 
 
-def _calibration_weight(sample_weight: Any, like: Any, xp: Any) -> Any:
+def _calibration_weight(sample_weight: ArrayLike | None, like: Array, xp: Namespace) -> Array | None:
     if sample_weight is None:
         return None
     weight = prepare_sample_weight(sample_weight, xp, like=like, batch_shape=tuple(like.shape))
@@ -671,7 +678,15 @@ def _calibration_weight(sample_weight: Any, like: Any, xp: Any) -> Any:
     return weight
 
 
-def _binned_calibration(values: Any, outcomes: Any, weight: Any, n_bins: int, strategy: str, norm: str, xp: Any) -> Any:
+def _binned_calibration(
+    values: Array,
+    outcomes: Array,
+    weight: Array | None,
+    n_bins: int,
+    strategy: BinStrategy,
+    norm: CalibrationNorm,
+    xp: Namespace,
+) -> Array:
     """Bin ``values`` (confidences) with their 0/1 ``outcomes`` and return the calibration error."""
     sizes, value_sums, outcome_sums = _bin_sums(values, outcomes, weight, n_bins, strategy, xp)
     if weight is None:
@@ -680,15 +695,15 @@ def _binned_calibration(values: Any, outcomes: Any, weight: Any, n_bins: int, st
 
 
 def expected_calibration_error(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     n_bins: int = 15,
-    strategy: str = "uniform",
-    norm: str = "l1",
-    sample_weight: Any = None,
-) -> Any:
+    strategy: BinStrategy = "uniform",
+    norm: CalibrationNorm = "l1",
+    sample_weight: ArrayLike | None = None,
+) -> Array:
     r"""Top-label expected calibration error (ECE): the gap between confidence and accuracy.
 
     .. math::
@@ -766,12 +781,12 @@ def expected_calibration_error(
 
 
 def reliability_curve(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     n_bins: int = 10,
-    strategy: str = "uniform",
+    strategy: BinStrategy = "uniform",
 ) -> ReliabilityCurve:
     r"""Points of a reliability diagram: mean confidence against accuracy in each bin.
 
@@ -835,7 +850,9 @@ def reliability_curve(
     )
 
 
-def _column_outcomes(probs: Any, targets: Any, labels: Any) -> tuple[Any, Any, Any, Any]:
+def _column_outcomes(
+    probs: ArrayLike, targets: ArrayLike, labels: ArrayLike | None
+) -> tuple[Namespace, Array, Array, DType]:
     """``(xp, probs as (n_samples, n_classes) columns, one-hot outcomes of that shape, out dtype)``.
 
     Targets are class indices (``labels`` None: ``[0, n_classes)``, {0, 1} for one-dimensional
@@ -864,16 +881,16 @@ def _column_outcomes(probs: Any, targets: Any, labels: Any) -> tuple[Any, Any, A
 
 
 def classwise_calibration_error(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     n_bins: int = 15,
-    norm: str = "l1",
-    strategy: str = "uniform",
-    sample_weight: Any = None,
-    labels: Any = None,
-) -> Any:
+    norm: CalibrationNorm = "l1",
+    strategy: BinStrategy = "uniform",
+    sample_weight: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
+) -> Array:
     r"""Classwise calibration error: the mean over classes of each class's one-vs-rest calibration error.
 
     .. math::
@@ -972,23 +989,23 @@ class BrierDecomposition(NamedTuple):
         Weighted covariance of forecasts and outcomes inside their bins.
     """
 
-    reliability: Any
-    resolution: Any
-    uncertainty: Any
-    within_bin_variance: Any
-    within_bin_covariance: Any
+    reliability: Array
+    resolution: Array
+    uncertainty: Array
+    within_bin_variance: Array
+    within_bin_covariance: Array
 
 
 def brier_score_decomposition(
-    probs: Any,
-    targets: Any,
+    probs: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     n_bins: int | None = 10,
-    strategy: str = "uniform",
-    sample_weight: Any = None,
-    labels: Any = None,
-    scale_by_half: bool | str = "auto",
+    strategy: BinStrategy = "uniform",
+    sample_weight: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
+    scale_by_half: bool | Literal["auto"] = "auto",
 ) -> BrierDecomposition:
     r"""Murphy's decomposition of the Brier score into reliability, resolution and uncertainty.
 
@@ -1108,13 +1125,15 @@ def brier_score_decomposition(
     )
 
 
-def _host_float64(x: Any) -> np.ndarray:
+def _host_float64(x: Array) -> np.ndarray:
     if array_api_compat.is_torch_array(x):
         x = x.detach().cpu()
     return np.asarray(x, dtype=np.float64)
 
 
-def _brier_columns(probs: Any, targets: Any, labels: Any, *, stacklevel: int = 5) -> tuple[Any, Any, Any, Any]:
+def _brier_columns(
+    probs: ArrayLike, targets: ArrayLike, labels: ArrayLike | None, *, stacklevel: int = 5
+) -> tuple[Namespace, Array, Array, DType]:
     """As :func:`brier_score` reads its inputs: ``(xp, (n, C) probabilities, one-hot outcomes, out dtype)``."""
     xp, p, out_dtype = _prepare_probs(probs)
     n_samples = int(p.shape[0])
@@ -1134,7 +1153,7 @@ def _brier_columns(probs: Any, targets: Any, labels: Any, *, stacklevel: int = 5
 # Skill scores
 
 
-def _too_few_for_d2(n_samples: int, xp: Any, like: Any, out_dtype: Any) -> Any:
+def _too_few_for_d2(n_samples: int, xp: Namespace, like: Array, out_dtype: DType) -> Array:
     warnings.warn(
         f"D^2 score is not well-defined with less than two samples; got {n_samples}: returning NaN",
         UserWarning,
@@ -1143,7 +1162,7 @@ def _too_few_for_d2(n_samples: int, xp: Any, like: Any, out_dtype: Any) -> Any:
     return as_result_array(xp.asarray(math.nan, dtype=out_dtype, device=array_api_compat.device(like)), xp)
 
 
-def _weights_or_ones(sample_weight: Any, xp: Any, like: Any) -> Any:
+def _weights_or_ones(sample_weight: ArrayLike | None, xp: Namespace, like: Array) -> Array:
     """Validated sample weights (not summing to 0), or ones, in the dtype of ``like`` (n_samples, ...)."""
     n = int(like.shape[0])
     if sample_weight is None:
@@ -1154,7 +1173,9 @@ def _weights_or_ones(sample_weight: Any, xp: Any, like: Any) -> Any:
     return weight
 
 
-def d2_log_loss_score(probs: Any, targets: Any, /, *, labels: Any = None, sample_weight: Any = None) -> Any:
+def d2_log_loss_score(
+    probs: ArrayLike, targets: ArrayLike, /, *, labels: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+) -> Array:
     r""":math:`D^2` for the log loss: the fraction of the log loss of the class frequencies explained.
 
     .. math::
@@ -1215,7 +1236,9 @@ def d2_log_loss_score(probs: Any, targets: Any, /, *, labels: Any = None, sample
     return _finish(1 - xp.sum(weight * model) / xp.sum(weight * null), xp, out_dtype)
 
 
-def d2_brier_score(probs: Any, targets: Any, /, *, labels: Any = None, sample_weight: Any = None) -> Any:
+def d2_brier_score(
+    probs: ArrayLike, targets: ArrayLike, /, *, labels: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+) -> Array:
     r""":math:`D^2` for the Brier score: the fraction of the Brier score of the class frequencies explained.
 
     .. math::
@@ -1266,15 +1289,15 @@ def d2_brier_score(probs: Any, targets: Any, /, *, labels: Any = None, sample_we
 
 
 def top_k_accuracy(
-    scores: Any,
-    targets: Any,
+    scores: ArrayLike,
+    targets: ArrayLike,
     /,
     *,
     k: int = 2,
-    labels: Any = None,
-    sample_weight: Any = None,
+    labels: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
     normalize: bool = True,
-) -> Any:
+) -> Array:
     r"""Top-k accuracy: how often the true class is among the ``k`` highest scores.
 
     .. math::
@@ -1392,7 +1415,7 @@ def top_k_accuracy(
 # Temperature scaling
 
 
-def _temperature_derivatives(z: Any, gap: Any, weight: Any, beta: float, xp: Any) -> tuple[float, float]:
+def _temperature_derivatives(z: Array, gap: Array, weight: Array, beta: float, xp: Namespace) -> tuple[float, float]:
     """First and second derivative in ``beta`` of the weighted mean log loss of ``softmax(beta z)``.
 
     ``z``: logits minus their row maximum (<= 0, -inf allowed), ``gap``: the target's entry of
@@ -1409,7 +1432,7 @@ def _temperature_derivatives(z: Any, gap: Any, weight: Any, beta: float, xp: Any
     return float(xp.sum(weight * (mean - gap))), float(xp.sum(weight * variance))
 
 
-def fit_temperature(logits: Any, targets: Any, /, *, sample_weight: Any = None) -> float:
+def fit_temperature(logits: ArrayLike, targets: ArrayLike, /, *, sample_weight: ArrayLike | None = None) -> float:
     r"""The temperature :math:`T > 0` that minimizes the log loss of ``softmax(logits / T)``.
 
     .. math::
