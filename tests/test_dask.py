@@ -198,6 +198,20 @@ def test_logits_fit_the_same_temperature_and_a_sample_is_merged_across_partition
     assert 0.5 * local["temperature"]["value"] < sampled["temperature"]["value"] < 2 * local["temperature"]["value"]
 
 
+def test_hive_partition_columns_reach_the_workers(capsys, client, tmp_path):
+    import pyarrow.dataset as pa_dataset
+
+    pa_dataset.write_dataset(
+        table(900, 21), tmp_path / "hive", format="parquet", partitioning=["label"], partitioning_flavor="hive"
+    )
+    options = ["--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w"]
+    local = json_figures(capsys, tmp_path / "hive", *options)
+    remote = json_figures(
+        capsys, tmp_path / "hive", *options, "--engine", "dask", "--scheduler", client.scheduler.address
+    )
+    assert_same(remote, local)
+
+
 def test_engine_options_need_the_dask_engine(capsys, data_set):
     assert_one_line(*run(capsys, data_set, "--target", "label", "--workers", "2")[::2], "add --engine dask")
     code, _, err = run(capsys, data_set, "--target", "label", "--engine", "dask", "--workers", "2", "--scheduler", "x")
