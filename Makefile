@@ -45,6 +45,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # [tool.mypy] in pyproject.toml: strict on the core modules
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
