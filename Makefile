@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-triton-full lint bench clean
+.PHONY: demo test test-triton-full lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy  # [tool.mypy] in pyproject.toml: strict on the core modules
 
+# The documentation site (docs/conf.py: Sphinx, numpydoc, MyST), HTML in docs/_build/html. Built afresh
+# with warnings as errors (numpydoc's docstring checks among them), then checked: every public name in
+# the built reference, and the site's pages in a headless browser (the tests skip these without a build).
+docs: $(STAMP)
+	rm -rf docs/_build docs/api/generated
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	CROSSENTROPY_DOCS_BUILT=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py tests/test_html_pages.py -k built_docs
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/api/generated
