@@ -547,14 +547,15 @@ def test_the_csv_fast_path_samples_the_rows_the_array_path_samples(tmp_path, mon
     )
     from crossentropy.cli._scoring import FileScorer
 
-    parsed_again = []
-    original = FileScorer._sample_lines
+    fast_blocks = []
+    original = FileScorer.add_csv_lines
 
-    def spy(self, data, *args):
-        parsed_again.append(data.shape[0])
-        return original(self, data, *args)
+    def spy(self, *args, **kwargs):
+        rows = original(self, *args, **kwargs)
+        fast_blocks.append(rows is not None and self.sample is not None)
+        return rows
 
-    monkeypatch.setattr(FileScorer, "_sample_lines", spy)
+    monkeypatch.setattr(FileScorer, "add_csv_lines", spy)
     fits = []
     for source in (CsvSource(csv_path, block_bytes=8192), open_source(npz_path)):
         for rows in (700, 4000):
@@ -562,7 +563,8 @@ def test_the_csv_fast_path_samples_the_rows_the_array_path_samples(tmp_path, mon
             fresh = isinstance(source, CsvSource)
             source = CsvSource(csv_path, block_bytes=8192) if fresh else open_source(npz_path)
     csv_sampled, csv_whole, npz_sampled, npz_whole = fits
-    assert len(parsed_again) > 20  # the CSV blocks went through the fast path and its sampling
+    assert len(fast_blocks) > 20  # the CSV blocks went through the fast path and its sampling
+    assert all(fast_blocks)
     assert csv_sampled == npz_sampled
     assert csv_sampled["sampled"]
     assert csv_sampled["rows"] == 700

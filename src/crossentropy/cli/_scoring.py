@@ -364,7 +364,8 @@ class FileScorer:
         slots 0 ..., the target distribution at ``target_slot`` and the weight at ``weight_slot``
         (-1: none). Returns the number of rows, or None, having added nothing, if the block is
         not plain or holds a value that cannot be scored: the caller then scores it through
-        :meth:`add`, which explains what is wrong.
+        :meth:`add`, which explains what is wrong. With a temperature sample, the same pass
+        keeps the parsed numbers of every line, from which the sample takes its rows.
         """
         from ._kernels import _csv
 
@@ -375,12 +376,20 @@ class FileScorer:
         rows = np.zeros(n_segments, dtype=np.int64)
         failed = np.full(n_segments, -1, dtype=np.int64)
         scratch = np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes))
+        store, store_first = _NO_STORE, _NO_STORE_FIRST
+        if self.sample is not None:
+            # Where each segment's lines start, so that the kernel stores line r of segment s at
+            # store_first[s] + r: segment s takes the lines that start in its byte range.
+            starts = np.flatnonzero(data == 10) + 1
+            starts = np.concatenate(([0], starts[starts < size]))
+            store = self._store_buffer(starts.shape[0], layout.n_numbers + 1)
+            store_first = np.searchsorted(starts, np.arange(n_segments) * size // n_segments).astype(np.int64)
         with launch_lock():
             _csv.score_lines(
                 data, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
                 spec.n_classes, target_slot, weight_slot, spec.is_logits, spec.renormalize, spec.tolerance, _CLIP_EPS,
                 scorer._edges, scorer._top_k_array, totals, per_class, bins, top_hits, problems, rows, failed, scratch,
-                _NO_STORE, _NO_STORE_FIRST,
+                store, store_first,
             )  # fmt: skip
         if (failed >= 0).any() or (problems[:, 0] >= 0).any():  # column 0: BAD_ROW
             return None
@@ -388,45 +397,22 @@ class FileScorer:
         n_rows = int(rows.sum())
         scorer._add_sums(totals, per_class, bins, top_hits, problems, first_rows, n_rows)
         if self.sample is not None:
-            self._sample_lines(data, layout, n_rows, weight_slot)
+            if n_rows != starts.shape[0]:  # pragma: no cover - a plain block has one row per line
+                raise RuntimeError(f"a plain CSV block of {n_rows} rows has {starts.shape[0]} lines")
+            positions, slots = self.sample.select(n_rows)
+            if positions.size:
+                kept = store[positions]
+                weight = kept[:, weight_slot] if weight_slot >= 0 else None
+                self.sample.put(slots, kept[:, : spec.n_classes], kept[:, -1].astype(np.int64), weight)
         return n_rows
 
-    def _sample_lines(self, data: np.ndarray, layout: Any, n_rows: int, weight_slot: int) -> None:
-        """Parse the lines of a scored plain block that the temperature sample takes, into the sample."""
-        from ._kernels import _csv
-
-        sample = self.sample
-        positions, slots = sample.select(n_rows)
-        if positions.size == 0:
-            return
-        ends = np.flatnonzero(data == 10)
-        if ends.shape[0] != n_rows:  # pragma: no cover - a plain block has one row per line
-            raise RuntimeError(f"a plain CSV block of {n_rows} rows has {ends.shape[0]} lines")
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        if positions.size == n_rows:
-            lines, line_starts = data, starts
-        else:
-            lengths = ends[positions] + 1 - starts[positions]
-            line_starts = np.cumsum(lengths) - lengths
-            lines = data[np.repeat(starts[positions] - line_starts, lengths) + np.arange(int(lengths.sum()))]
-        spec, scorer = self.spec, self.scorer
-        size = int(lines.shape[0])
-        n_segments = scorer._chunks(size >> 16, layout.n_numbers + 2 * spec.n_classes)
-        totals, per_class, bins, top_hits, problems = scorer._accumulators(n_segments)  # thrown away
-        failed = np.full(n_segments, -1, dtype=np.int64)
-        store = np.empty((positions.size, layout.n_numbers + 1))
-        store_first = np.searchsorted(line_starts, np.arange(n_segments) * size // n_segments).astype(np.int64)
-        with launch_lock():
-            _csv.score_lines(
-                lines, size, n_segments, layout.roles, layout.slots, layout.delimiter, layout.names, layout.offsets,
-                spec.n_classes, -1, weight_slot, True, False, 1.0, _CLIP_EPS, scorer._edges, scorer._top_k_array,
-                totals, per_class, bins, top_hits, problems, np.zeros(n_segments, dtype=np.int64), failed,
-                np.zeros((n_segments, layout.n_numbers + 2 * spec.n_classes)), store, store_first,
-            )  # fmt: skip
-        if (failed >= 0).any():  # pragma: no cover - the same lines parsed a moment ago
-            raise RuntimeError("lines of a plain CSV block failed to parse again")
-        weight = store[:, weight_slot] if weight_slot >= 0 else None
-        sample.put(slots, store[:, : spec.n_classes], store[:, -1].astype(np.int64), weight)
+    def _store_buffer(self, n_lines: int, width: int) -> np.ndarray:
+        """A reused float64 buffer of ``n_lines`` rows of ``width`` for the parsed lines of a block."""
+        buffer = getattr(self, "_store", None)
+        if buffer is None or buffer.shape[0] < n_lines or buffer.shape[1] != width:
+            buffer = np.empty((max(n_lines, 1), width))
+            self._store = buffer
+        return buffer[:n_lines]
 
     def first_unnormalized(self, targets: bool = False) -> int | None:
         """0-based row of the first prediction (or target) row whose probabilities do not sum to 1."""
