@@ -118,9 +118,16 @@ class ClassScore:
 class CalibrationBin:
     """One confidence bin ``(low, high]`` of a reliability diagram (the first bin also holds 0).
 
-    ``confidence`` and ``accuracy`` are the weighted means of the top-label confidence and of
-    the hits of the rows in the bin, None for an empty bin; ``weight`` is the bins' share of the
-    sample weight before dividing by the total (the row count without weights).
+    Attributes
+    ----------
+    low, high : float
+        The bin's edges.
+    weight : float
+        The bin's share of the sample weight before dividing by the total (the row count without
+        weights).
+    confidence, accuracy : float or None
+        The weighted means of the top-label confidence and of the hits of the rows in the bin;
+        None for an empty bin.
     """
 
     low: float
@@ -174,7 +181,9 @@ class ScoreResult:
     reliability : tuple of CalibrationBin
         The ``n_bins`` bins behind the calibration errors, empty ones included.
     n_bins : int
+        The scorer's number of confidence bins.
     base : float or None
+        The scorer's logarithm base (None: nats).
     unnormalized_predictions, unnormalized_targets : int
         Rows of probabilities that did not sum to 1 within 1e-6 (used as given).
     """
@@ -454,6 +463,16 @@ class Scorer:
         later errors and warnings count on from this scorer's). Exact up to float64 rounding,
         and independent of the order of merges to that rounding.
 
+        Parameters
+        ----------
+        other : Scorer
+            A scorer with the same options; it is left unchanged.
+
+        Returns
+        -------
+        Scorer
+            This scorer.
+
         Raises
         ------
         ValueError
@@ -501,6 +520,11 @@ class Scorer:
 
         Small (O(classes + bins)), picklable, and the same on every platform. The arrays'
         layout is internal and versioned (``"version"``); :meth:`load_state_dict` reads it back.
+
+        Returns
+        -------
+        dict
+            A new dictionary; later updates of the scorer do not change it.
         """
         n_classes = self._n_classes
         return {
@@ -523,6 +547,11 @@ class Scorer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace this scorer's rows by those of ``state`` (from :meth:`state_dict` of an alike scorer).
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`state_dict` returned, of a scorer with the same options.
 
         Raises
         ------
@@ -585,6 +614,11 @@ class Scorer:
         ----------
         group : ProcessGroup, optional
             The group; the default (world) group when None.
+
+        Returns
+        -------
+        Scorer
+            This scorer.
 
         Raises
         ------
@@ -695,6 +729,11 @@ class Scorer:
             Finite non-negative weights.
         from_logits : bool, default False
             ``predictions`` are logits.
+
+        Returns
+        -------
+        Scorer
+            This scorer.
 
         Raises
         ------
@@ -879,6 +918,11 @@ class Scorer:
 
     def compute(self) -> ScoreResult:
         """The figures of every row given so far (see the class docstring for their definitions).
+
+        Returns
+        -------
+        ScoreResult
+            A new, frozen result; the scorer can go on taking rows.
 
         Raises
         ------

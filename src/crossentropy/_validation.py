@@ -55,6 +55,11 @@ def checks_disabled() -> Iterator[None]:
 
     Usable as a context manager or a decorator; it applies to the current thread (or task).
 
+    Yields
+    ------
+    None
+        The block runs with the device checks off; they are back on when it ends.
+
     Examples
     --------
     >>> import numpy as np

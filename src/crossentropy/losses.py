@@ -918,8 +918,21 @@ def nll_loss(
         Log-probabilities, class axis ``axis``.
     targets : int array of the log_probs' shape without ``axis``
         Class indices.
-    axis, weight, ignore_index, sample_weight, reduction
+    axis : int, default -1
+        The class axis.
+    weight : array of shape (n_classes,), optional
+        Class weights :math:`w_c \ge 0`, as in :func:`softmax_cross_entropy`.
+    ignore_index : int or None, default -100
+        Targets equal to it contribute nothing, to the loss nor to the mean's denominator.
+    sample_weight : array of the targets' shape, optional
+        Per-sample weights :math:`s_n \ge 0`.
+    reduction : {"mean", "sum", "none"}, default "mean"
         As in :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the targets' shape for ``"none"``.
 
     Examples
     --------
@@ -990,12 +1003,27 @@ def softmax_focal_loss(
 
     Parameters
     ----------
-    logits, targets, axis, ignore_index, sample_weight, reduction
-        As in :func:`softmax_cross_entropy`.
+    logits : array of shape (n_samples, n_classes) or (..., n_classes, ...)
+        Unnormalized scores, class axis ``axis``, as in :func:`softmax_cross_entropy`.
+    targets : int array of shape (n_samples,) or float array of the logits' shape
+        Class indices or class probabilities, as in :func:`softmax_cross_entropy`.
     gamma : float >= 0, default 2
         Focusing parameter: down-weights well-classified samples.
     alpha : None, float >= 0 or array of shape (n_classes,)
         Class balancing factor; None means 1.
+    axis : int, default -1
+        The class axis.
+    ignore_index : int or None, default -100
+        Index targets equal to it contribute nothing, to the loss nor to the mean's denominator.
+    sample_weight : array of the batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As in :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the batch shape for ``"none"``.
 
     References
     ----------
@@ -1061,11 +1089,30 @@ def poly1_cross_entropy(
 
     Parameters
     ----------
-    logits, targets, axis, weight, ignore_index, label_smoothing, sample_weight, reduction
-        As in :func:`softmax_cross_entropy`.
+    logits : array of shape (n_samples, n_classes) or (..., n_classes, ...)
+        Unnormalized scores, class axis ``axis``, as in :func:`softmax_cross_entropy`.
+    targets : int array of shape (n_samples,) or float array of the logits' shape
+        Class indices or class probabilities, as in :func:`softmax_cross_entropy`.
     epsilon : float >= -1, default 1
         Weight of the first polynomial term; the paper's default 1 (optax defaults to 2).
         ``epsilon >= -1`` keeps the loss non-negative.
+    axis : int, default -1
+        The class axis.
+    weight : array of shape (n_classes,), optional
+        Class weights :math:`w_c \ge 0`, as in :func:`softmax_cross_entropy`.
+    ignore_index : int or None, default -100
+        Index targets equal to it contribute nothing, to the loss nor to the mean's denominator.
+    label_smoothing : float in [0, 1], default 0
+        PyTorch's label smoothing, as in :func:`softmax_cross_entropy`.
+    sample_weight : array of the batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As in :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the batch shape for ``"none"``.
 
     References
     ----------
@@ -1357,6 +1404,11 @@ def sigmoid_cross_entropy(
     elementwise, with :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})` exact for any
     :math:`x`. Independent sigmoids: each label is its own binary problem.
     {parameters}
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the logits' shape for ``"none"``; the logits' dtype.
+
     Examples
     --------
     >>> import numpy as np
@@ -1404,6 +1456,7 @@ def sigmoid_cross_entropy_with_grad(
     Returns
     -------
     loss : array
+        As :func:`sigmoid_cross_entropy` returns it.
     dlogits : array of the logits' shape and dtype
         ``out`` itself when given.
 
@@ -1479,8 +1532,17 @@ def binary_cross_entropy(
         Predicted probabilities in [0, 1] (checked: logits passed here are an error).
     targets : array of the probs' shape
         Probabilities in [0, 1], or 0/1 integer or boolean labels.
-    weight, sample_weight, reduction
+    weight : array broadcastable to the probs' shape, optional
+        Elementwise rescaling :math:`w`, as in :func:`sigmoid_cross_entropy`.
+    sample_weight : array of the leading axes of the probs' shape, optional
+        One weight :math:`s_n \ge 0` per sample, as in :func:`sigmoid_cross_entropy`.
+    reduction : {"mean", "sum", "none"}, default "mean"
         As in :func:`sigmoid_cross_entropy`.
+
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the probs' shape for ``"none"``.
 
     Examples
     --------
@@ -1520,11 +1582,23 @@ def sigmoid_focal_loss(
 
     Parameters
     ----------
-    logits, targets, sample_weight, reduction
-        As in :func:`sigmoid_cross_entropy`.
+    logits : array of any shape, e.g. (n_samples,) or (n_samples, n_labels)
+        Unnormalized log-odds.
+    targets : array of the logits' shape
+        Probabilities in [0, 1], or 0/1 integer or boolean labels.
     gamma : float >= 0, default 2
+        Focusing parameter: down-weights well-classified elements.
     alpha : None, float in [0, 1] or array of shape (n_labels,), default 0.25
         Weight of the positive class (per label when an array), torchvision's default 0.25.
+    sample_weight : array of the leading axes of the logits' shape, optional
+        One weight :math:`s_n \ge 0` per sample, as in :func:`sigmoid_cross_entropy`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As in :func:`sigmoid_cross_entropy`.
+
+    Returns
+    -------
+    array
+        0-d for ``"mean"``/``"sum"``, the logits' shape for ``"none"``.
 
     Examples
     --------

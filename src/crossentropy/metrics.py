@@ -788,7 +788,7 @@ def reliability_curve(
     n_bins: int = 10,
     strategy: BinStrategy = "uniform",
 ) -> ReliabilityCurve:
-    r"""Points of a reliability diagram: mean confidence against accuracy in each bin.
+    r"""The points of a reliability diagram: mean confidence against accuracy in each bin.
 
     .. math::
 
@@ -1007,7 +1007,7 @@ def brier_score_decomposition(
     labels: ArrayLike | None = None,
     scale_by_half: bool | Literal["auto"] = "auto",
 ) -> BrierDecomposition:
-    r"""Murphy's decomposition of the Brier score into reliability, resolution and uncertainty.
+    r"""The decomposition of the Brier score into reliability, resolution and uncertainty (Murphy).
 
     The multi-class Brier score of :func:`brier_score` is a sum over classes of the squared
     errors of each column, :math:`\operatorname{BS} = c \sum_k \operatorname{BS}_k`, and each
@@ -1465,9 +1465,9 @@ def fit_temperature(logits: ArrayLike, targets: ArrayLike, /, *, sample_weight: 
         Unnormalized scores, class axis last (-inf entries allowed, not at a target); rows that
         look like probabilities give a ``ProbabilitiesAsLogitsWarning`` (pass their log). One
         dimension: binary log-odds :math:`z` of class 1, the logits ``(0, z)``, so the fitted
-        model is ``sigmoid(z / T)``. (scikit-learn reads a one-dimensional decision function
+        model is ``sigmoid(z / T)``. scikit-learn reads a one-dimensional decision function
         :math:`x` as the logits ``(-x, x)``, i.e. log-odds :math:`2x`, so its temperature is
-        half of this one for the same numbers; the fitted probabilities are the same.)
+        half of this one for the same numbers; the fitted probabilities are the same.
     targets : int array of shape (n_samples,) or (...)
         Class indices in ``[0, n_classes)``; {0, 1} for one-dimensional logits.
     sample_weight : array of shape (n_samples,) or (...), optional

@@ -118,6 +118,19 @@ def log_softmax(x: ArrayLike, /, *, axis: int = -1) -> Array:
     Computed as a difference, never as ``log(softmax)``, so very negative values stay exact
     instead of underflowing to ``-inf``.
 
+    Parameters
+    ----------
+    x : array of shape (..., n_classes)
+        Real values (logits). ``-inf`` entries get probability 0.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    array
+        The log-probabilities, of the input's shape, array type and floating dtype (half
+        precision is accumulated in float32).
+
     Examples
     --------
     >>> import numpy as np
@@ -135,6 +148,19 @@ def softmax(x: ArrayLike, /, *, axis: int = -1) -> Array:
     .. math::
 
         \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \qquad m = \max_j x_j
+
+    Parameters
+    ----------
+    x : array of shape (..., n_classes)
+        Real values (logits). ``-inf`` entries get probability 0.
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    array
+        The probabilities, of the input's shape, array type and floating dtype (half precision
+        is accumulated in float32).
 
     Examples
     --------
@@ -155,6 +181,17 @@ def log_sigmoid(x: ArrayLike, /) -> Array:
         \log \sigma(x) = \min(x, 0) - \log\left(1 + e^{-|x|}\right)
 
     Exact for large ``|x|``: ``log_sigmoid(-1e4) = -1e4`` rather than ``-inf``.
+
+    Parameters
+    ----------
+    x : array of any shape
+        Real values (log-odds).
+
+    Returns
+    -------
+    array
+        :math:`\log \sigma(x)`, of the input's shape, array type and floating dtype (half
+        precision is computed in float32).
 
     Examples
     --------

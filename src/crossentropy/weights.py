@@ -172,6 +172,7 @@ def one_hot(labels: ArrayLike, /, num_classes: int | None = None, *, dtype: DTyp
     Returns
     -------
     array of shape labels.shape + (n_classes,)
+        1 at each label's class, 0 elsewhere.
 
     Examples
     --------

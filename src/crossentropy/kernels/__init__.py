@@ -109,37 +109,109 @@ class Backend:
     installed: Callable[[], bool] = lambda: True
 
     def load(self) -> ModuleType:
-        """The module with the entry points (imported on the first call)."""
+        """Import the module with the entry points (on the first call; later calls are cheap).
+
+        Returns
+        -------
+        module
+            The backend's module, :attr:`module`.
+        """
         return importlib.import_module(self.module)
 
     def softmax_cross_entropy_rows(self, *args: Any, **options: Any) -> Any:
-        """This backend's ``softmax_cross_entropy_rows``
-        (arguments: :func:`crossentropy.kernels.numba.softmax_cross_entropy_rows`)."""
+        """Call this backend's ``softmax_cross_entropy_rows``.
+
+        Parameters
+        ----------
+        *args, **options
+            The entry point's arguments: :func:`crossentropy.kernels.numba.softmax_cross_entropy_rows`.
+
+        Returns
+        -------
+        object
+            What the entry point returns.
+        """
         return self.load().softmax_cross_entropy_rows(*args, **options)
 
     def scale_unless_one(self, grad: Any, factor: Any) -> Any:
-        """``grad`` (contiguous) times the one-element ``factor`` in place, skipped when it is 1, without
-        reading ``factor`` on the host: the backend's own ``scale_unless_one`` if it has one, else a product."""
+        """Multiply ``grad`` by the one-element ``factor`` in place, unless ``factor`` is 1.
+
+        Without reading ``factor`` on the host: the backend's own ``scale_unless_one`` if it has
+        one, else a product.
+
+        Parameters
+        ----------
+        grad : Tensor
+            Contiguous; scaled in place.
+        factor : Tensor
+            One element, on ``grad``'s device.
+
+        Returns
+        -------
+        Tensor
+            ``grad``.
+        """
         scale = getattr(self.load(), "scale_unless_one", None)
         return scale(grad, factor) if scale is not None else grad.mul_(factor)
 
     def has_fused_linear(self) -> bool:
-        """Whether the module also has the fused linear cross-entropy, ``linear_logsumexp`` and
-        ``linear_cross_entropy_gradients`` (arguments: :mod:`crossentropy.kernels.triton._linear`), which
-        :func:`crossentropy.torch.linear_cross_entropy` then uses for index targets instead of chunks of logits."""
+        """Tell whether the module also has the fused linear cross-entropy.
+
+        That is ``linear_logsumexp`` and ``linear_cross_entropy_gradients`` (arguments:
+        :mod:`crossentropy.kernels.triton._linear`), which
+        :func:`crossentropy.torch.linear_cross_entropy` then uses for index targets instead of
+        chunks of logits.
+
+        Returns
+        -------
+        bool
+            Whether the two entry points are there.
+        """
         return hasattr(self.load(), "linear_logsumexp")
 
     def linear_logsumexp(self, *args: Any, **options: Any) -> Any:
-        """This backend's ``linear_logsumexp`` (see :meth:`has_fused_linear`)."""
+        """Call this backend's ``linear_logsumexp`` (see :meth:`has_fused_linear`).
+
+        Parameters
+        ----------
+        *args, **options
+            The entry point's arguments: ``crossentropy.kernels.triton._linear.linear_logsumexp``.
+
+        Returns
+        -------
+        object
+            What the entry point returns.
+        """
         return self.load().linear_logsumexp(*args, **options)
 
     def linear_cross_entropy_gradients(self, *args: Any, **options: Any) -> Any:
-        """This backend's ``linear_cross_entropy_gradients`` (see :meth:`has_fused_linear`)."""
+        """Call this backend's ``linear_cross_entropy_gradients`` (see :meth:`has_fused_linear`).
+
+        Parameters
+        ----------
+        *args, **options
+            The entry point's arguments: ``crossentropy.kernels.triton._linear.linear_cross_entropy_gradients``.
+
+        Returns
+        -------
+        object
+            What the entry point returns.
+        """
         return self.load().linear_cross_entropy_gradients(*args, **options)
 
     def sigmoid_cross_entropy_elements(self, *args: Any, **options: Any) -> Any:
-        """This backend's ``sigmoid_cross_entropy_elements``
-        (arguments: :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`)."""
+        """Call this backend's ``sigmoid_cross_entropy_elements``.
+
+        Parameters
+        ----------
+        *args, **options
+            The entry point's arguments: :func:`crossentropy.kernels.numba.sigmoid_cross_entropy_elements`.
+
+        Returns
+        -------
+        object
+            What the entry point returns.
+        """
         return self.load().sigmoid_cross_entropy_elements(*args, **options)
 
 
@@ -200,8 +272,14 @@ def _check_runnable(chosen: Backend, where: str) -> None:
 
 
 def forced() -> str:
-    """The backend name in force: :func:`backend`'s, else ``CROSSENTROPY_KERNELS``'s, else ``"auto"``;
-    ``"reference"`` inside :func:`disabled`."""
+    """Name the backend in force.
+
+    Returns
+    -------
+    str
+        :func:`backend`'s, else ``CROSSENTROPY_KERNELS``'s, else ``"auto"``; ``"reference"`` inside
+        :func:`disabled`.
+    """
     if not _ENABLED.get():
         return REFERENCE
     name = _FORCED.get()
@@ -215,14 +293,31 @@ def forced() -> str:
 
 @contextlib.contextmanager
 def backend(name: str) -> Iterator[None]:
-    """Within the ``with`` block, compute on backend ``name`` only: ``"numba"``, ``"triton"``,
-    ``"reference"`` (the generic array-API code, as :func:`disabled`) or ``"auto"`` (the first that
-    accepts the logits, ignoring ``CROSSENTROPY_KERNELS``).
+    """Within the ``with`` block, compute on backend ``name`` only.
 
     Arrays the chosen backend does not accept (a NumPy array under ``"triton"``) run the reference
     code. A backend that cannot run here at all (``"triton"`` without the triton package) is an
     error. Under ``TRITON_INTERPRET=1`` the Triton backend also accepts CPU tensors, so the GPU
     kernels run (slowly, exactly) on any machine.
+
+    Parameters
+    ----------
+    name : {"numba", "triton", "reference", "auto"}
+        A backend of :data:`BACKENDS`, ``"reference"`` (the generic array-API code, as
+        :func:`disabled`) or ``"auto"`` (the first that accepts the logits, ignoring
+        ``CROSSENTROPY_KERNELS``).
+
+    Yields
+    ------
+    None
+        The block runs on that backend; the previous choice is back when it ends.
+
+    Raises
+    ------
+    ValueError
+        For another name.
+    RuntimeError
+        When the backend's package is not installed.
 
     Examples
     --------
@@ -243,10 +338,16 @@ def backend(name: str) -> Iterator[None]:
 
 
 def enabled() -> bool:
-    """Whether the CPU kernels run: False inside :func:`disabled` or ``backend("reference")``, with
-    ``CROSSENTROPY_KERNELS=reference``, and in a ``fork`` child of a process whose CPU kernels ran on GNU
-    OpenMP, which cannot run there (the generic code computes; see
-    :mod:`crossentropy.kernels.numba._threading`)."""
+    """Tell whether the CPU kernels run.
+
+    Returns
+    -------
+    bool
+        False inside :func:`disabled` or ``backend("reference")``, with
+        ``CROSSENTROPY_KERNELS=reference``, and in a ``fork`` child of a process whose CPU kernels
+        ran on GNU OpenMP, which cannot run there (the generic code computes; see
+        :mod:`crossentropy.kernels.numba._threading`).
+    """
     from .numba import _threading
 
     return forced() != REFERENCE and _threading.usable()
@@ -257,6 +358,11 @@ def disabled() -> Iterator[None]:
     """Run the generic array-API path (the reference) within the ``with`` block, for every array.
 
     For comparing the paths (tests, benchmarks) or for bisecting a numerical question.
+
+    Yields
+    ------
+    None
+        The block runs the reference code; the kernels are back when it ends.
     """
     token = _ENABLED.set(False)
     try:
@@ -266,7 +372,7 @@ def disabled() -> Iterator[None]:
 
 
 def for_torch(x: Any, *others: Any) -> Backend | None:
-    """The backend that computes the PyTorch tensor ``x`` for :mod:`crossentropy.torch`'s fused functions, or None.
+    """The backend that computes the PyTorch tensor ``x`` for :mod:`crossentropy.torch`'s fused functions.
 
     Autograd tracking does not matter here (the torch layer wraps the kernels in autograd of its
     own); never when ``x`` or a tensor among ``others`` is transformed: wrapped by ``torch.func``
@@ -274,6 +380,18 @@ def for_torch(x: Any, *others: Any) -> Backend | None:
     (``torch.autograd.forward_ad``). The kernels read plain memory, so a transform would lose its
     batch dimension or its tangent; those calls run the generic code, which PyTorch
     differentiates and batches like any other.
+
+    Parameters
+    ----------
+    x : Tensor
+        The logits, as stored.
+    *others : Tensor or None
+        The call's other tensors (targets, weights).
+
+    Returns
+    -------
+    Backend or None
+        None: the generic code computes.
     """
     chosen = _accepting(x)
     if chosen is None or any(is_transformed_tensor(t) for t in (x, *others)):
@@ -282,9 +400,25 @@ def for_torch(x: Any, *others: Any) -> Backend | None:
 
 
 def select(xp: Any, x: Any, *others: Any) -> Backend | None:
-    """The backend that computes logits ``x`` (in namespace ``xp``, as the caller stored them), or None for the
-    reference code: :func:`for_torch`'s rule, and never for PyTorch tensors that autograd tracks (``x`` or
-    ``others``), since autograd cannot see through the kernels."""
+    """The backend that computes logits ``x`` as the caller stored them, for the core's functions.
+
+    :func:`for_torch`'s rule, and never for PyTorch tensors that autograd tracks (``x`` or
+    ``others``), since autograd cannot see through the kernels.
+
+    Parameters
+    ----------
+    xp : namespace
+        The array namespace of ``x`` (``array_api_compat.array_namespace``).
+    x : array
+        The logits.
+    *others : array or None
+        The call's other arrays (targets, weights).
+
+    Returns
+    -------
+    Backend or None
+        None: the generic (reference) code computes.
+    """
     if array_api_compat.is_torch_namespace(xp):
         import torch
 
@@ -303,5 +437,18 @@ def _accepting(x: Any) -> Backend | None:
 
 
 def accepts_torch(x: Any, *others: Any) -> bool:
-    """Whether :func:`for_torch` finds a backend for these tensors."""
+    """Tell whether :func:`for_torch` finds a backend for these tensors.
+
+    Parameters
+    ----------
+    x : Tensor
+        The logits, as stored.
+    *others : Tensor or None
+        The call's other tensors.
+
+    Returns
+    -------
+    bool
+        ``for_torch(x, *others) is not None``.
+    """
     return for_torch(x, *others) is not None

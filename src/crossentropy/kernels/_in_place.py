@@ -29,7 +29,27 @@ def check_softmax_in_place(
     logits in the last pass) or label smoothing with class weights (a second pass); half
     precision keeps its exponentials in float32 rows and cannot either. On a device (the GPU
     kernels) every dtype and option can: each tile of a row is read before its gradient is
-    written. ``dtype`` is the logits' dtype in any array library.
+    written.
+
+    Parameters
+    ----------
+    contiguous : bool
+        Whether the logits are writeable and C-contiguous with the class axis last.
+    dtype : dtype
+        The logits' dtype, in any array library.
+    index_targets : bool
+        Whether the targets are class indices (not probabilities).
+    weighted_smoothing : bool
+        Whether label smoothing meets class weights.
+    cap : float or None
+        The soft-cap, None without one.
+    on_host : bool, default True
+        Whether the logits are in host memory (the CPU kernels' rules) or on a device.
+
+    Raises
+    ------
+    ValueError
+        Naming the rule the call breaks.
     """
     if not contiguous:
         raise ValueError(f"{IN_PLACE} needs writeable C-contiguous logits, with the class axis last")
