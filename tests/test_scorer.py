@@ -347,6 +347,14 @@ def test_torch_and_numpy_inputs_agree():
     assert as_float.log_loss == lists.log_loss
 
 
+def test_other_array_api_libraries_are_read_on_the_host():
+    xp = pytest.importorskip("array_api_strict")
+    _, probs, labels, weight = make_data(seed=16)
+    reference = Scorer().update(probs, labels, sample_weight=weight).compute()
+    strict = Scorer().update(xp.asarray(probs), xp.asarray(labels), sample_weight=xp.asarray(weight)).compute()
+    assert_results_close(strict, reference, rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_tensors_are_moved_to_the_host():
     logits, _, labels, _ = make_data(seed=10)
