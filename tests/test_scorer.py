@@ -403,6 +403,8 @@ def test_bad_shapes_and_kinds_are_refused():
     scorer = Scorer().update(np.array([[0.2, 0.7, 0.1]]), np.array([1]))
     with pytest.raises(ValueError, match=r"`predictions` must have one column per class \(3"):
         scorer.update(np.array([[0.2, 0.8]]), np.array([1]))
+    with pytest.raises(ValueError, match=r"hold the positive class of 2 classes; this scorer has 3"):
+        scorer.update(np.array([0.3]), np.array([1]))
     with pytest.raises(ValueError, match=r"`targets` must have shape \(1,\)"):
         scorer.update(np.array([[0.2, 0.7, 0.1]]), np.array([1, 2]))
     with pytest.raises(ValueError, match=r"`targets` must have shape \(1, 3\)"):

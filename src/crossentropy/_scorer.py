@@ -749,6 +749,11 @@ class Scorer:
         if pred.ndim not in (1, 2):
             raise ValueError(f"`predictions` must have shape (n_rows, n_classes) or (n_rows,); got shape {pred.shape}")
         if given_columns == 1:
+            if self._n_classes not in (None, 2):
+                raise ValueError(
+                    f"`predictions` of shape {pred.shape} hold the positive class of 2 classes; this scorer has "
+                    f"{self._n_classes} (one column per class)"
+                )
             self._set_classes(2, "predictions")
             pred = pred.reshape(-1)
             # Positive-class probability p -> (1 - p, p); positive-class logit z -> softmax of (0, z).
