@@ -160,13 +160,17 @@ def distillation_loss(
         The student's logits, classes on dimension 1.
     teacher : Tensor of the input's shape
         The teacher's logits.
-    target : integer Tensor of shape (), (N,) or (N, d1, ..., dK), optional
+    target : int Tensor of shape (), (N,) or (N, d1, ..., dK), optional
         Only used to mask: positions whose target equals ``ignore_index`` do not count.
     divergence : {"forward_kl", "reverse_kl", "jsd", "tvd"}, default "forward_kl"
+        :math:`D`: KL(P‖Q), KL(Q‖P), the Jensen-Shannon divergence of weight ``beta``, or the
+        total variation distance, P the teacher's distribution and Q the student's.
     beta : float in (0, 1), default 0.5
         The mixture weight of ``"jsd"``.
     temperature : float > 0, default 1
+        :math:`T`: both models' logits are divided by it before their softmax.
     ignore_index : int, default -100
+        The ``target`` value that masks a position.
     reduction : {"mean", "sum", "none"}, default "mean"
     normalizer : float or 0-d Tensor, optional
         With ``reduction="mean"``, the denominator instead of this call's count of unmasked
@@ -559,14 +563,27 @@ def linear_distillation_loss(
         The student's output projection.
     teacher : Tensor of shape (..., V), or (..., H_t) with ``teacher_linear_weight``
         The teacher's logits, or its hidden states.
-    target : integer Tensor of shape (...), optional
+    target : int Tensor of shape (...), optional
         Rows whose target equals ``ignore_index`` do not count.
     linear_bias : Tensor of shape (V,), optional
+        The student's output bias.
     teacher_linear_weight : Tensor of shape (V, H_t), optional
         The teacher's output projection: ``teacher`` then holds hidden states.
     teacher_linear_bias : Tensor of shape (V,), optional
-    divergence, beta, temperature, ignore_index, reduction, normalizer
+        The teacher's output bias.
+    divergence : {"forward_kl", "reverse_kl", "jsd", "tvd"}, default "forward_kl"
         As :func:`distillation_loss`.
+    beta : float in (0, 1), default 0.5
+        The mixture weight of ``"jsd"``.
+    temperature : float > 0, default 1
+        Both models' logits are divided by it before their softmax.
+    ignore_index : int, default -100
+        The ``target`` value that masks a row.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As :func:`distillation_loss`.
+    normalizer : float or 0-d Tensor, optional
+        With ``reduction="mean"``, the denominator instead of this call's count of unmasked rows,
+        as :func:`distillation_loss`'s.
     chunk_size : int, optional
         Rows per chunk; by default as many as make 2^23 logits (32 MiB of float32) per model.
 

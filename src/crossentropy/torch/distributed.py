@@ -395,7 +395,7 @@ def vocab_parallel_cross_entropy(
         This rank's slice of the logits, the vocabulary on the last dimension (as in
         Megatron-style tensor parallelism; ranks may hold slices of different sizes, which must
         tile ``[0, V)``).
-    target : integer Tensor of shape (...)
+    target : int Tensor of shape (...)
         Global class indices in ``[0, V)`` (the same on every rank of ``group``), or ``ignore_index``.
     vocab_start : int
         The global index of this rank's first class.
@@ -403,8 +403,14 @@ def vocab_parallel_cross_entropy(
         The tensor-parallel group (default: the whole world).
     weight : Tensor of shape (V_local,), optional
         This rank's slice of the class weights :math:`w` (non-negative). Not differentiated.
-    ignore_index, label_smoothing, z_loss, softcap
-        As :func:`crossentropy.torch.cross_entropy`.
+    ignore_index : int, default -100
+        Targets equal to it contribute nothing.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`, PyTorch's label smoothing over the global vocabulary.
+    z_loss : float >= 0, default 0
+        The z-loss coefficient :math:`z` (of the global log-sum-exp).
+    softcap : float > 0, optional
+        The soft-cap :math:`c`: logits become :math:`c \tanh(x / c)` first.
     temperature : float, default 1.0
         :math:`T > 0`: the logits are divided by it first (before the soft-cap).
     sample_weight : Tensor of ``target``'s shape, optional
@@ -896,7 +902,7 @@ def vocab_parallel_linear_cross_entropy(
         This rank's rows of the output projection, the global classes
         ``[vocab_start, vocab_start + V_local)``. The ranks' slices must tile ``[0, V)``; their
         sizes may differ.
-    target : integer Tensor of shape (...)
+    target : int Tensor of shape (...)
         Global class indices in ``[0, V)``, or ``ignore_index``; the same on every rank.
     vocab_start : int
         The global index of this rank's first class.
@@ -908,10 +914,15 @@ def vocab_parallel_linear_cross_entropy(
         This rank's slice of the class weights :math:`w` (non-negative), as ``weight`` of
         :func:`crossentropy.torch.cross_entropy`. Not differentiated.
     reduction : {"mean", "sum", "none"}, default "mean"
-    ignore_index, label_smoothing, z_loss, softcap
-        As :func:`crossentropy.torch.cross_entropy`; the label smoothing spreads
-        :math:`\varepsilon / V` over the global vocabulary and the z-loss squares the global
-        log-sum-exp.
+    ignore_index : int, default -100
+        Targets equal to it contribute nothing.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`, PyTorch's label smoothing: :math:`\varepsilon / V` over the global
+        vocabulary.
+    z_loss : float >= 0, default 0
+        The z-loss coefficient :math:`z` (of the global log-sum-exp).
+    softcap : float > 0, optional
+        The soft-cap :math:`c`: logits become :math:`c \tanh(x / c)` first.
     temperature : float, default 1.0
         :math:`T > 0`: the logits are divided by it first (before the soft-cap).
     sample_weight : Tensor of ``target``'s shape, optional

@@ -191,8 +191,19 @@ def cross_entropy(
         Class indices of shape (), (N,) or (N, d1, ..., dK), or class probabilities of the
         input's shape (taken as given, as PyTorch does; the core function checks them to lie in
         [0, 1]).
-    weight, size_average, ignore_index, reduce, reduction, label_smoothing
-        As ``torch.nn.functional.cross_entropy``.
+    weight : Tensor of shape (C,), optional
+        Class weights :math:`w_c \ge 0`, as PyTorch's.
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`, PyTorch's label smoothing.
     z_loss : float >= 0, default 0
         Adds :math:`z \operatorname{LSE}^2` per sample (PaLM).
     softcap : float > 0, optional
@@ -322,12 +333,25 @@ def binary_cross_entropy_with_logits(
         Logits.
     target : Tensor of the input's shape
         Probabilities in [0, 1] (or 0/1 labels).
-    weight, size_average, reduce, reduction, pos_weight
-        As ``torch.nn.functional.binary_cross_entropy_with_logits``.
+    weight : Tensor broadcastable to the input's shape, optional
+        Elementwise rescaling :math:`w`, as PyTorch's.
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides by the number of elements, as PyTorch's.
+    pos_weight : Tensor broadcastable to the input's shape (typically (n_labels,)), optional
+        :math:`q`: weight of the positive term, as PyTorch's.
     label_smoothing : float in [0, 1], default 0
         Targets become :math:`(1-\varepsilon) t + \varepsilon/2`.
     sample_weight : Tensor of the input's leading dimensions, optional
         One weight per sample; the mean divides by the total sample weight spread over the elements.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the input's shape for ``"none"``.
 
     Examples
     --------
@@ -362,6 +386,28 @@ def binary_cross_entropy(
     """Binary cross-entropy on probabilities: ``torch.nn.functional.binary_cross_entropy`` (logs clamped at -100).
 
     See :func:`crossentropy.binary_cross_entropy`; prefer :func:`binary_cross_entropy_with_logits`.
+
+    Parameters
+    ----------
+    input : Tensor of any shape
+        Probabilities in [0, 1].
+    target : Tensor of the input's shape
+        Probabilities in [0, 1] (or 0/1 labels).
+    weight : Tensor broadcastable to the input's shape, optional
+        Elementwise rescaling, as PyTorch's.
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides by the number of elements, as PyTorch's.
+    sample_weight : Tensor of the input's leading dimensions, optional
+        One weight per sample; the mean divides by the total sample weight spread over the elements.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the input's shape for ``"none"``.
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     return losses.binary_cross_entropy(input, target, weight=weight, sample_weight=sample_weight, reduction=reduction)
@@ -379,9 +425,34 @@ def nll_loss(
     *,
     sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Negative log-likelihood of log-probabilities: ``torch.nn.functional.nll_loss``.
+    r"""Negative log-likelihood of log-probabilities: ``torch.nn.functional.nll_loss``.
 
     See :func:`crossentropy.nll_loss`; classes on dimension 1.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Log-probabilities, classes on dimension 1.
+    target : int Tensor of shape (N,) or (N, d1, ..., dK)
+        Class indices.
+    weight : Tensor of shape (C,), optional
+        Class weights :math:`w_c \ge 0`, as PyTorch's.
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     return losses.nll_loss(
@@ -406,9 +477,33 @@ def softmax_focal_loss(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Multi-class focal loss (Lin et al. 2017) on logits, classes on dimension 1.
+    r"""Multi-class focal loss (Lin et al. 2017) on logits, classes on dimension 1.
 
     See :func:`crossentropy.softmax_focal_loss` for the definition and the options.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : Tensor
+        Class indices of shape (N,) or (N, d1, ..., dK), or class probabilities of the input's
+        shape.
+    gamma : float >= 0, default 2
+        Focusing parameter: down-weights well-classified samples.
+    alpha : None, float >= 0 or Tensor of shape (C,), optional
+        Class balancing factor; None means 1.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return losses.softmax_focal_loss(
         input,
@@ -437,6 +532,26 @@ def sigmoid_focal_loss(
     Note the default ``reduction="none"``, as torchvision's (the library's own
     :func:`crossentropy.sigmoid_focal_loss` defaults to ``"mean"``). ``alpha=None`` (or a
     negative ``alpha``, torchvision's way) disables the balancing factor.
+
+    Parameters
+    ----------
+    inputs : Tensor of any shape
+        Logits.
+    targets : Tensor of the inputs' shape
+        Probabilities in [0, 1] (or 0/1 labels).
+    alpha : float in [0, 1] or None, default 0.25
+        Weight of the positive class; None or negative: no balancing.
+    gamma : float >= 0, default 2
+        Focusing parameter: down-weights well-classified elements.
+    reduction : {"none", "mean", "sum"}, default "none"
+        As torchvision's.
+    sample_weight : Tensor of the inputs' leading dimensions, optional
+        One weight per sample.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the inputs' shape for ``"none"``.
     """
     if alpha is not None and not isinstance(alpha, torch.Tensor) and alpha < 0:
         alpha = None
@@ -457,9 +572,35 @@ def poly1_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Poly-1 cross-entropy (Leng et al. 2022): CE + epsilon (1 - p_t), classes on dimension 1.
+    r"""Poly-1 cross-entropy (Leng et al. 2022): CE + epsilon (1 - p_t), classes on dimension 1.
 
     See :func:`crossentropy.poly1_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : Tensor
+        Class indices of shape (N,) or (N, d1, ..., dK), or class probabilities of the input's
+        shape.
+    epsilon : float >= -1, default 1
+        Weight of the polynomial term :math:`1 - p_t`.
+    weight : Tensor of shape (C,), optional
+        Class weights :math:`w_c \ge 0`, as ``F.cross_entropy``'s.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    label_smoothing : float in [0, 1], default 0
+        PyTorch's label smoothing.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return losses.poly1_cross_entropy(
         input,
@@ -484,9 +625,31 @@ def generalized_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Generalized cross-entropy (Zhang & Sabuncu 2018), classes on dimension 1.
+    r"""Generalized cross-entropy (Zhang & Sabuncu 2018), classes on dimension 1.
 
     See :func:`crossentropy.generalized_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : Tensor
+        Class indices of shape (N,) or (N, d1, ..., dK), or class probabilities of the input's
+        shape.
+    q : float in (0, 1], default 0.7
+        The exponent (the paper uses 0.7).
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return robust.generalized_cross_entropy(
         input,
@@ -511,9 +674,33 @@ def symmetric_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Symmetric cross-entropy (Wang et al. 2019), classes on dimension 1.
+    r"""Symmetric cross-entropy (Wang et al. 2019), classes on dimension 1.
 
     See :func:`crossentropy.symmetric_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : Tensor
+        Class indices of shape (N,) or (N, d1, ..., dK), or class probabilities of the input's
+        shape.
+    alpha, beta : float >= 0, default 0.1 and 1.0
+        Weights of the cross-entropy and of the reverse cross-entropy.
+    log_zero : float < 0, default -4.0
+        The value that replaces :math:`\log 0` in the reverse term.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return robust.symmetric_cross_entropy(
         input,
@@ -538,9 +725,30 @@ def forward_corrected_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Forward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
+    r"""Forward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
 
     See :func:`crossentropy.forward_corrected_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits of the clean classes, classes on dimension 1.
+    target : int Tensor of shape (N,) or (N, d1, ..., dK)
+        Observed (noisy) class indices.
+    transition : Tensor of shape (C, C)
+        Row-stochastic noise matrix, ``transition[i, j] = P(noisy = j | clean = i)``.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return robust.forward_corrected_cross_entropy(
         input,
@@ -563,9 +771,30 @@ def backward_corrected_cross_entropy(
     sample_weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Backward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
+    r"""Backward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
 
     See :func:`crossentropy.backward_corrected_cross_entropy`.
+
+    Parameters
+    ----------
+    input : Tensor of shape (N, C) or (N, C, d1, ..., dK)
+        Logits, classes on dimension 1.
+    target : int Tensor of shape (N,) or (N, d1, ..., dK)
+        Observed (noisy) class indices.
+    transition : Tensor of shape (C, C)
+        Row-stochastic noise matrix, ``transition[i, j] = P(noisy = j | clean = i)``; invertible and well conditioned.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing, to the loss nor to the mean's
+        denominator.
+    sample_weight : Tensor of the target's batch shape, optional
+        Per-sample weights :math:`s_n \ge 0`, also in the mean's denominator.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+
+    Returns
+    -------
+    Tensor
+        0-d for ``"mean"``/``"sum"``, the batch shape (the target's) for ``"none"``.
     """
     return robust.backward_corrected_cross_entropy(
         input,

@@ -1224,6 +1224,7 @@ def linear_cross_entropy(
         Class indices of the batch shape (``input.shape[:-1]``) in ``[0, V)`` or
         ``ignore_index``, or probabilities of shape ``(*input.shape[:-1], V)``.
     linear_bias : Tensor of shape (V,), optional
+        The projection's bias.
     weight : Tensor of shape (V,), optional
         Class weights :math:`w_c`, as PyTorch's.
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -1231,17 +1232,21 @@ def linear_cross_entropy(
         Index targets equal to it are ignored; None means -100 (PyTorch's rule). Not allowed
         with probability targets.
     label_smoothing : float, default 0.0
+        :math:`\varepsilon`, PyTorch's label smoothing over the V classes.
     options : torch.nn.LinearCrossEntropyOptions, optional
         PyTorch's chunking options: ``batch_chunk_size`` (or the ``chunking_method``
         ``"aspect_ratio[:k]"`` rule) sets the rows per chunk, ``acc_dtype`` the accumulation
         dtype; ``acc_policy`` and ``allow_retain_graph`` have no effect (the accumulation is
         always in ``accumulation_dtype``, and a second backward always works).
-    z_loss, softcap, sample_weight
-        As :func:`crossentropy.torch.cross_entropy`: z-loss coefficient :math:`z`, soft-cap
-        :math:`c` (:math:`u = c \tanh(x / c)`), per-row weights :math:`s_n` of the batch shape.
+    z_loss : float >= 0, default 0
+        The z-loss coefficient :math:`z`, as :func:`crossentropy.torch.cross_entropy`'s.
+    softcap : float > 0, optional
+        The soft-cap :math:`c` (:math:`u = c \tanh(x / c)`), as :func:`crossentropy.torch.cross_entropy`'s.
     temperature : float, default 1.0
         :math:`T > 0`: the logits are divided by it first (before the soft-cap), the same loss
         and gradients as ``F.linear_cross_entropy(input, linear_weight / T, target, linear_bias=linear_bias / T)``.
+    sample_weight : Tensor of the batch shape, optional
+        Per-row weights :math:`s_n \ge 0`, also in the mean's denominator.
     normalizer : float or 0-d Tensor, optional
         With ``reduction="mean"``, the (weighted) sum of the losses is divided by it instead of
         by this call's own :math:`\sum_n s_n \omega_n`: e.g. the count of target tokens of the

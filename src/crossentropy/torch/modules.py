@@ -70,8 +70,33 @@ class _Loss(nn.Module):
 class CrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.cross_entropy` as a module: ``torch.nn.CrossEntropyLoss`` plus z-loss and soft-capping.
 
-    ``forward(input, target, *, sample_weight=None, normalizer=None)``. ``temperature`` and
-    ``return_stats`` as in :func:`crossentropy.torch.cross_entropy`.
+    ``forward(input, target, *, sample_weight=None, normalizer=None)``: see
+    :func:`crossentropy.torch.cross_entropy`.
+
+    Parameters
+    ----------
+    weight : Tensor of shape (C,), optional
+        Class weights, as PyTorch's (a buffer).
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
+    label_smoothing : float in [0, 1], default 0
+        PyTorch's label smoothing.
+    z_loss : float >= 0, default 0
+        The z-loss coefficient (PaLM).
+    softcap : float > 0, optional
+        Soft-cap of the logits (Gemma 2).
+    inplace : bool, default False
+        Write the gradient over the logits during the forward call.
+    temperature : float > 0, default 1
+        The logits are divided by it first.
+    return_stats : bool, default False
+        ``forward`` returns ``(loss, LossStats)``.
     """
 
     def __init__(
@@ -130,6 +155,19 @@ class NLLLoss(_Loss):
     """:func:`crossentropy.torch.nll_loss` as a module: ``torch.nn.NLLLoss``.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    weight : Tensor of shape (C,), optional
+        Class weights, as PyTorch's (a buffer).
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     def __init__(
@@ -158,10 +196,24 @@ class NLLLoss(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
-    """:func:`crossentropy.torch.binary_cross_entropy_with_logits` as a module: ``torch.nn.BCEWithLogitsLoss``
-    plus label smoothing.
+    r""":func:`binary_cross_entropy_with_logits` as a module: ``torch.nn.BCEWithLogitsLoss``, label smoothing.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    weight : Tensor broadcastable to the input's shape, optional
+        Elementwise rescaling, as PyTorch's (a buffer).
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As PyTorch's.
+    pos_weight : Tensor broadcastable to the input's shape, optional
+        Weight of the positive term, as PyTorch's (a buffer).
+    label_smoothing : float in [0, 1], default 0
+        Targets become :math:`(1-\varepsilon) t + \varepsilon/2`.
     """
 
     def __init__(
@@ -196,6 +248,17 @@ class BCELoss(_Loss):
     """:func:`crossentropy.torch.binary_cross_entropy` as a module: ``torch.nn.BCELoss``.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    weight : Tensor broadcastable to the input's shape, optional
+        Elementwise rescaling, as PyTorch's (a buffer).
+    size_average : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduce : bool, optional
+        Deprecated, as in PyTorch: when given, it sets ``reduction`` as PyTorch's does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As PyTorch's.
     """
 
     def __init__(
@@ -215,6 +278,17 @@ class SoftmaxFocalLoss(_Loss):
     """:func:`crossentropy.torch.softmax_focal_loss` as a module.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    gamma : float >= 0, default 2
+        Focusing parameter.
+    alpha : None, float >= 0 or Tensor of shape (C,), optional
+        Class balancing factor; None means 1.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     def __init__(
@@ -246,6 +320,15 @@ class SigmoidFocalLoss(_Loss):
     """:func:`crossentropy.torch.sigmoid_focal_loss` as a module (torchvision's defaults: ``reduction="none"``).
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    alpha : float in [0, 1] or None, default 0.25
+        Weight of the positive class; None or negative: no balancing.
+    gamma : float >= 0, default 2
+        Focusing parameter.
+    reduction : {"none", "mean", "sum"}, default "none"
+        As torchvision's.
     """
 
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "none") -> None:
@@ -259,6 +342,19 @@ class Poly1CrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.poly1_cross_entropy` as a module.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    epsilon : float >= -1, default 1
+        Weight of the polynomial term.
+    weight : Tensor of shape (C,), optional
+        Class weights, as PyTorch's (a buffer).
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    label_smoothing : float in [0, 1], default 0
+        PyTorch's label smoothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     def __init__(
@@ -295,6 +391,15 @@ class GeneralizedCrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.generalized_cross_entropy` as a module.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    q : float in (0, 1], default 0.7
+        The exponent.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     def __init__(self, *, q: float = 0.7, ignore_index: int = -100, reduction: str = "mean") -> None:
@@ -315,6 +420,17 @@ class SymmetricCrossEntropyLoss(_Loss):
     """:func:`crossentropy.torch.symmetric_cross_entropy` as a module.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    alpha, beta : float >= 0, default 0.1 and 1.0
+        Weights of the cross-entropy and of the reverse cross-entropy.
+    log_zero : float < 0, default -4.0
+        The value that replaces log 0 in the reverse term.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     def __init__(
@@ -366,6 +482,15 @@ class ForwardCorrectedCrossEntropyLoss(_TransitionCorrectedLoss):
     """:func:`crossentropy.torch.forward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    transition : Tensor of shape (C, C)
+        Row-stochastic noise matrix, ``transition[i, j] = P(noisy = j | clean = i)`` (a buffer).
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     _loss = staticmethod(F.forward_corrected_cross_entropy)
@@ -375,6 +500,15 @@ class BackwardCorrectedCrossEntropyLoss(_TransitionCorrectedLoss):
     """:func:`crossentropy.torch.backward_corrected_cross_entropy` as a module; the transition matrix is a buffer.
 
     ``forward(input, target, *, sample_weight=None)``.
+
+    Parameters
+    ----------
+    transition : Tensor of shape (C, C)
+        Row-stochastic, invertible noise matrix (a buffer).
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute nothing.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
     _loss = staticmethod(F.backward_corrected_cross_entropy)
@@ -390,6 +524,31 @@ class LinearCrossEntropyLoss(_Loss):
     linear_bias=self.linear.bias, ...)``, the weight and bias reshaped to ``(num_classes,
     *out_features, in_features)`` for PyTorch's K-dimensional loss. ``normalizer`` (the step's token
     count) is an argument of ``forward`` too, since it changes with every step.
+
+    Parameters
+    ----------
+    in_features : int
+        :math:`H`, the size of the hidden states.
+    num_classes : int
+        :math:`V`, the number of classes (the vocabulary).
+    out_features : tuple of int, default ()
+        PyTorch's extra class dimensions (K-dimensional targets).
+    bias : bool, default False
+        Whether the projection has a bias.
+    device, dtype : optional
+        Of the projection's parameters, as ``nn.Linear``'s.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        As :func:`crossentropy.torch.linear_cross_entropy`'s.
+    weight : Tensor of shape (num_classes,), optional
+        Class weights (the buffer ``weight``).
+    ignore_index : int, optional
+        None means -100, PyTorch's rule.
+    label_smoothing : float in [0, 1], default 0
+        PyTorch's label smoothing.
+    options : torch.nn.LinearCrossEntropyOptions, optional
+        PyTorch's chunking options.
+    z_loss, softcap, temperature, shift, accumulation_dtype, filter_eps, chunk_size : optional
+        The keyword extras of :func:`crossentropy.torch.linear_cross_entropy`, with its defaults.
 
     Examples
     --------
