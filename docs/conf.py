@@ -39,6 +39,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+smartquotes = False  # the command line's help says --out, not an en dash
 root_doc = "index"
 exclude_patterns = ["_build", "_templates", "_ext", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]

@@ -173,8 +173,10 @@ def cli_parser() -> argparse.ArgumentParser:
     """The ``crossentropy`` command's parser (``crossentropy.cli._parser``) for sphinx-argparse.
 
     Its help is plain text written for a terminal; sphinx-argparse reads help as
-    reStructuredText, so descriptions and epilogs become literal blocks and the help of each
-    option is escaped: the page shows the commands' own ``--help`` text, as written.
+    reStructuredText, so the descriptions and the help of each option are escaped, and the
+    epilogs (examples laid out by hand) become literal blocks: the page shows the commands' own
+    ``--help`` text, as written. The top-level epilog (a summary of the commands' examples, which
+    sphinx-argparse would print as one run-on paragraph) is left to the page's own text.
     """
     from crossentropy.cli import _parser
 
@@ -185,8 +187,9 @@ def cli_parser() -> argparse.ArgumentParser:
             parsers += list(action.choices.values())
             for choice in action._choices_actions:
                 choice.help = _rst_text(choice.help or "")
+    parser.epilog = None
     for each in parsers:
-        each.description = _rst_literal(each.description) if each.description else None
+        each.description = _rst_text(each.description) if each.description else None
         each.epilog = _rst_literal(each.epilog) if each.epilog else None
         for action in each._actions:
             if action.help and action.help is not argparse.SUPPRESS:
