@@ -214,32 +214,42 @@ def main() -> None:
     write_results(results, args)
 
 
+ENGINES = {
+    "single process (--engine local)": [],
+    "--engine dask --workers 1": ["--engine", "dask", "--workers", "1"],
+    "--engine dask --workers 2": ["--engine", "dask", "--workers", "2"],
+}
+
+
 def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
     size = sum(p.stat().st_size for p in paths)
     target = ["--target", "label"]
-    methods = {
-        "single process (--engine local)": [str(data), *target],
-        "--engine dask --workers 1": [str(data), *target, "--engine", "dask", "--workers", "1"],
-        "--engine dask --workers 2": [str(data), *target, "--engine", "dask", "--workers", "2"],
-    }
-    run_child(CHILD, *methods["single process (--engine local)"])  # warm the page cache and the kernel cache
-    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    # The fixed cost of each method: the same command on one file of 1,000 rows (imports, the kernel's
+    # load from Numba's cache, the cluster's start and stop).
+    tiny = data.parent / "tiny"
+    write_data(tiny, 1000 * 8 * (args.classes + 1) / 1e9, 1, args.classes)
+    run_child(CHILD, str(data), *target)  # warm the page cache and the kernel cache
+    runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
+    fixed: dict[str, list[dict]] = {name: [] for name in ENGINES}
     for round_ in range(args.repeat):
-        for name, argv in methods.items():
-            result = run_timed(CHILD, *argv)
+        for name, engine in ENGINES.items():
+            result = run_timed(CHILD, str(data), *target, *engine)
             runs[name].append(result)
-            print(f"round {round_ + 1}: {name}: {result['wall_s']:.2f} s wall, {result['cpu_s']:.2f} s CPU", flush=True)
+            fixed[name].append(run_timed(CHILD, str(tiny), *target, *engine))
+            print(
+                f"round {round_ + 1}: {name}: {result['wall_s']:.2f} s wall, {result['cpu_s']:.2f} s CPU; "
+                f"1,000 rows: {fixed[name][-1]['wall_s']:.2f} s",
+                flush=True,
+            )
     table = []
     for name, results in runs.items():
-        wall = statistics.median(r["wall_s"] for r in results)
-        work = statistics.median(r["work_s"] for r in results)
-        cpu = statistics.median(r["cpu_s"] for r in results)
         table.append(
             {
                 "method": name,
-                "wall_s": wall,
-                "work_s": work,
-                "cpu_s": cpu,
+                "wall_s": statistics.median(r["wall_s"] for r in results),
+                "work_s": statistics.median(r["work_s"] for r in results),
+                "cpu_s": statistics.median(r["cpu_s"] for r in results),
+                "fixed_s": statistics.median(r["wall_s"] for r in fixed[name]),
                 "walls": [r["wall_s"] for r in results],
                 "rows": results[0]["rows"],
                 "log_loss": results[0]["log_loss"],
@@ -291,15 +301,22 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
         "dask the LocalCluster's start and stop); `work`: after the imports; `CPU`: user + system seconds of "
         "the command and all its processes (the Dask workers included).",
         "",
-        "| method | wall s | work s | wall MB/s | speed-up (wall) | CPU s | CPU / wall | runs (wall s) | log loss |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | wall s | work s | wall MB/s | speed-up (wall) | CPU s | CPU / wall | fixed s | MB/s past the fixed "
+        "cost | runs (wall s) | log loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
             f"| {r['method']} | {r['wall_s']:.2f} | {r['work_s']:.2f} | {size_mb / r['wall_s']:.0f} | "
             f"{local['wall_s'] / r['wall_s']:.2f}x | {r['cpu_s']:.2f} | {r['cpu_s'] / r['wall_s']:.2f} | "
+            f"{r['fixed_s']:.2f} | {size_mb / max(r['wall_s'] - r['fixed_s'], 1e-9):.0f} | "
             f"{', '.join(f'{w:.2f}' for w in r['walls'])} | {r['log_loss']:.12f} |"
         )
+    lines += [
+        "",
+        "`fixed s`: the same command on one file of 1,000 rows (imports, the kernel's load from Numba's cache, "
+        "for dask the cluster's start and stop); `MB/s past the fixed cost`: data set size / (wall - fixed).",
+    ]
     lines += ["", "What the machine can do on the same files:", ""]
     lines += ["| measurement | rate |", "|---|---|"]
     for name, rate in results["reads"].items():
