@@ -21,7 +21,8 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.parquet as pq  # noqa: E402
 
-from crossentropy.cli import _files, _report, main  # noqa: E402
+from crossentropy._tools import files as _files  # noqa: E402
+from crossentropy.cli import _report, main  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="watches the command through /proc")
 

@@ -366,8 +366,8 @@ def _score_tasks(
     single_file: bool,
 ) -> tuple[Any, Any]:
     """Run the partitions' tasks, merge them; ``(file scorer, report)``."""
+    from ._tools.progress import progress_bar
     from .cli import score as command
-    from .cli._progress import progress_bar
 
     run = _Run(client, tasks)
     try:

@@ -1,7 +1,7 @@
 """The report of ``crossentropy score --report DIR``: an HTML page with PNG figures and the numbers as JSON.
 
 Everything is rendered in memory first, then the four files are written together
-(:func:`crossentropy.cli._files.write_all_atomic`): an interrupted or failed run leaves the
+(:func:`crossentropy._tools.files.write_all_atomic`): an interrupted or failed run leaves the
 directory as it was.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import figure_png, pyplot, write_all_atomic
+from .._tools.files import figure_png, pyplot, write_all_atomic
 from ._scoring import ScoreReport
 
 __all__ = ["OUTPUT_NAMES", "per_class_figure", "reliability_figure", "write_report"]

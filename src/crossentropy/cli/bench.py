@@ -62,7 +62,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._files import write_atomic
+from .._tools.files import write_atomic
 from ._options import positive_int
 
 __all__ = [

@@ -45,8 +45,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from .._tools.data import single_thread, standardize, stratified_split
 from ..data import load_digits
-from ..gallery._common import single_thread, standardize, stratified_split
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
 from ..special import softmax
@@ -486,7 +486,7 @@ def _epoch_table(run: TrainingRun) -> str:
 
 def _write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray) -> Path:
     """``label,0,...,9`` rows; probabilities with 17 significant digits, so they read back exactly."""
-    from ._files import write_atomic
+    from .._tools.files import write_atomic
 
     def write(file: IO[str]) -> None:
         file.write(",".join(("label", *CLASS_COLUMNS)) + "\n")
@@ -497,7 +497,7 @@ def _write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray
 
 
 def _loss_curve_figure(run: TrainingRun) -> Any:
-    from ._files import pyplot
+    from .._tools.files import pyplot
 
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
@@ -559,8 +559,8 @@ def train_and_score(
     -------
     DemoResult
     """
-    from ._files import write_figure
-    from ._progress import progress_bar
+    from .._tools.files import write_figure
+    from .._tools.progress import progress_bar
     from ._report import reliability_figure
     from ._sources import open_source
     from .score import Selection, score_source

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._tools.progress import progress_bar
 from ._options import non_negative_int
-from ._progress import progress_bar
 
 __all__ = ["EXAMPLES", "add_arguments", "command"]
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .._tools.progress import progress_bar
 from ._options import logarithm_base, non_negative_int, positive_int, unit_fraction
-from ._progress import progress_bar
 from ._report import OUTPUT_NAMES
 from ._scoring import FileScorer, InvalidValue, ScoreReport, ScoreSpec, temperature_rows
 from ._sources import FORMATS, CsvLines, InputError, MatrixBatch, MultiSource, Source, open_inputs, repeated

@@ -76,7 +76,7 @@ img { max-width: 100%; margin: 0.4rem 0; }
 
 def write_index(finished: Sequence[Finished], out: Path) -> Path:
     """Write ``out / index.html`` (every experiment's claim, tables and figures) and ``out / gallery.json``."""
-    from ..cli._files import write_atomic
+    from .._tools.files import write_atomic
 
     sections = []
     for done in finished:
@@ -113,7 +113,7 @@ def write_index(finished: Sequence[Finished], out: Path) -> Path:
 
 def write_markdown(finished: Sequence[Finished], path: Path) -> Path:
     """The experiments' claims and tables as markdown (``docs/gallery.md`` holds the full run's)."""
-    from ..cli._files import write_atomic
+    from .._tools.files import write_atomic
 
     lines = [
         "# Gallery",

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._tools.data import single_thread, standardize, stratified_split
+from .._tools.files import pyplot, write_figure
 
 __all__ = [
     "Context",
@@ -190,72 +192,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# The cli package imports the gallery (and the demo imports this module), so its helpers are imported late.
 def save_figure(context: Context, name: str, figure: Any) -> Path:
     """Write a matplotlib figure as ``context.out / name`` (PNG, atomically) and close it."""
-    from ..cli._files import write_figure
-
     return write_figure(context.out / name, figure)
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (files only)."""
-    from ..cli._files import pyplot as agg_pyplot
-
-    return agg_pyplot()
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the library's Numba kernels, BLAS (with threadpoolctl) and PyTorch (if imported) on one thread.
-
-    For training loops on small arrays, whose operations are too small to gain from threads.
-    Between kernel calls, Numba's OpenMP workers keep spinning while the BLAS threads run the
-    matrix products, each side waiting on the other: a loop alternating the two ran about 30
-    times slower on a 2-core machine; and the BLAS and PyTorch thread pools slowed small
-    operations 10- to 30-fold whenever another process held a core.
-    """
-    import sys
-
-    import numba
-
-    torch = sys.modules.get("torch")
-    threads = numba.get_num_threads()
-    torch_threads = torch.get_num_threads() if torch is not None else None
-    numba.set_num_threads(1)
-    if torch is not None:
-        torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - the cli extra installs it
-            yield
-        else:
-            with threadpool_limits(limits=1, user_api="blas"):
-                yield
-    finally:
-        numba.set_num_threads(threads)
-        if torch is not None:
-            torch.set_num_threads(torch_threads)
-
-
-def stratified_split(
-    labels: np.ndarray, test_fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)``: each class's rows shuffled by ``rng``, ``round(test_fraction * n_c)`` to test.
-
-    Both index arrays are sorted, so the parts keep the data set's order.
-    """
-    test = np.zeros(labels.shape[0], dtype=bool)
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        test[members[: round(test_fraction * members.size)]] = True
-    return np.flatnonzero(~test), np.flatnonzero(test)
-
-
-def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Scale features to mean 0 and variance 1 with the training rows' statistics (constant features: scale 1)."""
-    mean = train.mean(axis=0)
-    scale = train.std(axis=0)
-    scale[scale == 0] = 1.0
-    return tuple((x - mean) / scale for x in (train, *others))

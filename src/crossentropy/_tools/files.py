@@ -1,4 +1,4 @@
-"""Output files of the commands, written atomically, and matplotlib without a window.
+"""Output files of the applications, written atomically, and matplotlib without a window.
 
 A file goes to a temporary name in its directory first and is renamed over the final name only
 when complete, so a reader never sees half a file and an interrupted run leaves the old one.
