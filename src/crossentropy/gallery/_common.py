@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._tools import tables
 from .._tools.data import single_thread, standardize, stratified_split
 from .._tools.files import pyplot, write_figure
 
@@ -66,28 +67,18 @@ class Table:
     columns: Sequence[str]
     rows: list[Sequence[Any]]
 
+    def _cells(self) -> tables.Table:
+        return tables.Table(
+            self.title, [str(c) for c in self.columns], [[format_value(v) for v in row] for row in self.rows]
+        )
+
     def as_text(self) -> str:
-        cells = [[str(c) for c in self.columns]] + [[format_value(v) for v in row] for row in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        lines = [self.title, "-" * len(self.title)]
-        for r, row in enumerate(cells):
-            lines.append(
-                "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-                )
-            )
-            if r == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        """The table as aligned text, the title underlined (:func:`crossentropy._tools.tables.render_plain`)."""
+        return tables.render_plain(self._cells(), underline_title=True, strip=False)
 
     def as_markdown(self) -> str:
-        def cell(text: str) -> str:
-            return text.replace("|", "\\|")  # a bar inside a cell would end it
-
-        head = "| " + " | ".join(cell(str(c)) for c in self.columns) + " |"
-        rule = "|" + "|".join("---" for _ in self.columns) + "|"
-        body = ["| " + " | ".join(cell(format_value(v)) for v in row) + " |" for row in self.rows]
-        return "\n".join([f"**{self.title}**", "", head, rule, *body])
+        """The table in Markdown under its title in bold (:func:`crossentropy._tools.tables.render_markdown`)."""
+        return tables.render_markdown(self._cells(), title=True, align=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"title": self.title, "columns": list(self.columns), "rows": [list(row) for row in self.rows]}
