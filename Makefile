@@ -46,6 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy  # [tool.mypy] in pyproject.toml: strict on the core modules
+	$(VENV)/bin/lint-imports  # [tool.importlinter] in pyproject.toml: the layers of docs/design.md
 
 # The documentation site (docs/conf.py: Sphinx, numpydoc, MyST), HTML in docs/_build/html. Built afresh
 # with warnings as errors (numpydoc's docstring checks among them), then checked: every public name in
