@@ -17,38 +17,36 @@ with :math:`b` the bytes of the logits. Writes ``results/sigmoid_cross_entropy.m
 ``.csv`` next to this script.
 
     .venv/bin/python benchmarks/sigmoid_cross_entropy.py
+    .venv/bin/python benchmarks/sigmoid_cross_entropy.py --shapes 64x100 --repeat 2 --out /tmp/sig  # a check
+
+The timing loop, the environment record and the table are :mod:`crossentropy._tools`'.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
-import statistics
-import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import torch
 
 import crossentropy as ce
+from crossentropy._tools.environment import environment
+from crossentropy._tools.tables import Table, render_markdown
+from crossentropy._tools.timing import median, time_calls
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = ((4096, 8192), (33_554_432,), (65536, 16))
 REPEAT = 11
 
 
-def median_ms(call) -> float:
-    call()  # warm-up: compilation, first touch
-    times = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - start) * 1e3)
-        del result
-    return statistics.median(times)
+def median_ms(call, repeat: int = REPEAT) -> float:
+    """Median milliseconds of ``repeat`` calls after a warm-up, garbage collector off."""
+    return median(time_calls(call, repeat=repeat, warmup=1)) * 1e3
 
 
-def measure(shape: tuple[int, ...], with_pos_weight: bool) -> dict:
+def measure(shape: tuple[int, ...], with_pos_weight: bool, repeat: int = REPEAT) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32) * 3
     y = (rng.random(shape) < 0.3).astype(np.float32)
@@ -69,15 +67,15 @@ def measure(shape: tuple[int, ...], with_pos_weight: bool) -> dict:
     row = {
         "shape": "x".join(map(str, shape)),
         "pos_weight": "per class" if with_pos_weight else "none",
-        "torch_forward_ms": median_ms(torch_forward),
-        "torch_forward_grad_ms": median_ms(torch_backward),
-        "forward_ms": median_ms(lambda: ce.sigmoid_cross_entropy(x, y, pos_weight=pos_weight)),
-        "forward_grad_ms": median_ms(lambda: ce.sigmoid_cross_entropy_with_grad(x, y, pos_weight=pos_weight)),
+        "torch_forward_ms": median_ms(torch_forward, repeat),
+        "torch_forward_grad_ms": median_ms(torch_backward, repeat),
+        "forward_ms": median_ms(lambda: ce.sigmoid_cross_entropy(x, y, pos_weight=pos_weight), repeat),
+        "forward_grad_ms": median_ms(lambda: ce.sigmoid_cross_entropy_with_grad(x, y, pos_weight=pos_weight), repeat),
         "forward_grad_out_ms": median_ms(
-            lambda: ce.sigmoid_cross_entropy_with_grad(x, y, pos_weight=pos_weight, out=buffer)
+            lambda: ce.sigmoid_cross_entropy_with_grad(x, y, pos_weight=pos_weight, out=buffer), repeat
         ),
-        "copy_new_ms": median_ms(x.copy),
-        "copy_into_ms": median_ms(lambda: np.copyto(buffer, x)),
+        "copy_new_ms": median_ms(x.copy, repeat),
+        "copy_into_ms": median_ms(lambda: np.copyto(buffer, x), repeat),
     }
     row["forward_speedup"] = row["torch_forward_ms"] / row["forward_ms"]
     row["forward_grad_speedup"] = row["torch_forward_grad_ms"] / row["forward_grad_ms"]
@@ -89,40 +87,56 @@ def measure(shape: tuple[int, ...], with_pos_weight: bool) -> dict:
 
 
 def main() -> None:
-    rows = [measure(shape, with_pos_weight) for shape in SHAPES for with_pos_weight in (False, True)]
-    header = (
-        "| shape | pos_weight | PyTorch forward | kernel forward | speed-up "
-        "| PyTorch fwd+grad | kernel fwd+grad | speed-up | of `x.copy()` "
-        "| kernel fwd+grad, `out=` | speed-up | of `copyto` |"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=None, help="comma-separated shapes such as 4096x8192,65536x16")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="timed calls per case")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the .md and .csv files")
+    args = parser.parse_args()
+    shapes = SHAPES
+    if args.shapes:
+        shapes = tuple(tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(","))
+    rows = [measure(shape, with_pos_weight, args.repeat) for shape in shapes for with_pos_weight in (False, True)]
+    ce.sigmoid_cross_entropy(np.zeros(2, np.float32), np.zeros(2, np.float32))  # Numba's threading layer is set
+    env = environment(torch=True)
+    headers = ["shape", "pos_weight", "PyTorch forward", "kernel forward", "speed-up", "PyTorch fwd+grad"]
+    headers += ["kernel fwd+grad", "speed-up", "of `x.copy()`", "kernel fwd+grad, `out=`", "speed-up", "of `copyto`"]
+    table = Table("", headers, [], numeric=[False, False] + [True] * 10)
+    for row in rows:
+        table.rows.append(
+            [
+                row["shape"],
+                row["pos_weight"],
+                f"{row['torch_forward_ms']:.1f}",
+                f"{row['forward_ms']:.1f}",
+                f"{row['forward_speedup']:.1f}×",
+                f"{row['torch_forward_grad_ms']:.1f}",
+                f"{row['forward_grad_ms']:.1f}",
+                f"{row['forward_grad_speedup']:.1f}×",
+                f"{row['forward_grad_of_copy_new']:.0%}",
+                f"{row['forward_grad_out_ms']:.1f}",
+                f"{row['forward_grad_out_speedup']:.1f}×",
+                f"{row['forward_grad_out_of_copy_into']:.0%}",
+            ]
+        )
     lines = [
         "# Sigmoid cross-entropy benchmark",
         "",
-        f"NumPy {np.__version__}, PyTorch {torch.__version__} ({torch.get_num_threads()} threads), Numba "
-        f"{numba.__version__} ({numba.get_num_threads()} threads, {numba.threading_layer()} layer); float32, "
-        f"median of {REPEAT} after a warm-up, milliseconds. `benchmarks/sigmoid_cross_entropy.py`.",
+        f"NumPy {env['numpy']}, PyTorch {env['torch']} ({env['torch_threads']} threads), Numba "
+        f"{env['numba']} ({env['numba_threads']} threads, {env['numba_threading_layer']} layer); float32, "
+        f"median of {args.repeat} after a warm-up, milliseconds. `benchmarks/sigmoid_cross_entropy.py`.",
         "",
         "Forward + gradient into a new array and into a reused buffer (`out=`), each also as a fraction of "
         "NumPy's copy bandwidth on the same logits: against `x.copy()` (a new array, fresh pages) and "
         "`np.copyto(buffer, x)` respectively, counting the logits and targets read and the gradient written "
         "(three arrays, where a copy moves two).",
         "",
-        header,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        render_markdown(table),
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['shape']} | {row['pos_weight']} | {row['torch_forward_ms']:.1f} | {row['forward_ms']:.1f} | "
-            f"{row['forward_speedup']:.1f}× | {row['torch_forward_grad_ms']:.1f} | {row['forward_grad_ms']:.1f} | "
-            f"{row['forward_grad_speedup']:.1f}× | {row['forward_grad_of_copy_new']:.0%} | "
-            f"{row['forward_grad_out_ms']:.1f} | {row['forward_grad_out_speedup']:.1f}× | "
-            f"{row['forward_grad_out_of_copy_into']:.0%} |"
-        )
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sigmoid_cross_entropy.md").write_text(text)
-    with open(RESULTS / "sigmoid_cross_entropy.csv", "w", newline="") as stream:
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sigmoid_cross_entropy.md").write_text(text)
+    with open(args.out / "sigmoid_cross_entropy.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
