@@ -14,11 +14,7 @@ the median of the repeats' own ratios, which a slow moment shared by the pair do
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import numba
@@ -28,12 +24,9 @@ import torch
 import crossentropy as ce
 import crossentropy.torch as cet
 from crossentropy import kernels
-
-
-def _time(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+from crossentropy._tools.environment import load_average, machine_text
+from crossentropy._tools.tables import Table, render_markdown
+from crossentropy._tools.timing import median, time_interleaved
 
 
 def main() -> None:
@@ -76,7 +69,6 @@ def main() -> None:
         for alone, with_stats in pairs.values():  # compile and warm
             for function in (alone, with_stats, alone, with_stats):
                 function()
-        gc.disable()
         try:
             # All threads is how the library runs; one thread shows the arithmetic's own cost
             # without the other core's noise.
@@ -84,14 +76,13 @@ def main() -> None:
                 numba.set_num_threads(threads)
                 torch.set_num_threads(min(threads, torch_threads))
                 for name, (alone, with_stats) in pairs.items():
-                    plain_times, stats_times = [], []
-                    for _ in range(args.repeats):
-                        a1, b1, b2, a2 = (_time(f) for f in (alone, with_stats, with_stats, alone))
-                        plain_times.append((a1 + a2) / 2)
-                        stats_times.append((b1 + b2) / 2)
-                    rows.append((f"{name}, {threads} thread{'s' if threads > 1 else ''}", plain_times, stats_times))
+                    times = time_interleaved(
+                        {"alone": alone, "stats": with_stats}, repeat=args.repeats, warmup=0, mirrored=True
+                    )
+                    rows.append(
+                        (f"{name}, {threads} thread{'s' if threads > 1 else ''}", times["alone"], times["stats"])
+                    )
         finally:
-            gc.enable()
             numba.set_num_threads(all_threads)
             torch.set_num_threads(torch_threads)
     gigabytes = x.nbytes / 1e9
@@ -102,20 +93,25 @@ def main() -> None:
         f"--repeats {args.repeats}`: float32 logits {args.rows} x {args.classes} ({gigabytes:.2f} GB), 10% of "
         f"targets ignored (the linear loss: hidden states {args.rows} x {args.hidden}, head "
         f"{args.classes} x {args.hidden}, PyTorch {torch.__version__} on {torch.get_num_threads()} threads), "
-        f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; "
+        f"{machine_text()}, load {(load_average() or (float('nan'),))[0]:.1f} at the end; "
         f"{args.repeats} repeats of A B B A in one process, garbage collector off.",
         "",
-        "| call | loss alone, median (ms) | with stats, median (ms) | median of the repeats' ratios | "
-        "quartiles of the ratios |",
-        "|---|---|---|---|---|",
     ]
+    headers = ["call", "loss alone, median (ms)", "with stats, median (ms)", "median of the repeats' ratios"]
+    table = Table("", [*headers, "quartiles of the ratios"], [])
     for name, plain_times, stats_times in rows:
         ratios = sorted(b / a for a, b in zip(plain_times, stats_times, strict=True))
         low, _, high = statistics.quantiles(ratios, n=4)
-        lines.append(
-            f"| {name} | {statistics.median(plain_times) * 1e3:.1f} | {statistics.median(stats_times) * 1e3:.1f} | "
-            f"{statistics.median(ratios):.3f} | {low:.3f} - {high:.3f} |"
+        table.rows.append(
+            [
+                name,
+                f"{median(plain_times) * 1e3:.1f}",
+                f"{median(stats_times) * 1e3:.1f}",
+                f"{median(ratios):.3f}",
+                f"{low:.3f} - {high:.3f}",
+            ]
         )
+    lines.append(render_markdown(table, align=False))
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.write_text(text)
