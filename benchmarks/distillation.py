@@ -25,14 +25,16 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_layer import PEAK_HELPERS, RESULTS, measured_line
+from torch_layer import RESULTS, measured_line
+
+from crossentropy._tools.memory import PEAK_HELPERS, worker_env
+from crossentropy._tools.timing import median
 
 WORKER = textwrap.dedent(
     """
@@ -91,12 +93,12 @@ def measure(method: str, repeat: int) -> dict:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},  # as torch_layer.py: every large block fresh
+        env=worker_env(),  # glibc's mmap threshold frozen, as torch_layer.py: every large block fresh
     )
     if process.returncode != 0:
         raise SystemExit(f"{method}: the worker failed: {process.stderr.strip().splitlines()[-1]}")
     result = json.loads(process.stdout.strip().splitlines()[-1])
-    result["median_s"] = statistics.median(result["times_s"])
+    result["median_s"] = median(result["times_s"])
     result["peak_gb"] = max(result["peaks_bytes"]) / 1e9
     print(f"  {method}: {result['median_s']:.2f} s, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
     return result
@@ -119,7 +121,7 @@ def main() -> None:
         results[method] = {
             **runs[-1],
             "times_s": times,
-            "median_s": statistics.median(times),
+            "median_s": median(times),
             "peak_gb": max(run["peak_gb"] for run in runs),
         }
     load_after = os.getloadavg()

@@ -30,29 +30,18 @@ import argparse
 import csv
 import datetime
 import json
-import os
 import re
-import statistics
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+from crossentropy._tools.memory import PEAK_HELPERS, worker_env
+from crossentropy._tools.timing import median
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# The workers' resident-memory probes (Linux /proc: the high-water mark, and its reset).
-PEAK_HELPERS = """
-def status(key):
-    with open("/proc/self/status") as lines:
-        for line in lines:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(key)
-
-def reset_peak():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-"""
+# The workers' resident-memory probes (status(key), reset_peak()) are the harness's: PEAK_HELPERS.
 
 WORKER = textwrap.dedent(
     """
@@ -160,20 +149,17 @@ def measure(method: str, repeat: int) -> dict:
         capture_output=True,
         text=True,
         check=False,
-        # glibc raises its mmap threshold as large blocks are freed, after which a call can reuse
-        # pages the process already holds, unseen by the peak; fixing it at its default keeps every
-        # large block fresh.
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)},
+        env=worker_env(),  # glibc's mmap threshold frozen: every large block gets fresh pages
     )
     if process.returncode != 0:
         raise SystemExit(f"{method}: the worker failed: {process.stderr.strip().splitlines()[-1]}")
     result = json.loads(process.stdout.strip().splitlines()[-1])
-    result["median_s"] = statistics.median(result["times_s"])
+    result["median_s"] = median(result["times_s"])
     result["peak_gb"] = max(result["peaks_bytes"]) / 1e9
     if result["floors_s"]:  # each timed call against the floor measured right after it, in the same process
         sums = [sum(parts.values()) for parts in result["floors_s"]]
-        result["floor_median_s"] = statistics.median(sums)
-        result["times_floor"] = statistics.median(t / f for t, f in zip(result["times_s"], sums, strict=True))
+        result["floor_median_s"] = median(sums)
+        result["times_floor"] = median(t / f for t, f in zip(result["times_s"], sums, strict=True))
     print(f"  {method}: {result['median_s'] * 1e3:.1f} ms, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
     return result
 
@@ -220,7 +206,7 @@ def linear_section(results: dict, repeat: int, command: str) -> list[str]:
         "|---|---:|",
     ]
     for name in ours["floors_s"][0]:
-        lines.append(f"| {name} | {statistics.median(f[name] for f in ours['floors_s']) * 1e3:.0f} |")
+        lines.append(f"| {name} | {median(f[name] for f in ours['floors_s']) * 1e3:.0f} |")
     lines += [
         f"| the three together | {ours['floor_median_s'] * 1e3:.0f} |",
         "",
@@ -267,7 +253,7 @@ def csv_rows(results: dict) -> list[dict]:
             sums = [sum(parts.values()) for parts in r["floors_s"]]
             series = {"floor": sums, **{name: [f[name] for f in r["floors_s"]] for name in r["floors_s"][0]}}
             for name, part in series.items():
-                values = [f"{method} | {name}", f"{statistics.median(part):.4f}", ";".join(f"{t:.4f}" for t in part)]
+                values = [f"{method} | {name}", f"{median(part):.4f}", ";".join(f"{t:.4f}" for t in part)]
                 rows.append(dict(zip(CSV_FIELDS, [*values, "", "", r["threads"]], strict=True)))
     return rows
 
