@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-triton-full lint docs bench clean
+.PHONY: demo test test-triton-full lint docs package bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ docs: $(STAMP)
 	rm -rf docs/_build docs/api/generated
 	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 	CROSSENTROPY_DOCS_BUILT=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py tests/test_html_pages.py -k built_docs
+
+# The sdist and the wheel built and checked (twine), the wheel installed into a fresh virtual environment
+# and run away from the source tree: `crossentropy demo` and an import of every public module.
+package: $(STAMP)
+	$(PY) .ci/check_package.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/api/generated
