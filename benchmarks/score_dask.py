@@ -117,7 +117,9 @@ def run_timed(script: str, *args: str) -> dict:
     before = os.times()
     result = run_child(script, *args)
     after = os.times()
-    result["cpu_s"] = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    result["user_s"] = after.children_user - before.children_user
+    result["sys_s"] = after.children_system - before.children_system
+    result["cpu_s"] = result["user_s"] + result["sys_s"]
     return result
 
 
@@ -231,16 +233,28 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
     run_child(CHILD, str(data), *target)  # warm the page cache and the kernel cache
     runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
     fixed: dict[str, list[dict]] = {name: [] for name in ENGINES}
+    # On this machine (a Firecracker VM that reports freed memory to its host) a process's time depends
+    # on what ran before it: each timed run follows an untimed run of the same method, and the
+    # single-process engine is also timed right after a Dask run ("after dask"), as an interleaved
+    # order would time it.
+    after_dask: list[dict] = []
     for round_ in range(args.repeat):
         for name, engine in ENGINES.items():
+            run_child(CHILD, str(data), *target, *engine)
             result = run_timed(CHILD, str(data), *target, *engine)
             runs[name].append(result)
             fixed[name].append(run_timed(CHILD, str(tiny), *target, *engine))
             print(
-                f"round {round_ + 1}: {name}: {result['wall_s']:.2f} s wall, {result['cpu_s']:.2f} s CPU; "
-                f"1,000 rows: {fixed[name][-1]['wall_s']:.2f} s",
+                f"round {round_ + 1}: {name}: {result['wall_s']:.2f} s wall, {result['user_s']:.2f} s user, "
+                f"{result['sys_s']:.2f} s sys; 1,000 rows: {fixed[name][-1]['wall_s']:.2f} s",
                 flush=True,
             )
+        after_dask.append(run_timed(CHILD, str(data), *target))
+        print(
+            f"round {round_ + 1}: single process after a dask run: {after_dask[-1]['wall_s']:.2f} s wall, "
+            f"{after_dask[-1]['user_s']:.2f} s user, {after_dask[-1]['sys_s']:.2f} s sys",
+            flush=True,
+        )
     table = []
     for name, results in runs.items():
         table.append(
@@ -249,6 +263,8 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
                 "wall_s": statistics.median(r["wall_s"] for r in results),
                 "work_s": statistics.median(r["work_s"] for r in results),
                 "cpu_s": statistics.median(r["cpu_s"] for r in results),
+                "user_s": statistics.median(r["user_s"] for r in results),
+                "sys_s": statistics.median(r["sys_s"] for r in results),
                 "fixed_s": statistics.median(r["wall_s"] for r in fixed[name]),
                 "walls": [r["wall_s"] for r in results],
                 "rows": results[0]["rows"],
@@ -271,6 +287,20 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
     state = file_scorer(Selection(predictions=names, classes=names, target="label")).scorer.state_dict()
     import pickle
 
+    table.append(
+        {
+            "method": "single process, right after a dask run",
+            "wall_s": statistics.median(r["wall_s"] for r in after_dask),
+            "work_s": statistics.median(r["work_s"] for r in after_dask),
+            "cpu_s": statistics.median(r["cpu_s"] for r in after_dask),
+            "user_s": statistics.median(r["user_s"] for r in after_dask),
+            "sys_s": statistics.median(r["sys_s"] for r in after_dask),
+            "fixed_s": table[0]["fixed_s"],
+            "walls": [r["wall_s"] for r in after_dask],
+            "rows": after_dask[0]["rows"],
+            "log_loss": after_dask[0]["log_loss"],
+        }
+    )
     return {
         "size": size,
         "files": len(paths),
@@ -281,6 +311,12 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
         "state_bytes": len(pickle.dumps(state)),
         "file_size": paths[0].stat().st_size,
     }
+
+
+def _past_fixed(size_mb: float, row: dict) -> str:
+    """MB/s of the time beyond the fixed cost; n/a when that time is within noise (under a tenth of the wall)."""
+    beyond = row["wall_s"] - row["fixed_s"]
+    return f"{size_mb / beyond:.0f}" if beyond > 0.1 * row["wall_s"] else "n/a"
 
 
 def write_results(results: dict, args: argparse.Namespace) -> None:
@@ -298,18 +334,20 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
         f"({size_mb:,.0f} MB in all, {local['rows']:,} rows, {args.classes} float64 probability columns and an "
         "int64 label; one row group per file, so a file is one partition), in the page cache. Fresh processes, "
         f"the three methods interleaved, medians of {args.repeat}. `wall`: the whole command (imports, and for "
-        "dask the LocalCluster's start and stop); `work`: after the imports; `CPU`: user + system seconds of "
-        "the command and all its processes (the Dask workers included).",
+        "dask the LocalCluster's start and stop); `work`: after the imports; `user`, `sys`: CPU seconds of the "
+        "command and all its processes (the Dask workers included). Each timed run follows an untimed run of "
+        "the same method; the last row times the single-process engine right after a Dask run instead.",
         "",
-        "| method | wall s | work s | wall MB/s | speed-up (wall) | CPU s | CPU / wall | fixed s | MB/s past the fixed "
-        "cost | runs (wall s) | log loss |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | wall s | work s | wall MB/s | speed-up (wall) | user s | sys s | CPU / wall | fixed s | MB/s past "
+        "the fixed cost | runs (wall s) | log loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
             f"| {r['method']} | {r['wall_s']:.2f} | {r['work_s']:.2f} | {size_mb / r['wall_s']:.0f} | "
-            f"{local['wall_s'] / r['wall_s']:.2f}x | {r['cpu_s']:.2f} | {r['cpu_s'] / r['wall_s']:.2f} | "
-            f"{r['fixed_s']:.2f} | {size_mb / max(r['wall_s'] - r['fixed_s'], 1e-9):.0f} | "
+            f"{local['wall_s'] / r['wall_s']:.2f}x | {r['user_s']:.2f} | {r['sys_s']:.2f} | "
+            f"{r['cpu_s'] / r['wall_s']:.2f} | "
+            f"{r['fixed_s']:.2f} | {_past_fixed(size_mb, r)} | "
             f"{', '.join(f'{w:.2f}' for w in r['walls'])} | {r['log_loss']:.12f} |"
         )
     lines += [
