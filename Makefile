@@ -25,14 +25,15 @@ demo: $(STAMP)
 # loss on Triton's fused kernels), and the second-order, batched and vmap checks of PyTorch's linear
 # cross-entropy samples in test_torch_opinfo.py (7 minutes: gradcheck's many interpreted forward
 # calls; their first-order checks stay, and the default run has them all).
-TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider
+# Both runs spread their tests over the machine's cores (pytest-xdist, -n auto).
+TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider -n auto
 TORCH_SUITE := tests/test_torch_layer.py tests/test_torch_semantics.py tests/test_torch_autograd.py \
 	tests/test_torch_opinfo.py tests/test_torch_compile.py tests/test_torch_distributed.py \
 	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py tests/test_torch_linear_pytorch.py
 LINEAR_SECOND_ORDER := linear and (gradgradcheck or fwgrad_bwgrad or test_op_batched or test_op_vmap)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 	$(TRITON_FORCED) $(TORCH_SUITE) -k "not ($(LINEAR_SECOND_ORDER))"
 
 test-triton-full: $(STAMP)
