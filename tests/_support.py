@@ -7,6 +7,8 @@ Tolerances follow the dtype of the computation under test: float64 ~1e-10 relati
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
 import subprocess
 import sys
@@ -152,3 +154,43 @@ def run_cli(*args: str | Path, timeout: float = 120, **options) -> subprocess.Co
     go to :func:`subprocess.run` (``cwd``, ``preexec_fn``)."""
     command = [sys.executable, "-m", "crossentropy.cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, **options)
+
+
+# The figures of `crossentropy score --json` that two ways of scoring the same rows must share.
+SCORE_FIGURES = (
+    "log_loss_nats",
+    "perplexity",
+    "accuracy",
+    "brier_score",
+    "expected_calibration_error",
+    "mean_predicted_entropy",
+)
+
+
+def run_score(capsys, *args: str | Path) -> tuple[int, str, str]:
+    """``crossentropy score ARGS`` in this process: exit code, standard output and standard error."""
+    from crossentropy.cli import main
+
+    code = main(["score", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def score_figures(capsys, *args: str | Path) -> dict:
+    """The ``--json`` figures of ``crossentropy score ARGS``, which must succeed."""
+    code, out, err = run_score(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def assert_same_score_figures(got: dict, expected: dict) -> None:
+    """Two ``score --json`` results of the same rows agree to float64 rounding (sums added in another order)."""
+    assert got["rows"] == expected["rows"]
+    assert got["classes"] == expected["classes"]
+    for name in (*SCORE_FIGURES, "weight"):
+        assert math.isclose(got[name], expected[name], rel_tol=1e-12, abs_tol=1e-15), name
+    for row, want in zip(got["per_class"], expected["per_class"], strict=True):
+        assert (row["class"], row["rows"]) == (want["class"], want["rows"])
+        assert math.isclose(row["mean_cross_entropy"], want["mean_cross_entropy"], rel_tol=1e-12)
+    for row, want in zip(got["reliability"], expected["reliability"], strict=True):
+        assert math.isclose(row["weight"], want["weight"], rel_tol=1e-12, abs_tol=1e-12)

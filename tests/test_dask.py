@@ -8,7 +8,6 @@ it with ``--scheduler``, and one test lets the command start its own (``--worker
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -23,15 +22,13 @@ dd = pytest.importorskip("dask.dataframe", reason="the dask extra: pip install '
 import pandas as pd  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line  # noqa: E402
+from _support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
 import crossentropy.dask as ce_dask  # noqa: E402
-from crossentropy.cli import main  # noqa: E402
 from crossentropy.cli._sources import open_inputs  # noqa: E402
 from crossentropy.cli.score import Selection, score_source  # noqa: E402
 
 CLASSES = np.array(["cat", "dog", "owl"])
-FIGURES = ("log_loss_nats", "accuracy", "brier_score", "expected_calibration_error", "mean_predicted_entropy")
 
 
 @pytest.fixture(scope="module")
@@ -73,30 +70,6 @@ def data_set(tmp_path_factory):
     return folder
 
 
-def run(capsys, *args: str | Path) -> tuple[int, str, str]:
-    code = main(["score", *map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def json_figures(capsys, *args: str | Path) -> dict:
-    code, out, err = run(capsys, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def assert_same(got: dict, expected: dict) -> None:
-    assert got["rows"] == expected["rows"]
-    assert got["classes"] == expected["classes"]
-    for name in (*FIGURES, "weight"):
-        assert math.isclose(got[name], expected[name], rel_tol=1e-12, abs_tol=1e-15), name
-    for row, want in zip(got["per_class"], expected["per_class"], strict=True):
-        assert (row["class"], row["rows"]) == (want["class"], want["rows"])
-        assert math.isclose(row["mean_cross_entropy"], want["mean_cross_entropy"], rel_tol=1e-12)
-    for row, want in zip(got["reliability"], expected["reliability"], strict=True):
-        assert math.isclose(row["weight"], want["weight"], rel_tol=1e-12, abs_tol=1e-12)
-
-
 def assert_result_is_report(result, report: dict) -> None:
     """A :class:`ScoreResult` of ``crossentropy.dask.score`` against the command's JSON figures."""
     assert result.rows == report["rows"]
@@ -118,16 +91,16 @@ def assert_result_is_report(result, report: dict) -> None:
 
 def test_the_command_on_dask_equals_the_local_engine(capsys, client, data_set):
     options = ["--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w"]
-    local = json_figures(capsys, data_set, *options)
-    remote = json_figures(capsys, data_set, *options, "--engine", "dask", "--scheduler", client.scheduler.address)
-    assert_same(remote, local)
+    local = score_figures(capsys, data_set, *options)
+    remote = score_figures(capsys, data_set, *options, "--engine", "dask", "--scheduler", client.scheduler.address)
+    assert_same_score_figures(remote, local)
     assert remote["source"] == local["source"]
 
 
 def test_the_command_starts_its_own_cluster_of_two_workers(capsys, data_set):
     options = ["--target", "label", "--probs", "cat,dog,owl"]
-    local = json_figures(capsys, data_set / "part-1.csv", data_set / "part-2.parquet", *options)
-    remote = json_figures(
+    local = score_figures(capsys, data_set / "part-1.csv", data_set / "part-2.parquet", *options)
+    remote = score_figures(
         capsys,
         data_set / "part-1.csv",
         data_set / "part-2.parquet",
@@ -138,7 +111,7 @@ def test_the_command_starts_its_own_cluster_of_two_workers(capsys, data_set):
         "2",
         "--progress",
     )
-    assert_same(remote, local)
+    assert_same_score_figures(remote, local)
 
 
 @pytest.mark.parametrize(
@@ -161,9 +134,10 @@ def test_a_bad_partition_gives_the_local_engine_s_error_and_exit_code_2(
             data = data.set_column(2, "dog", pa.array([str(v) for v in dog] if path.suffix == ".csv" else dog))
         write(folder / path.name, data, row_group_size=150)
     options = ["--target", "label", "--probs", "cat,dog,owl"]
-    local = assert_one_line(*run(capsys, folder, *options)[::2], *fragments)
+    local = assert_one_line(*run_score(capsys, folder, *options)[::2], *fragments)
     remote = assert_one_line(
-        *run(capsys, folder, *options, "--engine", "dask", "--scheduler", client.scheduler.address)[::2], *fragments
+        *run_score(capsys, folder, *options, "--engine", "dask", "--scheduler", client.scheduler.address)[::2],
+        *fragments,
     )
     assert remote == local
 
@@ -175,9 +149,13 @@ def test_a_third_binary_label_in_a_later_partition_is_the_local_error(capsys, cl
         clicked = np.where(rng.uniform(size=200) < p, "yes", negative)
         write(tmp_path / "clicks" / f"{k}.csv", pa.table({"clicked": clicked, "yes": p}))
     options = ["--target", "clicked", "--probs", "yes"]
-    local = assert_one_line(*run(capsys, tmp_path / "clicks", *options)[::2], "2.csv: row", "'nope' is a third label")
+    local = assert_one_line(
+        *run_score(capsys, tmp_path / "clicks", *options)[::2], "2.csv: row", "'nope' is a third label"
+    )
     remote = assert_one_line(
-        *run(capsys, tmp_path / "clicks", *options, "--engine", "dask", "--scheduler", client.scheduler.address)[::2]
+        *run_score(capsys, tmp_path / "clicks", *options, "--engine", "dask", "--scheduler", client.scheduler.address)[
+            ::2
+        ]
     )
     assert remote == local
 
@@ -187,12 +165,12 @@ def test_logits_fit_the_same_temperature_and_a_sample_is_merged_across_partition
         write(tmp_path / "logits" / f"{k}.parquet", table(1000, 10 + k, logits=True).drop_columns(["w"]))
     options = ["--target", "label", "--logits", "cat,dog,owl"]
     dask_options = ["--engine", "dask", "--scheduler", client.scheduler.address]
-    local = json_figures(capsys, tmp_path / "logits", *options)
-    remote = json_figures(capsys, tmp_path / "logits", *options, *dask_options)
-    assert_same(remote, local)
+    local = score_figures(capsys, tmp_path / "logits", *options)
+    remote = score_figures(capsys, tmp_path / "logits", *options, *dask_options)
+    assert_same_score_figures(remote, local)
     assert local["temperature"]["rows"] == remote["temperature"]["rows"] == 3000
     assert math.isclose(remote["temperature"]["value"], local["temperature"]["value"], rel_tol=1e-9)
-    sampled = json_figures(capsys, tmp_path / "logits", *options, *dask_options, "--temperature-rows", "500")
+    sampled = score_figures(capsys, tmp_path / "logits", *options, *dask_options, "--temperature-rows", "500")
     assert sampled["temperature"]["rows"] == 500
     assert sampled["temperature"]["sampled"]
     assert 0.5 * local["temperature"]["value"] < sampled["temperature"]["value"] < 2 * local["temperature"]["value"]
@@ -205,22 +183,26 @@ def test_hive_partition_columns_reach_the_workers(capsys, client, tmp_path):
         table(900, 21), tmp_path / "hive", format="parquet", partitioning=["label"], partitioning_flavor="hive"
     )
     options = ["--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w"]
-    local = json_figures(capsys, tmp_path / "hive", *options)
-    remote = json_figures(
+    local = score_figures(capsys, tmp_path / "hive", *options)
+    remote = score_figures(
         capsys, tmp_path / "hive", *options, "--engine", "dask", "--scheduler", client.scheduler.address
     )
-    assert_same(remote, local)
+    assert_same_score_figures(remote, local)
 
 
 def test_engine_options_need_the_dask_engine(capsys, data_set):
-    assert_one_line(*run(capsys, data_set, "--target", "label", "--workers", "2")[::2], "add --engine dask")
-    code, _, err = run(capsys, data_set, "--target", "label", "--engine", "dask", "--workers", "2", "--scheduler", "x")
+    assert_one_line(*run_score(capsys, data_set, "--target", "label", "--workers", "2")[::2], "add --engine dask")
+    code, _, err = run_score(
+        capsys, data_set, "--target", "label", "--engine", "dask", "--workers", "2", "--scheduler", "x"
+    )
     assert_one_line(code, err, "either --workers N")
 
 
 def test_an_unreachable_scheduler_is_a_one_line_error(capsys, data_set, monkeypatch):
     monkeypatch.setattr(ce_dask, "_CONNECT_TIMEOUT", "1s")
-    code, _, err = run(capsys, data_set, "--target", "label", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    code, _, err = run_score(
+        capsys, data_set, "--target", "label", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9"
+    )
     assert_one_line(code, err, "--scheduler tcp://127.0.0.1:9: cannot connect")
 
 

@@ -8,8 +8,6 @@ Most cases run the command in this process (``main([...])``).
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +17,11 @@ pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with 
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.dataset as pa_dataset  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line  # noqa: E402
+from _support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
-from crossentropy.cli import main  # noqa: E402
 from crossentropy.cli._sources import InputError, MultiSource, expand_inputs, open_inputs  # noqa: E402
 
 CLASSES = np.array(["cat", "dog", "owl"])
-FIGURES = (
-    "log_loss_nats",
-    "perplexity",
-    "accuracy",
-    "brier_score",
-    "expected_calibration_error",
-    "mean_predicted_entropy",
-)
 
 
 def table(n: int, seed: int, *, logits: bool = False) -> pa.Table:
@@ -58,31 +47,6 @@ def write(path: Path, data: pa.Table) -> Path:
     return path
 
 
-def score(capsys, *args: str | Path) -> tuple[int, str, str]:
-    code = main(["score", *map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def figures(capsys, *args: str | Path) -> dict:
-    code, out, err = score(capsys, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
-def assert_same_figures(got: dict, expected: dict) -> None:
-    assert got["rows"] == expected["rows"]
-    assert got["classes"] == expected["classes"]
-    for name in (*FIGURES, "weight"):
-        assert math.isclose(got[name], expected[name], rel_tol=1e-12, abs_tol=1e-15), name
-    for row, want in zip(got["per_class"], expected["per_class"], strict=True):
-        assert row["class"] == want["class"]
-        assert row["rows"] == want["rows"]
-        assert math.isclose(row["mean_cross_entropy"], want["mean_cross_entropy"], rel_tol=1e-12)
-    for row, want in zip(got["reliability"], expected["reliability"], strict=True):
-        assert math.isclose(row["weight"], want["weight"], rel_tol=1e-12, abs_tol=1e-12)
-
-
 @pytest.fixture
 def data_set(tmp_path):
     """Three files of different formats and sizes, and one Parquet file of all their rows in order."""
@@ -106,8 +70,8 @@ def test_a_data_set_of_files_scores_as_their_concatenation(capsys, data_set, how
     folder, files, whole = data_set
     inputs = {"directory": [folder], "glob": [folder / "*.*"], "paths": files}[how]
     options = ["--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w"]
-    got = figures(capsys, *inputs, *options)
-    assert_same_figures(got, figures(capsys, whole, *options))
+    got = score_figures(capsys, *inputs, *options)
+    assert_same_score_figures(got, score_figures(capsys, whole, *options))
     assert got["rows"] == 120 + 257 + 33
     assert got["source"]["format"] == "CSV, Parquet, npz"
 
@@ -117,8 +81,8 @@ def test_csv_files_take_the_fast_path_each_and_still_add_up(capsys, tmp_path):
     paths = [write(tmp_path / "parts" / f"part-{k:05d}.csv", t) for k, t in enumerate(tables)]
     whole = write(tmp_path / "whole.csv", pa.concat_tables(tables))
     options = ["--target", "label", "--probs", "cat,dog,owl"]
-    got = figures(capsys, tmp_path / "parts" / "part-*.csv", *options)
-    assert_same_figures(got, figures(capsys, whole, *options))
+    got = score_figures(capsys, tmp_path / "parts" / "part-*.csv", *options)
+    assert_same_score_figures(got, score_figures(capsys, whole, *options))
     assert [str(p) for p in paths] == [str(p.path) for p in expand_inputs([tmp_path / "parts"])]
 
 
@@ -138,20 +102,20 @@ def test_hive_partitioned_parquet_data_set_with_spark_markers(capsys, tmp_path):
     assert sorted(source.columns) == ["cat", "dog", "label", "owl", "w"]
     assert len(source.parts) == 3
     options = ["--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w"]
-    got = figures(capsys, root, *options)
+    got = score_figures(capsys, root, *options)
     # The same rows, grouped by label in the order of the directories (cat, dog, owl).
     order = np.argsort(data.column("label").to_numpy(), kind="stable")
-    expected = figures(capsys, write(tmp_path / "sorted.parquet", data.take(order)), *options)
-    assert_same_figures(got, expected)
+    expected = score_figures(capsys, write(tmp_path / "sorted.parquet", data.take(order)), *options)
+    assert_same_score_figures(got, expected)
 
 
 def test_a_partition_value_is_read_as_a_number_where_a_number_is_asked(capsys, tmp_path):
     data = table(50, 8)
     for weight in ("0.5", "2"):
         write(tmp_path / "ds" / f"w={weight}" / "part.parquet", data.drop_columns(["w"]))
-    got = figures(capsys, tmp_path / "ds", "--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w")
+    got = score_figures(capsys, tmp_path / "ds", "--target", "label", "--probs", "cat,dog,owl", "--sample-weight", "w")
     assert got["weight"] == pytest.approx(50 * 2.5)
-    single = figures(capsys, write(tmp_path / "one.parquet", data), "--target", "label", "--probs", "cat,dog,owl")
+    single = score_figures(capsys, write(tmp_path / "one.parquet", data), "--target", "label", "--probs", "cat,dog,owl")
     assert got["log_loss_nats"] == pytest.approx(single["log_loss_nats"], rel=1e-12)
 
 
@@ -161,7 +125,7 @@ def test_binary_labels_learn_the_negative_class_across_files(capsys, tmp_path):
         p = rng.uniform(0.01, 0.99, 40)
         clicked = np.where(rng.uniform(size=40) < p, "yes", "no")
         write(tmp_path / "clicks" / f"{k}.csv", pa.table({"clicked": clicked, "yes": p}))
-    got = figures(capsys, tmp_path / "clicks", "--target", "clicked", "--probs", "yes")
+    got = score_figures(capsys, tmp_path / "clicks", "--target", "clicked", "--probs", "yes")
     assert got["classes"] == ["no", "yes"]
     assert got["rows"] == 120
 
@@ -173,7 +137,7 @@ def test_binary_labels_learn_the_negative_class_across_files(capsys, tmp_path):
 def test_a_bad_cell_is_named_by_its_file_row_and_line(capsys, data_set):
     folder, _, _ = data_set
     (folder / "d.csv").write_text("label,cat,dog,owl,w\ncat,0.2,0.3,0.5,1\n\ndog,0.2,x,0.5,1\n")
-    code, _, err = score(capsys, folder, "--target", "label", "--probs", "cat,dog,owl")
+    code, _, err = run_score(capsys, folder, "--target", "label", "--probs", "cat,dog,owl")
     assert_one_line(code, err, f"{folder / 'd.csv'}: row 2 (line 4), column 'dog'", "'x' is not a number")
 
 
@@ -183,14 +147,14 @@ def test_a_bad_probability_in_a_later_parquet_row_group_names_the_row_in_its_fil
     owl = bad.column("owl").to_numpy().copy()
     owl[150] = 1.5
     write(folder / "e.parquet", bad.set_column(3, "owl", pa.array(owl)))
-    code, _, err = score(capsys, folder, "--target", "label", "--probs", "cat,dog,owl")
+    code, _, err = run_score(capsys, folder, "--target", "label", "--probs", "cat,dog,owl")
     assert_one_line(code, err, f"{folder / 'e.parquet'}: row 151, column 'owl'", "not a probability")
 
 
 def test_files_with_other_columns_are_refused_by_name(capsys, data_set):
     folder, _, _ = data_set
     write(folder / "f.csv", table(10, 4).rename_columns(["label", "cat", "dog", "bird", "w"]))
-    code, _, err = score(capsys, folder, "--target", "label")
+    code, _, err = run_score(capsys, folder, "--target", "label")
     assert_one_line(
         code,
         err,
@@ -218,7 +182,7 @@ def test_inputs_that_name_no_data(capsys, tmp_path, monkeypatch, inputs, fragmen
     write(tmp_path / "a.csv", table(5, 0))
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.md").write_text("# notes\n")
-    code, _, err = score(capsys, *inputs, "--target", "label")
+    code, _, err = run_score(capsys, *inputs, "--target", "label")
     assert_one_line(code, err, *fragments)
 
 
@@ -228,17 +192,19 @@ def test_format_reads_every_file_of_a_directory_whatever_its_name(capsys, tmp_pa
     (tmp_path / "out").mkdir()
     for k, data in enumerate(tables):
         pq.write_table(data, tmp_path / "out" / f"00000{k}_0")
-    code, _, err = score(capsys, tmp_path / "out", "--target", "label")
+    code, _, err = run_score(capsys, tmp_path / "out", "--target", "label")
     assert_one_line(code, err, "holds no .csv", "--format")
     options = ["--target", "label", "--probs", "cat,dog,owl"]
-    got = figures(capsys, tmp_path / "out", *options, "--format", "parquet")
-    assert_same_figures(got, figures(capsys, write(tmp_path / "whole.parquet", pa.concat_tables(tables)), *options))
+    got = score_figures(capsys, tmp_path / "out", *options, "--format", "parquet")
+    assert_same_score_figures(
+        got, score_figures(capsys, write(tmp_path / "whole.parquet", pa.concat_tables(tables)), *options)
+    )
 
 
 def test_a_normalization_warning_names_the_file_of_its_first_row(capsys, tmp_path):
     write(tmp_path / "ok" / "a.csv", table(10, 0))
     (tmp_path / "ok" / "b.csv").write_text("label,cat,dog,owl,w\ncat,0.2,0.3,0.5,1\ndog,0.2,0.3,0.4,1\n")
-    code, _, err = score(capsys, tmp_path / "ok", "--target", "label", "--probs", "cat,dog,owl")
+    code, _, err = run_score(capsys, tmp_path / "ok", "--target", "label", "--probs", "cat,dog,owl")
     assert code == 0
     assert "1 of 12 rows of predicted probabilities do not sum to 1" in err
     assert f"first: {tmp_path / 'ok' / 'b.csv'}: row 2" in err
@@ -248,7 +214,7 @@ def test_every_file_empty_is_an_error_naming_the_data_set(capsys, tmp_path):
     for name in ("a.csv", "b.csv"):
         (tmp_path / "d").mkdir(exist_ok=True)
         (tmp_path / "d" / name).write_text("label,cat,dog\n")
-    code, _, err = score(capsys, tmp_path / "d", "--target", "label")
+    code, _, err = run_score(capsys, tmp_path / "d", "--target", "label")
     assert_one_line(code, err, f"{tmp_path / 'd'}: has a header but no rows")
 
 
