@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_layer import RESULTS, measured_line
+from torch_layer import RESULTS, measured_line, run_worker
 
-from crossentropy._tools.memory import PEAK_HELPERS, worker_env
+from crossentropy._tools.memory import PEAK_HELPERS
 from crossentropy._tools.timing import median
 
 WORKER = textwrap.dedent(
@@ -88,18 +86,7 @@ CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]
 
 
 def measure(method: str, repeat: int) -> dict:
-    process = subprocess.run(
-        [sys.executable, "-c", WORKER, method, str(repeat)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=worker_env(),  # glibc's mmap threshold frozen, as torch_layer.py: every large block fresh
-    )
-    if process.returncode != 0:
-        raise SystemExit(f"{method}: the worker failed: {process.stderr.strip().splitlines()[-1]}")
-    result = json.loads(process.stdout.strip().splitlines()[-1])
-    result["median_s"] = median(result["times_s"])
-    result["peak_gb"] = max(result["peaks_bytes"]) / 1e9
+    result = run_worker(WORKER, method, repeat)
     print(f"  {method}: {result['median_s']:.2f} s, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
     return result
 

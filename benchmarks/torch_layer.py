@@ -143,9 +143,11 @@ HEADINGS = {"linear": "## linear_cross_entropy", "softmax": "## cross_entropy"}
 CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]
 
 
-def measure(method: str, repeat: int) -> dict:
+def run_worker(worker: str, method: str, repeat: int) -> dict:
+    """Run ``worker`` (a script printing a JSON line with ``times_s`` and ``peaks_bytes``) for ``method`` in a
+    fresh process; its result with ``median_s`` and ``peak_gb`` added."""
     process = subprocess.run(
-        [sys.executable, "-c", WORKER, method, str(repeat)],
+        [sys.executable, "-c", worker, method, str(repeat)],
         capture_output=True,
         text=True,
         check=False,
@@ -156,6 +158,11 @@ def measure(method: str, repeat: int) -> dict:
     result = json.loads(process.stdout.strip().splitlines()[-1])
     result["median_s"] = median(result["times_s"])
     result["peak_gb"] = max(result["peaks_bytes"]) / 1e9
+    return result
+
+
+def measure(method: str, repeat: int) -> dict:
+    result = run_worker(WORKER, method, repeat)
     if result["floors_s"]:  # each timed call against the floor measured right after it, in the same process
         sums = [sum(parts.values()) for parts in result["floors_s"]]
         result["floor_median_s"] = median(sums)

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,10 @@ def assert_same_score_figures(got: dict, expected: dict) -> None:
         assert math.isclose(row["mean_cross_entropy"], want["mean_cross_entropy"], rel_tol=1e-12)
     for row, want in zip(got["reliability"], expected["reliability"], strict=True):
         assert math.isclose(row["weight"], want["weight"], rel_tol=1e-12, abs_tol=1e-12)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now, for a process group's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _support import assert_close, assert_same_kind, result_dtype_name, to_numpy, tolerance
+import torch.distributed as dist
+from _support import assert_close, assert_same_kind, free_port, result_dtype_name, to_numpy, tolerance
 
 # The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
 # oversubscription costs that dominate at this size (it does not change any result checked here).
@@ -28,3 +29,13 @@ def tol():
         assert_same_kind=assert_same_kind,
         result_dtype_name=result_dtype_name,
     )
+
+
+@pytest.fixture
+def one_rank_group():
+    """A gloo process group of this process alone, for checks that need one but no other rank."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -11,12 +11,11 @@ test checks too, so it can fail.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _support import free_port
 
 import crossentropy.torch as cet
 
@@ -45,12 +44,6 @@ def full_batch_gradients():
     leaves = [t.clone().requires_grad_() for t in (weight, bias)]
     loss = loss_of(hidden, *leaves, target)
     return [g.detach() for g in torch.autograd.grad(loss, leaves)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rank_sequences(world: int, rank: int) -> torch.Tensor:

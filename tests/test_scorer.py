@@ -13,7 +13,6 @@ import itertools
 import json
 import multiprocessing
 import pickle
-import socket
 import sys
 import warnings
 
@@ -22,6 +21,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _support import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -469,12 +469,6 @@ def test_a_fork_child_of_a_gnu_openmp_parent_scores_on_one_thread():
 
 # ---------------------------------------------------------------------------------------------
 # torch.distributed: every rank scores its shard, sync(), every rank has the whole data's figures
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 SHARDS = [slice(0, 170), slice(170, 600)]

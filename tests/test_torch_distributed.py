@@ -8,14 +8,13 @@ together, equal its gradient.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _support import assert_close
+from _support import assert_close, free_port
 
 import crossentropy.torch as cet
 
@@ -62,12 +61,6 @@ def make_inputs(dtype):
     targets[[2, 7]] = -100
     cotangent = torch.rand(N_ROWS, generator=gen, dtype=torch.float64)
     return logits, targets, cotangent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, dtype, out_dir: str) -> None:

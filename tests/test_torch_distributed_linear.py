@@ -13,14 +13,12 @@ one-rank group.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, assert_close
+from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, assert_close, free_port
 
 import crossentropy.torch as cet
 from crossentropy import kernels
@@ -106,12 +104,6 @@ def case_tensors(data: dict, case: dict, start: int = 0, stop: int = VOCAB):
 def backward(loss: torch.Tensor, cotangent: torch.Tensor) -> None:
     """``loss.backward()``, with a random cotangent for ``reduction="none"``."""
     (loss * cotangent.reshape(loss.shape).to(loss.dtype) if loss.ndim else loss).sum().backward()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, out_dir: str, backend: str) -> None:
@@ -274,15 +266,6 @@ def test_without_a_process_group_the_error_says_so():
         cet.vocab_parallel_linear_cross_entropy(
             torch.zeros(2, 3), torch.zeros(4, 3), torch.tensor([0, 1]), vocab_start=0
         )
-
-
-@pytest.fixture
-def one_rank_group():
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def _call(**changes):

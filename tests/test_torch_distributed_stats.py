@@ -20,8 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED
-from test_torch_distributed import free_port
+from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, free_port
 
 import crossentropy.torch as cet
 from crossentropy import kernels
@@ -417,15 +416,6 @@ def test_linear_statistics_on_the_fused_triton_kernels(tmp_path):
 # --------------------------------------------------------------------------------------------
 # One process: the flag is checked
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def one_rank_group():
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.usefixtures("one_rank_group")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import datetime
 import inspect
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import assert_close
+from _support import assert_close, free_port
 
 import crossentropy.torch as cet
 from crossentropy.torch import linear as linear_module
@@ -159,12 +158,6 @@ LINEAR_STATS_CASES = {
     "tp-stats-normalizer": {"layout": "tp", "weight": True, "options": {"normalizer": 4.0, "temperature": 0.8}},
     "replicate-stats": {"layout": "replicate", "bias": True, "options": {"z_loss": 1e-3}},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------
