@@ -27,9 +27,9 @@ demo: $(STAMP)
 # calls; their first-order checks stay, and the default run has them all).
 # Both runs spread their tests over the machine's cores (pytest-xdist, -n auto).
 TRITON_FORCED := CROSSENTROPY_KERNELS=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -p no:cacheprovider -n auto
-TORCH_SUITE := tests/test_torch_layer.py tests/test_torch_semantics.py tests/test_torch_autograd.py \
-	tests/test_torch_opinfo.py tests/test_torch_compile.py tests/test_torch_distributed.py \
-	tests/test_torch_devices.py tests/test_losses_torch.py tests/test_out_parameter.py tests/test_torch_linear_pytorch.py
+TORCH_SUITE := $(addprefix tests/torch/,test_torch_layer.py test_torch_semantics.py test_torch_autograd.py \
+	test_torch_opinfo.py test_torch_compile.py test_torch_distributed.py test_torch_devices.py test_losses_torch.py \
+	test_out_parameter.py test_torch_linear_pytorch.py)
 LINEAR_SECOND_ORDER := linear and (gradgradcheck or fwgrad_bwgrad or test_op_batched or test_op_vmap)
 
 test: $(STAMP)
@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(TRITON_FORCED) $(TORCH_SUITE) -k "not ($(LINEAR_SECOND_ORDER))"
 
 test-triton-full: $(STAMP)
-	$(TRITON_FORCED) $(TORCH_SUITE) tests/test_torch_linear.py
+	$(TRITON_FORCED) $(TORCH_SUITE) tests/torch/test_torch_linear.py
 
 # The speed benchmark against PyTorch (several minutes); results in benchmarks/results/.
 bench: $(STAMP)
@@ -55,7 +55,7 @@ lint: $(STAMP)
 docs: $(STAMP)
 	rm -rf docs/_build docs/api/generated
 	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
-	CROSSENTROPY_DOCS_BUILT=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_docs.py tests/test_html_pages.py -k built_docs
+	CROSSENTROPY_DOCS_BUILT=1 $(PY) -m pytest -q -p no:cacheprovider tests/docs/test_docs.py tests/docs/test_html_pages.py -k built_docs
 
 # The sdist and the wheel built and checked (twine), the wheel installed into a fresh virtual environment
 # and run away from the source tree: `crossentropy demo` and an import of every public module.

@@ -84,9 +84,9 @@ EOF
 
 tests=()
 # The GPU cases (all but the device axis's cpu ones), end-to-end files first.
-for f in tests/test_torch_devices.py tests/test_kernels_backends.py tests/test_kernels_triton_scale.py \
-    tests/test_kernels_triton_softmax.py tests/test_kernels_triton_sigmoid.py tests/test_kernels_triton_linear.py \
-    tests/test_torch_linear_pytorch.py; do
+for f in tests/torch/test_torch_devices.py tests/kernels/test_kernels_backends.py tests/kernels/test_kernels_triton_scale.py \
+    tests/kernels/test_kernels_triton_softmax.py tests/kernels/test_kernels_triton_sigmoid.py tests/kernels/test_kernels_triton_linear.py \
+    tests/torch/test_torch_linear_pytorch.py; do
     [[ -e $f ]] && tests+=("$f")
 done
 echo "== GPU tests: ${tests[*]}"

@@ -67,7 +67,7 @@ numpydoc_xref_param_type = False
 def _numpydoc_validation() -> tuple[set[str], set[str], dict[str, list[str]]]:
     """The checks, exclusions and overrides of ``[tool.numpydoc_validation]`` in pyproject.toml.
 
-    The same table drives ``tests/test_docs.py`` and numpydoc's own ``numpydoc lint`` hook.
+    The same table drives ``tests/docs/test_docs.py`` and numpydoc's own ``numpydoc lint`` hook.
     """
     table = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["numpydoc_validation"]
     overrides = {key.removeprefix("override_"): value for key, value in table.items() if key.startswith("override_")}

@@ -1272,7 +1272,7 @@ def linear_cross_entropy(
         target in it, no label smoothing). The loss is unchanged; each dropped entry of the
         logits' gradient is below ``filter_eps`` times the row's factor :math:`f_n \kappa_n`, and
         row :math:`n` loses at most :math:`V` ``filter_eps`` of probability mass. Measured
-        (``tests/test_kernels_triton_linear.py``): at ``filter_eps`` :math:`= 2^{-12}`, 100 classes,
+        (``tests/kernels/test_kernels_triton_linear.py``): at ``filter_eps`` :math:`= 2^{-12}`, 100 classes,
         target probability about 0.9 (half the probabilities dropped), at most 0.007 of the mass
         per row and gradients off by at most 0.6% of their largest entry; the relative error
         grows as predictions sharpen (1.6% at target probability 0.98). Off by default.

@@ -840,7 +840,7 @@ def linear_cross_entropy_gradients(
     :math:`n` of :math:`\nabla_\mathrm{input}` by at most :math:`|f_n \kappa_n| \, m_n \max_c
     \lVert \mathrm{weight}_c \rVert_\infty` (a soft-cap's slope is at most 1), where the dropped
     mass :math:`m_n = \sum_{c:\, p_{n,c} < \epsilon} p_{n,c}` is at most :math:`V \epsilon` and in
-    practice far less. Measured (``tests/test_kernels_triton_linear.py``,
+    practice far less. Measured (``tests/kernels/test_kernels_triton_linear.py``,
     ``test_filtering_error_is_small_on_a_peaked_softmax``, float64, 8 random draws): for
     :math:`\epsilon = 2^{-12}` on a peaked softmax of 100 classes (the target logit about 8 above
     the median of the others, whose spread is about 1.8; target probability about 0.9; 44 to 50%

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_python_blocks_run_and_match_their_comments():

@@ -153,7 +153,7 @@ def test_literal_options_still_checked_at_run_time() -> None:
 
 def test_core_modules_are_strict_in_pyproject() -> None:
     """`make lint` runs mypy strict on the core; the modules it lists are the core's files."""
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
     section = pyproject[pyproject.index("[tool.mypy]") :]
     assert "strict = true" in section
     files = section[section.index("files = [") :]

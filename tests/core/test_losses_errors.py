@@ -339,7 +339,7 @@ def test_nll_loss_rejects_probability_targets():
 
 def test_message_has_the_design_style_exactly():
     """docs/design.md's own example message, to the letter."""
-    contract = (Path(__file__).parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    contract = (Path(__file__).parents[2] / "docs" / "design.md").read_text(encoding="utf-8")
     example = '``"`label_smoothing` must be in [0, 1]; got 1.5"``'
     assert example in contract
     with pytest.raises(ValueError, match=re.escape(example[3:-3])):

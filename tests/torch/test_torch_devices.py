@@ -4,7 +4,7 @@ The device axis: ``cuda`` on a machine with a CUDA GPU (the Triton backend as it
 training), and ``cpu-triton``, the same kernels in Triton's interpreter on CPU tensors with the
 backend forced (``TRITON_INTERPRET=1``, which ``conftest.py`` sets without a GPU). Each case is
 skipped with its reason where its device is missing. The whole torch suite also runs with the
-backend forced: ``CROSSENTROPY_KERNELS=triton python -m pytest tests/test_torch_*.py``.
+backend forced: ``CROSSENTROPY_KERNELS=triton python -m pytest tests/torch/test_torch_*.py``.
 """
 
 from __future__ import annotations

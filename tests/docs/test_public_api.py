@@ -10,7 +10,7 @@ import pytest
 
 import crossentropy as ce
 
-CONTRACT = Path(__file__).parents[1] / "docs" / "design.md"
+CONTRACT = Path(__file__).parents[2] / "docs" / "design.md"
 
 
 def _core_api_table() -> list[str]:

@@ -28,7 +28,7 @@ else:  # Sphinx depends on tomli there
 numpydoc_validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is in the docs extra (part of dev)")
 from numpydoc.docscrape import NumpyDocString  # noqa: E402
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 INVENTORY = ROOT / "docs" / "_build" / "html" / "objects.inv"
 
 # The modules whose __all__ the reference documents in full (docs/api/).

@@ -19,7 +19,7 @@ import pytest
 from _browser import PageReport, open_pages, unavailable
 from _support import run_cli
 
-SITE = Path(__file__).parents[1] / "docs" / "_build" / "html"
+SITE = Path(__file__).parents[2] / "docs" / "_build" / "html"
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no headless browser: {unavailable()}")
 

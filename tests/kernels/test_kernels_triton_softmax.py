@@ -273,7 +273,7 @@ def test_out_rules(device):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("block_v", [None, 2], ids=["one-tile", "tiles2"])
 def test_extreme_and_infinite_logits(device, dtype, block_v):
-    """The rows of tests/test_kernels.py: ±1e4 and -inf logits; the Numba kernel's results, finite gradients."""
+    """The rows of tests/kernels/test_kernels.py: ±1e4 and -inf logits; the Numba kernel's results, finite gradients."""
     inf = math.inf
     logits = torch.tensor(
         [[1e4, -1e4, 0.0, 5.0], [-inf, 2.0, -inf, 1.0], [-1e4, -1e4, -1e4, -1e4 + 1], [3.0, -inf, -inf, -inf]],
