@@ -1,18 +1,20 @@
-"""One table type, rendered as plain text, Markdown or a rich table.
+"""One table type, rendered as plain text, Markdown, HTML or a rich table.
 
 A :class:`Table` holds cells already formatted as text (the caller decides the digits) and which
 columns are numeric (right-aligned). :func:`render_plain` writes it for logs and pipes,
-:func:`render_markdown` for result files, and :func:`print_tables` prints tables on stdout, as rich
-tables on a terminal (when rich is installed) and as plain text otherwise.
+:func:`render_markdown` for result files, :func:`render_html` for web pages, and
+:func:`print_tables` prints tables on stdout, as rich tables on a terminal (when rich is installed)
+and as plain text otherwise.
 """
 
 from __future__ import annotations
 
+import html
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Table", "print_tables", "render_markdown", "render_plain"]
+__all__ = ["Table", "print_tables", "render_html", "render_markdown", "render_plain"]
 
 
 @dataclass
@@ -51,14 +53,28 @@ class Table:
         return [index > 0 for index in range(len(self.headers))]
 
 
-def render_plain(table: Table, *, underline_title: bool = False, strip: bool = True) -> str:
+def render_plain(
+    table: Table,
+    *,
+    title: bool = True,
+    underline_title: bool = False,
+    rule: bool = True,
+    indent: str = "",
+    strip: bool = True,
+) -> str:
     """The table as aligned plain text: title, header, a rule of dashes, rows.
 
     Parameters
     ----------
     table : Table
+    title : bool, default True
+        Open with the title line.
     underline_title : bool, default False
         A line of dashes under the title.
+    rule : bool, default True
+        A rule of dashes under the header.
+    indent : str, default ""
+        Put before every line of the header, the rule and the rows.
     strip : bool, default True
         Strip the spaces that pad a last, left-aligned column.
 
@@ -74,13 +90,17 @@ def render_plain(table: Table, *, underline_title: bool = False, strip: bool = T
             cell.rjust(width) if right else cell.ljust(width)
             for cell, width, right in zip(cells, widths, numeric, strict=True)
         ]
-        text = "  ".join(parts)
+        text = indent + "  ".join(parts)
         return text.rstrip() if strip else text
 
-    lines = [table.title]
-    if underline_title:
-        lines.append("-" * len(table.title))
-    lines += [line(table.headers), "  ".join("-" * width for width in widths)]
+    lines = []
+    if title:
+        lines.append(table.title)
+        if underline_title:
+            lines.append("-" * len(table.title))
+    lines.append(line(table.headers))
+    if rule:
+        lines.append(indent + "  ".join("-" * width for width in widths))
     for index, row in enumerate(table.rows):
         lines.append(line(row))
         if index in table.section_ends:
@@ -114,6 +134,25 @@ def render_markdown(table: Table, *, title: bool = False, align: bool = True) ->
     if title:
         lines = [f"**{table.title}**", "", *lines]
     return "\n".join(lines)
+
+
+def render_html(table: Table) -> str:
+    """The table as one line of HTML: a ``<table>`` with the header in ``<thead>``, the rows in ``<tbody>``.
+
+    Every header and cell is escaped. The title and the alignment are left to the page (a heading, a
+    style sheet).
+
+    Parameters
+    ----------
+    table : Table
+
+    Returns
+    -------
+    str
+    """
+    head = "".join(f"<th>{html.escape(header)}</th>" for header in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def print_tables(tables: Sequence[Table], footer: Sequence[str] = ()) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._tools.files import figure_png, pyplot, write_all_atomic
+from .._tools.tables import Table, render_html
 from ._scoring import ScoreReport
 
 __all__ = ["OUTPUT_NAMES", "per_class_figure", "reliability_figure", "write_report"]
@@ -62,9 +63,7 @@ def per_class_figure(report: ScoreReport) -> Any:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return render_html(Table("", list(header), [list(row) for row in rows]))
 
 
 _STYLE = """

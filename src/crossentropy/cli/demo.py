@@ -46,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from .._tools.data import single_thread, standardize, stratified_split
+from .._tools.tables import Table, render_plain
 from ..data import load_digits
 from ..information import decompose
 from ..losses import softmax_cross_entropy, softmax_cross_entropy_with_grad
@@ -474,14 +475,13 @@ def _shown_epochs(epochs: int) -> list[int]:
 
 
 def _epoch_table(run: TrainingRun) -> str:
-    header = ("epoch", "train loss", "held-out loss", "held-out accuracy")
+    header = ["epoch", "train loss", "held-out loss", "held-out accuracy"]
     rows = [
-        (f"{e}", f"{run.train_loss[e]:.6f}", f"{run.held_out_loss[e]:.6f}", f"{run.held_out_accuracy[e]:.4f}")
+        [f"{e}", f"{run.train_loss[e]:.6f}", f"{run.held_out_loss[e]:.6f}", f"{run.held_out_accuracy[e]:.4f}"]
         for e in _shown_epochs(run.epochs)
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
-    return "\n".join(lines)
+    table = Table("", header, rows, numeric=[True] * len(header))
+    return render_plain(table, title=False, rule=False, indent="  ")
 
 
 def _write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray) -> Path:
