@@ -15,7 +15,11 @@ are compared. The command's peak memory is also measured on files of other sizes
 (``--memory-sizes-gb``) to show that it does not grow with the file.
 
 Run: ``.venv/bin/python benchmarks/score.py`` (about 4 minutes and 2.5 GB of disk in
-``--workdir``); results go to ``benchmarks/results/score.{md,csv}``.
+``--workdir``); results go to ``benchmarks/results/score.{md,csv}``. A quick check:
+``--size-gb 0.01 --memory-sizes-gb 0.005 --repeat 1 --workdir /tmp/s --out /tmp/s``.
+
+The child processes' measurement (wall time, peak RSS), the medians, the environment record, the
+table and the progress lines are :mod:`crossentropy._tools`'.
 """
 
 from __future__ import annotations
@@ -23,15 +27,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from crossentropy._tools.environment import environment
+from crossentropy._tools.progress import step_progress
+from crossentropy._tools.tables import Table, render_markdown
+from crossentropy._tools.timing import median, run_process
 
 RESULTS = Path(__file__).parent / "results"
 N_CLASSES = 10
@@ -111,27 +115,19 @@ def _schema():
 
 def run_child(script: str, path: Path) -> dict:
     """Run ``script`` on ``path`` in a fresh interpreter: its JSON line, wall time and peak RSS."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    process.stdout.close()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"child failed on {path}:\n{stderr[-2000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024)
+    run = run_process([sys.executable, "-c", script, str(path)])
+    if run.returncode != 0:
+        raise RuntimeError(f"child failed on {path}:\n{run.stderr[-2000:]}")
+    result = json.loads(run.last_line())
+    result.update(wall_s=run.wall_s, peak_rss_mb=run.peak_rss_bytes / 2**20)
     return result
 
 
 def measure(method: str, script: str, path: Path, repeat: int) -> dict:
     runs = [run_child(script, path) for _ in range(repeat)]
     size_mb = path.stat().st_size / 1e6
-    wall = statistics.median(r["wall_s"] for r in runs)
-    work = statistics.median(r["work_s"] for r in runs)
+    wall = median(r["wall_s"] for r in runs)
+    work = median(r["work_s"] for r in runs)
     return {
         "method": method,
         "file": path.name,
@@ -160,18 +156,18 @@ def main() -> None:
     rows = []
     csv_path, parquet_path = write_data(args.workdir, args.size_gb)
     short_csv, _ = write_data(args.workdir, args.size_gb, decimals=6)
-    for path in (csv_path, parquet_path, short_csv):
-        # Warm the page cache and the kernel cache once, so that every run reads from memory.
-        run_child(OURS, path)
-        rows.append(measure("crossentropy score", OURS, path, args.repeat))
-        print(rows[-1], flush=True)
-        rows.append(measure("pandas + sklearn.metrics.log_loss", PEER, path, args.repeat))
-        print(rows[-1], flush=True)
-    for size in args.memory_sizes_gb:
-        small_csv, small_parquet = write_data(args.workdir, size)
-        for path in (small_csv, small_parquet):
-            rows.append(measure("crossentropy score", OURS, path, 1))
-            print(rows[-1], flush=True)
+    with step_progress(3 * 2 + 2 * len(args.memory_sizes_gb), prefix="score") as progress:
+        for path in (csv_path, parquet_path, short_csv):
+            progress.step(f"crossentropy score on {path.name}, {args.repeat} runs")
+            # Warm the page cache and the kernel cache once, so that every run reads from memory.
+            run_child(OURS, path)
+            rows.append(measure("crossentropy score", OURS, path, args.repeat))
+            progress.step(f"pandas + scikit-learn on {path.name}, {args.repeat} runs")
+            rows.append(measure("pandas + sklearn.metrics.log_loss", PEER, path, args.repeat))
+        for size in args.memory_sizes_gb:
+            for path in write_data(args.workdir, size):
+                progress.step(f"crossentropy score on {path.name} (peak memory), 1 run")
+                rows.append(measure("crossentropy score", OURS, path, 1))
     write_results(rows, args.out)
 
 
@@ -181,22 +177,34 @@ def write_results(rows: list[dict], out: Path) -> None:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    env = environment(numba=False)
+    table = Table("", ["method", "file", "MB", "rows", "wall s", "work s", "wall MB/s", "work MB/s"], [])
+    table.headers += ["peak RSS MB", "log loss"]
+    for r in rows:
+        table.rows.append(
+            [
+                r["method"],
+                r["file"],
+                f"{r['file_mb']}",
+                f"{r['rows']:,}",
+                f"{r['wall_s']}",
+                f"{r['work_s']}",
+                f"{r['wall_mb_per_s']}",
+                f"{r['work_mb_per_s']}",
+                f"{r['peak_rss_mb']}",
+                f"{r['log_loss']:.12f}",
+            ]
+        )
     lines = [
         "# `crossentropy score` against pandas + scikit-learn",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; Python "
-        f"{platform.python_version()}. Command: `.venv/bin/python benchmarks/score.py`. Medians of "
+        f"Machine: {env['processor']}, {env['cpu_count']} cores; Python "
+        f"{env['python']}. Command: `.venv/bin/python benchmarks/score.py`. Medians of "
         f"{rows[0]['runs']} fresh processes; the files are in the page cache. `wall`: the whole process, "
         "imports included; `work`: reading and scoring, timed inside the process. MB/s = file size / time.",
         "",
-        "| method | file | MB | rows | wall s | work s | wall MB/s | work MB/s | peak RSS MB | log loss |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        render_markdown(table, align=False),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['file']} | {r['file_mb']} | {r['rows']:,} | {r['wall_s']} | {r['work_s']} | "
-            f"{r['wall_mb_per_s']} | {r['work_mb_per_s']} | {r['peak_rss_mb']} | {r['log_loss']:.12f} |"
-        )
     lines.append("")
     by = {(r["method"], r["file"]): r for r in rows}
     for r in rows:
