@@ -19,23 +19,29 @@ in-memory arrays alone (``FileScorer.add``) on 1 and 2 Numba threads; the start 
 states that travel. The machine's load average is recorded before and after.
 
 Run: ``.venv/bin/python benchmarks/score_dask.py`` (about 5 minutes and ``--size-gb`` of disk);
-results go to ``benchmarks/results/score_dask.md``.
+results go to ``benchmarks/results/score_dask.md``. A quick check: ``--size-gb 0.02 --files 4
+--repeat 1 --workdir /tmp/sd --out /tmp/sd-out``.
+
+The child processes' measurement (wall and CPU time), the timing of the in-process rates and of
+the in-memory scoring, the medians, the environment record, the tables and the progress lines
+are :mod:`crossentropy._tools`'.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from crossentropy._tools.environment import environment, load_average
+from crossentropy._tools.progress import StepProgress, step_progress
+from crossentropy._tools.tables import Table, render_markdown
+from crossentropy._tools.timing import median, run_process, time_call
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,42 +104,31 @@ def write_data(directory: Path, size_gb: float, n_files: int, n_classes: int, se
 
 
 def run_child(script: str, *args: str) -> dict:
-    """``script`` in a fresh interpreter: its JSON line, wall time, and the CPU time of it and its descendants."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    stdout, stderr = process.communicate()
-    wall = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"child failed ({' '.join(args)}):\n{stderr[-3000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
+    """``script`` in a fresh interpreter: its JSON line, wall time, and the CPU seconds of the child and of every
+    descendant it reaped (Dask's workers)."""
+    run = run_process([sys.executable, "-c", script, *args])
+    if run.returncode != 0:
+        raise RuntimeError(f"child failed ({' '.join(args)}):\n{run.stderr[-3000:]}")
+    result = json.loads(run.last_line())
+    result.update(wall_s=run.wall_s, user_s=run.user_s, sys_s=run.sys_s, cpu_s=run.user_s + run.sys_s)
     return result
 
 
-def run_timed(script: str, *args: str) -> dict:
-    """As :func:`run_child`, with the CPU seconds of the child and of every descendant it reaped (Dask's workers)."""
-    before = os.times()
-    result = run_child(script, *args)
-    after = os.times()
-    result["user_s"] = after.children_user - before.children_user
-    result["sys_s"] = after.children_system - before.children_system
-    result["cpu_s"] = result["user_s"] + result["sys_s"]
-    return result
+def _file_bytes(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
 
 
 def page_cache_read(paths: list[Path]) -> float:
     """GB/s of reading the files' bytes into one reused buffer (they are in the page cache)."""
-    buffer = bytearray(16 << 20)
-    view = memoryview(buffer)
-    total = 0
-    start = time.perf_counter()
-    for path in paths:
-        with path.open("rb", buffering=0) as file:
-            while n := file.readinto(view):
-                total += n
-    return total / (time.perf_counter() - start) / 1e9
+    view = memoryview(bytearray(16 << 20))
+
+    def read() -> None:
+        for path in paths:
+            with path.open("rb", buffering=0) as file:
+                while file.readinto(view):
+                    pass
+
+    return _file_bytes(paths) / time_call(read) / 1e9
 
 
 def direct_read(paths: list[Path], readers: int) -> float | None:
@@ -141,53 +136,55 @@ def direct_read(paths: list[Path], readers: int) -> float | None:
     if shutil.which("dd") is None:
         return None
     groups = [paths[k::readers] for k in range(readers)]
-    start = time.perf_counter()
-    processes = [
-        subprocess.Popen(
-            ["sh", "-c", " && ".join(f"dd if={p} of=/dev/null bs=4M iflag=direct status=none" for p in group)],
-            stderr=subprocess.PIPE,
-        )
-        for group in groups
-    ]
-    failed = [process.wait() for process in processes]
-    elapsed = time.perf_counter() - start
+    failed: list[int] = []
+
+    def read() -> None:
+        processes = [
+            subprocess.Popen(
+                ["sh", "-c", " && ".join(f"dd if={p} of=/dev/null bs=4M iflag=direct status=none" for p in group)],
+                stderr=subprocess.PIPE,
+            )
+            for group in groups
+        ]
+        failed.extend(process.wait() for process in processes)
+
+    elapsed = time_call(read)
     if any(failed):
         return None
-    return sum(p.stat().st_size for p in paths) / elapsed / 1e9
+    return _file_bytes(paths) / elapsed / 1e9
 
 
 def parquet_decode(paths: list[Path], columns: list[str], use_threads: bool) -> float:
     """GB/s (of file) of decoding the columns to Arrow, and to float64 NumPy arrays, file by file."""
     import pyarrow.parquet as pq
 
-    start = time.perf_counter()
-    for path in paths:
-        table = pq.ParquetFile(path).read(columns=columns, use_threads=use_threads)
-        for name in columns[1:]:
-            table.column(name).to_numpy()
-    return sum(p.stat().st_size for p in paths) / (time.perf_counter() - start) / 1e9
+    def decode() -> None:
+        for path in paths:
+            table = pq.ParquetFile(path).read(columns=columns, use_threads=use_threads)
+            for name in columns[1:]:
+                table.column(name).to_numpy()
+
+    return _file_bytes(paths) / time_call(decode) / 1e9
 
 
 KERNEL = """
-import json, sys, time
+import json, sys
 import numba, numpy as np, pyarrow.parquet as pq
 numba.set_num_threads(int(sys.argv[2]))
+from crossentropy._tools.timing import median, time_calls
 from crossentropy.cli.score import Selection, file_scorer
 table = pq.read_table(sys.argv[1])
 names = [n for n in table.column_names if n != "label"]
 probs = np.column_stack([table.column(n).to_numpy() for n in names])
 labels = table.column("label").to_numpy()
 selection = Selection(predictions=tuple(names), classes=tuple(names), target="label")
-scorer = file_scorer(selection)
-scorer.add(probs[:1000], labels[:1000])  # compile or load the kernel
-times = []
-for _ in range(5):
-    scorer = file_scorer(selection)
-    start = time.perf_counter()
+file_scorer(selection).add(probs[:1000], labels[:1000])  # compile or load the kernel
+scorers = []
+def score():
     for first in range(0, len(labels), 1 << 17):
-        scorer.add(probs[first:first + (1 << 17)], labels[first:first + (1 << 17)])
-    times.append(time.perf_counter() - start)
-print(json.dumps({"score_s": sorted(times)[2], "bytes": probs.nbytes + labels.nbytes}))
+        scorers[-1].add(probs[first:first + (1 << 17)], labels[first:first + (1 << 17)])
+times = time_calls(score, repeat=5, warmup=0, prepare=lambda: scorers.append(file_scorer(selection)))
+print(json.dumps({"score_s": median(times), "bytes": probs.nbytes + labels.nbytes}))
 """
 
 
@@ -202,17 +199,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()
+    load_before = load_average()
     data = args.workdir / "preds"
+    # Steps: the data set, each round's methods and the single process after dask, the rest.
+    steps = 1 + args.repeat * (len(ENGINES) + 1) + 3
     try:
-        started = time.perf_counter()
-        paths = write_data(data, args.size_gb, args.files, args.classes)
-        print(f"data set: {len(paths)} files in {time.perf_counter() - started:.1f} s", flush=True)
-        results = measure(paths, data, args)
+        with step_progress(steps, prefix="score_dask") as progress:
+            progress.step(f"data set: {args.files} files of {args.size_gb / args.files * 1e3:.0f} MB")
+            paths = write_data(data, args.size_gb, args.files, args.classes)
+            results = measure(paths, data, args, progress)
     finally:
         if not args.keep:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    results["load_before"], results["load_after"] = load_before, os.getloadavg()
+    results["load_before"], results["load_after"] = load_before, load_average()
     write_results(results, args)
 
 
@@ -223,8 +222,21 @@ ENGINES = {
 }
 
 
-def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
-    size = sum(p.stat().st_size for p in paths)
+def _summary(method: str, results: list[dict], fixed_s: float) -> dict:
+    """One row of the results: the medians of one method's timed runs."""
+    row = {"method": method}
+    row.update({key: median(r[key] for r in results) for key in ("wall_s", "work_s", "cpu_s", "user_s", "sys_s")})
+    row.update(
+        fixed_s=fixed_s,
+        walls=[r["wall_s"] for r in results],
+        rows=results[0]["rows"],
+        log_loss=results[0]["log_loss"],
+    )
+    return row
+
+
+def measure(paths: list[Path], data: Path, args: argparse.Namespace, progress: StepProgress) -> dict:
+    size = _file_bytes(paths)
     target = ["--target", "label"]
     # The fixed cost of each method: the same command on one file of 1,000 rows (imports, the kernel's
     # load from Numba's cache, the cluster's start and stop).
@@ -240,38 +252,16 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
     after_dask: list[dict] = []
     for round_ in range(args.repeat):
         for name, engine in ENGINES.items():
+            progress.step(f"round {round_ + 1}/{args.repeat}: {name}")
             run_child(CHILD, str(data), *target, *engine)
-            result = run_timed(CHILD, str(data), *target, *engine)
-            runs[name].append(result)
-            fixed[name].append(run_timed(CHILD, str(tiny), *target, *engine))
-            print(
-                f"round {round_ + 1}: {name}: {result['wall_s']:.2f} s wall, {result['user_s']:.2f} s user, "
-                f"{result['sys_s']:.2f} s sys; 1,000 rows: {fixed[name][-1]['wall_s']:.2f} s",
-                flush=True,
-            )
-        after_dask.append(run_timed(CHILD, str(data), *target))
-        print(
-            f"round {round_ + 1}: single process after a dask run: {after_dask[-1]['wall_s']:.2f} s wall, "
-            f"{after_dask[-1]['user_s']:.2f} s user, {after_dask[-1]['sys_s']:.2f} s sys",
-            flush=True,
-        )
-    table = []
-    for name, results in runs.items():
-        table.append(
-            {
-                "method": name,
-                "wall_s": statistics.median(r["wall_s"] for r in results),
-                "work_s": statistics.median(r["work_s"] for r in results),
-                "cpu_s": statistics.median(r["cpu_s"] for r in results),
-                "user_s": statistics.median(r["user_s"] for r in results),
-                "sys_s": statistics.median(r["sys_s"] for r in results),
-                "fixed_s": statistics.median(r["wall_s"] for r in fixed[name]),
-                "walls": [r["wall_s"] for r in results],
-                "rows": results[0]["rows"],
-                "log_loss": results[0]["log_loss"],
-            }
-        )
+            runs[name].append(run_child(CHILD, str(data), *target, *engine))
+            fixed[name].append(run_child(CHILD, str(tiny), *target, *engine))
+        progress.step(f"round {round_ + 1}/{args.repeat}: single process after a dask run")
+        after_dask.append(run_child(CHILD, str(data), *target))
+    table = [_summary(name, results, median(r["wall_s"] for r in fixed[name])) for name, results in runs.items()]
+    progress.step("LocalCluster start and stop")
     clusters = {n: run_child(CLUSTER, str(n)) for n in (1, 2)}
+    progress.step("reading and decoding the files")
     columns = ["label", *[str(k) for k in range(args.classes)]]
     reads = {
         "page cache, 1 reader": page_cache_read(paths),
@@ -280,6 +270,7 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
         "Parquet decode, 1 thread": parquet_decode(paths, columns, use_threads=False),
         "Parquet decode, pyarrow's threads": parquet_decode(paths, columns, use_threads=True),
     }
+    progress.step("scoring in-memory arrays")
     kernel = {n: run_child(KERNEL, str(paths[0]), str(n)) for n in (1, 2)}
     from crossentropy.cli.score import Selection, file_scorer
 
@@ -287,20 +278,7 @@ def measure(paths: list[Path], data: Path, args: argparse.Namespace) -> dict:
     state = file_scorer(Selection(predictions=names, classes=names, target="label")).scorer.state_dict()
     import pickle
 
-    table.append(
-        {
-            "method": "single process, right after a dask run",
-            "wall_s": statistics.median(r["wall_s"] for r in after_dask),
-            "work_s": statistics.median(r["work_s"] for r in after_dask),
-            "cpu_s": statistics.median(r["cpu_s"] for r in after_dask),
-            "user_s": statistics.median(r["user_s"] for r in after_dask),
-            "sys_s": statistics.median(r["sys_s"] for r in after_dask),
-            "fixed_s": table[0]["fixed_s"],
-            "walls": [r["wall_s"] for r in after_dask],
-            "rows": after_dask[0]["rows"],
-            "log_loss": after_dask[0]["log_loss"],
-        }
-    )
+    table.append(_summary("single process, right after a dask run", after_dask, table[0]["fixed_s"]))
     return {
         "size": size,
         "files": len(paths),
@@ -319,16 +297,54 @@ def _past_fixed(size_mb: float, row: dict) -> str:
     return f"{size_mb / beyond:.0f}" if beyond > 0.1 * row["wall_s"] else "n/a"
 
 
+def _load(load: tuple[float, float, float] | None) -> str:
+    return "n/a" if load is None else f"{load[0]:.2f}"
+
+
 def write_results(results: dict, args: argparse.Namespace) -> None:
     size_mb = results["size"] / 1e6
-    table = results["table"]
-    local = table[0]
+    local = results["table"][0]
+    env = environment(numba=False)
+    headers = ["method", "wall s", "work s", "wall MB/s", "speed-up (wall)", "user s", "sys s", "CPU / wall"]
+    headers += ["fixed s", "MB/s past the fixed cost", "runs (wall s)", "log loss"]
+    methods = Table("", headers, [])
+    for r in results["table"]:
+        methods.rows.append(
+            [
+                r["method"],
+                f"{r['wall_s']:.2f}",
+                f"{r['work_s']:.2f}",
+                f"{size_mb / r['wall_s']:.0f}",
+                f"{local['wall_s'] / r['wall_s']:.2f}x",
+                f"{r['user_s']:.2f}",
+                f"{r['sys_s']:.2f}",
+                f"{r['cpu_s'] / r['wall_s']:.2f}",
+                f"{r['fixed_s']:.2f}",
+                _past_fixed(size_mb, r),
+                ", ".join(f"{w:.2f}" for w in r["walls"]),
+                f"{r['log_loss']:.12f}",
+            ]
+        )
+    rates = Table("", ["measurement", "rate"], [])
+    for name, rate in results["reads"].items():
+        rates.rows.append([name, "n/a" if rate is None else f"{rate * 1000:,.0f} MB/s"])
+    for n, kernel in results["kernel"].items():
+        rate = kernel["bytes"] / kernel["score_s"] / 1e6
+        threads = f"{n} Numba thread{'s' if n > 1 else ''}"
+        rates.rows.append([f"scoring in-memory arrays alone (FileScorer.add), {threads}", f"{rate:,.0f} MB/s"])
+    headers = ["LocalCluster", "import distributed s", "start s", "import crossentropy on workers s", "close s"]
+    clusters = Table("", headers, [])
+    for n, c in results["clusters"].items():
+        clusters.rows.append(
+            [f"{n} worker{'s' if n > 1 else ''}"]
+            + [f"{c[key]:.2f}" for key in ("import_s", "start_s", "warm_s", "close_s")]
+        )
     lines = [
         "# `crossentropy score` on a partitioned Parquet data set: single process against `--engine dask`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work (load average "
-        f"{results['load_before'][0]:.2f} before, {results['load_after'][0]:.2f} after); Python "
-        f"{platform.python_version()}. Command: `.venv/bin/python benchmarks/score_dask.py` (defaults: "
+        f"Machine: {env['machine']}, {env['cpu_count']} cores, shared with other work (load average "
+        f"{_load(results['load_before'])} before, {_load(results['load_after'])} after); Python "
+        f"{env['python']}. Command: `.venv/bin/python benchmarks/score_dask.py` (defaults: "
         f"--size-gb {args.size_gb:g} --files {args.files} --classes {args.classes} --repeat {args.repeat}). "
         f"Data: {results['files']} Parquet files of {results['file_size'] / 1e6:.1f} MB "
         f"({size_mb:,.0f} MB in all, {local['rows']:,} rows, {args.classes} float64 probability columns and an "
@@ -338,41 +354,16 @@ def write_results(results: dict, args: argparse.Namespace) -> None:
         "command and all its processes (the Dask workers included). Each timed run follows an untimed run of "
         "the same method; the last row times the single-process engine right after a Dask run instead.",
         "",
-        "| method | wall s | work s | wall MB/s | speed-up (wall) | user s | sys s | CPU / wall | fixed s | MB/s past "
-        "the fixed cost | runs (wall s) | log loss |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in table:
-        lines.append(
-            f"| {r['method']} | {r['wall_s']:.2f} | {r['work_s']:.2f} | {size_mb / r['wall_s']:.0f} | "
-            f"{local['wall_s'] / r['wall_s']:.2f}x | {r['user_s']:.2f} | {r['sys_s']:.2f} | "
-            f"{r['cpu_s'] / r['wall_s']:.2f} | "
-            f"{r['fixed_s']:.2f} | {_past_fixed(size_mb, r)} | "
-            f"{', '.join(f'{w:.2f}' for w in r['walls'])} | {r['log_loss']:.12f} |"
-        )
-    lines += [
+        render_markdown(methods, align=False),
         "",
         "`fixed s`: the same command on one file of 1,000 rows (imports, the kernel's load from Numba's cache, "
         "for dask the cluster's start and stop); `MB/s past the fixed cost`: data set size / (wall - fixed).",
-    ]
-    lines += ["", "What the machine can do on the same files:", ""]
-    lines += ["| measurement | rate |", "|---|---|"]
-    for name, rate in results["reads"].items():
-        lines.append(f"| {name} | {'n/a' if rate is None else f'{rate * 1000:,.0f} MB/s'} |")
-    for n, kernel in results["kernel"].items():
-        rate = kernel["bytes"] / kernel["score_s"] / 1e6
-        lines.append(
-            f"| scoring in-memory arrays alone (FileScorer.add), {n} Numba thread{'s' if n > 1 else ''} | "
-            f"{rate:,.0f} MB/s |"
-        )
-    lines += ["", "| LocalCluster | import distributed s | start s | import crossentropy on workers s | close s |"]
-    lines += ["|---|---|---|---|---|"]
-    for n, c in results["clusters"].items():
-        lines.append(
-            f"| {n} worker{'s' if n > 1 else ''} | {c['import_s']:.2f} | {c['start_s']:.2f} | {c['warm_s']:.2f} | "
-            f"{c['close_s']:.2f} |"
-        )
-    lines += [
+        "",
+        "What the machine can do on the same files:",
+        "",
+        render_markdown(rates, align=False),
+        "",
+        render_markdown(clusters, align=False),
         "",
         f"A partition's state (`Scorer.state_dict()`, pickled) is {results['state_bytes']:,} bytes: "
         f"{results['files'] * results['state_bytes'] / 1e3:,.0f} kB travel to the client for the whole data set.",
