@@ -17,7 +17,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+# PyTorch is optional for the core suite (tests/core runs without it; docs/design.md, "Tests"): without it
+# ``torch`` and ``F`` are None, and the cases that need them skip through ``requires_torch``/``torch_params``.
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    torch = F = None
+
+TORCH_INSTALLED = torch is not None
+requires_torch = pytest.mark.skipif(not TORCH_INSTALLED, reason="needs PyTorch, which is not installed")
+
+
+# The array kinds the core's tests run on: NumPy always, torch tensors where PyTorch is installed.
+BACKENDS = ["numpy", pytest.param("torch", marks=requires_torch)]
+AS_TORCH = [False, pytest.param(True, marks=requires_torch)]
+
+
+def torch_params(*names: str) -> list:
+    """Parameters of torch dtypes by name (``"float32"`` → ``torch.float32``, its id the name), skipped
+    with ``requires_torch``'s reason where PyTorch is not installed."""
+    if not TORCH_INSTALLED:
+        return [pytest.param(name, id=name, marks=requires_torch) for name in names]
+    return [pytest.param(getattr(torch, name), id=name) for name in names]
+
+
+def is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor (False, not an error, without PyTorch)."""
+    return TORCH_INSTALLED and isinstance(x, torch.Tensor)
+
 
 # Where the Triton kernels can run: on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, which
 # the root conftest.py sets without a GPU), and on a CUDA GPU.
@@ -26,7 +55,9 @@ NEEDS_TRITON_ON_CPU = pytest.mark.skipif(
     not (TRITON_INSTALLED and os.environ.get("TRITON_INTERPRET") == "1"),
     reason="needs triton and TRITON_INTERPRET=1 to run Triton on the CPU",
 )
-NEEDS_CUDA = pytest.mark.skipif(not (TRITON_INSTALLED and torch.cuda.is_available()), reason="needs a CUDA GPU")
+NEEDS_CUDA = pytest.mark.skipif(
+    not (TRITON_INSTALLED and TORCH_INSTALLED and torch.cuda.is_available()), reason="needs a CUDA GPU"
+)
 
 
 KERNEL_ENTRY_POINTS = ("softmax_cross_entropy_rows", "sigmoid_cross_entropy_elements")
@@ -67,7 +98,7 @@ _TOLERANCES = {
 
 
 def _dtype_name(dtype) -> str:
-    if isinstance(dtype, torch.dtype):
+    if TORCH_INSTALLED and isinstance(dtype, torch.dtype):
         return str(dtype).removeprefix("torch.")
     return np.dtype(dtype).name
 
@@ -80,7 +111,7 @@ def tolerance(dtype) -> dict[str, float]:
 
 def to_numpy(x) -> np.ndarray:
     """Any array (NumPy, torch, Python scalar) as a float64 or integer NumPy array."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         x = x.detach()
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
@@ -98,14 +129,14 @@ def assert_close(actual, expected, dtype, *, err_msg: str = "") -> None:
 
 def result_dtype_name(x) -> str:
     """dtype name of a result that may be a NumPy scalar, NumPy array or torch tensor."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return _dtype_name(x.dtype)
     return np.asarray(x).dtype.name
 
 
 def assert_same_kind(result, like) -> None:
     """A result is the same kind of array as the input ``like`` (torch in, torch out; NumPy in, NumPy out)."""
-    if isinstance(like, torch.Tensor):
+    if is_tensor(like):
         assert isinstance(result, torch.Tensor), f"torch input gave {type(result).__name__}"
     else:
         assert isinstance(result, np.ndarray | np.generic), f"NumPy input gave {type(result).__name__}"

@@ -10,13 +10,21 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import torch
-import torch.distributed as dist
-from _support import assert_close, assert_same_kind, free_port, result_dtype_name, to_numpy, tolerance
 
-# The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
-# oversubscription costs that dominate at this size (it does not change any result checked here).
-torch.set_num_threads(1)
+from tests._support import (
+    TORCH_INSTALLED,
+    assert_close,
+    assert_same_kind,
+    result_dtype_name,
+    to_numpy,
+    tolerance,
+    torch,
+)
+
+if TORCH_INSTALLED:  # tests/core runs without PyTorch
+    # The tests run thousands of tiny tensor ops: one intra-op thread avoids thread start-up and
+    # oversubscription costs that dominate at this size (it does not change any result checked here).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +37,3 @@ def tol():
         assert_same_kind=assert_same_kind,
         result_dtype_name=result_dtype_name,
     )
-
-
-@pytest.fixture
-def one_rank_group():
-    """A gloo process group of this process alone, for checks that need one but no other rank."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from _support import run_cli
+from tests._support import run_cli
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -22,11 +22,11 @@ dd = pytest.importorskip("dask.dataframe", reason="the dask extra: pip install '
 import pandas as pd  # noqa: E402
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
 import crossentropy.dask as ce_dask  # noqa: E402
 from crossentropy.cli._sources import open_inputs  # noqa: E402
 from crossentropy.cli.score import Selection, score_source  # noqa: E402
+from tests._support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
 CLASSES = np.array(["cat", "dog", "owl"])
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _support import run_cli
 
 from crossentropy.cli.demo import DEFAULT_EPOCHS, gradient_step, split_digits
 from crossentropy.data import load_digits
+from tests._support import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -20,7 +20,6 @@ import pytest
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _support import run_cli  # noqa: E402
 from scipy.special import softmax  # noqa: E402
 from scipy.stats import entropy as scipy_entropy  # noqa: E402
 from sklearn.metrics import log_loss as sklearn_log_loss  # noqa: E402
@@ -29,6 +28,7 @@ import crossentropy as ce  # noqa: E402
 from crossentropy.cli import main  # noqa: E402
 from crossentropy.cli._sources import CsvSource, InputError, open_source  # noqa: E402
 from crossentropy.cli.score import Selection, score_source  # noqa: E402
+from tests._support import run_cli  # noqa: E402
 
 CLASSES = ["cat", "dog", "owl"]
 

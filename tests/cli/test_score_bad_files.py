@@ -22,9 +22,9 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line, run_cli  # noqa: E402
 
 from crossentropy.cli import main  # noqa: E402
+from tests._support import assert_one_line, run_cli  # noqa: E402
 
 HEADER = b"label,cat,dog\n"
 ROWS = b"cat,0.9,0.1\ndog,0.2,0.8\ncat,0.6,0.4\n"

@@ -17,9 +17,9 @@ pa = pytest.importorskip("pyarrow", reason="crossentropy score reads files with 
 import pyarrow.csv as pa_csv  # noqa: E402
 import pyarrow.dataset as pa_dataset  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
 from crossentropy.cli._sources import InputError, MultiSource, expand_inputs, open_inputs  # noqa: E402
+from tests._support import assert_one_line, assert_same_score_figures, run_score, score_figures  # noqa: E402
 
 CLASSES = np.array(["cat", "dog", "owl"])
 

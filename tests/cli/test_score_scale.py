@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("pyarrow", reason="crossentropy score reads files with pyarrow (the cli extra)")
-from _support import assert_one_line
 from scipy.special import log_softmax
 
 from crossentropy.cli import main
 from crossentropy.cli._sources import MAX_COLUMNS, MAX_LINE_BYTES
+from tests._support import assert_one_line
 
 GUARD_SECONDS = 300
 

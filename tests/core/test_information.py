@@ -9,8 +9,6 @@ import pytest
 import scipy.spatial.distance
 import scipy.special
 import scipy.stats
-import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,6 +21,7 @@ from crossentropy.information import (
     js_divergence,
     kl_divergence,
 )
+from tests._support import F, requires_torch, torch
 
 LN2 = math.log(2.0)
 PAIR_FUNCTIONS = [cross_entropy, kl_divergence, js_divergence]
@@ -150,6 +149,7 @@ def test_js_against_scipy_jensenshannon(base: float | None) -> None:
     np.testing.assert_allclose(np.sqrt(js_divergence(p, q, base=base)), expected, rtol=1e-12, atol=1e-15)
 
 
+@requires_torch
 def test_kl_against_torch_kl_div_batchmean() -> None:
     rng = np.random.default_rng(3)
     p = torch.tensor(random_dist(rng, (16, 9), zeros=True))
@@ -198,6 +198,7 @@ def test_subnormal_q_gives_finite_kl() -> None:
     assert float(cross_entropy(p, q)) == pytest.approx(expected, rel=1e-14)
 
 
+@requires_torch
 def test_kl_gradient_at_q_zero_is_infinite_not_nan() -> None:
     p = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64, requires_grad=True)
     q = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
@@ -274,11 +275,12 @@ def scipy_reference(func, p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "rtol"),
-    [(torch.float64, 1e-12), (torch.float32, 2e-6), (torch.bfloat16, 1e-2), (torch.float16, 2e-3)],
+    ("dtype_name", "rtol"), [("float64", 1e-12), ("float32", 2e-6), ("bfloat16", 1e-2), ("float16", 2e-3)]
 )
 @pytest.mark.parametrize("func", [entropy, *PAIR_FUNCTIONS])
-def test_torch_dtypes(func, dtype: torch.dtype, rtol: float) -> None:
+@requires_torch
+def test_torch_dtypes(func, dtype_name: str, rtol: float) -> None:
+    dtype = getattr(torch, dtype_name)
     rng = np.random.default_rng(7)
     p, q = torch.tensor(random_dist(rng, (8, 6)), dtype=dtype), torch.tensor(random_dist(rng, (8, 6)), dtype=dtype)
     out = func(p) if func is entropy else func(p, q)
@@ -323,6 +325,7 @@ def test_lists_are_accepted_as_numpy() -> None:
 # Autograd
 
 
+@requires_torch
 def test_cross_entropy_gradient_wrt_q_is_minus_p_over_q() -> None:
     rng = np.random.default_rng(9)
     p = torch.tensor(random_dist(rng, (5, 4), zeros=True))
@@ -331,6 +334,7 @@ def test_cross_entropy_gradient_wrt_q_is_minus_p_over_q() -> None:
     torch.testing.assert_close(q.grad, -p / q.detach(), rtol=1e-13, atol=0)
 
 
+@requires_torch
 def test_gradients_match_analytic_forms_and_are_finite_at_zeros() -> None:
     rng = np.random.default_rng(10)
     p0 = random_dist(rng, (6, 5), zeros=True)
@@ -364,6 +368,7 @@ def test_gradients_match_analytic_forms_and_are_finite_at_zeros() -> None:
     torch.testing.assert_close(p.grad, expected, rtol=1e-12, atol=1e-15)
 
 
+@requires_torch
 def test_gradient_matches_finite_differences_along_the_simplex() -> None:
     # Move mass between two outcomes (the perturbation keeps rows summing to 1).
     rng = np.random.default_rng(11)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from crossentropy.losses import (
     binary_cross_entropy,
@@ -24,6 +23,7 @@ from crossentropy.losses import (
     softmax_cross_entropy_with_grad,
     softmax_focal_loss,
 )
+from tests._support import AS_TORCH, requires_torch, torch
 
 RNG = np.random.default_rng(2024)
 X = RNG.normal(size=(4, 3))
@@ -76,7 +76,7 @@ def test_valid_inputs_do_not_raise():
 
 
 @pytest.mark.parametrize("bad", [3, 7, -1, -99])
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize(("fn", "name", "x"), CLASS_FNS, ids=CLASS_IDS)
 def test_target_index_out_of_range(fn, name, x, as_torch, bad):
     y = Y.copy()
@@ -145,7 +145,7 @@ def test_binary_targets_wrong_shape(fn, name, x, t_shape):
         fn(x, np.full(t_shape, 0.5))
 
 
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize(("fn", "name", "x"), CLASS_FNS, ids=CLASS_IDS)
 def test_bool_targets(fn, name, x, as_torch):
     y = np.array([True, False, True, False])
@@ -178,7 +178,7 @@ def test_binary_targets_outside_unit_interval(fn, name, x, value):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize(("fn", "name", "x", "y"), ALL_FNS, ids=ALL_IDS)
 def test_integer_logits(fn, name, x, y, as_torch):
     xi = np.round(x * 10).astype(np.int64)
@@ -206,6 +206,7 @@ def test_empty_logits(fn, name, x, y, shape):
 
 
 @pytest.mark.parametrize("value", [1.2, -0.1, np.nan])
+@requires_torch
 def test_probs_outside_unit_interval(value):
     p = PROBS.copy()
     p[0, 2] = value
@@ -245,7 +246,7 @@ WEIGHTED_CLASS_FNS = [
 WEIGHTED_CLASS_IDS = ["softmax_ce", "softmax_ce_with_grad", "nll_loss", "poly1"]
 
 
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize(("fn", "x"), WEIGHTED_CLASS_FNS, ids=WEIGHTED_CLASS_IDS)
 def test_negative_class_weight(fn, x, as_torch):
     w = np.array([1.0, -0.5, 2.0])

@@ -15,8 +15,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -33,6 +31,7 @@ from crossentropy.losses import (
     softmax_cross_entropy_with_grad,
     softmax_focal_loss,
 )
+from tests._support import AS_TORCH, F, requires_torch, torch, torch_params
 
 PROPERTY = settings(deadline=None, max_examples=40)
 FD = settings(deadline=None, max_examples=25)
@@ -79,7 +78,7 @@ def index_targets(rng, n, c, *, ignore=False):
         ([0.03, 0.05, 0.92], 2, -math.log(0.92), 0.0834),
     ],
 )
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 def test_softmax_ce_hand_constants(probs, target, expected, approx, as_torch, tol):
     x = np.log(np.array([probs]))
     y = np.array([target])
@@ -353,7 +352,7 @@ def _softmax_family_calls():
     ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", torch_params("float64", "float32"))
 @pytest.mark.parametrize(
     ("name", "fn", "kwargs", "kind"), _softmax_family_calls(), ids=[c[0] for c in _softmax_family_calls()]
 )
@@ -374,7 +373,7 @@ def test_huge_logits_finite(name, fn, kwargs, kind, dtype):
             assert _finite(d), (name, reduction)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", torch_params("float64", "float32"))
 @pytest.mark.parametrize("logits", ["huge", "offset-3000"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_large_logits_accuracy_matches_torch(logits, reduction, dtype, tol):
@@ -404,7 +403,7 @@ def test_large_logits_accuracy_matches_torch(logits, reduction, dtype, tol):
     tol.assert_close(d, gr, dtype, err_msg="softmax_cross_entropy_with_grad: dlogits")
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", torch_params("float64", "float32"))
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_huge_logits_match_torch(dtype, label_smoothing, tol):
     """With ±1e4 logits the values are exactly representable differences: PyTorch is a sound reference."""
@@ -419,7 +418,7 @@ def test_huge_logits_match_torch(dtype, label_smoothing, tol):
     tol.assert_close(g, gr, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", torch_params("float64", "float32"))
 def test_huge_logits_sigmoid(dtype, tol):
     x = torch.tensor(HUGE, dtype=dtype, requires_grad=True)
     y = torch.tensor((HUGE > 0).astype(float) * 0.7 + 0.1, dtype=dtype)
@@ -441,9 +440,10 @@ def test_huge_logits_sigmoid(dtype, tol):
     tol.assert_close(d, gr, dtype)
 
 
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@requires_torch
 def test_neg_inf_logits_on_non_target_classes(reduction, dtype, as_torch, tol):
     inf = np.inf
     x_np = np.array([[-inf, 1.0, 0.5], [2.0, -inf, -inf], [0.3, -0.2, -inf]], dtype=dtype)
@@ -471,6 +471,7 @@ def test_neg_inf_logits_on_non_target_classes(reduction, dtype, as_torch, tol):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@requires_torch
 def test_neg_inf_logits_other_index_losses(dtype, tol):
     """−inf on non-target classes: focal, poly-1 and z-loss stay finite too (index targets, no smoothing)."""
     x_np = np.array([[-np.inf, 1.0, 0.5], [2.0, -np.inf, -np.inf]], dtype=dtype)
@@ -504,8 +505,9 @@ ALL_IGNORED_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("as_torch", AS_TORCH)
 @pytest.mark.parametrize(("name", "fn", "kwargs"), ALL_IGNORED_CALLS, ids=[c[0] for c in ALL_IGNORED_CALLS])
+@requires_torch
 def test_all_ignored_mean_is_zero_with_zero_grad(name, fn, kwargs, as_torch):
     """Every target ignored with reduction="mean": 0 and a zero gradient (PyTorch gives NaN; documented)."""
     rng = np.random.default_rng(3)
@@ -532,6 +534,7 @@ def test_all_ignored_mean_is_zero_with_zero_grad(name, fn, kwargs, as_torch):
         assert d.shape == xd.shape
 
 
+@requires_torch
 def test_all_ignored_mean_k_dimensional():
     x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
     y = torch.full((2, 4), 5)
@@ -589,7 +592,7 @@ def test_sigmoid_reduction_none_is_elementwise(fn):
 # half precision
 # --------------------------------------------------------------------------------------------
 
-HALF = [torch.float16, torch.bfloat16]
+HALF = torch_params("float16", "bfloat16")
 
 
 def _half_cases():
@@ -656,6 +659,7 @@ def test_half_precision_with_grad(half, reduction, tol):
     tol.assert_close(d, d32.to(half).float(), half)
 
 
+@requires_torch
 def test_half_precision_large_batch_accumulates_in_float32(tol):
     """A sum over many float16 samples must not accumulate in float16 (which would lose ~1e-2 relative)."""
     gen = torch.Generator().manual_seed(13)
@@ -686,6 +690,7 @@ def test_half_precision_numpy_float16(tol):
 
 
 @pytest.mark.parametrize("fn", [softmax_cross_entropy, softmax_cross_entropy_with_grad])
+@requires_torch
 def test_probabilities_as_logits_warns(fn):
     rng = np.random.default_rng(15)
     probs = np.exp(rng.normal(size=(10, 5)))
@@ -719,6 +724,7 @@ def test_logits_do_not_warn():
 
 
 @pytest.mark.parametrize("fn", [softmax_cross_entropy_with_grad, sigmoid_cross_entropy_with_grad])
+@requires_torch
 def test_with_grad_leaves_a_leaf_tensor_alone(fn):
     """No gradient is written into the caller's tensor: values unchanged and ``.grad`` still None."""
     gen = torch.Generator().manual_seed(19)

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import sklearn.calibration
 import sklearn.metrics
-import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,6 +22,7 @@ from crossentropy.metrics import (
     perplexity,
     reliability_curve,
 )
+from tests._support import F, requires_torch, torch
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -106,6 +105,7 @@ def test_log_loss_labels_with_weights_and_base() -> None:
     assert bits == pytest.approx(expected / math.log(2), rel=1e-12)
 
 
+@requires_torch
 def test_log_loss_float32_and_torch() -> None:
     rng = np.random.default_rng(4)
     probs = dirichlet(rng, 40, 3).astype(np.float32)
@@ -148,6 +148,7 @@ def test_log_loss_unnormalized_rows_warn_and_are_not_renormalized() -> None:
         log_loss(np.array([[0.3, 0.7 + 1e-9]]), [1], labels=[0, 1])  # within sqrt(eps): silent
 
 
+@requires_torch
 def test_log_loss_warning_on_a_tensor_with_grad_has_no_torch_warning() -> None:
     t = torch.tensor([[0.2, 0.2], [0.5, 0.5]], dtype=torch.float64, requires_grad=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -230,6 +231,7 @@ def test_property_log_loss_binary_forms_agree_with_sklearn(p: np.ndarray, random
 
 
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 50257])
+@requires_torch
 def test_perplexity_of_uniform_logits_is_the_number_of_classes(n_classes: int) -> None:
     targets = np.array([0, n_classes - 1, n_classes // 2])
     for value in (0.0, 3.5, -20.0):
@@ -240,6 +242,7 @@ def test_perplexity_of_uniform_logits_is_the_number_of_classes(n_classes: int) -
     assert float(out32) == pytest.approx(n_classes, rel=4 * float(np.finfo(np.float32).eps))
 
 
+@requires_torch
 def test_perplexity_matches_torch_cross_entropy_with_ignore_index() -> None:
     rng = np.random.default_rng(5)
     logits = torch.tensor(rng.normal(size=(6, 5, 4)) * 3, requires_grad=True)  # (N, C, d): class axis 1
@@ -263,6 +266,7 @@ def test_perplexity_matches_torch_cross_entropy_with_ignore_index() -> None:
     )
 
 
+@requires_torch
 def test_perplexity_sample_weight_and_numpy() -> None:
     rng = np.random.default_rng(6)
     logits = rng.normal(size=(20, 7))
@@ -286,6 +290,7 @@ def test_perplexity_equals_exp_log_loss_for_probabilities() -> None:
     assert float(perplexity(np.log(probs), y)) == pytest.approx(math.exp(float(log_loss(probs, y))), rel=1e-12)
 
 
+@requires_torch
 def test_perplexity_half_precision_and_all_ignored() -> None:
     rng = np.random.default_rng(8)
     logits = torch.tensor(rng.normal(size=(8, 6)), dtype=torch.float32)
@@ -390,6 +395,7 @@ def test_brier_binary_matches_sklearn() -> None:
     )
 
 
+@requires_torch
 def test_brier_multiclass_labels_and_torch_gradient() -> None:
     rng = np.random.default_rng(12)
     probs = dirichlet(rng, 20, 4)
@@ -513,6 +519,7 @@ def test_ece_binary_tie_predicts_one() -> None:
     assert float(expected_calibration_error(np.array([0.5, 0.5]), np.array([1, 0]))) == pytest.approx(0.0)
 
 
+@requires_torch
 def test_ece_torch_and_gradient() -> None:
     rng = np.random.default_rng(30)
     probs = dirichlet(rng, 50, 3)
@@ -583,6 +590,7 @@ def test_reliability_hand_computed_and_empty_bins_dropped() -> None:
     assert curve.count.tolist() == [2, 1, 1]
 
 
+@requires_torch
 def test_reliability_multiclass_is_top_label() -> None:
     rng = np.random.default_rng(50)
     probs = dirichlet(rng, 150, 5)

@@ -9,7 +9,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,6 +23,7 @@ from crossentropy.metrics import (
     d2_brier_score,
     expected_calibration_error,
 )
+from tests._support import requires_torch, torch
 
 NORMS = ("l1", "l2", "max")
 
@@ -215,6 +215,7 @@ def test_property_norms_ordered(raw: np.ndarray, n_bins: int, strategy: str, wei
 
 
 @pytest.mark.parametrize("norm", NORMS)
+@requires_torch
 def test_ece_torch_matches_numpy_and_has_finite_gradient(norm: str) -> None:
     rng = np.random.default_rng(11)
     probs, targets = off_edges(rng, 120, 4)
@@ -317,6 +318,7 @@ def test_classwise_binary_is_torchmetrics_binary(norm: str) -> None:
     assert float(classwise_calibration_error(two_columns, y, norm=norm)) == pytest.approx(expected, rel=1e-12)
 
 
+@requires_torch
 def test_classwise_with_labels_and_torch() -> None:
     rng = np.random.default_rng(4)
     probs, targets = off_edges(rng, 200, 3)
@@ -502,6 +504,7 @@ def test_decomposition_binned_reliability_is_the_l2_calibration_error_squared() 
     )
 
 
+@requires_torch
 def test_decomposition_torch_labels_and_errors() -> None:
     rng = np.random.default_rng(13)
     probs, targets = off_edges(rng, 100, 3)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import scipy.optimize
 import sklearn.metrics
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import crossentropy
 from crossentropy.metrics import d2_brier_score, d2_log_loss_score, fit_temperature, log_loss, top_k_accuracy
+from tests._support import requires_torch, torch
 
 
 def sk_quiet(func, *args, **kwargs):
@@ -70,6 +70,7 @@ def test_d2_string_labels_and_absent_class(ours, theirs) -> None:
     assert float(ours(np.tile(freq, (200, 1)), names[targets], labels=names)) == pytest.approx(0.0, abs=1e-12)
 
 
+@requires_torch
 def test_d2_torch_and_gradient() -> None:
     rng = np.random.default_rng(2)
     probs, targets = sampled(rng, 100, 3)
@@ -153,6 +154,7 @@ def test_top_k_binary_equals_sklearn(k: int) -> None:
         assert float(top_k_accuracy(decision, strings, k=k)) == pytest.approx(expected, rel=1e-14)
 
 
+@requires_torch
 def test_top_k_string_labels_torch_and_dtype() -> None:
     rng = np.random.default_rng(3)
     scores = rng.normal(size=(100, 4))
@@ -297,6 +299,7 @@ def test_fit_temperature_is_the_minimum_of_scipy() -> None:
     assert abs(slope) < 1e-8
 
 
+@requires_torch
 def test_fit_temperature_binary_logits_and_torch() -> None:
     rng = np.random.default_rng(4)
     logits, targets = calibration_data(rng, 300, 2, 3.0)

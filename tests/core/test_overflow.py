@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from _support import assert_close
 
 import crossentropy as ce
-import crossentropy.torch as cet
 from crossentropy import kernels
 from crossentropy.kernels.numba._softmax import BLOCK
+from tests._support import TORCH_INSTALLED, assert_close, requires_torch, torch
+
+if TORCH_INSTALLED:  # the PyTorch paths skip without it (the core suite runs without PyTorch)
+    import crossentropy.torch as cet
 
 # Logit magnitude per dtype: the difference of two opposite logits (2B) passes the largest number.
 BIG = {np.float32: 3e38, np.float64: 1e308}
@@ -26,7 +27,11 @@ DTYPES = [np.float32, np.float64]
 # NumPy through the kernels and the generic path; PyTorch CPU tensors through crossentropy.torch
 # without autograd (the kernels), with autograd (the fused autograd function), and with the
 # kernels switched off (PyTorch's autograd through the generic path).
-PATHS = ["kernels", "generic", "torch", "torch-autograd", "torch-generic"]
+PATHS = [
+    "kernels",
+    "generic",
+    *(pytest.param(path, marks=requires_torch) for path in ("torch", "torch-autograd", "torch-generic")),
+]
 
 
 def _big(dtype) -> float:
@@ -220,6 +225,7 @@ def test_a_sum_past_the_largest_number_is_still_inf(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n_classes", [2, 3 * BLOCK + 5])
+@requires_torch
 def test_label_smoothing_with_the_gradient_written_over_the_logits(dtype, n_classes):
     """In place (``inplace=True``) the row is overwritten as it is read: its sums are scaled from the start."""
     big = _big(dtype)

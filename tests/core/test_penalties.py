@@ -11,8 +11,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from _support import assert_close, to_backend, to_numpy, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -20,9 +18,9 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import logsumexp as np_logsumexp
 
 from crossentropy.penalties import demographic_parity_gap, neighbor_js_penalty, z_loss
+from tests._support import BACKENDS, assert_close, requires_torch, to_backend, to_numpy, tolerance, torch, torch_params
 
 DTYPES = [np.float32, np.float64]
-BACKENDS = ["numpy", "torch"]
 
 
 def random_distributions(rng, shape, dtype=np.float64):
@@ -37,7 +35,7 @@ def random_distributions(rng, shape, dtype=np.float64):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", torch_params("float32", "float64"))
 def test_z_loss_vs_torch_logsumexp(dtype):
     x = torch.randn(6, 5, generator=torch.Generator().manual_seed(0), dtype=dtype) * 3
     expected = torch.logsumexp(x.double(), dim=-1) ** 2
@@ -67,7 +65,7 @@ def test_z_loss_hand_constants():
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", torch_params("float32", "float64"))
 def test_z_loss_gradient_extreme_logits(dtype):
     x = torch.tensor([[1e4, -1e4, float("-inf")], [0.5, float("-inf"), -0.5]], dtype=dtype, requires_grad=True)
     out = z_loss(x)
@@ -80,12 +78,14 @@ def test_z_loss_gradient_extreme_logits(dtype):
     torch.testing.assert_close(grad.double(), expected, **tolerance(dtype))
 
 
+@requires_torch
 def test_z_loss_gradcheck():
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: z_loss(z), (x,))
     assert torch.autograd.gradcheck(lambda z: z_loss(z, axis=0, reduction="none"), (x,))
 
 
+@requires_torch
 def test_z_loss_half_precision():
     x = torch.randn(8, 6, generator=torch.Generator().manual_seed(3)) * 4
     for dtype in (torch.float16, torch.bfloat16):
@@ -177,7 +177,7 @@ def test_neighbor_js_length_one_has_no_pairs():
     assert float(neighbor_js_penalty(p, reduction="sum")) == 0.0
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", torch_params("float32", "float64"))
 def test_neighbor_js_gradient_finite_with_zeros(dtype):
     p = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5], [0.5, 0.0, 0.5]]], dtype=dtype)
     p.requires_grad_(True)
@@ -187,6 +187,7 @@ def test_neighbor_js_gradient_finite_with_zeros(dtype):
     torch.testing.assert_close(out.double(), torch.tensor(2 * math.log(2) / 3, dtype=torch.float64), **tolerance(dtype))
 
 
+@requires_torch
 def test_neighbor_js_gradcheck():
     """Through a softmax so that perturbed inputs stay distributions."""
     z = torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(13), requires_grad=True)
@@ -194,6 +195,7 @@ def test_neighbor_js_gradcheck():
     assert torch.autograd.gradcheck(lambda v: neighbor_js_penalty(torch.softmax(v, dim=-1), reduction="none"), (z,))
 
 
+@requires_torch
 def test_neighbor_js_gradient_vs_torch_formula():
     """Autograd of the penalty equals autograd of the JS formula written with torch ops."""
     p = torch.softmax(torch.randn(2, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(14)), dim=-1)
@@ -207,6 +209,7 @@ def test_neighbor_js_gradient_vs_torch_formula():
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
 
 
+@requires_torch
 def test_neighbor_js_half_precision():
     p = torch.softmax(torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(15)), dim=-1)
     for dtype in (torch.float16, torch.bfloat16):
@@ -299,6 +302,7 @@ def test_gap_hand_constants():
     np.testing.assert_allclose(demographic_parity_gap(probs, np.array([1, 1, 0, 0])), 0.5, rtol=1e-14)
 
 
+@requires_torch
 def test_gap_gradient_vs_hand_derivation():
     """d gap / d p_n = s_n / S_max for n in the highest group, -s_n / S_min in the lowest, else 0."""
     probs = torch.tensor([0.9, 0.7, 0.2, 0.4, 0.5, 0.6], dtype=torch.float64, requires_grad=True)
@@ -310,12 +314,14 @@ def test_gap_gradient_vs_hand_derivation():
     torch.testing.assert_close(grad, expected, rtol=1e-14, atol=1e-15)
 
 
+@requires_torch
 def test_gap_gradcheck():
     probs = torch.tensor([0.9, 0.7, 0.2, 0.4, 0.5, 0.65], dtype=torch.float64, requires_grad=True)
     groups = torch.tensor([0, 0, 1, 1, 2, 2])
     assert torch.autograd.gradcheck(lambda p: demographic_parity_gap(p, groups), (probs,))
 
 
+@requires_torch
 def test_gap_single_group_is_zero():
     probs = torch.tensor([0.9, 0.1, 0.4], requires_grad=True)
     out = demographic_parity_gap(probs, torch.tensor([5, 5, 5]))
@@ -329,6 +335,7 @@ def test_gap_single_group_is_zero():
     assert float(out) == 0.0
 
 
+@requires_torch
 def test_gap_half_precision():
     probs = torch.tensor([0.9, 0.7, 0.2, 0.4])
     out = demographic_parity_gap(probs.half(), torch.tensor([0, 0, 1, 1]))

@@ -10,7 +10,6 @@ random splits into batches and merge orders; pickled state dicts; two processes 
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import pickle
 import sys
@@ -18,15 +17,12 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from _support import free_port
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossentropy as ce
 from crossentropy.metrics import CalibrationBin, ClassScore, InvalidValue, Scorer, ScoreResult
+from tests._support import TORCH_INSTALLED, free_port, requires_torch, torch
 
 RTOL, ATOL = 1e-12, 1e-15
 
@@ -330,6 +326,7 @@ def test_reset_forgets_everything():
 # Inputs and errors
 
 
+@requires_torch
 def test_torch_and_numpy_inputs_agree():
     logits, probs, labels, weight = make_data(seed=9)
     reference = Scorer().update(probs, labels, sample_weight=weight).compute()
@@ -355,7 +352,7 @@ def test_other_array_api_libraries_are_read_on_the_host():
     assert_results_close(strict, reference, rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not (TORCH_INSTALLED and torch.cuda.is_available()), reason="needs a CUDA GPU")
 def test_cuda_tensors_are_moved_to_the_host():
     logits, _, labels, _ = make_data(seed=10)
     on_gpu = Scorer().update(torch.from_numpy(logits).cuda(), torch.from_numpy(labels).cuda(), from_logits=True)
@@ -436,6 +433,7 @@ def test_unnormalized_rows_warn_once_and_are_counted():
     assert scorer.compute().unnormalized_predictions == 4
 
 
+@requires_torch
 def test_sync_without_a_process_group_says_so():
     with pytest.raises(RuntimeError, match=r"initialized torch\.distributed process group"):
         Scorer().sync()
@@ -449,6 +447,7 @@ def _fork_child(connection, probs, labels) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="fork")
+@requires_torch  # its premise: PyTorch's GNU OpenMP threads started in this process
 def test_a_fork_child_of_a_gnu_openmp_parent_scores_on_one_thread():
     """After the parallel kernel ran on PyTorch's OpenMP threads here, a fork child cannot start them: serial kernel."""
     _, probs, labels, _ = make_data(seed=12)
@@ -475,6 +474,8 @@ SHARDS = [slice(0, 170), slice(170, 600)]
 
 
 def sync_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         _, probs, labels, weight = make_data(seed=13)
@@ -491,7 +492,10 @@ def sync_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@requires_torch
 def test_sync_over_gloo_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
     mp.spawn(sync_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     _, probs, labels, weight = make_data(seed=13)
     whole = Scorer(top_k=(1, 2), n_bins=11).update(probs, labels, sample_weight=weight).compute()
@@ -500,95 +504,3 @@ def test_sync_over_gloo_equals_one_process(tmp_path):
             result, empty_rows = pickle.load(file)
         assert_results_close(result, whole)
         assert empty_rows == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# crossentropy score's temperature
-
-
-def test_score_fits_the_temperature_of_fit_temperature(tmp_path, capsys):
-    from crossentropy.cli import main
-
-    logits, _, labels, _ = make_data(n=3000, n_classes=5, seed=14)
-    logits *= 3  # over-confident
-    path = tmp_path / "logits.npz"
-    np.savez(path, labels=labels, logits=logits)
-    assert main(["score", str(path), "--target", "labels", "--logits", "logits_*", "--json", "--no-progress"]) == 0
-    fit = json.loads(capsys.readouterr().out)["temperature"]
-    temperature = ce.fit_temperature(logits, labels)
-    assert fit["value"] == temperature
-    assert fit["rows"] == 3000
-    assert not fit["sampled"]
-    at_fit = Scorer().update(logits / temperature, labels, from_logits=True).compute()
-    assert fit["log_loss_nats"] == at_fit.log_loss
-    assert fit["expected_calibration_error"] == at_fit.expected_calibration_error
-    assert fit["expected_calibration_error"] < fit["expected_calibration_error_at_1"]
-    assert fit["log_loss_nats_at_1"] == pytest.approx(float(ce.softmax_cross_entropy(logits, labels)), rel=RTOL)
-    # A cap below the rows: a sample of that many rows, said so in the report.
-    assert main(["score", str(path), "--target", "labels", "--logits", "logits_*", "--temperature-rows", "500"]) == 0
-    text = capsys.readouterr().out
-    assert "temperature fitted on a sample of 500 of 3,000 rows" in text
-    assert main(["score", str(path), "--target", "labels", "--logits", "logits_*", "--temperature-rows", "0"]) == 0
-    assert "temperature" not in capsys.readouterr().out
-
-
-def test_the_csv_fast_path_samples_the_rows_the_array_path_samples(tmp_path, monkeypatch):
-    """Same rows, same seeded draws: the sample of CSV blocks parsed in the kernel is the sample of arrays."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    from crossentropy.cli._sources import CsvSource, open_source
-    from crossentropy.cli.score import Selection, score_source
-
-    logits, _, labels, weight = make_data(n=4000, n_classes=3, seed=15)
-    columns = {"y": [f"c{k}" for k in labels], "w": weight, **{f"c{k}": logits[:, k] for k in range(3)}}
-    csv_path = tmp_path / "logits.csv"
-    pa_csv.write_csv(pa.table(columns), csv_path)
-    npz_path = tmp_path / "logits.npz"
-    np.savez(npz_path, y=np.array(columns["y"]), w=weight, **{f"c{k}": logits[:, k] for k in range(3)})
-    selection = Selection(
-        predictions=("c0", "c1", "c2"), classes=("c0", "c1", "c2"), target="y", sample_weight="w", is_logits=True
-    )
-    from crossentropy.cli._scoring import FileScorer
-
-    fast_blocks = []
-    original = FileScorer.add_csv_lines
-
-    def spy(self, *args, **kwargs):
-        rows = original(self, *args, **kwargs)
-        fast_blocks.append(rows is not None and self.sample is not None)
-        return rows
-
-    monkeypatch.setattr(FileScorer, "add_csv_lines", spy)
-    fits = []
-    for source in (CsvSource(csv_path, block_bytes=8192), open_source(npz_path)):
-        for rows in (700, 4000):
-            fits.append(score_source(source, selection, fit_rows=rows, batch_rows=333).temperature)
-            fresh = isinstance(source, CsvSource)
-            source = CsvSource(csv_path, block_bytes=8192) if fresh else open_source(npz_path)
-    csv_sampled, csv_whole, npz_sampled, npz_whole = fits
-    assert len(fast_blocks) > 20  # the CSV blocks went through the fast path and its sampling
-    assert all(fast_blocks)
-    assert csv_sampled == npz_sampled
-    assert csv_sampled["sampled"]
-    assert csv_sampled["rows"] == 700
-    assert csv_whole == npz_whole
-    assert not csv_whole["sampled"]
-    assert csv_whole["value"] == ce.fit_temperature(logits, labels, sample_weight=weight)
-
-
-def test_the_reservoir_sample_is_uniform():
-    from crossentropy.cli._scoring import TemperatureSample
-
-    n, capacity, trials = 40, 10, 3000
-    counts = np.zeros(n)
-    for seed in range(trials):
-        sample = TemperatureSample(capacity, seed=seed)
-        rows = np.arange(n, dtype=np.float64)
-        for part in batches(n, [7, 8, 25]):
-            sample.add(rows[part, None], np.zeros(part.stop - part.start, dtype=np.int64), None)
-        kept = sample._logits[: sample.rows]  # a column of one logit is kept as one dimension
-        assert len(set(kept)) == capacity
-        counts[kept.astype(int)] += 1
-    expected = trials * capacity / n  # 750 each; binomial sd about 24
-    assert np.abs(counts - expected).max() < 6 * np.sqrt(expected * (1 - capacity / n))

@@ -7,13 +7,12 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from crossentropy import log_sigmoid, log_softmax, logsumexp, softmax
+from tests._support import F, requires_torch, torch, torch_params
 
 RNG = np.random.default_rng(0)
 
@@ -32,7 +31,7 @@ def test_logsumexp_extremes():
     np.testing.assert_allclose(logsumexp(x), expected, rtol=1e-15)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", torch_params("float32", "float64"))
 def test_log_softmax_and_softmax_match_torch(dtype):
     x = torch.randn(6, 7, dtype=dtype) * 5
     tol = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 1e-14}
@@ -47,13 +46,14 @@ def test_log_softmax_exact_far_in_the_tail():
     assert softmax(np.array([-np.inf, 0.0])).tolist() == [0.0, 1.0]
 
 
+@requires_torch
 def test_log_sigmoid_matches_torch_and_is_exact_in_the_tails():
     x = torch.linspace(-50, 50, 101, dtype=torch.float64)
     torch.testing.assert_close(log_sigmoid(x), F.logsigmoid(x), rtol=1e-14, atol=1e-300)
     np.testing.assert_array_equal(log_sigmoid(np.array([-1e4, 1e4])), [-1e4, 0.0])
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", torch_params("float16", "bfloat16"))
 def test_half_precision_is_accumulated_in_float32(dtype):
     x = (torch.randn(4, 1000) * 3).to(dtype)
     reference = torch.logsumexp(x.float(), -1)
@@ -63,6 +63,7 @@ def test_half_precision_is_accumulated_in_float32(dtype):
     torch.testing.assert_close(out.float(), reference.to(dtype).float(), rtol=eps, atol=0)
 
 
+@requires_torch
 def test_gradients_are_finite_with_minus_inf_entries():
     x = torch.tensor([[-math.inf, 1.0, 2.0]], requires_grad=True)
     log_softmax(x)[0, 2].backward()

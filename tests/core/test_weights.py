@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.utils.class_weight import compute_class_weight
 
 from crossentropy.weights import class_weights, one_hot, smooth_labels
+from tests._support import BACKENDS, F, requires_torch, torch, torch_params
 
 # ----------------------------------------------------------------------------------------------
 # class_weights
@@ -32,6 +31,7 @@ def test_balanced_equals_sklearn_exactly():
     np.testing.assert_array_equal(out, expected)
 
 
+@requires_torch
 def test_balanced_torch_matches_sklearn():
     rng = np.random.default_rng(1)
     labels = rng.choice(4, size=300, p=[0.7, 0.1, 0.1, 0.1])
@@ -47,7 +47,7 @@ def test_balanced_hand_constants_and_any_shape():
     np.testing.assert_allclose(class_weights(labels), [4 / 6, 2.0], rtol=1e-15)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_inverse_frequency(backend):
     labels = np.array([0, 0, 0, 1, 2, 2])
     x = torch.from_numpy(labels) if backend == "torch" else labels
@@ -87,6 +87,7 @@ def test_effective_number_limits():
     assert 0.2 < mid[0] < 1.0 < mid[1] < 1.8
 
 
+@requires_torch
 def test_effective_number_torch():
     labels = torch.tensor([0, 0, 0, 0, 1, 2, 2])
     out = class_weights(labels, scheme="effective_number", beta=0.9)
@@ -145,6 +146,7 @@ def test_class_weights_bad_input():
 
 
 @pytest.mark.parametrize("num_classes", [None, -1, 6])
+@requires_torch
 def test_one_hot_vs_torch(num_classes):
     labels = torch.tensor([[0, 3, 1], [4, 4, 2]])
     out = one_hot(labels, num_classes) if num_classes is not None else one_hot(labels)
@@ -167,6 +169,7 @@ def test_one_hot_numpy():
     assert one_hot(np.array([1]), dtype=np.float32).dtype == np.float32
 
 
+@requires_torch
 def test_one_hot_bad_input():
     with pytest.raises(ValueError, match=r"`labels` must be class indices in \[0, 3\); got 3 at index \(1,\)"):
         one_hot(np.array([0, 3]), 3)
@@ -186,7 +189,7 @@ def test_one_hot_bad_input():
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.35, 1.0])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", torch_params("float32", "float64"))
 def test_smoothed_cross_entropy_equals_torch_label_smoothing(eps, dtype):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(8, 5, generator=g, dtype=dtype) * 3
@@ -199,6 +202,7 @@ def test_smoothed_cross_entropy_equals_torch_label_smoothing(eps, dtype):
     torch.testing.assert_close(ce, expected, **tol)
 
 
+@requires_torch
 def test_smooth_labels_integer_constants():
     out = smooth_labels(np.array([0, 2]), num_classes=4, smoothing=0.2)
     assert out.dtype == np.float64
@@ -214,7 +218,7 @@ def test_smooth_labels_integer_constants():
     np.testing.assert_array_equal(f32, [[0.5, 0.5]])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_smooth_labels_probability_targets(backend, dtype):
     rng = np.random.default_rng(4)
@@ -237,6 +241,7 @@ def test_smooth_labels_probability_targets(backend, dtype):
     )
 
 
+@requires_torch
 def test_smooth_labels_half_and_autograd():
     t = torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float16)
     out = smooth_labels(t, smoothing=0.3)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _browser import PageReport, open_pages, unavailable
-from _support import run_cli
+
+from tests._browser import PageReport, open_pages, unavailable
+from tests._support import run_cli
 
 SITE = Path(__file__).parents[2] / "docs" / "_build" / "html"
 

@@ -6,9 +6,9 @@ import json
 import subprocess
 
 import pytest
-from _support import run_cli
 
 from crossentropy.gallery import NAMES, experiment
+from tests._support import run_cli
 
 
 def run(*args) -> subprocess.CompletedProcess:

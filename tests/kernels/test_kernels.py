@@ -12,13 +12,13 @@ import math
 
 import numpy as np
 import pytest
-from _support import assert_matches, both_paths, record_entry_calls, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy.kernels import numba as numba_kernels
 from crossentropy.kernels.numba._math import exp_nonpositive, tanh
 from crossentropy.kernels.numba._softmax import BLOCK
+from tests._support import assert_matches, both_paths, record_entry_calls, tolerance
 
 RNG = np.random.default_rng(31)
 DTYPES = [np.float32, np.float64]

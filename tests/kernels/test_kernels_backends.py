@@ -13,13 +13,12 @@ import os
 
 import numpy as np
 import pytest
-import test_kernels
-import test_kernels_sigmoid
 import torch
-from _support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, record_entry_calls, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
+from tests._support import NEEDS_CUDA, NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, record_entry_calls, tolerance
+from tests.kernels import test_kernels, test_kernels_sigmoid
 
 RNG = np.random.default_rng(53)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"

@@ -16,12 +16,12 @@ import numba
 import numpy as np
 import pytest
 import torch
-from _support import tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy.kernels import numba as numba_kernels
 from crossentropy.kernels.numba import _cache, _threading
+from tests._support import tolerance
 
 RNG = np.random.default_rng(2024)
 KERNELS_DIR = Path(kernels.__file__).parent

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _support import assert_matches, both_paths, tolerance
 
 import crossentropy as ce
 from crossentropy.kernels.numba._math import log1p_unit
+from tests._support import assert_matches, both_paths, tolerance
 
 RNG = np.random.default_rng(47)
 DTYPES = [np.float32, np.float64]

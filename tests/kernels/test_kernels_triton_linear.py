@@ -31,7 +31,8 @@ import math
 
 import pytest
 import torch
-from _support import NEEDS_CUDA, tolerance, triton_devices
+
+from tests._support import NEEDS_CUDA, tolerance, triton_devices
 
 pytest.importorskip("triton", reason="the Triton backend's kernels need the triton package")
 

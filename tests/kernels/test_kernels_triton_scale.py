@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _support import triton_devices
 
 from crossentropy.torch._autograd import scaled
+from tests._support import triton_devices
 
 DEVICES = triton_devices()
 

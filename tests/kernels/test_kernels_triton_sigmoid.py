@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import NEEDS_CUDA, assert_close, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy.kernels import numba as numba_backend
 from crossentropy.kernels.triton._sigmoid import BLOCK, BLOCK_FLOAT64, sigmoid_cross_entropy_elements
+from tests._support import NEEDS_CUDA, assert_close, triton_devices
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()

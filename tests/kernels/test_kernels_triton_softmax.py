@@ -25,12 +25,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from _support import NEEDS_CUDA, tolerance, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy.kernels import numba as numba_backend
 from crossentropy.kernels.triton._softmax import softmax_cross_entropy_rows
+from tests._support import NEEDS_CUDA, tolerance, triton_devices
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 CUDA = torch.cuda.is_available()

@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _support import free_port
 
 import crossentropy.torch as cet
+from tests._support import free_port
 
 BATCH, LENGTH, HIDDEN, VOCAB = 7, 9, 6, 23
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import NEEDS_TRITON_ON_CPU, record_entry_calls
 
 import crossentropy as ce
 import crossentropy.torch as cet
 from crossentropy import kernels
+from tests._support import NEEDS_TRITON_ON_CPU, record_entry_calls
 
 # torch.func imports torch.jit.script's machinery, deprecated in PyTorch 2.13.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

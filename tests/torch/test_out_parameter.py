@@ -11,11 +11,11 @@ import array_api_strict
 import numpy as np
 import pytest
 import torch
-from _support import assert_close, tolerance
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy.kernels.numba._softmax import BLOCK
+from tests._support import assert_close, tolerance
 
 RNG = np.random.default_rng(7)
 FUNCTIONS = {"softmax": ce.softmax_cross_entropy_with_grad, "sigmoid": ce.sigmoid_cross_entropy_with_grad}

@@ -22,13 +22,13 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close, record_entry_calls
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.utils import counters
 
 import crossentropy.torch as cet
 from crossentropy import kernels
+from tests._support import assert_close, record_entry_calls
 
 DTYPE = torch.float32
 

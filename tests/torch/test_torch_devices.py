@@ -14,11 +14,11 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import NEEDS_CUDA, tolerance, triton_devices
 
 import crossentropy as ce
 from crossentropy import kernels
 from crossentropy import torch as cet
+from tests._support import NEEDS_CUDA, tolerance, triton_devices
 
 DEVICES = triton_devices("cpu-triton")
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _support import assert_close, free_port
 
 import crossentropy.torch as cet
+from tests._support import assert_close, free_port
 
 N_ROWS, VOCAB = 11, 10
 CASES = [

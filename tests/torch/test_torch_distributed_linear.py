@@ -18,11 +18,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, assert_close, free_port
 
 import crossentropy.torch as cet
 from crossentropy import kernels
 from crossentropy.torch import distributed
+from tests._support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, assert_close, free_port
 
 BATCH, SEQUENCE, HIDDEN, VOCAB = 3, 4, 6, 10
 IGNORED = [(0, 2), (2, 1)]  # (batch, position) of the two targets set to ignore_index

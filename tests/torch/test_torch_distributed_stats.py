@@ -20,11 +20,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, free_port
 
 import crossentropy.torch as cet
 from crossentropy import kernels
 from crossentropy.torch import distributed
+from tests._support import NEEDS_TRITON_ON_CPU, TRITON_INSTALLED, free_port
 
 N_ROWS, VOCAB = 12, 11  # 11 classes: 6 + 5 over 2 ranks, 4 + 4 + 3 over 3
 BATCH, SEQUENCE, HIDDEN = 3, 4, 5

@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _support import assert_close, free_port
 
 import crossentropy.torch as cet
 from crossentropy.torch import linear as linear_module
+from tests._support import assert_close, free_port
 
 if not dist.is_available():  # pragma: no cover - builds without torch.distributed
     pytest.skip("torch.distributed is not available in this PyTorch build", allow_module_level=True)

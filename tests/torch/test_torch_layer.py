@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close
 
 import crossentropy as ce
 import crossentropy.torch as cet
 from crossentropy import kernels
+from tests._support import assert_close
 
 DTYPES = [torch.float64, torch.float32]
 REDUCTIONS = ["mean", "sum", "none"]

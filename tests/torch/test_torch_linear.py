@@ -19,10 +19,10 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close
 
 import crossentropy.torch as cet
 from crossentropy import kernels
+from tests._support import assert_close
 
 
 def generator(*params) -> torch.Generator:

@@ -16,11 +16,11 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
-from _support import assert_close, triton_devices
 
 import crossentropy.torch as cet
 from crossentropy import kernels
 from crossentropy.torch import linear as linear_module
+from tests._support import assert_close, triton_devices
 
 N_ROWS, HIDDEN, VOCAB = 13, 8, 37
 
