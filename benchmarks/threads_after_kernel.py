@@ -27,6 +27,10 @@ process without PyTorch times NumPy's matmuls only. Writes
 
     .venv/bin/python benchmarks/threads_after_kernel.py            # about six minutes
     .venv/bin/python benchmarks/threads_after_kernel.py --rounds 1 --repeat 2   # quicker, noisier
+
+The timer (garbage collector off while timing), the medians, the environment record and load, the
+tables and the progress lines are :mod:`crossentropy._tools`'. The script imports them inside its
+functions: a child process must import PyTorch before crossentropy, as a program using both does.
 """
 
 from __future__ import annotations
@@ -36,8 +40,6 @@ import csv
 import io
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -78,6 +80,7 @@ def _child(repeat: int) -> dict:
         import torch
 
     import crossentropy as ce
+    from crossentropy._tools.timing import gc_disabled, time_call
 
     rng = np.random.default_rng(0)
     step_x = rng.standard_normal((256, 4000), dtype=np.float32)
@@ -95,14 +98,10 @@ def _child(repeat: int) -> dict:
             matmuls[f"PyTorch {size_name}"] = lambda a=a, b=b: torch.mm(a, b)
         matmuls[f"NumPy {size_name}"] = lambda a=an, b=bn: a @ b
 
-    def timed(function) -> float:
-        begin = time.perf_counter()
-        function()
-        return time.perf_counter() - begin
-
     for function in matmuls.values():  # warm-up, before any kernel ran
         function()
-    out["before_any_kernel_ms"] = {name: 1e3 * min(timed(f) for _ in range(3)) for name, f in matmuls.items()}
+    with gc_disabled():
+        out["before_any_kernel_ms"] = {name: 1e3 * min(time_call(f) for _ in range(3)) for name, f in matmuls.items()}
     kernel()  # loads (or compiles) the kernel and starts Numba's threads
     out["layer"] = numba.threading_layer()
     out["numba_threads"] = numba.get_num_threads()
@@ -114,12 +113,13 @@ def _child(repeat: int) -> dict:
     for name, function in matmuls.items():
         reps = repeat if "2048" in name else 10 * repeat
         plain, after = [], []
-        for _ in range(reps):
-            kernel()
-            after.append(1e3 * timed(function))
-            time.sleep(0.02)
-            function()
-            plain.append(1e3 * timed(function))
+        with gc_disabled():
+            for _ in range(reps):
+                kernel()
+                after.append(1e3 * time_call(function))
+                time.sleep(0.02)
+                function()
+                plain.append(1e3 * time_call(function))
         out.setdefault("none_ms", {})[name] = plain
         out.setdefault("after_ms", {})[name] = after
 
@@ -136,11 +136,13 @@ def _child(repeat: int) -> dict:
     big_x = rng.standard_normal((4096, 32000), dtype=np.float32)
     big_y = rng.integers(0, 32000, 4096)
     ce.softmax_cross_entropy_with_grad(big_x, big_y)
-    big = [timed(lambda: ce.softmax_cross_entropy_with_grad(big_x, big_y)) for _ in range(7)]
-    out["kernel_4096x32000_ms"] = [1e3 * t for t in big]
     small_x, small_y = step_x[:64, :1000].copy(), step_y[:64] % 1000
     ce.softmax_cross_entropy(small_x, small_y)
-    out["kernel_64x1000_us"] = [1e6 * timed(lambda: ce.softmax_cross_entropy(small_x, small_y)) for _ in range(300)]
+    with gc_disabled():
+        big = [time_call(lambda: ce.softmax_cross_entropy_with_grad(big_x, big_y)) for _ in range(7)]
+        small = [time_call(lambda: ce.softmax_cross_entropy(small_x, small_y)) for _ in range(300)]
+    out["kernel_4096x32000_ms"] = [1e3 * t for t in big]
+    out["kernel_64x1000_us"] = [1e6 * t for t in small]
 
     # The other direction: the torch layer's kernel right after a PyTorch operation, or after a pause.
     after_torch, quiet = [], []
@@ -155,11 +157,12 @@ def _child(repeat: int) -> dict:
                 cet.cross_entropy(logits, target)
 
         loss()
-        for _ in range(7):
-            operand.mul(1.5)
-            after_torch.append(1e3 * timed(loss))
-            time.sleep(0.02)
-            quiet.append(1e3 * timed(loss))
+        with gc_disabled():
+            for _ in range(7):
+                operand.mul(1.5)
+                after_torch.append(1e3 * time_call(loss))
+                time.sleep(0.02)
+                quiet.append(1e3 * time_call(loss))
     out["torch_layer_after_torch_op_ms"], out["torch_layer_quiet_ms"] = after_torch, quiet
 
     if hasattr(os, "fork"):
@@ -195,13 +198,11 @@ def _tbb_loads() -> bool:
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, check=False).returncode == 0
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def _ms(values: list[float], digits: int = 1) -> str:
     """The median for a table cell, or "n/a" where nothing was measured (no PyTorch in the process)."""
-    return f"{_median(values):.{digits}f}" if values else "n/a"
+    from crossentropy._tools.timing import median
+
+    return f"{median(values):.{digits}f}" if values else "n/a"
 
 
 def _merge(results: list[dict]) -> dict:
@@ -230,16 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.repeat)))
         return 0
 
+    from crossentropy._tools.environment import load_average
+    from crossentropy._tools.progress import step_progress
+    from crossentropy._tools.timing import median
+
     layers = list(LAYERS) + ([TBB] if _tbb_loads() else [])
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {label: [] for label, _ in layers}
-    for round_ in range(args.rounds):
-        for label, env in layers:
-            print(f"round {round_ + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
-            runs[label].append(_run_child(env, args.repeat))
+    with step_progress(args.rounds * len(layers), prefix=NAME) as progress:
+        for round_ in range(args.rounds):
+            for label, env in layers:
+                progress.step(f"round {round_ + 1}/{args.rounds}: {label}")
+                runs[label].append(_run_child(env, args.repeat))
     elapsed = time.perf_counter() - started
-    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_after = load_average()
 
     summary: dict[str, dict] = {}
     buffer = io.StringIO()
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics += [(key, merged[key]) for key in KERNEL_METRICS]
         for metric, samples in metrics:
             writer.writerow(
-                [label, merged["layer"], metric, f"{_median(samples):.4g}", ";".join(f"{v:.4g}" for v in samples)]
+                [label, merged["layer"], metric, f"{median(samples):.4g}", ";".join(f"{v:.4g}" for v in samples)]
             )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{NAME}.csv").write_text(buffer.getvalue())
@@ -268,15 +274,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _markdown(summary: dict, args, elapsed: float, load_before, load_after) -> str:
-    import numba
-    import torch
+    from crossentropy._tools.environment import environment, machine_text
+    from crossentropy._tools.tables import Table, render_markdown
+    from crossentropy._tools.timing import median
 
+    env = environment(torch=True)
     lines = [
         "# Numba's threading layer between kernel calls",
         "",
         f"`benchmarks/threads_after_kernel.py --rounds {args.rounds} --repeat {args.repeat}`, "
-        f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, Numba {numba.__version__}, PyTorch {torch.__version__}.",
+        f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. {machine_text(env)}, "
+        f"Python {env['python']}, Numba {env['numba']}, PyTorch {env['torch']}.",
     ]
     if load_before is not None:
         lines.append(
@@ -286,6 +294,42 @@ def _markdown(summary: dict, args, elapsed: float, load_before, load_after) -> s
             "their repetitions (medians unless said otherwise). CPU times are the least disturbed."
         )
     good = {label: merged for label, merged in summary.items() if "error" not in merged}
+    headers = ["threading layer", "fork child after a kernel", "CPU after a call (ms)"]
+    headers += ["kernel 4096x32000 fwd+grad (ms)", "kernel 64x1000 fwd (µs)", "torch layer fwd, quiet (ms)"]
+    headers += ["torch layer fwd, after PyTorch (ms)"]
+    layers = Table("", headers, [], numeric=[False, False] + [True] * 5)
+    for label, merged in summary.items():
+        if "error" in merged:
+            layers.rows.append([label, f"failed: {merged['error']}", "", "", "", "", ""])
+            continue
+        fork = merged["fork"]
+        fork_text = "computes" if all(code == 0 for code in fork) else f"killed (exit {fork[0]})"
+        layers.rows.append(
+            [
+                f"{label}: `{merged['layer']}`",
+                fork_text,
+                f"{median(merged['cpu_ms_after_kernel']):.2f}",
+                f"{median(merged['kernel_4096x32000_ms']):.1f}",
+                f"{median(merged['kernel_64x1000_us']):.0f}",
+                _ms(merged["torch_layer_quiet_ms"]),
+                _ms(merged["torch_layer_after_torch_op_ms"]),
+            ]
+        )
+    headers = ["threading layer", "matmul", "fastest (ms): none / after = ratio", "median (ms): none / after = ratio"]
+    matmuls = Table("", headers, [], numeric=[False, False, True, True])
+    for label, merged in good.items():
+        for name in merged["none_ms"]:
+            none, after = merged["none_ms"][name], merged["after_ms"][name]
+            fastest = min(none), min(after)
+            typical = median(none), median(after)
+            matmuls.rows.append(
+                [
+                    f"{label}: `{merged['layer']}`",
+                    name,
+                    f"{fastest[0]:.2f} / {fastest[1]:.2f} = {fastest[1] / fastest[0]:.2f}",
+                    f"{typical[0]:.2f} / {typical[1]:.2f} = {typical[1] / typical[0]:.2f}",
+                ]
+            )
     lines += [
         "",
         "## The layers",
@@ -298,22 +342,7 @@ def _markdown(summary: dict, args, elapsed: float, load_before, load_after) -> s
         "nothing in the 20 ms before it (`quiet`) and right after a PyTorch operation on 2^20 floats (`after "
         "PyTorch`), whose OpenMP threads then spin.",
         "",
-        "| threading layer | fork child after a kernel | CPU after a call (ms) | kernel 4096x32000 fwd+grad (ms) "
-        "| kernel 64x1000 fwd (µs) | torch layer fwd, quiet (ms) | torch layer fwd, after PyTorch (ms) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, merged in summary.items():
-        if "error" in merged:
-            lines.append(f"| {label} | failed: {merged['error']} | | | | | |")
-            continue
-        fork = merged["fork"]
-        fork_text = "computes" if all(code == 0 for code in fork) else f"killed (exit {fork[0]})"
-        lines.append(
-            f"| {label}: `{merged['layer']}` | {fork_text} | {_median(merged['cpu_ms_after_kernel']):.2f} "
-            f"| {_median(merged['kernel_4096x32000_ms']):.1f} | {_median(merged['kernel_64x1000_us']):.0f} "
-            f"| {_ms(merged['torch_layer_quiet_ms'])} | {_ms(merged['torch_layer_after_torch_op_ms'])} |"
-        )
-    lines += [
+        render_markdown(layers),
         "",
         "## A matmul right after a kernel call",
         "",
@@ -323,18 +352,8 @@ def _markdown(summary: dict, args, elapsed: float, load_before, load_after) -> s
         "on a shared machine they move the fastest and the median of the repetitions alike, by tens of percent "
         "between runs: read the ratios against that.",
         "",
-        "| threading layer | matmul | fastest (ms): none / after = ratio | median (ms): none / after = ratio |",
-        "|---|---|---:|---:|",
+        render_markdown(matmuls),
     ]
-    for label, merged in good.items():
-        for name in merged["none_ms"]:
-            none, after = merged["none_ms"][name], merged["after_ms"][name]
-            fastest = min(none), min(after)
-            typical = _median(none), _median(after)
-            lines.append(
-                f"| {label}: `{merged['layer']}` | {name} | {fastest[0]:.2f} / {fastest[1]:.2f} = "
-                f"{fastest[1] / fastest[0]:.2f} | {typical[0]:.2f} / {typical[1]:.2f} = {typical[1] / typical[0]:.2f} |"
-            )
     first = next(iter(good.values()), None)
     if first is not None:
         numba_threads, torch_threads = first["threads"]
