@@ -55,6 +55,10 @@ marks the cells it had no time for "not measured (time budget)".
 Output in ``--out``: ``gpu.md`` (environment and tables), ``gpu.json`` (every number), ``gpu.png``
 (a chart, when matplotlib is installed). Both text files are rewritten after every shape, so a
 run cut short still leaves what it measured.
+
+The timing loop (warm-ups, garbage collector off, the device's clock), the medians, the machine's
+part of the environment record and the tables are :mod:`crossentropy._tools`' (imported from the
+checkout's ``src/`` where crossentropy is not installed).
 """
 
 from __future__ import annotations
@@ -69,8 +73,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -85,6 +87,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+if importlib.util.find_spec("crossentropy") is None:  # not installed: the checkout's own source
+    sys.path.insert(0, str(ROOT / "src"))
+
+from crossentropy._tools.environment import environment as machine_record  # noqa: E402
+from crossentropy._tools.tables import Table, render_markdown, render_plain  # noqa: E402
+from crossentropy._tools.timing import HOST_CLOCK, Clock, median, time_calls  # noqa: E402
 
 FULL_SHAPES = ((8192, 32000), (8192, 128256), (8192, 262144), (32768, 32000), (32768, 128256), (32768, 262144))
 QUICK_SHAPES = {"cuda": ((4096, 32000),), "cpu": ((64, 1000),)}
@@ -145,6 +153,8 @@ class Device:
         self.torch = torch.device(name)
         self.cuda = self.torch.type == "cuda"
         self.flush_buffer: torch.Tensor | None = None
+        # CUDA: an event recorded on the stream before and after each call, read after a synchronize.
+        self.clock = Clock(_recorded_event, _event_seconds, self.sync) if self.cuda else HOST_CLOCK
         if self.cuda:
             props = torch.cuda.get_device_properties(self.torch)
             self.l2_bytes = int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
@@ -200,32 +210,16 @@ class Device:
             return error_text(error)
         return None
 
-    def timed(self, call: Callable[[], Any], prepare: Callable[[], None], count: int) -> list[float]:
+    def timed(self, call: Callable[[], Any], prepare: Callable[[], None], count: int, warmup: int = 0) -> list[float]:
         """Milliseconds of ``count`` calls of ``call``, each after ``prepare()`` (outside the timed region).
 
+        ``warmup`` untimed calls (each after ``prepare()``) and a synchronize come first; the timed
+        calls run with the garbage collector off (:func:`crossentropy._tools.timing.time_calls`).
         CUDA: one pair of events around each call, read after one synchronize at the end; a call
         that reads a value on the host inside is timed with its wait. CPU: the host clock.
         """
-        if not self.cuda:
-            times = []
-            for _ in range(count):
-                prepare()
-                start = time.perf_counter()
-                out = call()
-                times.append((time.perf_counter() - start) * 1e3)
-                del out
-            return times
-        events = []
-        for _ in range(count):
-            prepare()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = call()
-            end.record()
-            events.append((start, end))
-            del out
-        self.sync()
-        return [start.elapsed_time(end) for start, end in events]
+        seconds = time_calls(call, repeat=count, warmup=warmup, prepare=prepare, clock=self.clock)
+        return [1e3 * s for s in seconds]
 
     def peak(self, call: Callable[[], Any], prepare: Callable[[], None]) -> int | None:
         """Bytes allocated at the peak of one call above those allocated before it (CUDA only)."""
@@ -242,6 +236,17 @@ class Device:
         return peak
 
 
+def _recorded_event() -> torch.cuda.Event:
+    """A CUDA event recorded now on the current stream: a mark of the device's clock."""
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _event_seconds(start: torch.cuda.Event, end: torch.cuda.Event) -> float:
+    return start.elapsed_time(end) / 1e3  # elapsed_time is in milliseconds
+
+
 def out_of_memory_errors() -> tuple[type[BaseException], ...]:
     return (getattr(torch.cuda, "OutOfMemoryError", MemoryError), MemoryError)
 
@@ -250,16 +255,13 @@ def copy_bandwidth(device: Device, nbytes: int, repeat: int) -> dict[str, Any]:
     """Device-to-device copy bandwidth: bytes read + written by ``dst.copy_(src)`` over its median time."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device.torch).normal_()
     dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    device.sync()
-    times = device.timed(lambda: dst.copy_(src), lambda: None, repeat)
-    median = statistics.median(times)
+    times = device.timed(lambda: dst.copy_(src), lambda: None, repeat, warmup=3)
+    median_ms = median(times)
     return {
         "bytes_per_buffer": nbytes,
         "times_ms": times,
-        "median_ms": median,
-        "bytes_per_s": 2 * nbytes / (median / 1e3),
+        "median_ms": median_ms,
+        "bytes_per_s": 2 * nbytes / (median_ms / 1e3),
     }
 
 
@@ -268,8 +270,6 @@ def copy_bandwidth(device: Device, nbytes: int, repeat: int) -> dict[str, Any]:
 
 
 def _import_ours() -> Any:
-    if importlib.util.find_spec("crossentropy") is None:  # not installed: the checkout's own source
-        sys.path.insert(0, str(ROOT / "src"))
     crossentropy = importlib.import_module("crossentropy")
     importlib.import_module("crossentropy.torch")
     return crossentropy
@@ -548,14 +548,9 @@ def run_pass(
         suffix = "_fwd" if kind == "fwd" else ""
         result.setdefault("check", {}).update({key + suffix: value for key, value in check.items()})
         out = loss = grad = None
-        for _ in range(warmup - 1):
-            prepare()
-            out = call()
-            out = None
-        device.sync()
-        times = device.timed(call, prepare, repeat)
+        times = device.timed(call, prepare, repeat, warmup=warmup - 1)
         entry["times_ms"] = times
-        entry["median_ms"] = statistics.median(times)
+        entry["median_ms"] = median(times)
         entry["peak_bytes"] = device.peak(call, prepare)
         entry["status"] = "ok"
     except out_of_memory_errors():
@@ -868,12 +863,8 @@ def run_linear_method(
         entry["first_call_s"] = time.perf_counter() - start
         entry["check"] = linear_check(reference, *out)
         out = None
-        for _ in range(warmup - 1):
-            out = call()
-            out = None
-        device.sync()
-        times = device.timed(call, device.flush, repeat)
-        entry.update(times_ms=times, median_ms=statistics.median(times))
+        times = device.timed(call, device.flush, repeat, warmup=warmup - 1)
+        entry.update(times_ms=times, median_ms=median(times))
         entry["peak_bytes"] = device.peak(call, device.flush)
         entry["status"] = "ok"
     except out_of_memory_errors():
@@ -1057,12 +1048,13 @@ def version_of(name: str) -> str:
 
 
 def environment(device: Device, methods: Methods, args: argparse.Namespace) -> dict[str, Any]:
+    machine = machine_record(torch=True, numba=False)
     env: dict[str, Any] = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python3 benchmarks/gpu.py " + " ".join(sys.argv[1:]),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        "python": machine["python"],
+        "platform": machine["platform"],
+        "torch": machine["torch"],
         "torch_cuda": torch.version.cuda,
         "triton": version_of("triton"),
         "liger_kernel": version_of("liger-kernel"),
@@ -1099,8 +1091,8 @@ def environment(device: Device, methods: Methods, args: argparse.Namespace) -> d
             if smi.returncode == 0:
                 env["nvidia_smi"] = smi.stdout.strip()
     else:
-        env["cpu"] = platform.processor() or platform.machine()
-        env["threads"] = torch.get_num_threads()
+        env["cpu"] = machine["processor"]
+        env["threads"] = machine["torch_threads"]
     if methods._liger is not None:
         with contextlib.suppress(Exception):
             from liger_kernel.backends import resolve_impl
@@ -1136,15 +1128,21 @@ def _valid(cell: dict) -> bool:
     return not cell.get("check", {}).get("verdict", "").startswith("FAIL")
 
 
-def shape_rows(shape: dict, selected: tuple[Method, ...], copy_bps: float) -> list[str]:
-    """Markdown rows of one shape: times, peaks, fraction of the copy bandwidth, speed-ups."""
+SHAPE_HEADERS = ["N×V", "method", "forward ms", "fwd+bwd ms", "peak GB fwd / fwd+bwd", "% copy BW fwd / fwd+bwd"]
+SHAPE_HEADERS += ["speed-up vs eager fwd / fwd+bwd", "vs Liger fwd / fwd+bwd"]
+CHECK_HEADERS = ["N×V", "method", "loss err fwd", "loss err fwd+bwd", "grad err", "target err", "row sum", "row L1"]
+CHECK_HEADERS += ["result"]
+
+
+def shape_rows(shape: dict, selected: tuple[Method, ...], copy_bps: float) -> list[list[str]]:
+    """Table rows of one shape: times, peaks, fraction of the copy bandwidth, speed-ups."""
     cells = shape["cells"]
     label = f"{shape['n']}×{shape['v']}"
     rows = []
     for method in selected:
         cell = cells[method.key]
         if "status" in cell:
-            rows.append(f"| {label} | {method.label} | {cell['status']} | | | | | |")
+            rows.append([label, method.label, cell["status"], "", "", "", "", ""])
             continue
         mark = "" if _valid(cell) else " ✗"
         texts = {}
@@ -1168,13 +1166,21 @@ def shape_rows(shape: dict, selected: tuple[Method, ...], copy_bps: float) -> li
                 parts.append("—" if ms is None or ref_ms is None else f"{ref_ms / ms:.2f}×")
             speedups[ref] = " / ".join(parts)
         rows.append(
-            f"| {label} | {method.label} | {texts['fwd']} | {texts['fwdbwd']} | {peak_text} | "
-            f"{' / '.join(fractions)} | {speedups['eager']} | {speedups['liger']} |"
+            [
+                label,
+                method.label,
+                texts["fwd"],
+                texts["fwdbwd"],
+                peak_text,
+                " / ".join(fractions),
+                speedups["eager"],
+                speedups["liger"],
+            ]
         )
     return rows
 
 
-def check_rows(shape: dict, selected: tuple[Method, ...]) -> list[str]:
+def check_rows(shape: dict, selected: tuple[Method, ...]) -> list[list[str]]:
     rows = []
     label = f"{shape['n']}×{shape['v']}"
 
@@ -1185,13 +1191,10 @@ def check_rows(shape: dict, selected: tuple[Method, ...]) -> list[str]:
         cell = shape["cells"][method.key]
         check = cell.get("check")
         if check is None:
-            rows.append(f"| {label} | {method.label} | | | | | | | {cell.get('status', 'not run')} |")
+            rows.append([label, method.label, "", "", "", "", "", "", cell.get("status", "not run")])
             continue
-        rows.append(
-            f"| {label} | {method.label} | {fmt(check.get('loss_rel_err_fwd'))} | {fmt(check.get('loss_rel_err'))} | "
-            f"{fmt(check.get('grad_rel_err'))} | {fmt(check.get('target_err'))} | {fmt(check.get('row_sum_err'))} | "
-            f"{fmt(check.get('row_l1_err'))} | {check.get('verdict', 'not run')} |"
-        )
+        keys = ("loss_rel_err_fwd", "loss_rel_err", "grad_rel_err", "target_err", "row_sum_err", "row_l1_err")
+        rows.append([label, method.label, *(fmt(check.get(key)) for key in keys), check.get("verdict", "not run")])
     return rows
 
 
@@ -1272,13 +1275,10 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
         if not shapes:
             continue
         lines += ["", f"## {dtype}", ""]
-        lines.append(
-            "| N×V | method | forward ms | fwd+bwd ms | peak GB fwd / fwd+bwd | % copy BW fwd / fwd+bwd "
-            "| speed-up vs eager fwd / fwd+bwd | vs Liger fwd / fwd+bwd |"
-        )
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        table = Table("", SHAPE_HEADERS, [], numeric=[False, False] + [True] * 6)
         for shape in shapes:
-            lines += shape_rows(shape, selected, copy_bps)
+            table.rows += shape_rows(shape, selected, copy_bps)
+        lines.append(render_markdown(table))
         backends = sorted({s["ours_backend"] for s in shapes if "ours_backend" in s})
         if backends:
             lines += [
@@ -1309,15 +1309,13 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
             "left in PyTorch's caching allocator just before it, so that an element left unwritten in a new "
             "gradient shows as NaN rather than as the correct value of the method before."
         )
-        lines += [
-            "",
-            "| N×V | method | loss err fwd | loss err fwd+bwd | grad err | target err | row sum | row L1 | result |",
-        ]
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        table = Table("", CHECK_HEADERS, [], numeric=[False, False] + [True] * 6 + [False])
         for shape in shapes:
-            lines += check_rows(shape, selected)
+            table.rows += check_rows(shape, selected)
+        lines += ["", render_markdown(table)]
 
-    compile_rows = []
+    headers = ["dtype", "N×V", "method", "pass", "first call s", "minus median s"]
+    compile_table = Table("", headers, [], numeric=[False] * 4 + [True] * 2)
     labels = {m.key: m.label for m in selected}
     for shape in report["shapes"]:
         for key, cell in shape["cells"].items():
@@ -1327,11 +1325,10 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
                     continue
                 excess = entry["first_call_s"] - entry["median_ms"] / 1e3
                 if key == "compiled" or excess >= FIRST_CALL_NOTE_S:
-                    compile_rows.append(
-                        f"| {shape['dtype']} | {shape['n']}×{shape['v']} | {labels[key]} | {PASS_NAMES[kind]} "
-                        f"| {entry['first_call_s']:.2f} | {excess:.2f} |"
-                    )
-    if compile_rows:
+                    first = f"{entry['first_call_s']:.2f}"
+                    row = [shape["dtype"], f"{shape['n']}×{shape['v']}", labels[key], PASS_NAMES[kind], first]
+                    compile_table.rows.append([*row, f"{excess:.2f}"])
+    if compile_table.rows:
         lines += ["", "## First calls (compilation)", ""]
         lines.append(
             "Not in the timings above. torch.compile: one compiled function for the whole run (`dynamic=True`), so a "
@@ -1339,12 +1336,7 @@ def markdown(report: dict, selected: tuple[Method, ...]) -> str:
             f"than the median means it recompiled); the other methods where their first call (Triton's JIT) took "
             f"{FIRST_CALL_NOTE_S} s or more over the median."
         )
-        lines += [
-            "",
-            "| dtype | N×V | method | pass | first call s | minus median s |",
-            "|---|---|---|---|---:|---:|",
-            *compile_rows,
-        ]
+        lines += ["", render_markdown(compile_table)]
 
     errors = []
     for shape in report["shapes"]:
@@ -1401,11 +1393,8 @@ def linear_markdown(linear: dict) -> list[str]:
         lines.append("(" + "; ".join(notes) + ")")
         if "device_failure" in shape:
             lines += ["", f"**The device failed: {shape['device_failure']}; nothing after it was measured.**"]
-        lines += [
-            "",
-            "| method | ms | peak MiB | time / CCE | memory / CCE | loss rel. err | cos ∇x | cos ∇W | accuracy |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
+        headers = ["method", "ms", "peak MiB", "time / CCE", "memory / CCE", "loss rel. err", "cos ∇x", "cos ∇W"]
+        table = Table("", [*headers, "accuracy"], [], numeric=[False] + [True] * 7 + [False])
         cce = cells.get("cce", {})
         for method in LINEAR_METHODS:
             cell = cells.get(method.key, {})
@@ -1413,7 +1402,7 @@ def linear_markdown(linear: dict) -> list[str]:
                 status = cell.get("status", "not run")
                 if status.startswith("error:"):  # the type alone; the message is under "Errors"
                     status = "error: " + status.split(":")[1].strip()
-                lines.append(f"| {method.label} | {status} | | | | | | | |")
+                table.rows.append([method.label, status, "", "", "", "", "", "", ""])
                 continue
             peak = cell.get("peak_bytes")
             ratios = []
@@ -1421,11 +1410,19 @@ def linear_markdown(linear: dict) -> list[str]:
                 mine, theirs = cell.get(field_), cce.get(field_) if cce.get("status") == "ok" else None
                 ratios.append("—" if mine is None or not theirs else f"{mine / theirs:.2f}×")
             check = cell["check"]
-            lines.append(
-                f"| {method.label} | {cell['median_ms']:.2f} | {'n/a' if peak is None else f'{peak / 2**20:.0f}'} | "
-                f"{ratios[0]} | {ratios[1]} | {check['loss_rel_err']:.1e} | {check['cos_grad_x']:.6f} | "
-                f"{check['cos_grad_w']:.6f} | {check['verdict']} |"
+            table.rows.append(
+                [
+                    method.label,
+                    f"{cell['median_ms']:.2f}",
+                    "n/a" if peak is None else f"{peak / 2**20:.0f}",
+                    *ratios,
+                    f"{check['loss_rel_err']:.1e}",
+                    f"{check['cos_grad_x']:.6f}",
+                    f"{check['cos_grad_w']:.6f}",
+                    check["verdict"],
+                ]
             )
+        lines += ["", render_markdown(table)]
         targets = shape.get("targets")
         if targets:
             lines += [
@@ -1437,7 +1434,7 @@ def linear_markdown(linear: dict) -> list[str]:
                 f"gradient cosine ≥ {limits['grad_cosine']}: {_target_text(targets['grad_cosine'], 'cos')}.",
             ]
     first = [
-        f"| N={s['n']} H={s['h']} V={s['v']} | {m.label} | {c['first_call_s']:.2f} |"
+        [f"N={s['n']} H={s['h']} V={s['v']}", m.label, f"{c['first_call_s']:.2f}"]
         for s in linear["shapes"]
         for m in LINEAR_METHODS
         for c in [s["cells"].get(m.key, {})]
@@ -1445,7 +1442,7 @@ def linear_markdown(linear: dict) -> list[str]:
     ]
     if first:
         lines += ["", "First calls (Triton's JIT, autotuning), not in the timings:", ""]
-        lines += ["| shape | method | first call s |", "|---|---|---:|", *first]
+        lines.append(render_markdown(Table("", ["shape", "method", "first call s"], first, [False, False, True])))
     errors = [
         f"- N={s['n']} H={s['h']} V={s['v']} {key}: {c['status']}"
         for s in linear["shapes"]
@@ -1483,18 +1480,17 @@ def linear_summary(linear: dict) -> list[str]:
 
 def summary(report: dict, selected: tuple[Method, ...]) -> str:
     """A short table for the end of the output: forward + backward milliseconds and the spot checks."""
-    lines = [
-        "forward + backward, median ms (✗: failed its spot check)",
-        "dtype N×V".ljust(22) + "".join(m.short.rjust(14) for m in selected),
-    ]
+    table = Table("forward + backward, median ms (✗: failed its spot check)", ["dtype N×V"], [])
+    table.headers += [m.short for m in selected]
     for shape in report["shapes"]:
-        row = f"{shape['dtype']} {shape['n']}×{shape['v']}".ljust(22)
+        row = [f"{shape['dtype']} {shape['n']}×{shape['v']}"]
         for method in selected:
             cell = shape["cells"][method.key]
             ms = _ms(cell.get("fwdbwd")) if "status" not in cell else None
             text = _status(cell, "fwdbwd") if ms is None else f"{ms:.3f}" + ("" if _valid(cell) else "✗")
-            row += text[:13].rjust(14)
-        lines.append(row)
+            row.append(text[:13])
+        table.rows.append(row)
+    lines = [render_plain(table)]
     failed = [
         f"{s['dtype']} {s['n']}x{s['v']} {k}: {c['check']['verdict']}"
         for s in report["shapes"]
