@@ -214,7 +214,8 @@ def _calibration_errors(confidence: np.ndarray, outcome: np.ndarray, weight: np.
     """L1, L2 and max calibration errors of per-bin sums (:func:`crossentropy.metrics._calibration_from_bins`)."""
     from .metrics import _calibration_from_bins
 
-    return tuple(_calibration_from_bins(confidence, outcome, weight, norm=norm) for norm in ("l1", "l2", "max"))
+    l1, l2, top = (_calibration_from_bins(confidence, outcome, weight, norm=norm) for norm in ("l1", "l2", "max"))
+    return l1, l2, top
 
 
 def _to_host(x: Any, name: str) -> np.ndarray:
@@ -227,9 +228,11 @@ def _to_host(x: Any, name: str) -> np.ndarray:
         x = x.detach()
         if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()
-        return x.cpu().numpy()
+        host: np.ndarray = x.cpu().numpy()
+        return host
     if array_api_compat.is_cupy_array(x):
-        return x.get()
+        copied: np.ndarray = x.get()
+        return copied
     try:
         return np.asarray(x)
     except (TypeError, ValueError) as error:
@@ -506,8 +509,9 @@ class Scorer:
         if targets is not None:
             self._targets = targets
         for slot in (0, 1):
-            if self._first_unnormalized[slot] is None and first_unnormalized[slot] is not None:
-                self._first_unnormalized[slot] = self._rows + first_unnormalized[slot]
+            first = first_unnormalized[slot]
+            if self._first_unnormalized[slot] is None and first is not None:
+                self._first_unnormalized[slot] = self._rows + first
         self._totals += totals
         if per_class is not None:
             self._per_class += per_class
@@ -688,7 +692,7 @@ class Scorer:
         sums and ``scratch_columns`` float64 each stay under :data:`_CHUNK_BYTES` in all.
         """
         kernel = _scoring_kernel()
-        per_chunk = 8 * (
+        per_chunk: int = 8 * (
             self._n_classes * kernel.N_CLASS_TOTALS
             + self._n_bins * kernel.N_BIN_TOTALS
             + kernel.N_TOTALS
@@ -701,6 +705,7 @@ class Scorer:
     def _accumulators(self, n_chunks: int) -> tuple[np.ndarray, ...]:
         """Zeroed per-chunk ``(totals, per_class, bins, top_hits, problems)`` for the kernels."""
         kernel = _scoring_kernel()
+        assert self._n_classes is not None  # set by the batch being scored
         return (
             np.zeros((n_chunks, kernel.N_TOTALS)),
             np.zeros((n_chunks, self._n_classes, kernel.N_CLASS_TOTALS)),
@@ -800,6 +805,7 @@ class Scorer:
     def _class_indices(self, targets: np.ndarray) -> np.ndarray:
         """Column indices of 1-d targets, checked; :class:`InvalidValue` at the first that is not a class."""
         n_classes = self._n_classes
+        assert n_classes is not None  # set by the predictions, read first
         if self._labels is not None:
             classes = self._labels
             try:
@@ -812,7 +818,7 @@ class Scorer:
             known = np.asarray(known, dtype=bool)
             if not known.all():
                 row = int(np.argmin(known))
-                expected = f"is not one of `labels` {list(self._label_values)}"
+                expected = f"is not one of `labels` {list(self._label_values or ())}"
                 raise InvalidValue(self._rows + row, "target", -1, _plain(targets[row]), expected)
             return inside.astype(np.int64)
         if targets.dtype.kind in "iub":
@@ -944,6 +950,7 @@ class Scorer:
         divisor = 1.0 if self._base is None else math.log(self._base)
         soft = self._targets == "probabilities"
         per_class = []
+        assert self._per_class is not None  # rows were scored
         for label, (rows, w, cross_entropy, hits) in zip(self._classes, self._per_class, strict=True):
             per_class.append(
                 ClassScore(

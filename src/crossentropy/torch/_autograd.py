@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import kernels
 from .._array import in_host_memory, is_transformed_tensor
+from .._typing import Reduction
 from ..losses import _softmax_cross_entropy
 
 __all__ = ["InplaceSoftmaxCrossEntropy", "SigmoidOptions", "SoftmaxOptions", "is_eager", "scaled"]
@@ -36,7 +37,7 @@ class SoftmaxOptions:
     label_smoothing: float
     z_loss: float
     softcap: float | None
-    reduction: str
+    reduction: Reduction
     temperature: float = 1.0
 
     def keywords(self) -> dict[str, Any]:
@@ -83,7 +84,7 @@ class SigmoidOptions:
     """Non-tensor options of the sigmoid loss: those of :func:`crossentropy.sigmoid_cross_entropy`."""
 
     label_smoothing: float
-    reduction: str
+    reduction: Reduction
 
     def keywords(self) -> dict[str, Any]:
         return {"label_smoothing": self.label_smoothing, "reduction": self.reduction}

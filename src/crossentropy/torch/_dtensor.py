@@ -90,6 +90,7 @@ import torch
 import torch.distributed as dist
 
 from .._array import get_namespace
+from .._typing import Reduction
 from .._validation import check_class_indices, check_reduction, checks_values
 
 try:  # a PyTorch build without torch.distributed has no DTensor
@@ -212,7 +213,7 @@ def cross_entropy_dtensor(
     weight: Any = None,
     *,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,

@@ -110,7 +110,7 @@ def plain_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def softmax_arguments(options: SoftmaxOptions) -> tuple | None:
+def softmax_arguments(options: SoftmaxOptions) -> tuple[Any, ...] | None:
     """The options as the softmax operators' arguments, or None when one is not a Python number
     (``int`` or ``float``, a NumPy ``float64`` included) or string where the operators take one (a
     bool, a tensor, other NumPy scalars): the generic code then takes the call, and checks it."""
@@ -155,7 +155,7 @@ def checked_normalizer(normalizer: Any, reduction: str, like: Tensor, dtype: tor
     return None if value is None else torch.as_tensor(value, dtype=dtype, device=like.device).detach()
 
 
-def sigmoid_arguments(options: SigmoidOptions) -> tuple | None:
+def sigmoid_arguments(options: SigmoidOptions) -> tuple[Any, ...] | None:
     """As :func:`softmax_arguments`, for the sigmoid operators."""
     if not (plain_number(options.label_smoothing) and isinstance(options.reduction, str)):
         return None

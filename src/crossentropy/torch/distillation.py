@@ -54,6 +54,7 @@ import torch
 
 from .._array import is_transformed_tensor, move_axes
 from .._inputs import safe_divide, warn_if_probabilities
+from .._typing import Divergence, Reduction
 from .._validation import check_integer_option, check_reduction
 from ..distillation import check_distillation_options, divergence_rows, jsd_log_ratios, log_space_rows
 from ._ops import checked_normalizer
@@ -67,10 +68,10 @@ CHUNK_ELEMENTS = 2**23
 
 @dataclass(frozen=True)
 class _Options:
-    divergence: str
+    divergence: Divergence
     beta: float
     temperature: float
-    reduction: str
+    reduction: Reduction
     chunk_size: int
     dtype: torch.dtype  # the accumulation dtype
 
@@ -127,11 +128,11 @@ def distillation_loss(
     teacher: torch.Tensor,
     target: torch.Tensor | None = None,
     *,
-    divergence: str = "forward_kl",
+    divergence: Divergence = "forward_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     normalizer: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Distillation loss between a student's logits ``input`` and a teacher's logits, classes on dimension 1.
@@ -525,11 +526,11 @@ def linear_distillation_loss(
     linear_bias: torch.Tensor | None = None,
     teacher_linear_weight: torch.Tensor | None = None,
     teacher_linear_bias: torch.Tensor | None = None,
-    divergence: str = "forward_kl",
+    divergence: Divergence = "forward_kl",
     beta: float = 0.5,
     temperature: float = 1.0,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     normalizer: float | torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:

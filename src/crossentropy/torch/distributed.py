@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 import torch.distributed as dist
 
 from .._array import get_namespace
+from .._typing import Reduction
 from .._validation import (
     check_class_indices,
     check_integer_option,
@@ -80,7 +81,7 @@ class _Options:
     z_loss: float
     softcap: float | None
     temperature: float
-    reduction: str
+    reduction: Reduction
 
 
 class VocabParallelCrossEntropy(torch.autograd.Function):
@@ -352,6 +353,7 @@ def _logit_gradient(u, squashed, lse, kappa, omega, factor, shard: _ShardRows, c
     return grad
 
 
+@overload
 def vocab_parallel_cross_entropy(
     local_logits: torch.Tensor,
     target: torch.Tensor,
@@ -365,7 +367,66 @@ def vocab_parallel_cross_entropy(
     softcap: float | None = None,
     temperature: float = 1.0,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: Literal[True],
+) -> tuple[torch.Tensor, LossStats]: ...
+
+
+@overload
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]: ...
+
+
+def vocab_parallel_cross_entropy(
+    local_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
     normalizer: float | torch.Tensor | None = None,
     return_stats: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
@@ -815,6 +876,7 @@ def _shard_layout(
     return vocab, end
 
 
+@overload
 def vocab_parallel_linear_cross_entropy(
     input: torch.Tensor,
     linear_weight_shard: torch.Tensor,
@@ -824,7 +886,78 @@ def vocab_parallel_linear_cross_entropy(
     group: Any = None,
     linear_bias: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    chunk_size: int | None = None,
+    return_stats: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def vocab_parallel_linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight_shard: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    chunk_size: int | None = None,
+    return_stats: Literal[True],
+) -> tuple[torch.Tensor, LossStats]: ...
+
+
+@overload
+def vocab_parallel_linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight_shard: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    chunk_size: int | None = None,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]: ...
+
+
+def vocab_parallel_linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight_shard: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    vocab_start: int,
+    group: Any = None,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,

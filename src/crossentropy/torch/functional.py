@@ -45,13 +45,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast, overload
 
 import torch
 from torch.nn import _reduction
 
 from .. import losses, robust
+from .._typing import Reduction
 from .._validation import parameter_names
+from ..losses import LossStats
 from . import _dtensor, _ops
 from ._autograd import InplaceSoftmaxCrossEntropy, SigmoidOptions, SoftmaxOptions
 
@@ -93,10 +95,11 @@ def _pytorch_names(**names: str) -> Callable[[_Function], _Function]:
     return decorate
 
 
-def _reduction_of(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+def _reduction_of(size_average: bool | None, reduce: bool | None, reduction: Reduction) -> Reduction:
     """PyTorch's rule: the deprecated ``size_average``/``reduce`` pair, when given, overrides ``reduction``."""
     if size_average is not None or reduce is not None:
-        return _reduction.legacy_get_string(size_average, reduce)
+        # PyTorch's rule gives "mean", "sum" or "none"; its annotation says str.
+        return cast(Reduction, _reduction.legacy_get_string(size_average, reduce))
     return reduction
 
 
@@ -145,9 +148,72 @@ def _operator(input: Any, target: Any, *others: Any) -> str | None:
 
 # ``inplace=True`` cannot be a custom operator (see ._autograd): an autograd function, which runs
 # eagerly between the compiled graphs under torch.compile (a graph break).
-@torch.compiler.disable
+@torch.compiler.disable  # type: ignore[untyped-decorator]  # unannotated in PyTorch; returns the function
 def _softmax_inplace(*args: Any) -> torch.Tensor:
     return InplaceSoftmaxCrossEntropy.apply(*args)
+
+
+@overload
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: torch.Tensor | None = None,
+    inplace: bool = False,
+    temperature: float = 1.0,
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: torch.Tensor | None = None,
+    inplace: bool = False,
+    temperature: float = 1.0,
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: Literal[True],
+) -> tuple[torch.Tensor, LossStats]: ...
+
+
+@overload
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    sample_weight: torch.Tensor | None = None,
+    inplace: bool = False,
+    temperature: float = 1.0,
+    normalizer: float | torch.Tensor | None = None,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]: ...
 
 
 @_pytorch_names()
@@ -158,7 +224,7 @@ def cross_entropy(
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     z_loss: float = 0.0,
@@ -168,7 +234,7 @@ def cross_entropy(
     temperature: float = 1.0,
     normalizer: float | torch.Tensor | None = None,
     return_stats: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, losses.LossStats]:
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
     r"""Softmax cross-entropy: ``torch.nn.functional.cross_entropy``, plus z-loss, soft-capping and sample weights.
 
     .. math::
@@ -278,9 +344,9 @@ def cross_entropy(
             return_stats=return_stats,
         )
     options = SoftmaxOptions(_class_dim(input), ignore_index, label_smoothing, z_loss, softcap, reduction, temperature)
-    arguments = _ops.softmax_arguments(options)
+    arguments = _ops.softmax_arguments(options) or ()  # None (no operator) becomes (), never unpacked
     count = _ops.normalizer_argument(normalizer, input, reduction)
-    operator = None if arguments is None else _operator(input, target, weight, sample_weight, count)
+    operator = None if not arguments else _operator(input, target, weight, sample_weight, count)
     if return_stats:
         if inplace and _needs_grad(input):
             raise ValueError(
@@ -312,7 +378,7 @@ def binary_cross_entropy_with_logits(
     weight: torch.Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     pos_weight: torch.Tensor | None = None,
     *,
     label_smoothing: float = 0.0,
@@ -361,8 +427,8 @@ def binary_cross_entropy_with_logits(
     """
     reduction = _reduction_of(size_average, reduce, reduction)
     options = SigmoidOptions(label_smoothing, reduction)
-    arguments = _ops.sigmoid_arguments(options)
-    operator = None if arguments is None else _operator(input, target, weight, pos_weight, sample_weight)
+    arguments = _ops.sigmoid_arguments(options) or ()  # None (no operator) becomes (), never unpacked
+    operator = None if not arguments else _operator(input, target, weight, pos_weight, sample_weight)
     if operator == "with_grad":
         return _ops.sigmoid_cross_entropy_with_grad(input, target, weight, pos_weight, sample_weight, *arguments)[0]
     if operator == "loss":
@@ -379,7 +445,7 @@ def binary_cross_entropy(
     weight: torch.Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -421,7 +487,7 @@ def nll_loss(
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -475,7 +541,7 @@ def softmax_focal_loss(
     alpha: Any = None,
     ignore_index: int = -100,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Multi-class focal loss (Lin et al. 2017) on logits, classes on dimension 1.
 
@@ -523,7 +589,7 @@ def sigmoid_focal_loss(
     targets: torch.Tensor,
     alpha: float | None = 0.25,
     gamma: float = 2.0,
-    reduction: str = "none",
+    reduction: Reduction = "none",
     *,
     sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -570,7 +636,7 @@ def poly1_cross_entropy(
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Poly-1 cross-entropy (Leng et al. 2022): CE + epsilon (1 - p_t), classes on dimension 1.
 
@@ -623,7 +689,7 @@ def generalized_cross_entropy(
     q: float = 0.7,
     ignore_index: int = -100,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Generalized cross-entropy (Zhang & Sabuncu 2018), classes on dimension 1.
 
@@ -672,7 +738,7 @@ def symmetric_cross_entropy(
     log_zero: float = -4.0,
     ignore_index: int = -100,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Symmetric cross-entropy (Wang et al. 2019), classes on dimension 1.
 
@@ -723,7 +789,7 @@ def forward_corrected_cross_entropy(
     *,
     ignore_index: int = -100,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Forward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
 
@@ -769,7 +835,7 @@ def backward_corrected_cross_entropy(
     *,
     ignore_index: int = -100,
     sample_weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> torch.Tensor:
     r"""Backward-corrected cross-entropy for noisy labels (Patrini et al. 2017), classes on dimension 1.
 

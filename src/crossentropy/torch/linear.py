@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -62,6 +62,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import kernels
 from .._array import get_namespace, in_host_memory, is_transformed_tensor
 from .._inputs import mean_scale, reduce_loss
+from .._typing import Reduction
 from .._validation import (
     check_class_indices,
     check_in_unit_interval,
@@ -92,7 +93,7 @@ class LinearOptions:
     z_loss: float
     softcap: float | None
     temperature: float
-    reduction: str
+    reduction: Reduction
     chunk_size: int
     accumulation_dtype: torch.dtype
     filter_eps: float | None
@@ -1166,6 +1167,7 @@ def _check_shapes(input, linear_weight, target, linear_bias, weight, sample_weig
     return probabilities
 
 
+@overload
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,
@@ -1173,7 +1175,57 @@ def linear_cross_entropy(
     *,
     linear_bias: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    accumulation_dtype: torch.dtype | None = None,
+    filter_eps: float | None = None,
+    chunk_size: int | None = None,
+    return_stats: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    accumulation_dtype: torch.dtype | None = None,
+    filter_eps: float | None = None,
+    chunk_size: int | None = None,
+    return_stats: Literal[True],
+) -> tuple[torch.Tensor, LossStats]: ...
+
+
+@overload
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     options: Any = None,
@@ -1187,7 +1239,31 @@ def linear_cross_entropy(
     filter_eps: float | None = None,
     chunk_size: int | None = None,
     return_stats: bool = False,
-) -> Any:
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]: ...
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+    normalizer: float | torch.Tensor | None = None,
+    shift: bool = False,
+    accumulation_dtype: torch.dtype | None = None,
+    filter_eps: float | None = None,
+    chunk_size: int | None = None,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materializing the N×V logits.
 
     ``torch.nn.functional.linear_cross_entropy`` (PyTorch 2.13): same parameters, defaults and

@@ -24,7 +24,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._typing import Reduction
 from .._validation import check_number
+from ..losses import LossStats
 from . import functional as F
 from .functional import _reduction_of
 from .linear import linear_cross_entropy
@@ -99,13 +101,23 @@ class CrossEntropyLoss(_Loss):
         ``forward`` returns ``(loss, LossStats)``.
     """
 
+    weight: torch.Tensor | None
+    ignore_index: int
+    reduction: Reduction
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
+    inplace: bool
+    temperature: float
+    return_stats: bool
+
     def __init__(
         self,
         weight: torch.Tensor | None = None,
         size_average: bool | None = None,
         ignore_index: int = -100,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
         *,
         z_loss: float = 0.0,
@@ -133,7 +145,7 @@ class CrossEntropyLoss(_Loss):
         *,
         sample_weight: torch.Tensor | None = None,
         normalizer: float | torch.Tensor | None = None,
-    ):
+    ) -> torch.Tensor | tuple[torch.Tensor, LossStats]:
         return F.cross_entropy(
             input,
             target,
@@ -170,13 +182,17 @@ class NLLLoss(_Loss):
         ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
+    weight: torch.Tensor | None
+    ignore_index: int
+    reduction: Reduction
+
     def __init__(
         self,
         weight: torch.Tensor | None = None,
         size_average: bool | None = None,
         ignore_index: int = -100,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(
             tensors={"weight": weight},
@@ -184,7 +200,9 @@ class NLLLoss(_Loss):
             reduction=_reduction_of(size_average, reduce, reduction),
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.nll_loss(
             input,
             target,
@@ -216,12 +234,17 @@ class BCEWithLogitsLoss(_Loss):
         Targets become :math:`(1-\varepsilon) t + \varepsilon/2`.
     """
 
+    weight: torch.Tensor | None
+    reduction: Reduction
+    pos_weight: torch.Tensor | None
+    label_smoothing: float
+
     def __init__(
         self,
         weight: torch.Tensor | None = None,
         size_average: bool | None = None,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         pos_weight: torch.Tensor | None = None,
         *,
         label_smoothing: float = 0.0,
@@ -232,7 +255,9 @@ class BCEWithLogitsLoss(_Loss):
             label_smoothing=label_smoothing,
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(
             input,
             target,
@@ -261,16 +286,21 @@ class BCELoss(_Loss):
         As PyTorch's.
     """
 
+    weight: torch.Tensor | None
+    reduction: Reduction
+
     def __init__(
         self,
         weight: torch.Tensor | None = None,
         size_average: bool | None = None,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(tensors={"weight": weight}, reduction=_reduction_of(size_average, reduce, reduction))
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction, sample_weight=sample_weight)
 
 
@@ -291,8 +321,13 @@ class SoftmaxFocalLoss(_Loss):
         ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
+    gamma: float
+    alpha: Any
+    ignore_index: int
+    reduction: Reduction
+
     def __init__(
-        self, *, gamma: float = 2.0, alpha: Any = None, ignore_index: int = -100, reduction: str = "mean"
+        self, *, gamma: float = 2.0, alpha: Any = None, ignore_index: int = -100, reduction: Reduction = "mean"
     ) -> None:
         tensor_alpha = isinstance(alpha, torch.Tensor)
         super().__init__(
@@ -303,7 +338,9 @@ class SoftmaxFocalLoss(_Loss):
             reduction=reduction,
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         alpha = self.alpha_weights if self.alpha_weights is not None else self.alpha
         return F.softmax_focal_loss(
             input,
@@ -331,10 +368,16 @@ class SigmoidFocalLoss(_Loss):
         As torchvision's.
     """
 
-    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "none") -> None:
+    alpha: float | None
+    gamma: float
+    reduction: Reduction
+
+    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: Reduction = "none") -> None:
         super().__init__(tensors={}, alpha=alpha, gamma=gamma, reduction=reduction)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction, sample_weight=sample_weight)
 
 
@@ -357,6 +400,12 @@ class Poly1CrossEntropyLoss(_Loss):
         ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
+    epsilon: float
+    weight: torch.Tensor | None
+    ignore_index: int
+    label_smoothing: float
+    reduction: Reduction
+
     def __init__(
         self,
         *,
@@ -364,7 +413,7 @@ class Poly1CrossEntropyLoss(_Loss):
         weight: torch.Tensor | None = None,
         ignore_index: int = -100,
         label_smoothing: float = 0.0,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(
             tensors={"weight": weight},
@@ -374,7 +423,9 @@ class Poly1CrossEntropyLoss(_Loss):
             reduction=reduction,
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.poly1_cross_entropy(
             input,
             target,
@@ -402,10 +453,16 @@ class GeneralizedCrossEntropyLoss(_Loss):
         ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
-    def __init__(self, *, q: float = 0.7, ignore_index: int = -100, reduction: str = "mean") -> None:
+    q: float
+    ignore_index: int
+    reduction: Reduction
+
+    def __init__(self, *, q: float = 0.7, ignore_index: int = -100, reduction: Reduction = "mean") -> None:
         super().__init__(tensors={}, q=q, ignore_index=ignore_index, reduction=reduction)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.generalized_cross_entropy(
             input,
             target,
@@ -433,6 +490,12 @@ class SymmetricCrossEntropyLoss(_Loss):
         ``"mean"`` over all-ignored targets gives 0, not NaN.
     """
 
+    alpha: float
+    beta: float
+    log_zero: float
+    ignore_index: int
+    reduction: Reduction
+
     def __init__(
         self,
         *,
@@ -440,13 +503,15 @@ class SymmetricCrossEntropyLoss(_Loss):
         beta: float = 1.0,
         log_zero: float = -4.0,
         ignore_index: int = -100,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(
             tensors={}, alpha=alpha, beta=beta, log_zero=log_zero, ignore_index=ignore_index, reduction=reduction
         )
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return F.symmetric_cross_entropy(
             input,
             target,
@@ -462,12 +527,18 @@ class SymmetricCrossEntropyLoss(_Loss):
 class _TransitionCorrectedLoss(_Loss):
     """A noise-corrected loss (the subclass's ``_loss``) as a module; the transition matrix is a buffer."""
 
+    transition: torch.Tensor
+    ignore_index: int
+    reduction: Reduction
+
     _loss: ClassVar[Any]
 
-    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+    def __init__(self, transition: torch.Tensor, *, ignore_index: int = -100, reduction: Reduction = "mean") -> None:
         super().__init__(tensors={"transition": transition}, ignore_index=ignore_index, reduction=reduction)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None):
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor, *, sample_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self._loss(
             input,
             target,
@@ -560,6 +631,22 @@ class LinearCrossEntropyLoss(_Loss):
     torch.Size([])
     """
 
+    num_classes: int
+    out_features: tuple[int, ...]
+    reduction: Reduction
+    weight: torch.Tensor | None
+    ignore_index: int | None
+    label_smoothing: float
+    options: Any
+    z_loss: float
+    softcap: float | None
+    temperature: float
+    shift: bool
+    accumulation_dtype: torch.dtype | None
+    filter_eps: float | None
+    chunk_size: int | None
+    linear: nn.Linear
+
     def __init__(
         self,
         in_features: int,
@@ -569,7 +656,7 @@ class LinearCrossEntropyLoss(_Loss):
         bias: bool = False,
         device: Any = None,
         dtype: Any = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         weight: torch.Tensor | None = None,
         ignore_index: int | None = None,
         label_smoothing: float = 0.0,
@@ -610,7 +697,7 @@ class LinearCrossEntropyLoss(_Loss):
         *,
         sample_weight: torch.Tensor | None = None,
         normalizer: float | torch.Tensor | None = None,
-    ):
+    ) -> torch.Tensor:
         shape = (self.num_classes, *self.out_features)
         bias = self.linear.bias
         return linear_cross_entropy(
