@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -31,7 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_layer import RESULTS, measured_line, run_worker
 
+from crossentropy._tools.environment import environment, load_average
 from crossentropy._tools.memory import PEAK_HELPERS
+from crossentropy._tools.progress import step_progress
+from crossentropy._tools.tables import Table, render_markdown
 from crossentropy._tools.timing import median
 
 WORKER = textwrap.dedent(
@@ -85,10 +87,8 @@ METHODS = ("eager", "crossentropy", "crossentropy jsd")
 CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]
 
 
-def measure(method: str, repeat: int) -> dict:
-    result = run_worker(WORKER, method, repeat)
-    print(f"  {method}: {result['median_s']:.2f} s, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
-    return result
+def _load(load: tuple[float, float, float] | None) -> str:
+    return "n/a" if load is None else ", ".join(f"{x:.2f}" for x in load)
 
 
 def main() -> None:
@@ -97,10 +97,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="processes per method, interleaved (default 2)")
     args = parser.parse_args()
     command = "benchmarks/distillation.py" + "".join(f" {a}" for a in sys.argv[1:])
-    load_before = os.getloadavg()
+    load_before = load_average()
     # Rounds of one process per method, interleaved, so that a change of the machine's load (it is shared)
     # falls on every method alike; the median is over every timed call of every round, the peak their maximum.
-    rounds = [{method: measure(method, args.repeat) for method in METHODS} for _ in range(args.rounds)]
+    rounds: list[dict] = []
+    with step_progress(args.rounds * len(METHODS), prefix="distillation") as progress:
+        for round_ in range(args.rounds):
+            rounds.append({})
+            for method in METHODS:
+                progress.step(f"round {round_ + 1}/{args.rounds}: {method}, {args.repeat} timed calls")
+                rounds[-1][method] = run_worker(WORKER, method, args.repeat)
     results = {}
     for method in METHODS:
         runs = [r[method] for r in rounds]
@@ -111,8 +117,21 @@ def main() -> None:
             "median_s": median(times),
             "peak_gb": max(run["peak_gb"] for run in runs),
         }
-    load_after = os.getloadavg()
+    load_after = load_average()
     eager = results["eager"]
+    table = Table("", ["method", "seconds", "eager / method", "peak GB", "peak / eager's", "loss"], [])
+    for method in METHODS:
+        r = results[method]
+        table.rows.append(
+            [
+                method,
+                f"{r['median_s']:.2f}",
+                f"{eager['median_s'] / r['median_s']:.2f}×",
+                f"{r['peak_gb']:.3f}",
+                f"{r['peak_gb'] / eager['peak_gb']:.3f}",
+                f"{r['loss']:.6f}",
+            ]
+        )
     lines = [
         "# linear_distillation_loss against eager PyTorch",
         "",
@@ -121,19 +140,10 @@ def main() -> None:
         "",
         measured_line(args.repeat * args.rounds, eager["threads"], command)
         + f" ({args.rounds} rounds of one process per method, interleaved, {args.repeat} timed calls each).",
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
-        f"{', '.join(f'{x:.2f}' for x in load_after)} ({os.cpu_count()} cores; the machine is shared).",
+        f"Load average (1, 5, 15 min) before: {_load(load_before)}; after: {_load(load_after)} "
+        f"({environment(numba=False)['cpu_count']} cores; the machine is shared).",
         "",
-        "| method | seconds | eager / method | peak GB | peak / eager's | loss |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for method in METHODS:
-        r = results[method]
-        lines.append(
-            f"| {method} | {r['median_s']:.2f} | {eager['median_s'] / r['median_s']:.2f}× | {r['peak_gb']:.3f} | "
-            f"{r['peak_gb'] / eager['peak_gb']:.3f} | {r['loss']:.6f} |"
-        )
-    lines += [
+        render_markdown(table),
         "",
         "eager: `F.kl_div(F.log_softmax(x @ W.T, -1), F.log_softmax(x_t @ W_t.T, -1), log_target=True, "
         'reduction="batchmean")`; crossentropy: `crossentropy.torch.linear_distillation_loss(x, W, x_t, '

@@ -37,6 +37,8 @@ import textwrap
 from pathlib import Path
 
 from crossentropy._tools.memory import PEAK_HELPERS, worker_env
+from crossentropy._tools.progress import step_progress
+from crossentropy._tools.tables import Table, render_markdown
 from crossentropy._tools.timing import median
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -162,12 +164,12 @@ def run_worker(worker: str, method: str, repeat: int) -> dict:
 
 
 def measure(method: str, repeat: int) -> dict:
+    """One method in a fresh process, with its floor's medians where it has one."""
     result = run_worker(WORKER, method, repeat)
     if result["floors_s"]:  # each timed call against the floor measured right after it, in the same process
         sums = [sum(parts.values()) for parts in result["floors_s"]]
         result["floor_median_s"] = median(sums)
         result["times_floor"] = median(t / f for t, f in zip(result["times_s"], sums, strict=True))
-    print(f"  {method}: {result['median_s'] * 1e3:.1f} ms, peak {result['peak_gb']:.3f} GB", file=sys.stderr)
     return result
 
 
@@ -187,16 +189,27 @@ def linear_section(results: dict, repeat: int, command: str) -> list[str]:
         "",
         measured_line(repeat, eager["threads"], command),
         "",
-        "| method | seconds | vs eager | floor s | × floor | peak GB | loss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    table = Table("", ["method", "seconds", "vs eager", "floor s", "× floor", "peak GB", "loss"], [])
     for method in LINEAR:
         r = results[method]
-        lines.append(
-            f"| {method.removeprefix('linear ')} | {r['median_s']:.2f} | {eager['median_s'] / r['median_s']:.2f}× | "
-            f"{r['floor_median_s']:.2f} | {r['times_floor']:.2f}× | {r['peak_gb']:.3f} | {r['loss']:.6f} |"
+        table.rows.append(
+            [
+                method.removeprefix("linear "),
+                f"{r['median_s']:.2f}",
+                f"{eager['median_s'] / r['median_s']:.2f}×",
+                f"{r['floor_median_s']:.2f}",
+                f"{r['times_floor']:.2f}×",
+                f"{r['peak_gb']:.3f}",
+                f"{r['loss']:.6f}",
+            ]
         )
+    products = Table("", ["product", "ms"], [])
+    for name in ours["floors_s"][0]:
+        products.rows.append([name, f"{median(f[name] for f in ours['floors_s']) * 1e3:.0f}"])
+    products.rows.append(["the three together", f"{ours['floor_median_s'] * 1e3:.0f}"])
     lines += [
+        render_markdown(table),
         "",
         "eager: `F.cross_entropy(x @ W.T, y)`; torch chunked: `F.linear_cross_entropy(x, W, y, "
         "options=LinearCrossEntropyOptions())`; crossentropy: `crossentropy.torch.linear_cross_entropy(x, W, y)`.",
@@ -209,13 +222,7 @@ def linear_section(results: dict, repeat: int, command: str) -> list[str]:
         "right after it (1× would mean the softmax, the chunking and the memory traffic cost nothing). The "
         "products in ours' process (median ms):",
         "",
-        "| product | ms |",
-        "|---|---:|",
-    ]
-    for name in ours["floors_s"][0]:
-        lines.append(f"| {name} | {median(f[name] for f in ours['floors_s']) * 1e3:.0f} |")
-    lines += [
-        f"| the three together | {ours['floor_median_s'] * 1e3:.0f} |",
+        render_markdown(products),
         "",
         f"Ours takes **{ours['times_floor']:.2f}×** the floor ({ours['median_s']:.2f} s; the floor "
         f"{ours['floor_median_s']:.2f} s).",
@@ -230,16 +237,21 @@ def softmax_section(results: dict, repeat: int, command: str) -> list[str]:
         "",
         measured_line(repeat, results[SOFTMAX[0]]["threads"], command),
         "",
-        "| pass | F.cross_entropy ms | crossentropy.torch ms | speed-up | peak GB (torch / ours) |",
-        "|---|---:|---:|---:|---:|",
     ]
+    headers = ["pass", "F.cross_entropy ms", "crossentropy.torch ms", "speed-up", "peak GB (torch / ours)"]
+    table = Table("", headers, [])
     for pass_name in ("forward", "forward+backward"):
         theirs, ours = results[f"torch {pass_name}"], results[f"crossentropy {pass_name}"]
-        lines.append(
-            f"| {pass_name} | {theirs['median_s'] * 1e3:.1f} | {ours['median_s'] * 1e3:.1f} | "
-            f"{theirs['median_s'] / ours['median_s']:.1f}× | {theirs['peak_gb']:.3f} / {ours['peak_gb']:.3f} |"
+        table.rows.append(
+            [
+                pass_name,
+                f"{theirs['median_s'] * 1e3:.1f}",
+                f"{ours['median_s'] * 1e3:.1f}",
+                f"{theirs['median_s'] / ours['median_s']:.1f}×",
+                f"{theirs['peak_gb']:.3f} / {ours['peak_gb']:.3f}",
+            ]
         )
-    return [*lines, ""]
+    return [*lines, render_markdown(table), ""]
 
 
 def old_sections(path: Path) -> dict[str, str]:
@@ -274,7 +286,12 @@ def main() -> None:
     args = parser.parse_args()
     command = "benchmarks/torch_layer.py" + "".join(f" {a}" for a in sys.argv[1:])
     keys = (args.only,) if args.only else tuple(SECTIONS)
-    results = {method: measure(method, args.repeat) for key in keys for method in SECTIONS[key]}
+    methods = [method for key in keys for method in SECTIONS[key]]
+    results = {}
+    with step_progress(len(methods), prefix="torch_layer") as progress:
+        for method in methods:
+            progress.step(f"{method}: a fresh process, {args.repeat} timed calls")
+            results[method] = measure(method, args.repeat)
     md_path, csv_path = RESULTS / "torch_layer.md", RESULTS / "torch_layer.csv"
     sections = old_sections(md_path) if args.only else {}
     if "linear" in keys:
