@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..._tools.timing import median
 
 DTYPES = ("float32", "bfloat16")
 FULL_SHAPES = ((4096, 32000), (1024, 131072), (16384, 1024), (64, 1_000_000))
@@ -112,7 +113,7 @@ class Measurement:
     @property
     def median_ms(self) -> float | None:
         """Median of the repetitions, in milliseconds."""
-        return statistics.median(self.times_ms) if self.times_ms else None
+        return median(self.times_ms) if self.times_ms else None
 
     @property
     def speedup_vs_torch(self) -> float | None:
