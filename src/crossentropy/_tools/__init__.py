@@ -5,12 +5,13 @@ A neutral home below the applications: it imports nothing from :mod:`crossentrop
 other. Private: no stability promise beyond this repository.
 
 - :mod:`~crossentropy._tools.timing`: the timing loop (garbage collector off, warm-ups, medians,
-  interleaved candidates);
+  interleaved candidates, the host's clock or a device's), and a child process's wall time, CPU
+  time and peak resident set;
 - :mod:`~crossentropy._tools.memory`: peak-memory probes (tracemalloc in this process; the peak
   resident set of a worker process, reset before each call);
 - :mod:`~crossentropy._tools.environment`: the environment record (machine, cores, library
   versions, load);
-- :mod:`~crossentropy._tools.tables`: one table type rendered as plain text, Markdown or rich;
+- :mod:`~crossentropy._tools.tables`: one table type rendered as plain text, Markdown, HTML or rich;
 - :mod:`~crossentropy._tools.progress`: progress bars (rich on a terminal, silent or one line per
   step otherwise);
 - :mod:`~crossentropy._tools.files`: output files written atomically, matplotlib without a window;
