@@ -496,3 +496,52 @@ def test_torch_tensors_on_the_kernels_match_the_generic_path(targets_kind, optio
             assert isinstance(got, torch.Tensor)
             assert got.dtype == want.dtype == dtype
             np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), **tolerance(dtype))
+
+
+def _rows_with_tied_maxima(dtype):
+    """Rows of three and a half blocks whose maximum (8.0) appears where the accuracy is easy to get wrong,
+    and the target of each: the first maximum in a later block than a second one, a tie within a
+    block, the first entry of the row or of a block, the last entry of the row, and a target that
+    is not a maximum at all."""
+    n_classes = 3 * BLOCK + 5
+    logits = RNG.standard_normal((9, n_classes)).astype(dtype)
+    rows = [  # (where the maximum is, the target)
+        ((BLOCK + 10, 2 * BLOCK + 7), 2 * BLOCK + 7),  # a later block ties: not the first maximum
+        ((BLOCK + 10, 2 * BLOCK + 7), BLOCK + 10),
+        ((BLOCK + 3, BLOCK + 10), BLOCK + 10),  # a tie within a block
+        ((BLOCK + 3, BLOCK + 10), BLOCK + 3),
+        ((5,), 6),  # not a maximum
+        ((0, 1), 0),
+        ((n_classes - 1,), n_classes - 1),  # in the last, partial block
+        ((2 * BLOCK, 2 * BLOCK + 1), 2 * BLOCK),  # at a block's start
+        ((2 * BLOCK, 2 * BLOCK + 1), 2 * BLOCK + 1),
+    ]
+    targets = np.empty(len(rows), np.int64)
+    for n, (maxima, target) in enumerate(rows):
+        logits[n, list(maxima)] = 8.0
+        targets[n] = target
+    return logits, targets
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "options", [{}, {"temperature": 0.5}, {"softcap": 3.0}, {"temperature": 2.0, "softcap": 5.0}],
+    ids=["plain", "temperature", "softcap", "both"],
+)  # fmt: skip
+def test_stats_accuracy_is_the_first_maximum_across_blocks(dtype, options):
+    """``return_stats``'s accuracy is ``argmax == target`` with the first maximum (NumPy's and torch's
+    ``argmax``), on the forward kernel, the fused step and (without a soft-cap) the step written
+    over the logits, which searches for the maximum while it overwrites the blocks."""
+    logits, targets = _rows_with_tied_maxima(dtype)
+    expected = np.argmax(logits, axis=1) == targets
+    assert expected.tolist() == [False, True, False, True, False, True, True, True, False]
+    _, stats = ce.softmax_cross_entropy(logits, targets, reduction="none", return_stats=True, **options)
+    np.testing.assert_array_equal(stats.accuracy, expected)
+    *_, stats = ce.softmax_cross_entropy_with_grad(logits, targets, return_stats=True, **options)
+    np.testing.assert_array_equal(stats.accuracy, expected)
+    if "softcap" not in options:
+        overwritten = logits.copy()
+        *_, stats = ce.softmax_cross_entropy_with_grad(
+            overwritten, targets, out=overwritten, return_stats=True, **options
+        )
+        np.testing.assert_array_equal(stats.accuracy, expected)

@@ -372,7 +372,7 @@ def _first_index_of_max(block, raw_m, m, scale, cap, plain):
 
 
 @njit(**INLINE_OPTIONS)
-def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, stats):
+def _online_row(row, target, out, block_ref, scale, cap, store, coefficient, in_place, stats):
     """Max, sum of exponentials and (if ``coefficient > 0``) ``coefficient`` times the sum of ``u - m``, block by block.
 
     Finite whenever the loss it enters is: a plain sum that overflows is taken again from the row
@@ -380,10 +380,12 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
     multiplied by ``coefficient`` (the smoothing floor) before it is added (module docstring).
 
     With ``stats``, also :math:`t = \\sum_c e^{u_c - m} (u_c - m)` (rescaled with the running
-    maximum, as the sum of exponentials: the entropy is :math:`\\log s - t / s`) and the first
-    index of the row's maximum (``-1`` when every logit is ``-inf``). That is searched once, at the
-    end, in the block that last raised the maximum (still in the L2 cache); in place, where the
-    blocks are overwritten, in each block that raises it, before its exponentials are written.
+    maximum, as the sum of exponentials: the entropy is :math:`\\log s - t / s`) and whether
+    ``target`` is the first index of the row's maximum (``torch.argmax``'s; index 0 when every
+    logit is ``-inf``). That is settled at the end by :func:`_is_first_maximum`, which reads the
+    row only where the target's logit is the maximum; in place, where the blocks are overwritten,
+    the first index is searched in each block that raises the maximum, before its exponentials
+    are written.
     """
     n_classes = row.shape[0]
     dtype = accumulator(row)
@@ -440,15 +442,31 @@ def _online_row(row, out, block_ref, scale, cap, store, coefficient, in_place, s
             su += block_su
         s += block_s
         st += block_st
-    if stats and not over_itself and m > -np.inf:
-        if st != st:
-            st = _entropy_sum(row, m, scale, cap)  # a -inf logit met the fast sum (or a NaN, found again)
-        block = row[max_start : min(max_start + BLOCK, n_classes)]
-        first = max_start + _first_index_of_max(block, m, m, scale, cap, plain)
+    if stats and not over_itself and m > -np.inf and st != st:
+        st = _entropy_sum(row, m, scale, cap)  # a -inf logit met the fast sum (or a NaN, found again)
+    if over_itself:
+        correct = max(first, np.int64(0)) == target  # every logit -inf: torch.argmax's 0
+    else:
+        correct = stats and _is_first_maximum(row, target, max_start, m, scale, cap, plain)
     if relative and not over_itself:
         # -inf: a difference or the sum overflowed (or a -inf logit, which gives -inf again)
         su = _weighted_sum(row, block_ref[:0], m, scale, cap, coefficient) if su == -np.inf else coefficient * su
-    return m, s, su, st, first
+    return m, s, su, st, correct
+
+
+@njit(**INLINE_OPTIONS)
+def _is_first_maximum(row, target, max_start, m, scale, cap, plain):
+    """Whether ``target`` is the first index where the row's scaled, capped logits reach their maximum ``m``.
+
+    ``max_start`` starts the block that first reached ``m`` (the first maximum is in it). Only a
+    target whose logit is ``m``, in that block, needs a search, and only of the entries before it.
+    Every logit ``-inf``: index 0, as ``torch.argmax``.
+    """
+    if m == -np.inf:
+        return target == 0
+    if not (max_start <= target < max_start + BLOCK) or _capped(widen(row[target]) * scale, cap) != m:
+        return False
+    return _first_index_of_max(row[max_start:target], m, m, scale, cap, plain) < 0
 
 
 @njit(**INLINE_OPTIONS)
@@ -691,13 +709,13 @@ def softmax_cross_entropy_index(
         target_logit = _capped(widen(row[y]) * scale, cap)  # read before an in-place pass overwrites it
         out, dest = _row_buffers(row, grad, scratch, np.int64(n) if store else np.int64(0), in_place)  # 0: placeholder
         refs = block_ref[n] if store else block_ref[0]
-        m, s, su, st, first = _online_row(row, out, refs, scale, cap, store, relative, in_place, stats)
+        m, s, su, st, correct = _online_row(row, y, out, refs, scale, cap, store, relative, in_place, stats)
         log_s = dtype(math.log(s))
         lse = m + log_s
         if stats:
             lse_out[n] = lse
             entropy_out[n] = log_s - st / s
-            correct_out[n] = max(first, np.int64(0)) == y  # every logit -inf: torch.argmax's 0
+            correct_out[n] = correct
         target_weight = weight[y] if weighted else dtype(1)
         loss = dtype(0)
         if keep > 0 and target_weight != 0:
