@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test test-triton-full lint docs package bench clean
+.PHONY: demo test test-core test-triton-full lint docs package bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,27 @@ TORCH_SUITE := $(addprefix tests/torch/,test_torch_layer.py test_torch_semantics
 	test_out_parameter.py test_torch_linear_pytorch.py)
 LINEAR_SECOND_ORDER := linear and (gradgradcheck or fwgrad_bwgrad or test_op_batched or test_op_vmap)
 
-test: $(STAMP)
+test: $(STAMP) test-core
 	$(PY) -m pytest -n auto
 	$(TRITON_FORCED) $(TORCH_SUITE) -k "not ($(LINEAR_SECOND_ORDER))"
+
+# The core without PyTorch (docs/design.md, "Tests"): a second environment with the core's dependencies
+# and the test tools only (the `test-core` extra), where `import torch` must fail; tests/core and the
+# core modules' doctests run there (their PyTorch cases skip, saying so).
+CORE_VENV := .venv-core
+CORE_PY := $(CORE_VENV)/bin/python
+CORE_STAMP := $(CORE_VENV)/.installed
+CORE_DOCTESTS := $(addprefix --ignore=src/crossentropy/,torch cli gallery dask.py)
+
+$(CORE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_PY) -m pip install --quiet --upgrade pip
+	$(CORE_PY) -m pip install --quiet -e ".[test-core]"
+	touch $(CORE_STAMP)
+
+test-core: $(CORE_STAMP)
+	@! $(CORE_PY) -c "import torch" 2>/dev/null || { echo "PyTorch is installed in $(CORE_VENV)"; exit 1; }
+	$(CORE_PY) -m pytest -q -p no:cacheprovider -n auto tests/core src/crossentropy $(CORE_DOCTESTS)
 
 test-triton-full: $(STAMP)
 	$(TRITON_FORCED) $(TORCH_SUITE) tests/torch/test_torch_linear.py
@@ -63,4 +81,4 @@ package: $(STAMP)
 	$(PY) .ci/check_package.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/api/generated
+	rm -rf $(VENV) $(CORE_VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/api/generated

@@ -18,7 +18,7 @@ import pytest
 
 import crossentropy as ce
 
-mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `dev` extra)")
+mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
 
 USER_SCRIPT = """\
 import numpy as np
@@ -159,7 +159,7 @@ def test_core_modules_are_strict_in_pyproject() -> None:
     files = section[section.index("files = [") :]
     listed = set(re.findall(r'"src/crossentropy/(\w+)\.py"', files[: files.index("]\n")]))
     expected = {
-        "__init__", "_array", "_inputs", "_typing", "_validation", "distillation", "information", "losses",
+        "__init__", "_array", "_inputs", "_scorer", "_typing", "_validation", "distillation", "information", "losses",
         "metrics", "penalties", "robust", "special", "weights",
     }  # fmt: skip
     assert listed == expected, textwrap.shorten(str(listed ^ expected), 200)

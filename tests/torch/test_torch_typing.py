@@ -15,7 +15,7 @@ import re
 import pytest
 
 torch = pytest.importorskip("torch")
-mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `dev` extra)")
+mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
 
 import crossentropy.torch as cet  # noqa: E402
 
