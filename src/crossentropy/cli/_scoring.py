@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._scorer import _CLIP_EPS, InvalidValue, Scorer, ScoreResult
+from .._tools.tables import Table, render_plain
 from ..kernels.numba._threading import launch_lock
 
 __all__ = ["FileScorer", "InvalidValue", "ScoreReport", "ScoreSpec", "TemperatureSample", "temperature_rows"]
@@ -276,9 +277,7 @@ class ScoreReport:
 
     def per_class_text(self) -> str:
         header, body = self.per_class_rows()
-        widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        line = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-        return "\n".join("  " + line.format(*r) for r in [header, *body])
+        return render_plain(Table("", list(header), [list(row) for row in body]), title=False, rule=False, indent="  ")
 
 
 class FileScorer:

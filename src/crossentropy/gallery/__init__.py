@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .._tools.tables import Table as TextTable
+from .._tools.tables import render_html
 from ._common import Context, Experiment, Finished, Result, Table, format_value
 
 __all__ = ["NAMES", "Context", "Experiment", "Finished", "Result", "Table", "experiment", "run", "write_index"]
@@ -86,12 +88,10 @@ def write_index(finished: Sequence[Finished], out: Path) -> Path:
             f'<p class="claim">{html.escape(done.experiment.claim)}</p>',
         ]
         for table in done.result.tables:
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>"
-                for row in table.rows
+            cells = TextTable(
+                table.title, [str(c) for c in table.columns], [[format_value(v) for v in row] for row in table.rows]
             )
-            parts.append(f"<h3>{html.escape(table.title)}</h3><table><tr>{head}</tr>{body}</table>")
+            parts.append(f"<h3>{html.escape(table.title)}</h3>{render_html(cells)}")
         for figure in done.result.figures:
             relative = figure.relative_to(out) if figure.is_relative_to(out) else figure
             parts.append(f'<p><img src="{html.escape(str(relative))}" alt="{html.escape(figure.stem)}"></p>')
