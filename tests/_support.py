@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -233,3 +234,41 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def mypy_messages(script: str, config: str, folder: Path) -> dict[int, list[str]]:
+    """mypy's messages on the user script ``script`` under the mypy.ini text ``config``, by line number
+    (files and mypy's cache in ``folder``)."""
+    from mypy import api
+
+    path = folder / "user_script.py"
+    path.write_text(script, encoding="utf-8")
+    config_path = folder / "mypy.ini"
+    config_path.write_text(config, encoding="utf-8")
+    stdout, stderr, _ = api.run(
+        ["--config-file", str(config_path), "--cache-dir", str(folder / "cache"), "--no-error-summary", str(path)]
+    )
+    assert not stderr, stderr
+    messages: dict[int, list[str]] = {}
+    for line in stdout.splitlines():
+        match = re.match(rf"{re.escape(str(path))}:(\d+): (.*)", line)
+        assert match, f"unexpected mypy output: {line}"
+        messages.setdefault(int(match.group(1)), []).append(match.group(2))
+    return messages
+
+
+def marked_line(script: str, marker: str) -> int:
+    """The line number of the line of ``script`` ending with the comment ``# marker``."""
+    (number,) = [i + 1 for i, line in enumerate(script.splitlines()) if line.endswith(f"# {marker}")]
+    return number
+
+
+def normalized_type(revealed: str) -> str:
+    """mypy's spelling of a type, made independent of its version: named tuples by their name
+    (``tuple[Any, Any, Any, fallback=crossentropy.losses.LossStats]`` is ``LossStats``), classes
+    without their module (``torch._tensor.Tensor`` is ``Tensor``, ``builtins.tuple`` is ``tuple``),
+    ``tuple`` and ``X | Y`` rather than ``Tuple`` and ``Union[X, Y]``."""
+    revealed = re.sub(r"[Tt]uple\[[^\[\]]*fallback=[\w.]*?(\w+)\]", r"\1", revealed)
+    revealed = re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", revealed).replace("Tuple[", "tuple[")
+    union = re.fullmatch(r"Union\[(\w+), (.*)\]", revealed)
+    return f"{union.group(1)} | {union.group(2)}" if union else revealed

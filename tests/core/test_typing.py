@@ -18,7 +18,9 @@ import pytest
 
 import crossentropy as ce
 
-mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
+pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
+
+from tests._support import marked_line, mypy_messages, normalized_type
 
 USER_SCRIPT = """\
 import numpy as np
@@ -49,7 +51,7 @@ ce.entropy(x, axis="last")  # E6
 ce.softmax_cross_entropy(x, y, reduction="sum")  # fine
 """
 
-# What mypy reveals at each `# n` line (as `_normalized` writes it); `Any` is the `Array` alias.
+# What mypy reveals at each `# n` line (as `normalized_type` writes it); `Any` is the `Array` alias.
 REVEALED = {
     1: "Any",
     2: "tuple[Any, LossStats]",
@@ -61,16 +63,6 @@ REVEALED = {
     8: "Decomposition",
     9: "float",
 }
-
-
-def _normalized(revealed: str) -> str:
-    """mypy's spelling of a type, made independent of its version: named tuples by their name
-    (``tuple[Any, Any, Any, fallback=crossentropy.losses.LossStats]`` is ``LossStats``), no
-    ``builtins.`` prefix, ``tuple`` and ``X | Y`` rather than ``Tuple`` and ``Union[X, Y]``."""
-    revealed = re.sub(r"[Tt]uple\[[^\[\]]*fallback=[\w.]*?(\w+)\]", r"\1", revealed)
-    revealed = revealed.replace("builtins.", "").replace("Tuple[", "tuple[")
-    union = re.fullmatch(r"Union\[(Any), (.*)\]", revealed)
-    return f"{union.group(1)} | {union.group(2)}" if union else revealed
 
 
 # mypy's configuration for the user's script: strict; PyTorch (imported lazily by the core) and
@@ -92,37 +84,16 @@ follow_imports = silent
 @pytest.fixture(scope="module")
 def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[str]]:
     """mypy's messages on the user script, by line number."""
-    folder = tmp_path_factory.mktemp("typing")
-    script = folder / "user_script.py"
-    script.write_text(USER_SCRIPT, encoding="utf-8")
-    config = folder / "mypy.ini"
-    config.write_text(CONFIG, encoding="utf-8")
-    stdout, stderr, _ = mypy_api.run(
-        ["--config-file", str(config), "--cache-dir", str(folder / "cache"), "--no-error-summary", str(script)]
-    )
-    assert not stderr, stderr
-    messages: dict[int, list[str]] = {}
-    for line in stdout.splitlines():
-        match = re.match(rf"{re.escape(str(script))}:(\d+): (.*)", line)
-        assert match, f"unexpected mypy output: {line}"
-        messages.setdefault(int(match.group(1)), []).append(match.group(2))
-    return messages
-
-
-def _line(marker: str) -> int:
-    """The line number of the script line ending with the comment ``# marker``."""
-    lines = USER_SCRIPT.splitlines()
-    (number,) = [i + 1 for i, line in enumerate(lines) if line.endswith(f"# {marker}")]
-    return number
+    return mypy_messages(USER_SCRIPT, CONFIG, tmp_path_factory.mktemp("typing"))
 
 
 @pytest.mark.parametrize("n", sorted(REVEALED))
 def test_revealed_types(mypy_report: dict[int, list[str]], n: int) -> None:
-    notes = mypy_report.get(_line(str(n)), [])
+    notes = mypy_report.get(marked_line(USER_SCRIPT, str(n)), [])
     assert len(notes) == 1, notes
     match = re.fullmatch(r'note: Revealed type is "(.*)"', notes[0])
     assert match, notes
-    assert _normalized(match.group(1)) == REVEALED[n], notes
+    assert normalized_type(match.group(1)) == REVEALED[n], notes
 
 
 @pytest.mark.parametrize(
@@ -132,14 +103,16 @@ def test_revealed_types(mypy_report: dict[int, list[str]], n: int) -> None:
 def test_option_outside_its_literal_is_a_type_error(
     mypy_report: dict[int, list[str]], marker: str, option: str
 ) -> None:
-    errors = [m for m in mypy_report.get(_line(marker), []) if m.startswith("error:")]
+    errors = [m for m in mypy_report.get(marked_line(USER_SCRIPT, marker), []) if m.startswith("error:")]
     assert errors, f"mypy accepted line {marker}"
     # One overloaded function (softmax_cross_entropy) reports no matching overload, the others the argument.
     assert any(f'"{option}"' in m or "No overload variant" in m for m in errors), errors
 
 
 def test_nothing_else_reported(mypy_report: dict[int, list[str]]) -> None:
-    expected = {_line(str(n)) for n in REVEALED} | {_line(f"E{k}") for k in range(1, 7)}
+    expected = {marked_line(USER_SCRIPT, str(n)) for n in REVEALED} | {
+        marked_line(USER_SCRIPT, f"E{k}") for k in range(1, 7)
+    }
     unexpected = {line: m for line, m in mypy_report.items() if line not in expected}
     assert not unexpected, unexpected
 

@@ -15,9 +15,10 @@ import re
 import pytest
 
 torch = pytest.importorskip("torch")
-mypy_api = pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
+pytest.importorskip("mypy.api", reason="mypy is not installed (it is in the `test-core` extra)")
 
 import crossentropy.torch as cet  # noqa: E402
+from tests._support import marked_line, mypy_messages, normalized_type  # noqa: E402
 
 USER_SCRIPT = """\
 import torch
@@ -56,7 +57,7 @@ cet.cross_entropy(x, y, return_stats=True).item()  # E7
 cet.cross_entropy(x, y, reduction="sum")  # fine
 """
 
-# What mypy reveals at each `# n` line (as `_normalized` writes it).
+# What mypy reveals at each `# n` line (as `normalized_type` writes it).
 REVEALED = {
     1: "Tensor",
     2: "tuple[Tensor, LossStats]",
@@ -85,17 +86,6 @@ ERRORS = {
 }
 
 
-def _normalized(revealed: str) -> str:
-    """mypy's spelling of a type, made independent of its version: named tuples by their name
-    (``tuple[Any, Any, Any, fallback=crossentropy.losses.LossStats]`` is ``LossStats``), classes
-    without their module (``torch._tensor.Tensor`` is ``Tensor``), ``tuple`` and ``X | Y`` rather
-    than ``Tuple`` and ``Union[X, Y]``."""
-    revealed = re.sub(r"[Tt]uple\[[^\[\]]*fallback=[\w.]*?(\w+)\]", r"\1", revealed)
-    revealed = re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", revealed).replace("Tuple[", "tuple[")
-    union = re.fullmatch(r"Union\[(\w+), (.*)\]", revealed)
-    return f"{union.group(1)} | {union.group(2)}" if union else revealed
-
-
 # mypy's configuration for the user's script: strict, reading PyTorch's annotations (the first run
 # analyses PyTorch, some seconds); Numba skipped, as in pyproject.toml.
 CONFIG = """\
@@ -115,42 +105,21 @@ follow_imports = silent
 @pytest.fixture(scope="module")
 def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[str]]:
     """mypy's messages on the user script, by line number."""
-    folder = tmp_path_factory.mktemp("torch_typing")
-    script = folder / "user_script.py"
-    script.write_text(USER_SCRIPT, encoding="utf-8")
-    config = folder / "mypy.ini"
-    config.write_text(CONFIG, encoding="utf-8")
-    stdout, stderr, _ = mypy_api.run(
-        ["--config-file", str(config), "--cache-dir", str(folder / "cache"), "--no-error-summary", str(script)]
-    )
-    assert not stderr, stderr
-    messages: dict[int, list[str]] = {}
-    for line in stdout.splitlines():
-        match = re.match(rf"{re.escape(str(script))}:(\d+): (.*)", line)
-        assert match, f"unexpected mypy output: {line}"
-        messages.setdefault(int(match.group(1)), []).append(match.group(2))
-    return messages
-
-
-def _line(marker: str) -> int:
-    """The line number of the script line ending with the comment ``# marker``."""
-    lines = USER_SCRIPT.splitlines()
-    (number,) = [i + 1 for i, line in enumerate(lines) if line.endswith(f"# {marker}")]
-    return number
+    return mypy_messages(USER_SCRIPT, CONFIG, tmp_path_factory.mktemp("torch_typing"))
 
 
 @pytest.mark.parametrize("n", sorted(REVEALED))
 def test_revealed_types(mypy_report: dict[int, list[str]], n: int) -> None:
-    notes = mypy_report.get(_line(str(n)), [])
+    notes = mypy_report.get(marked_line(USER_SCRIPT, str(n)), [])
     assert len(notes) == 1, notes
     match = re.fullmatch(r'note: Revealed type is "(.*)"', notes[0])
     assert match, notes
-    assert _normalized(match.group(1)) == REVEALED[n], notes
+    assert normalized_type(match.group(1)) == REVEALED[n], notes
 
 
 @pytest.mark.parametrize(("marker", "word"), sorted(ERRORS.items()))
 def test_misuse_is_a_type_error(mypy_report: dict[int, list[str]], marker: str, word: str) -> None:
-    errors = [m for m in mypy_report.get(_line(marker), []) if m.startswith("error:")]
+    errors = [m for m in mypy_report.get(marked_line(USER_SCRIPT, marker), []) if m.startswith("error:")]
     assert errors, f"mypy accepted line {marker}"
     assert any(f'"{word}"' in m or "No overload variant" in m for m in errors), errors
 
@@ -158,7 +127,9 @@ def test_misuse_is_a_type_error(mypy_report: dict[int, list[str]], marker: str, 
 def test_nothing_else_reported(mypy_report: dict[int, list[str]]) -> None:
     """Everything else type-checks: a loss's own methods among it (``.detach()``, ``.item()``; not
     ``.backward()``, which PyTorch leaves unannotated, a call strict mypy refuses)."""
-    expected = {_line(str(n)) for n in REVEALED} | {_line(marker) for marker in ERRORS}
+    expected = {marked_line(USER_SCRIPT, str(n)) for n in REVEALED} | {
+        marked_line(USER_SCRIPT, marker) for marker in ERRORS
+    }
     unexpected = {line: m for line, m in mypy_report.items() if line not in expected}
     assert not unexpected, unexpected
 
