@@ -27,6 +27,12 @@ from crossentropy.cli import _report, main  # noqa: E402
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="watches the command through /proc")
 
 
+def _default_sigint() -> None:
+    # As at a terminal. A job a non-interactive shell started with `&` ignores SIGINT, and so would
+    # every process it starts (Python then installs no KeyboardInterrupt handler at all).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str | Path, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "crossentropy.cli", *map(str, args)],
@@ -34,6 +40,7 @@ def start(*args: str | Path, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
+        preexec_fn=_default_sigint,
     )
 
 
