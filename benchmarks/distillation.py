@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_layer import RESULTS, measured_line, run_worker
 
 from crossentropy._tools.environment import environment, load_average
-from crossentropy._tools.memory import PEAK_HELPERS
 from crossentropy._tools.progress import step_progress
 from crossentropy._tools.tables import Table, render_markdown
 from crossentropy._tools.timing import median
@@ -43,7 +42,7 @@ WORKER = textwrap.dedent(
     import torch.nn.functional as F
     import crossentropy.torch as cet
 
-    {PEAK_HELPERS}
+    from crossentropy._tools.memory import proc_status_bytes as status, reset_peak_rss as reset_peak
 
     method, repeat = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -81,7 +80,7 @@ WORKER = textwrap.dedent(
     print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss,
                       "threads": torch.get_num_threads()}))
     """
-).replace("{PEAK_HELPERS}", PEAK_HELPERS)
+)
 
 METHODS = ("eager", "crossentropy", "crossentropy jsd")
 CSV_FIELDS = ["method", "median_s", "times_s", "peak_gb", "loss", "threads"]

@@ -36,14 +36,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from crossentropy._tools.memory import PEAK_HELPERS, worker_env
+from crossentropy._tools.memory import worker_env
 from crossentropy._tools.progress import step_progress
 from crossentropy._tools.tables import Table, render_markdown
 from crossentropy._tools.timing import median
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-# The workers' resident-memory probes (status(key), reset_peak()) are the harness's: PEAK_HELPERS.
 
 WORKER = textwrap.dedent(
     """
@@ -52,7 +50,7 @@ WORKER = textwrap.dedent(
     import torch.nn.functional as F
     import crossentropy.torch as cet
 
-    {PEAK_HELPERS}
+    from crossentropy._tools.memory import proc_status_bytes as status, reset_peak_rss as reset_peak
 
     method, repeat = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
@@ -136,7 +134,7 @@ WORKER = textwrap.dedent(
     print(json.dumps({"method": method, "times_s": times, "peaks_bytes": peaks, "loss": loss, "floors_s": floors,
                       "threads": torch.get_num_threads()}))
     """
-).replace("{PEAK_HELPERS}", PEAK_HELPERS)
+)
 
 LINEAR = ("linear eager", "linear torch chunked", "linear crossentropy")
 SOFTMAX = ("torch forward", "crossentropy forward", "torch forward+backward", "crossentropy forward+backward")

@@ -7,7 +7,7 @@ worker process started with :data:`WORKER_ENV` (glibc's mmap threshold frozen at
 that every large block gets fresh pages instead of pages an earlier call freed): memory freed
 by earlier calls is then not reused unseen. Page-granular: exact to a fraction of a percent at
 hundreds of megabytes, noisy below a megabyte. Worker scripts written as source text (the
-benchmarks') paste :data:`PEAK_HELPERS` into their code for the same two functions.
+benchmarks') import :func:`proc_status_bytes` and :func:`reset_peak_rss`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "PEAK_HELPERS",
     "WORKER_ENV",
     "proc_status_bytes",
     "reset_peak_rss",
@@ -32,22 +31,6 @@ __all__ = [
 #: threshold upwards as large blocks are freed, after which a call can reuse pages the process
 #: already holds; setting it (to glibc's own default, 128 KiB) freezes it.
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
-
-#: Source text of ``status(key)`` (bytes of a ``/proc/self/status`` entry) and ``reset_peak()``
-#: (reset ``VmHWM``), for worker scripts given as code: :func:`proc_status_bytes` and
-#: :func:`reset_peak_rss` under the names the benchmarks' workers call.
-PEAK_HELPERS = """
-def status(key):
-    with open("/proc/self/status") as lines:
-        for line in lines:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(key)
-
-def reset_peak():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-"""
 
 
 def proc_status_bytes(key: str) -> int:
